@@ -1,0 +1,1 @@
+"""Model families: each module declares its catalog entries (SPECS) and its adapter (FAMILY)."""

@@ -1,0 +1,187 @@
+"""Bark (Suno): text to speech with voice presets and non-speech cues ([laughs], ♪), in three GPT stages and a codec."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior
+from studio.run import Audio, RunContext
+from studio.weights import cached_json
+
+from models.common import SAFE_LOAD, join_with_pauses, move_modules, seed_everything, split_text, to_float32_numpy, \
+    token_progress, torch_dtype
+
+log = logging.getLogger(__name__)
+
+LICENSE = "MIT"
+SEMANTIC_HZ = 49.9  # semantic tokens per second of speech
+COARSE_HZ = 75.0  # EnCodec 24 kHz frames per second
+CHARS_PER_SECOND = 14.0  # typical speech, for estimates before the model has run
+CHUNK_CHARS = 180  # Bark truncates at 256 tokens and makes at most ~14 s per call: longer text is chunked
+MAX_CHUNK_SECONDS = 14.0
+DEFAULT_VOICE = "v2/en_speaker_6"
+# The presets Suno publishes for both repos; the list actually offered is read from the cached repo when present.
+PUBLISHED_VOICES = tuple(
+    f"v2/{lang}_speaker_{i}"
+    for lang in ("en", "de", "es", "fr", "hi", "it", "ja", "ko", "pl", "pt", "ru", "tr", "zh")
+    for i in range(10)
+)
+# Stage shares of a chunk's progress, so one bar moves smoothly through the three models and the codec.
+_SEMANTIC, _COARSE, _FINE = 25, 75, 95
+
+
+def _params() -> tuple[Param, ...]:
+    return (
+        Param("voice", str, DEFAULT_VOICE, "Voice", "Speaker preset; the language of the preset sets the accent.",
+              advanced=False),
+        Param("text_temperature", float, 0.7, "Text temperature", "Variety of wording and prosody "
+              "(the semantic stage).", minimum=0.05, maximum=1.5, step=0.05),
+        Param("waveform_temperature", float, 0.7, "Waveform temperature", "Variety of the voice's sound "
+              "(the acoustic stages).", minimum=0.05, maximum=1.5, step=0.05),
+        Param("max_chunk_seconds", float, MAX_CHUNK_SECONDS, "Max seconds per sentence", "Upper bound on the "
+              "speech made for each piece of text; Bark stops earlier when the sentence is done.",
+              minimum=0.5, maximum=MAX_CHUNK_SECONDS, step=0.5),
+    )
+
+
+def _spec(repo: str, label: str, parameters: int, cpu_per_s: float, cuda_per_s: float, description: str) -> ModelSpec:
+    return ModelSpec(
+        repo_id=repo, family="bark", tasks=("speech",), label=label, license=LICENSE, parameters=parameters,
+        sample_rate=24000, channels=1, max_duration=None, params=_params(),
+        speed={"cpu": SpeedPrior(1.0, cpu_per_s), "cuda": SpeedPrior(0.5, cuda_per_s),
+               "mps": SpeedPrior(1.0, cuda_per_s * 4)},
+        unit="second of speech", voices=PUBLISHED_VOICES, max_prompt_chars=5000, description=description,
+    )
+
+
+SPECS = (
+    _spec("suno/bark-small", "Bark small", 404_000_000, 21.9, 0.8,
+          "Expressive speech in 13 languages with laughs, sighs and ♪ singing; 24 kHz."),
+    _spec("suno/bark", "Bark", 1_100_000_000, 55.0, 2.1,
+          "The full Bark: better voices than small, about 2.7x slower; 24 kHz."),
+)
+
+
+def list_voices(spec: ModelSpec) -> tuple[str, ...]:
+    """Voice presets named in the repo's speaker_embeddings_path.json, when it is cached."""
+    table = cached_json(spec.repo_id, "speaker_embeddings_path.json")
+    if not table:
+        return ()
+    return tuple(sorted(k for k, v in table.items() if isinstance(v, dict)))
+
+
+def _chunks(request: Request) -> list[str]:
+    return split_text(request.prompt, CHUNK_CHARS)
+
+
+def work_units(spec: ModelSpec, request: Request) -> float:
+    cap = request.get("max_chunk_seconds")
+    return sum(min(len(chunk) / CHARS_PER_SECOND, cap) for chunk in _chunks(request))
+
+
+def working_bytes(spec: ModelSpec, request: Request | None, dtype_bytes: int) -> int:
+    """KV caches of the GPT stages at their longest context, plus the codec decoding one chunk."""
+    config = cached_json(spec.repo_id) or {}
+    semantic = config.get("semantic_config", {})
+    layers = semantic.get("num_layers", 12 if "small" in spec.repo_id else 24)
+    hidden = semantic.get("hidden_size", 768 if "small" in spec.repo_id else 1024)
+    seconds = request.get("max_chunk_seconds") if request else MAX_CHUNK_SECONDS
+    context = 256 + 256 + 1 + int(seconds * SEMANTIC_HZ)  # text + voice history + infer token + new tokens
+    kv = 2 * layers * context * hidden * dtype_bytes
+    fine = 1024 * hidden * dtype_bytes * 12  # the fine model's non-causal pass over its 1024 window
+    codec = 4 * 32 * seconds * spec.sample_rate * dtype_bytes
+    return int(kv + fine + codec + 32 * 1024**2)
+
+
+class BarkModelAdapter:
+    def __init__(self, spec: ModelSpec, model, processor, torch_device: str) -> None:
+        self.spec = spec
+        self.model = model
+        self.processor = processor
+        self.torch_device = torch_device
+
+    def modules(self) -> list:
+        return [self.model]
+
+    def move(self, torch_device: str) -> None:
+        move_modules(self.modules(), torch_device)
+        self.torch_device = torch_device
+
+    def generate(self, request: Request, ctx: RunContext) -> Audio:
+        import torch
+        from transformers.models.bark.generation_configuration_bark import (
+            BarkCoarseGenerationConfig, BarkFineGenerationConfig, BarkSemanticGenerationConfig,
+        )
+
+        config = self.model.generation_config
+        semantic_config = BarkSemanticGenerationConfig(**config.semantic_config)
+        coarse_config = BarkCoarseGenerationConfig(**config.coarse_acoustics_config)
+        fine_config = BarkFineGenerationConfig(**config.fine_acoustics_config)
+        semantic_max = max(1, round(request.get("max_chunk_seconds") * SEMANTIC_HZ))
+        chunks = _chunks(request)
+        total = 100 * len(chunks)
+        seed_everything(request.seed)
+        parts = []
+        for index, chunk in enumerate(chunks):
+            base = 100 * index
+            # 1. Text (cues like [laughs] included) and the voice preset -> token ids and history prompt.
+            inputs = self.processor(chunk, voice_preset=request.get("voice") or None, return_tensors="pt")
+            history = inputs.get("history_prompt")
+            if history is not None:
+                history = {k: v.to(self.torch_device) for k, v in history.items()}
+            ctx.check()
+            with torch.inference_mode():
+                # 2. Semantic tokens: what is said; stops at its end-of-speech token or the cap.
+                semantic = self.model.semantic.generate(
+                    inputs["input_ids"].to(self.torch_device),
+                    attention_mask=inputs["attention_mask"].to(self.torch_device),
+                    history_prompt=history, semantic_generation_config=semantic_config,
+                    do_sample=True, temperature=request.get("text_temperature"), max_new_tokens=semantic_max,
+                    stopping_criteria=_scaled_progress(ctx, semantic_max, base, base + _SEMANTIC, total),
+                )
+                # 3. Coarse acoustic tokens: two EnCodec codebooks at 75 Hz, in sliding windows.
+                spoken = int((semantic != semantic_config.semantic_pad_token).sum())
+                coarse_total = max(1, math.floor(spoken * COARSE_HZ / SEMANTIC_HZ) * coarse_config.n_coarse_codebooks)
+                coarse = self.model.coarse_acoustics.generate(
+                    semantic, history_prompt=history, semantic_generation_config=semantic_config,
+                    coarse_generation_config=coarse_config, codebook_size=config.codebook_size,
+                    do_sample=True, temperature=request.get("waveform_temperature"),
+                    stopping_criteria=_scaled_progress(ctx, coarse_total, base + _SEMANTIC, base + _COARSE, total),
+                )
+                ctx.check()
+                # 4. Fine tokens: the remaining six codebooks, non-autoregressive passes.
+                fine = self.model.fine_acoustics.generate(
+                    coarse, history_prompt=history, semantic_generation_config=semantic_config,
+                    coarse_generation_config=coarse_config, fine_generation_config=fine_config,
+                    codebook_size=config.codebook_size, temperature=request.get("waveform_temperature"),
+                )
+                ctx.progress(base + _FINE, total)
+                ctx.check()
+                # 5. EnCodec turns the codes into a waveform.
+                ctx.stage("decoding")
+                audio = self.model.codec_decode(fine)
+            parts.append(to_float32_numpy(audio.reshape(-1)))
+            ctx.progress(base + 100, total)
+            ctx.stage("generating")
+        rate = int(config.sample_rate)
+        return Audio(join_with_pauses(parts, rate), rate, info={"chunks": len(chunks)})
+
+
+def _scaled_progress(ctx: RunContext, steps: int, start: int, end: int, total: int):
+    """Per-token progress of one stage, mapped onto [start, end] of the run's 0..total scale."""
+    scaled = RunContext(cancel=ctx.cancel,
+                        on_progress=lambda done, n: ctx.progress(start + (end - start) * min(done, n) // max(n, 1), total))
+    return token_progress(scaled, steps)
+
+
+def load(spec: ModelSpec, torch_device: str, dtype: str) -> BarkModelAdapter:
+    from transformers import BarkModel, BarkProcessor
+
+    model = BarkModel.from_pretrained(spec.repo_id, dtype=torch_dtype(dtype), **SAFE_LOAD)
+    model.eval().to(torch_device)
+    processor = BarkProcessor.from_pretrained(spec.repo_id)
+    return BarkModelAdapter(spec, model, processor, torch_device)
+
+
+FAMILY = Family(name="bark", load=load, work_units=work_units, working_bytes=working_bytes, list_voices=list_voices)

@@ -1,0 +1,156 @@
+"""Headless CLI: `python -m studio generate ...` runs one generation through the same manager as the web app."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from studio.errors import StudioError
+from studio.settings import add_arguments, settings_from
+
+log = logging.getLogger("studio")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line on stderr, exit 2, as for any bad input
+        self.exit(2, f"error: {message} (see `python -m studio generate --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m studio", description="Audio Studio from the command line.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    gen = commands.add_parser("generate", help="generate one clip and print its metadata as JSON")
+    gen.add_argument("--model", required=True, help="a repo id from the catalog, e.g. facebook/musicgen-small")
+    gen.add_argument("--prompt", required=True, help="what to hear; for speech models, the text to speak")
+    gen.add_argument("--duration", help="seconds of audio (music and sound effects)")
+    gen.add_argument("--voice", help="voice preset (speech models that have voices)")
+    gen.add_argument("--seed", help="seed for a repeatable result (default: random)")
+    gen.add_argument("--format", default="wav", help="wav, flac, mp3 or ogg (default wav)")
+    gen.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                     help="any other setting of the model, e.g. --set guidance_scale=4 (repeatable)")
+    gen.add_argument("--out", required=True, help="file to write")
+    gen.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    add_arguments(gen)
+    models = commands.add_parser("models", help="list the catalog")
+    models.add_argument("--markdown", action="store_true", help="as the README's table")
+    return parser
+
+
+def _params(args: argparse.Namespace) -> dict:
+    params: dict = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise StudioError(f"--set {item!r} must look like NAME=VALUE, e.g. --set guidance_scale=4")
+        params[name.strip()] = _number_or_text(value)
+    if args.duration is not None:
+        params["duration"] = args.duration
+    if args.voice is not None:
+        params["voice"] = args.voice
+    return params
+
+
+def _number_or_text(value: str):
+    """Numbers stay text: each setting's own validation parses them and names the setting when it can't."""
+    lowered = value.strip().lower()
+    return lowered == "true" if lowered in ("true", "false") else value.strip()
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from studio.audio import check_format
+    from studio.service import Studio
+
+    settings = settings_from(args)
+    fmt = check_format(args.format)
+    out = Path(args.out)
+    if out.suffix.lower().lstrip(".") not in ("", fmt):
+        raise StudioError(f"--out {args.out!r} ends in {out.suffix} but --format is {fmt}: make them agree")
+    if out.exists() and out.is_dir():
+        raise StudioError(f"--out {args.out!r} is a directory: name a file, e.g. {out / ('clip.' + fmt)}")
+    studio = Studio(settings)
+    params = _params(args)
+    spec = studio.catalog.get(args.model)
+    if "duration" in params and spec.param("duration") is None:
+        raise StudioError(f"{spec.repo_id} makes speech whose length follows the text; drop --duration")
+    if "voice" in params and spec.param("voice") is None:
+        raise StudioError(f"{spec.repo_id} has no voice presets; drop --voice")
+    request = studio.request(None, args.model, args.prompt, seed=args.seed, params=params)
+    from studio.run import RunContext
+
+    ctx = RunContext()
+    if args.verbose:
+        ctx.on_stage = lambda stage: log.info("%s", stage)
+    result = studio.generate(request, fmt=fmt, out=out, ctx=ctx)
+    json.dump(result.metadata, sys.stdout, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def catalog_rows(catalog) -> list[dict]:
+    """One row per model (MMS languages folded into one), with memory needs at default settings."""
+    from studio.catalog import DTYPE_BYTES
+    from studio.settings import format_bytes
+
+    rows, seen_families_with_languages = [], set()
+    for spec in catalog:
+        if spec.language is not None:
+            if spec.family in seen_families_with_languages:
+                continue
+            seen_families_with_languages.add(spec.family)
+            codes = [s.language for s in catalog if s.family == spec.family]
+            repo = spec.repo_id.rsplit("-", 1)[0] + "-{" + ",".join(codes[:4]) + f",… {len(codes)} languages}}"
+            label = spec.label.rsplit(" ", 1)[0]
+        else:
+            repo, label = spec.repo_id, spec.label
+        request = catalog.make_request(spec.repo_id, "example", seed=0)
+        family = catalog.family(spec)
+        need = {dtype: spec.weight_bytes(dtype) + family.working_bytes(spec, request, DTYPE_BYTES[dtype])
+                for dtype in ("float16", "float32")}
+        gpu_dtype = family.preferred_dtypes.get("cuda", "float16")
+        rows.append({
+            "repo": repo, "label": label, "tasks": ", ".join(spec.tasks), "params": f"{spec.parameters / 1e6:,.0f}M",
+            "gpu": f"{format_bytes(need[gpu_dtype])} ({'fp16' if gpu_dtype == 'float16' else 'fp32'})",
+            "cpu": format_bytes(need["float32"]), "rate": f"{spec.sample_rate / 1000:g} kHz"
+            + (" stereo" if spec.channels == 2 else ""), "license": spec.license,
+        })
+    return rows
+
+
+def _models(markdown: bool) -> int:
+    from studio.catalog import Catalog
+
+    rows = catalog_rows(Catalog.discover("models"))
+    if markdown:
+        print("| model | tasks | parameters | GPU memory, default settings | CPU RAM (fp32) | output | licence |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| `{r['repo']}` ({r['label']}) | {r['tasks']} | {r['params']} | {r['gpu']} | {r['cpu']} | "
+                  f"{r['rate']} | {r['license']} |")
+    else:
+        for r in rows:
+            print(f"{r['repo']:44} {r['tasks']:14} {r['gpu']:>16} {r['license']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.command == "models":
+            return _models(args.markdown)
+        return _generate(args)
+    except StudioError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

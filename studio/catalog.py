@@ -1,0 +1,279 @@
+"""The model catalog: a frozen ModelSpec per model, typed parameters, and the registry models/ fills."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from studio.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+TASKS = ("music", "speech", "sfx")
+TASK_LABELS = {"music": "Music", "speech": "Speech", "sfx": "Sound effects"}
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Param:
+    """One generation setting with its type, default and bounds; the UI builds its control from it."""
+
+    name: str
+    kind: type  # float, int, str or bool
+    default: Any
+    label: str
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+    advanced: bool = True
+
+    def validate(self, value: Any, *, model: str = "") -> Any:
+        where = f" for {model}" if model else ""
+        if value is None:
+            return self.default
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            raise InvalidInput(f"{self.name} must be true or false{where}, but is {value!r}")
+        if self.kind in (int, float):
+            number = _to_number(value, self.kind, self.name, where)
+            low = self.minimum if self.minimum is not None else -math.inf
+            high = self.maximum if self.maximum is not None else math.inf
+            if not low <= number <= high:
+                raise InvalidInput(
+                    f"{self.name} must be between {_fmt(self.minimum)} and {_fmt(self.maximum)}{where}, "
+                    f"but is {_fmt(number)}: pick a value in that range"
+                )
+            return number
+        text = str(value)
+        if self.choices is not None and text not in self.choices:
+            raise InvalidInput(f"{self.name} {text!r} is not available{where}; choose one of: {', '.join(self.choices)}")
+        return text
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "any"
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _to_number(value: Any, kind: type, name: str, where: str) -> float | int:
+    if isinstance(value, bool):
+        raise InvalidInput(f"{name} must be a number{where}, but is {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a number{where}, but is {value!r}") from None
+    if not math.isfinite(number):
+        raise InvalidInput(f"{name} must be a finite number{where}, but is {value!r}")
+    if kind is int:
+        if number != int(number):
+            raise InvalidInput(f"{name} must be a whole number{where}, but is {value!r}")
+        return int(number)
+    return number
+
+
+@dataclass(frozen=True)
+class SpeedPrior:
+    """Published or measured speed: seconds = fixed_s + per_unit_s * units, before any run is calibrated."""
+
+    fixed_s: float
+    per_unit_s: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    repo_id: str
+    family: str
+    tasks: tuple[str, ...]
+    label: str
+    license: str
+    parameters: int
+    sample_rate: int
+    channels: int
+    max_duration: float | None  # None: the length follows the text (speech)
+    params: tuple[Param, ...]
+    speed: Mapping[str, SpeedPrior]  # by device kind: "cpu", "cuda", "mps"
+    unit: str  # what the speed prior counts: "token", "step", "character", ...
+    description: str = ""
+    voices: tuple[str, ...] = ()  # published voice presets, shown until the repo's own list is cached
+    language: str | None = None
+    gated: bool = False
+    max_prompt_chars: int = 2000
+
+    def weight_bytes(self, dtype: str) -> int:
+        """Weight bytes from the published parameter count; exact figures come from the files (studio.weights)."""
+        return self.parameters * DTYPE_BYTES[dtype]
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def speed_prior(self, device_kind: str) -> SpeedPrior:
+        return self.speed.get(device_kind) or self.speed.get("cuda") or self.speed["cpu"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a model family provides; functions, so each adapter module reads top to bottom."""
+
+    name: str
+    load: Callable[..., Any]  # (spec, torch_device: str, dtype: str) -> LoadedModel
+    work_units: Callable[[ModelSpec, "Request"], float]  # counts the unit of spec.speed
+    working_bytes: Callable[[ModelSpec, "Request", int], int]  # (spec, request, dtype bytes) -> activations etc.
+    list_voices: Callable[[ModelSpec], tuple[str, ...]] | None = None
+    preferred_dtypes: Mapping[str, str] = field(
+        default_factory=lambda: {"cuda": "float16", "mps": "float16", "cpu": "float32"}
+    )
+
+
+@dataclass(frozen=True)
+class Request:
+    """A validated generation request; build it with Catalog.make_request."""
+
+    model: str
+    task: str
+    prompt: str
+    seed: int
+    params: Mapping[str, Any]
+
+    def get(self, name: str) -> Any:
+        return self.params[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "task": self.task, "prompt": self.prompt, "seed": self.seed, **self.params}
+
+
+class Catalog:
+    """The registry of models; families register specs, everything else reads."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ModelSpec] = {}
+        self._families: dict[str, Family] = {}
+
+    def register(self, family: Family, specs: Iterable[ModelSpec]) -> None:
+        self._families[family.name] = family
+        for spec in specs:
+            if spec.family != family.name:
+                raise ValueError(f"{spec.repo_id} names family {spec.family!r}, registered under {family.name!r}")
+            if spec.repo_id in self._specs:
+                raise ValueError(f"{spec.repo_id} is registered twice")
+            self._specs[spec.repo_id] = spec
+
+    @classmethod
+    def discover(cls, package: str = "models") -> "Catalog":
+        """Import every module of `package` that defines FAMILY and SPECS (light imports only)."""
+        catalog = cls()
+        pkg = importlib.import_module(package)
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+            module = importlib.import_module(f"{package}.{info.name}")
+            if hasattr(module, "FAMILY") and hasattr(module, "SPECS"):
+                catalog.register(module.FAMILY, module.SPECS)
+        return catalog
+
+    def __contains__(self, repo_id: object) -> bool:
+        return repo_id in self._specs
+
+    def __iter__(self):
+        return iter(self._specs.values())
+
+    def ids(self, task: str | None = None) -> list[str]:
+        return [s.repo_id for s in self._specs.values() if task is None or task in s.tasks]
+
+    def for_task(self, task: str) -> list[ModelSpec]:
+        return [s for s in self._specs.values() if task in s.tasks]
+
+    def get(self, repo_id: Any, task: str | None = None) -> ModelSpec:
+        spec = self._specs.get(repo_id) if isinstance(repo_id, str) else None
+        if spec is None or (task is not None and task not in spec.tasks):
+            choices = self.ids(task)
+            shown = ", ".join(choices[:12]) + (f" and {len(choices) - 12} more" if len(choices) > 12 else "")
+            kind = f"{TASK_LABELS.get(task, task).lower()} " if task else ""
+            raise InvalidInput(f"model {_clip(repo_id)!r} is not a {kind}model in the catalog; choose one of: {shown}")
+        return spec
+
+    def family(self, spec: ModelSpec) -> Family:
+        return self._families[spec.family]
+
+    def voices(self, spec: ModelSpec) -> tuple[str, ...]:
+        family = self.family(spec)
+        if family.list_voices is None:
+            return ()
+        return family.list_voices(spec) or spec.voices
+
+    def make_request(
+        self,
+        model: Any,
+        prompt: Any,
+        *,
+        task: str | None = None,
+        seed: Any = None,
+        params: Mapping[str, Any] | None = None,
+        random_seed: Callable[[], int] | None = None,
+    ) -> Request:
+        """Validate everything a user can send; errors name the value, the rule and the fix."""
+        spec = self.get(model, task)
+        task = task or spec.tasks[0]
+        text = _check_prompt(prompt, spec, task)
+        params = dict(params or {})
+        unknown = sorted(set(params) - {p.name for p in spec.params})
+        if unknown:
+            names = ", ".join(p.name for p in spec.params)
+            raise InvalidInput(f"{spec.repo_id} has no setting {unknown[0]!r}; its settings are: {names}")
+        values = {p.name: p.validate(params.get(p.name), model=spec.repo_id) for p in spec.params}
+        if "voice" in values and values["voice"] not in (None, ""):
+            voices = self.voices(spec)
+            if values["voice"] not in voices:
+                raise InvalidInput(
+                    f"voice {_clip(values['voice'])!r} is not a voice of {spec.repo_id}; choose one of: {', '.join(voices)}"
+                )
+        return Request(model=spec.repo_id, task=task, prompt=text, seed=_check_seed(seed, random_seed), params=values)
+
+
+def _clip(value: Any, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _check_prompt(prompt: Any, spec: ModelSpec, task: str) -> str:
+    what = "text" if task == "speech" else "prompt"
+    if not isinstance(prompt, str):
+        raise InvalidInput(f"the {what} must be text, but is {type(prompt).__name__}")
+    # Control characters other than newline and tab can't be spoken or tokenized meaningfully.
+    text = "".join(ch for ch in prompt if ch in "\n\t" or ch.isprintable()).strip()
+    if not text:
+        raise InvalidInput(f"the {what} is empty: describe what you want to hear")
+    if len(text) > spec.max_prompt_chars:
+        raise InvalidInput(
+            f"the {what} has {len(text):,} characters; {spec.repo_id} takes at most {spec.max_prompt_chars:,}: shorten it"
+        )
+    return text
+
+
+def _check_seed(seed: Any, random_seed: Callable[[], int] | None) -> int:
+    if seed is None or (isinstance(seed, str) and not seed.strip()) or seed == -1:
+        if random_seed is None:
+            import secrets
+
+            return secrets.randbelow(MAX_SEED + 1)
+        return random_seed()
+    value = _to_number(seed, int, "seed", "")
+    if not 0 <= value <= MAX_SEED:
+        raise InvalidInput(f"seed must be between 0 and {MAX_SEED} (or -1 for a random one), but is {seed!r}")
+    return value
+
+
+def duration_param(maximum: float, default: float, *, minimum: float = 0.5, step: float = 0.5) -> Param:
+    return Param(
+        "duration", float, default, "Duration (s)", "Length of the clip in seconds.",
+        minimum=minimum, maximum=maximum, step=step, advanced=False,
+    )

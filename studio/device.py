@@ -1,0 +1,329 @@
+"""The one place that asks torch about devices and memory; and a simulated device with a byte budget."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+from studio.errors import InvalidInput
+from studio.settings import Settings, format_bytes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MemoryReading:
+    total: int  # the device's capacity
+    free: int  # what the studio could still take: driver free + torch's cached-but-unused
+
+
+class Device:
+    """A place to run models. Subclasses answer memory questions; accounting of what is placed is shared.
+
+    `kind` is where memory lives (cuda, mps, cpu, sim); `compute_kind` names the hardware that does the work,
+    which is what speed calibration is keyed on.
+    """
+
+    kind = "cpu"
+    compute_kind = "cpu"
+    torch_device = "cpu"
+    separate_memory = False  # True when evicting to RAM frees this device's memory (discrete GPUs)
+    supports_offload = False  # accelerate/diffusers CPU offload makes sense (an accelerator with host RAM beside it)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._placed: dict[str, int] = {}
+        self._host: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # -- questions about memory -------------------------------------------------------------------
+    def reading(self) -> MemoryReading:
+        raise NotImplementedError
+
+    def host_free(self) -> int:
+        """Free RAM on the host, for keeping models evicted from the device."""
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+
+    def preferred_dtype(self) -> str:
+        return "float32"
+
+    # -- accounting of what the studio placed here ----------------------------------------------------
+    def place(self, tag: str, nbytes: int) -> None:
+        """Record that `tag` now holds `nbytes` here (a model's weights, a run's working memory)."""
+        with self._lock:
+            self._placed[tag] = int(nbytes)
+
+    def remove(self, tag: str) -> None:
+        with self._lock:
+            self._placed.pop(tag, None)
+
+    def placed_bytes(self) -> int:
+        with self._lock:
+            return sum(self._placed.values())
+
+    def place_host(self, tag: str, nbytes: int) -> None:
+        """Record weights kept in host RAM (evicted from the device, or running on the CPU)."""
+        with self._lock:
+            self._host[tag] = int(nbytes)
+
+    def remove_host(self, tag: str) -> None:
+        with self._lock:
+            self._host.pop(tag, None)
+
+    def host_bytes(self) -> int:
+        with self._lock:
+            return sum(self._host.values())
+
+    @contextlib.contextmanager
+    def working(self, tag: str, nbytes: int) -> Iterator[None]:
+        """Account a run's working memory for its duration."""
+        self.place(tag, nbytes)
+        try:
+            yield
+        finally:
+            self.remove(tag)
+
+    # -- housekeeping ------------------------------------------------------------------------------
+    def empty_cache(self) -> None:
+        gc.collect()
+
+    def reset_peak(self) -> None:
+        pass
+
+    def peak_bytes(self) -> int | None:
+        """Peak bytes allocated since reset_peak, where the device can tell; None where it cannot."""
+        return None
+
+    def synchronize(self) -> None:
+        pass
+
+
+class CpuDevice(Device):
+    """Models run in host RAM; peak memory is sampled from the process's resident set during a run."""
+
+    def __init__(self) -> None:
+        super().__init__(f"CPU ({os.cpu_count() or 1} cores)")
+        self._sampler: _RssSampler | None = None
+
+    def reading(self) -> MemoryReading:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return MemoryReading(total=int(vm.total), free=int(vm.available))
+
+    def reset_peak(self) -> None:
+        if self._sampler is not None:
+            self._sampler.stop()
+        self._sampler = _RssSampler(self.placed_bytes())
+
+    def peak_bytes(self) -> int | None:
+        if self._sampler is None:
+            return None
+        return self._sampler.stop()
+
+
+class _RssSampler:
+    """Samples this process's RSS every 20 ms; peak = bytes placed at start + growth of RSS over the start."""
+
+    def __init__(self, placed_at_start: int) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._placed = placed_at_start
+        self._start = self._process.memory_info().rss
+        self._peak = self._start
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.wait(0.02):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def stop(self) -> int:
+        if not self._done.is_set():
+            self._done.set()
+            self._thread.join()
+            self._peak = max(self._peak, self._process.memory_info().rss)
+        return self._placed + max(0, self._peak - self._start)
+
+
+class CudaDevice(Device):
+    kind = "cuda"
+    compute_kind = "cuda"
+    separate_memory = True
+    supports_offload = True
+
+    def __init__(self, index: int = 0) -> None:
+        import torch
+
+        self.index = index
+        self.torch_device = f"cuda:{index}"
+        super().__init__(torch.cuda.get_device_name(index))
+
+    def reading(self) -> MemoryReading:
+        import torch
+
+        free, total = torch.cuda.mem_get_info(self.index)
+        cached_unused = torch.cuda.memory_reserved(self.index) - torch.cuda.memory_allocated(self.index)
+        return MemoryReading(total=int(total), free=int(free + max(cached_unused, 0)))
+
+    def preferred_dtype(self) -> str:
+        return "float16"
+
+    def empty_cache(self) -> None:
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    def reset_peak(self) -> None:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(self.index)
+
+    def peak_bytes(self) -> int | None:
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(self.index))
+
+    def synchronize(self) -> None:
+        import torch
+
+        torch.cuda.synchronize(self.index)
+
+
+class MpsDevice(Device):
+    """Apple silicon: unified memory, so evicting to 'RAM' frees nothing; evicted models are dropped."""
+
+    kind = "mps"
+    compute_kind = "mps"
+    torch_device = "mps"
+
+    def __init__(self) -> None:
+        super().__init__("Apple GPU (MPS)")
+
+    def reading(self) -> MemoryReading:
+        import psutil
+        import torch
+
+        limit = int(torch.mps.recommended_max_memory())
+        in_use = int(torch.mps.driver_allocated_memory())
+        available = int(psutil.virtual_memory().available)
+        return MemoryReading(total=limit, free=max(0, min(limit - in_use, available)))
+
+    def preferred_dtype(self) -> str:
+        return "float16"
+
+    def empty_cache(self) -> None:
+        import torch
+
+        gc.collect()
+        torch.mps.empty_cache()
+
+    def synchronize(self) -> None:
+        import torch
+
+        torch.mps.synchronize()
+
+
+class SimulatedDevice(Device):
+    """An accelerator that exists only as a byte budget; computation runs on the CPU.
+
+    Everything placed on it is counted; a placement that would exceed the capacity raises
+    torch.OutOfMemoryError, as CUDA would. `occupy` stands for another program's memory, and
+    `working_factor` makes runs need more than estimated, to exercise the OOM ladder.
+    """
+
+    kind = "sim"
+    compute_kind = "cpu"
+    separate_memory = True
+    supports_offload = False  # the weights already live in host RAM; offload would change nothing here
+
+    def __init__(self, capacity: int, *, host_capacity: int | None = None) -> None:
+        super().__init__(f"Simulated GPU ({format_bytes(capacity)})")
+        self.capacity = int(capacity)
+        self.host_capacity = host_capacity
+        self.external = 0
+        self.working_factor = 1.0
+        self.fail_next = 0  # raise OOM on this many coming working-memory placements
+        self.peak = 0
+        self.ooms = 0
+
+    def reading(self) -> MemoryReading:
+        return MemoryReading(total=self.capacity, free=self.capacity - self.external - self.placed_bytes())
+
+    def host_free(self) -> int:
+        if self.host_capacity is None:
+            return super().host_free()
+        return self.host_capacity - self.host_bytes()
+
+    def place(self, tag: str, nbytes: int) -> None:
+        import torch
+
+        with self._lock:
+            others = sum(v for k, v in self._placed.items() if k != tag)
+            if others + nbytes + self.external > self.capacity:
+                self.ooms += 1
+                raise torch.OutOfMemoryError(
+                    f"Simulated OOM: tried to place {format_bytes(nbytes)} ({tag}) with "
+                    f"{format_bytes(others + self.external)} in use of {format_bytes(self.capacity)}"
+                )
+            self._placed[tag] = int(nbytes)
+            self.peak = max(self.peak, others + int(nbytes))
+
+    @contextlib.contextmanager
+    def working(self, tag: str, nbytes: int) -> Iterator[None]:
+        import torch
+
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            self.ooms += 1
+            raise torch.OutOfMemoryError(f"Simulated OOM while running {tag}")
+        with super().working(tag, int(nbytes * self.working_factor)):
+            yield
+
+    def occupy(self, nbytes: int) -> None:
+        """Pretend another program holds `nbytes` of this device."""
+        self.external = int(nbytes)
+
+    def reset_peak(self) -> None:
+        self.peak = self.placed_bytes()
+
+    def peak_bytes(self) -> int | None:
+        return self.peak
+
+
+def pick_device(settings: Settings) -> Device:
+    """The device the settings ask for; 'auto' prefers CUDA, then MPS, then the CPU."""
+    if settings.simulated_memory is not None:
+        return SimulatedDevice(settings.simulated_memory)
+    choice = settings.device
+    if choice == "cpu":
+        return CpuDevice()
+    import torch
+
+    if choice in ("auto", "cuda") and torch.cuda.is_available():
+        return CudaDevice(torch.cuda.current_device())
+    if choice in ("auto", "mps") and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return MpsDevice()
+    if choice != "auto":
+        raise InvalidInput(f"--device {choice} was asked for but torch finds no {choice.upper()} device here: use --device auto or cpu")
+    return CpuDevice()
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch.OutOfMemoryError, or the RuntimeError MPS and some CUDA paths raise instead."""
+    import torch
+
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "mps backend out of memory" in text)

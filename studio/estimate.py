@@ -1,0 +1,189 @@
+"""Memory and time estimates for a run, calibrated from past runs and kept across restarts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from studio.catalog import SpeedPrior
+from studio.settings import format_bytes
+
+log = logging.getLogger(__name__)
+
+# Loading = reading the files + building modules + copying to the device; before any load is measured.
+DEFAULT_LOAD_BANDWIDTH = 250e6  # bytes per second
+MAX_POINTS = 32
+
+
+@dataclass(frozen=True)
+class Estimate:
+    model: str
+    seconds: float
+    bytes: int  # device bytes the run needs at its peak: weights on the device + working memory
+    fits: bool  # runs within the budget (possibly after evicting `evicts`, possibly with offload)
+    evicts: tuple[str, ...]
+    weights_bytes: int
+    working_bytes: int
+    load_seconds: float
+    compute_seconds: float
+    placement: str  # "device", "offload" (weights in RAM, parts moved in turn) or "cpu"
+    resident: bool  # already on the device
+    cached: bool  # files already in the HF cache
+    budget_bytes: int
+    dtype: str
+
+    def summary(self) -> str:
+        """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · will unload suno/bark-small'."""
+        parts = [f"about {format_seconds(self.seconds)}"]
+        if not self.fits:
+            return (
+                f"does not fit: needs {format_bytes(self.bytes)} of {format_bytes(self.budget_bytes)}; "
+                "unload pinned models or raise --memory-budget"
+            )
+        if self.placement == "device":
+            parts.append(f"needs {format_bytes(self.bytes)} of {format_bytes(self.budget_bytes)}")
+        elif self.placement == "offload":
+            parts.insert(0, f"does not fit whole ({format_bytes(self.weights_bytes + self.working_bytes)} "
+                            f"of {format_bytes(self.budget_bytes)}): runs with CPU offload")
+        else:
+            parts.insert(0, f"does not fit the device ({format_bytes(self.weights_bytes + self.working_bytes)} "
+                            f"of {format_bytes(self.budget_bytes)}): runs on the CPU")
+        if not self.cached:
+            parts.append(f"downloads {format_bytes(self.weights_bytes)} first")
+        elif not self.resident:
+            parts.append(f"loads in ~{format_seconds(self.load_seconds)}")
+        if self.evicts:
+            parts.append("will unload " + ", ".join(self.evicts))
+        return " · ".join(parts)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["evicts"] = list(self.evicts)
+        data["summary"] = self.summary()
+        return data
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        minutes, rest = divmod(int(round(seconds)), 60)
+        return f"{minutes} min {rest:02d} s" if minutes < 10 else f"{minutes} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least squares seconds = a + b * units with a, b >= 0; None when the units never vary."""
+    n = len(points)
+    if n < 2:
+        return None
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    sxx = sum((x - mean_x) ** 2 for x, _ in points)
+    if sxx <= 1e-12 * max(1.0, mean_x**2):
+        return None
+    b = sum((x - mean_x) * (y - mean_y) for x, y in points) / sxx
+    a = mean_y - b * mean_x
+    if b < 0:
+        return None
+    if a < 0:  # through the origin instead
+        b = sum(x * y for x, y in points) / max(sum(x * x for x, _ in points), 1e-12)
+        a = 0.0
+    return a, b
+
+
+class Calibration:
+    """Per (model, device, dtype) observations of compute time, and per device the load bandwidth."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._runs: dict[str, list[tuple[float, float]]] = {}
+        self._load_bw: dict[str, float] = {}
+        self._weights: dict[str, int] = {}
+        if path is not None and path.exists():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                self._runs = {k: [tuple(p) for p in v][-MAX_POINTS:] for k, v in data.get("runs", {}).items()}
+                self._load_bw = {k: float(v) for k, v in data.get("load_bandwidth", {}).items()}
+                self._weights = {k: int(v) for k, v in data.get("weights", {}).items()}
+            except (OSError, ValueError, TypeError) as error:
+                log.warning("ignoring unreadable calibration file %s (%s); estimates start from published figures",
+                            path, error)
+
+    @staticmethod
+    def key(model: str, device_kind: str, dtype: str) -> str:
+        return f"{model}|{device_kind}|{dtype}"
+
+    def compute_seconds(self, key: str, units: float, prior: SpeedPrior) -> float:
+        with self._lock:
+            points = list(self._runs.get(key, ()))
+        line = fit_line(points)
+        if line is not None:
+            a, b = line
+            return a + b * units
+        guess = prior.fixed_s + prior.per_unit_s * units
+        if points:  # one length seen so far: keep the prior's shape, take the measured scale
+            scale = sum(y / max(prior.fixed_s + prior.per_unit_s * x, 1e-9) for x, y in points) / len(points)
+            return guess * scale
+        return guess
+
+    def record_run(self, key: str, units: float, seconds: float) -> None:
+        with self._lock:
+            points = self._runs.setdefault(key, [])
+            points.append((float(units), float(seconds)))
+            del points[:-MAX_POINTS]
+        self._save()
+
+    def forget_runs(self, key: str) -> None:
+        with self._lock:
+            self._runs.pop(key, None)
+        self._save()
+
+    def load_seconds(self, device_kind: str, nbytes: int) -> float:
+        with self._lock:
+            bandwidth = self._load_bw.get(device_kind, DEFAULT_LOAD_BANDWIDTH)
+        return nbytes / bandwidth
+
+    def record_load(self, device_kind: str, nbytes: int, seconds: float) -> None:
+        if seconds <= 0 or nbytes <= 0:
+            return
+        measured = nbytes / seconds
+        with self._lock:
+            old = self._load_bw.get(device_kind)
+            self._load_bw[device_kind] = measured if old is None else 0.5 * old + 0.5 * measured
+        self._save()
+
+    def known_weights(self, model: str, dtype: str) -> int | None:
+        """Bytes the model's tensors took when it was last loaded in `dtype` (non-persistent buffers included)."""
+        with self._lock:
+            return self._weights.get(f"{model}|{dtype}")
+
+    def record_weights(self, model: str, dtype: str, nbytes: int) -> None:
+        with self._lock:
+            changed = self._weights.get(f"{model}|{dtype}") != nbytes
+            self._weights[f"{model}|{dtype}"] = int(nbytes)
+        if changed:
+            self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        with self._lock:
+            data = {"runs": self._runs, "load_bandwidth": self._load_bw, "weights": self._weights}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".calibration-", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, self.path)
+        except OSError as error:
+            log.warning("could not save calibration to %s: %s", self.path, error)

@@ -1,0 +1,61 @@
+"""The seam between adapters and whoever runs them: progress (done, total), stages, cancel, and the audio returned."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from studio.errors import Cancelled
+
+STAGES = ("queued", "downloading", "loading", "generating", "decoding", "saving")
+
+
+@dataclass
+class RunContext:
+    """Handed to an adapter's generate(); it knows nothing of any UI."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[int, int], None] = lambda done, total: None
+    on_stage: Callable[[str], None] = lambda stage: None
+    steps_done: int = 0
+
+    def progress(self, done: int, total: int) -> None:
+        self.steps_done = done
+        self.on_progress(done, total)
+
+    def stage(self, name: str) -> None:
+        self.on_stage(name)
+
+    def check(self) -> None:
+        """Call between steps: raises Cancelled once the user has asked to stop."""
+        if self.cancel.is_set():
+            raise Cancelled("cancelled by the user")
+
+
+@dataclass
+class Audio:
+    samples: np.ndarray  # float32, (samples,) or (channels, samples)
+    sample_rate: int
+    info: dict = field(default_factory=dict)  # what the adapter wants kept with the result (tokens, chunks, ...)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.samples.ndim == 1 else int(self.samples.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.samples.shape[-1] / float(self.sample_rate)
+
+
+class LoadedModel(Protocol):
+    """What a family's load() returns."""
+
+    def generate(self, request, ctx: RunContext) -> Audio: ...
+
+    def modules(self) -> list:  # torch.nn.Modules holding the weights, for byte counts and leak checks
+        ...
+
+    def move(self, torch_device: str) -> None: ...

@@ -1,0 +1,94 @@
+"""The studio's one path from a request to a finished file: validate, run through the manager, export, describe."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from studio import __version__
+from studio.audio import check_format, output_path, write_audio
+from studio.catalog import Catalog, Request
+from studio.device import Device, pick_device
+from studio.estimate import Calibration, Estimate
+from studio.manager import PipelineManager
+from studio.run import RunContext
+from studio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    path: Path
+    metadata: dict[str, Any]
+
+
+class Studio:
+    """Owns the catalog, the device and the one PipelineManager; the CLI and the web app both go through it."""
+
+    def __init__(self, settings: Settings, *, catalog: Catalog | None = None, device: Device | None = None,
+                 manager: PipelineManager | None = None) -> None:
+        self.settings = settings
+        self.catalog = catalog or Catalog.discover("models")
+        self.device = device or pick_device(settings)
+        self.manager = manager or PipelineManager(
+            self.catalog, self.device,
+            calibration=Calibration(settings.calibration_file),
+            budget_cap=settings.memory_budget,
+            reserve=settings.memory_reserve,
+        )
+
+    def request(self, task: str | None, model: Any, prompt: Any, *, seed: Any = None,
+                params: Mapping[str, Any] | None = None) -> Request:
+        return self.catalog.make_request(model, prompt, task=task, seed=seed, params=params)
+
+    def estimate(self, request: Request) -> Estimate:
+        return self.manager.estimate_run(request)
+
+    def generate(self, request: Request, *, fmt: str = "wav", out: Path | None = None,
+                 ctx: RunContext | None = None) -> Generation:
+        """Run `request` and write the result to `out` (or a fresh name in the output directory)."""
+        fmt = check_format(fmt)
+        ctx = ctx or RunContext()
+        started = time.monotonic()
+        result = self.manager.run(request, ctx)
+        ctx.stage("saving")
+        spec = self.catalog.get(request.model)
+        audio = result.audio
+        metadata: dict[str, Any] = {
+            "model": spec.repo_id,
+            "task": request.task,
+            ("text" if request.task == "speech" else "prompt"): request.prompt,
+            "seed": request.seed,
+            "sample_rate": audio.sample_rate,
+            "channels": audio.channels,
+            "duration": round(audio.duration, 4),
+            "elapsed_s": round(time.monotonic() - started, 3),
+            "generate_s": round(result.compute_s, 3),
+            "load_s": round(result.load_s, 3),
+            "estimated_s": round(result.estimate.seconds, 3),
+            "estimated_bytes": result.estimate.bytes,
+            "peak_bytes": result.peak_bytes,
+            "settings": dict(request.params),
+            "format": fmt,
+            "device": self.device.name,
+            "placement": result.placement,
+            "dtype": result.dtype,
+            "recoveries": result.recoveries,
+            "license": spec.license,
+            "studio_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        if out is None:
+            path = output_path(self.settings.output_dir, task=request.task, model_id=spec.repo_id,
+                               seed=request.seed, prompt=request.prompt, ext=fmt)
+        else:
+            path = Path(out)
+        metadata["file"] = path.name
+        write_audio(path, audio.samples, audio.sample_rate, fmt, metadata)
+        log.info("wrote %s (%.1f s of audio in %.1f s)", path, audio.duration, metadata["elapsed_s"])
+        return Generation(path=path, metadata=metadata)

@@ -1,0 +1,61 @@
+"""Test set-up: a temporary Hugging Face cache of tiny random checkpoints under the real repo ids, offline.
+
+The environment is set at import, before anything imports huggingface_hub (which reads HF_HOME once),
+so the product code and every subprocess the tests start find the tiny models exactly where real
+ones would be.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HF_HOME = Path(tempfile.mkdtemp(prefix="studio-tests-hf-"))
+for _var in [v for v in os.environ if v.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "STUDIO_"))]:
+    del os.environ[_var]
+os.environ["HF_HOME"] = str(_HF_HOME)
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_cache() -> Path:
+    """HF_HOME holding every tiny checkpoint (built once per session)."""
+    from tests.tiny_models import make_tiny_cache
+
+    make_tiny_cache(_HF_HOME)
+    return _HF_HOME
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(_HF_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    from studio.catalog import Catalog
+
+    return Catalog.discover("models")
+
+
+@pytest.fixture
+def make_studio(tmp_path, catalog, tiny_cache):
+    """Build a Studio on the CPU or on a simulated device with a byte budget, writing into tmp_path."""
+    from studio.device import CpuDevice, SimulatedDevice
+    from studio.service import Studio
+    from studio.settings import Settings
+
+    def make(simulated: int | None = None, *, reserve: int = 0, budget: int | None = None, **kwargs):
+        settings = Settings(output_dir=tmp_path / "out", memory_reserve=reserve, memory_budget=budget,
+                            simulated_memory=simulated)
+        device = SimulatedDevice(simulated, **kwargs) if simulated is not None else CpuDevice()
+        return Studio(settings, catalog=catalog, device=device)
+
+    return make

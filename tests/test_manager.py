@@ -1,0 +1,263 @@
+"""PipelineManager on a simulated accelerator with a byte budget, loading the tiny checkpoints for real."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from studio.device import CpuDevice
+from studio.errors import DoesNotFit
+from studio.manager import IN_RAM, IN_USE, ON_DEVICE, choose_evictions
+from studio.run import RunContext
+
+MB = 1024**2
+# Three repos with identical tiny weights (the builder copies one model), so sizes never decide the order.
+SAME_SIZE = ("facebook/musicgen-small", "facebook/musicgen-medium", "facebook/musicgen-large")
+SHORT = {"duration": 0.5, "guidance_scale": 1.0}
+
+
+def _request(studio, model, **params):
+    if model.startswith("facebook/musicgen"):
+        params = {**SHORT, **params}
+        return studio.request(None, model, "beat", seed=1, params=params)
+    if model.startswith("suno/bark"):
+        return studio.request(None, model, "Hi.", seed=1, params={"max_chunk_seconds": 0.5, **params})
+    return studio.request(None, model, "hi", seed=1, params=params)
+
+
+def _need(studio, model) -> tuple[int, int]:
+    """(weights, working) bytes the manager plans for a short request of `model`."""
+    estimate = studio.estimate(_request(studio, model))
+    return estimate.weights_bytes, estimate.working_bytes
+
+
+def _budget_for(studio, models_resident: int, model=SAME_SIZE[0]) -> int:
+    weights, working = _need(studio, model)
+    return models_resident * weights + working + 1 * MB
+
+
+def _states(studio) -> dict[str, str]:
+    return {row["id"]: row["state"] for row in studio.manager.snapshot()["models"]}
+
+
+def test_choose_evictions_prefers_fewest_then_least_recent():
+    models = [("a", 10, 1.0), ("b", 10, 2.0), ("c", 30, 3.0)]
+    assert choose_evictions(models, 5) == ["a"]
+    assert choose_evictions(models, 15) == ["c"]  # one bigger model beats two smaller ones
+    assert choose_evictions(models, 35) == ["a", "c"]
+    assert choose_evictions(models, 51) is None
+
+
+def test_lru_idle_model_is_evicted_first(make_studio):
+    probe = make_studio(1024 * MB)
+    studio = make_studio(_budget_for(probe, 2), host_capacity=10_000 * MB)
+    a, b, c = SAME_SIZE
+    studio.manager.run(_request(studio, a))
+    studio.manager.run(_request(studio, b))
+    studio.manager.run(_request(studio, a))  # a is now the most recently used
+    estimate = studio.estimate(_request(studio, c))
+    assert estimate.fits and estimate.evicts == (b,)
+    studio.manager.run(_request(studio, c))
+    states = _states(studio)
+    assert states[a] == ON_DEVICE and states[c] == ON_DEVICE
+    assert states[b] == IN_RAM  # device -> RAM first, since RAM has room
+
+
+def test_eviction_drops_from_ram_under_ram_pressure(make_studio):
+    probe = make_studio(1024 * MB)
+    weights, _ = _need(probe, SAME_SIZE[0])
+    studio = make_studio(_budget_for(probe, 1), host_capacity=weights // 2)
+    a, b = SAME_SIZE[:2]
+    studio.manager.run(_request(studio, a))
+    studio.manager.run(_request(studio, b))
+    assert _states(studio) == {b: ON_DEVICE, a: "on disk"}
+
+
+def test_a_model_in_use_is_never_evicted(make_studio):
+    probe = make_studio(1024 * MB)
+    studio = make_studio(_budget_for(probe, 1), host_capacity=10_000 * MB)
+    a, b = SAME_SIZE[:2]
+    lease = studio.manager.acquire(_request(studio, a))
+    try:
+        assert _states(studio)[a] == IN_USE
+        assert studio.manager.unload(a) == "deferred"
+        # b cannot take a's place while a is held: it runs from RAM on the CPU instead.
+        result = studio.manager.run(_request(studio, b))
+        assert result.placement == "cpu"
+        assert _states(studio)[a] == IN_USE
+    finally:
+        lease.release()
+    assert _states(studio)[a] == "on disk"  # the deferred unload happened at release
+
+
+def test_on_a_cpu_only_machine_a_model_that_cannot_fit_is_refused_before_running(make_studio, catalog):
+    from studio.device import CpuDevice
+    from studio.manager import PipelineManager
+
+    studio = make_studio()
+    manager = PipelineManager(catalog, CpuDevice(), budget_cap=1 * MB, reserve=0)
+    request = _request(studio, "suno/bark-small")
+    estimate = manager.estimate_run(request)
+    assert not estimate.fits and "does not fit" in estimate.summary()
+    with pytest.raises(DoesNotFit, match=r"suno/bark-small needs .* budget is 1\.0 MB"):
+        manager.run(request)
+    assert manager.snapshot()["models"] == [] or all(m["bytes"] == 0 for m in manager.snapshot()["models"])
+
+
+def test_oom_while_generating_is_recovered_by_evicting_idle_models(make_studio):
+    studio = make_studio(1024 * MB, host_capacity=10_000 * MB)
+    a, b = SAME_SIZE[:2]
+    studio.manager.run(_request(studio, a))
+    studio.device.fail_next = 1
+    result = studio.manager.run(_request(studio, b))
+    assert result.recoveries and "unloaded 1 idle model" in result.recoveries[0]
+    assert result.placement == "device"
+    assert _states(studio)[a] == IN_RAM
+
+
+def test_repeated_oom_falls_back_to_the_cpu(make_studio):
+    studio = make_studio(1024 * MB, host_capacity=10_000 * MB)
+    studio.device.fail_next = 2
+    result = studio.manager.run(_request(studio, SAME_SIZE[0]))
+    assert result.placement == "cpu" and len(result.recoveries) == 2
+    assert result.audio.samples.size > 0
+    assert studio.device.ooms == 2
+    assert studio.manager.used_bytes() == 0  # nothing left claimed on the device
+
+
+class _AlwaysOutOfMemory(CpuDevice):
+    """A CPU whose every run runs out of memory: there is nowhere left to fall back to."""
+
+    def working(self, tag, nbytes):
+        import torch
+
+        raise torch.OutOfMemoryError("simulated: no memory")
+
+
+def test_oom_with_nowhere_to_go_is_explained_with_numbers(make_studio, catalog):
+    from studio.manager import PipelineManager
+
+    studio = make_studio()
+    manager = PipelineManager(catalog, _AlwaysOutOfMemory(), reserve=0)
+    with pytest.raises(DoesNotFit, match=r"ran out of memory generating \(estimated .* budget .*\): shorten"):
+        manager.run(_request(studio, "facebook/mms-tts-eng"))
+    assert manager.snapshot()["models"][0]["state"] == ON_DEVICE  # loaded, idle, usable again
+
+
+def test_oom_while_loading_evicts_idle_models_and_retries(make_studio, catalog):
+    from studio.manager import PipelineManager
+
+    probe = make_studio(1024 * MB, host_capacity=10_000 * MB)
+    device = probe.device
+    calls = []
+
+    def loader_racing_another_program(spec, torch_device, dtype):
+        calls.append(spec.repo_id)
+        if len(calls) == 2:  # while our second model loads, another program briefly takes all that is free
+            device.occupy(device.capacity - device.placed_bytes() + 1)
+        else:
+            device.occupy(0)
+        return catalog.family(spec).load(spec, torch_device, dtype)
+
+    manager = PipelineManager(catalog, device, reserve=0, loader=loader_racing_another_program)
+    manager.run(_request(probe, SAME_SIZE[1]))  # an idle model, to be evicted by the ladder
+    result = manager.run(_request(probe, SAME_SIZE[0]))
+    assert calls == [SAME_SIZE[1], SAME_SIZE[0], SAME_SIZE[0]]  # failed once, retried once
+    assert device.ooms == 1
+    states = {row["id"]: row["state"] for row in manager.snapshot()["models"]}
+    assert states == {SAME_SIZE[1]: IN_RAM, SAME_SIZE[0]: ON_DEVICE}
+    assert result.placement == "device" and result.audio.samples.size > 0
+    assert device.peak <= device.capacity
+
+
+def test_memory_taken_by_another_program_is_seen_before_loading(make_studio):
+    studio = make_studio(1024 * MB, host_capacity=10_000 * MB)
+    weights, _ = _need(studio, SAME_SIZE[0])
+    studio.device.occupy(1024 * MB - weights // 2)
+    # The plan sees the smaller free memory and goes to the CPU; the device is never over-committed.
+    estimate = studio.estimate(_request(studio, SAME_SIZE[0]))
+    assert estimate.placement == "cpu" and "runs on the CPU" in estimate.summary()
+    result = studio.manager.run(_request(studio, SAME_SIZE[0]))
+    assert result.placement == "cpu"
+    assert studio.device.ooms == 0
+
+
+def test_unload_really_frees(make_studio):
+    studio = make_studio(1024 * MB)
+    model = SAME_SIZE[0]
+    with studio.manager.acquire(_request(studio, model)) as lease:
+        ref = weakref.ref(lease.model.model)
+    assert ref() is not None
+    assert studio.manager.unload(model) == "unloaded"
+    gc.collect()
+    assert ref() is None
+    assert studio.manager.used_bytes() == 0
+    assert studio.manager.snapshot()["models"][0]["bytes"] == 0
+
+
+def test_pinned_models_are_kept(make_studio):
+    probe = make_studio(1024 * MB)
+    studio = make_studio(_budget_for(probe, 1), host_capacity=10_000 * MB)
+    a, b = SAME_SIZE[:2]
+    studio.manager.pin(a)
+    studio.manager.run(_request(studio, a))
+    assert studio.manager.run(_request(studio, b)).placement == "cpu"
+    assert _states(studio)[a] == ON_DEVICE
+
+
+def test_one_generation_at_a_time(make_studio):
+    studio = make_studio(1024 * MB)
+    running = []
+    overlaps = []
+    lock = threading.Lock()
+
+    def observe(stage):
+        with lock:
+            if stage == "generating":
+                running.append(1)
+                if len(running) > 1:
+                    overlaps.append(stage)
+            elif stage == "saving":
+                running.clear()
+
+    def work(model):
+        ctx = RunContext(on_stage=observe)
+        studio.generate(_request(studio, model), ctx=ctx)
+
+    threads = [threading.Thread(target=work, args=(m,)) for m in ("facebook/mms-tts-eng", SAME_SIZE[0])] * 1
+    threads.append(threading.Thread(target=work, args=("facebook/mms-tts-deu",)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not overlaps
+
+
+MODELS = list(SAME_SIZE) + ["facebook/musicgen-stereo-small", "facebook/mms-tts-eng", "suno/bark-small"]
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sequence=st.lists(st.sampled_from(MODELS), min_size=2, max_size=5),
+    resident=st.integers(min_value=1, max_value=3),
+    pin_first=st.booleans(),
+)
+def test_resident_bytes_never_exceed_the_budget(make_studio, sequence, resident, pin_first):
+    budget = _budget_for(make_studio(4096 * MB), resident, "suno/bark-small")
+    capacity = 4096 * MB
+    studio = make_studio(capacity, budget=budget, host_capacity=60 * MB)
+    if pin_first:
+        studio.manager.pin(sequence[0])
+    for model in sequence:
+        try:
+            studio.manager.run(_request(studio, model))
+        except DoesNotFit:
+            pass  # refused before running is allowed; going over is not
+        assert studio.manager.used_bytes() <= budget
+    assert studio.device.peak <= budget
+    assert studio.manager.max_resident_seen <= budget
