@@ -62,32 +62,47 @@ def _number_or_text(value: str):
 
 def _generate(args: argparse.Namespace) -> int:
     from studio.audio import check_format
-    from studio.service import Studio
+    from studio.catalog import Catalog
 
+    # Everything a user can get wrong is checked before torch is imported or a model is loaded.
     settings = settings_from(args)
     fmt = check_format(args.format)
-    out = Path(args.out)
-    if out.suffix.lower().lstrip(".") not in ("", fmt):
-        raise StudioError(f"--out {args.out!r} ends in {out.suffix} but --format is {fmt}: make them agree")
-    if out.exists() and out.is_dir():
-        raise StudioError(f"--out {args.out!r} is a directory: name a file, e.g. {out / ('clip.' + fmt)}")
-    studio = Studio(settings)
+    out = _check_out(Path(args.out), fmt)
+    catalog = Catalog.discover("models")
     params = _params(args)
-    spec = studio.catalog.get(args.model)
+    spec = catalog.get(args.model)
     if "duration" in params and spec.param("duration") is None:
         raise StudioError(f"{spec.repo_id} makes speech whose length follows the text; drop --duration")
     if "voice" in params and spec.param("voice") is None:
         raise StudioError(f"{spec.repo_id} has no voice presets; drop --voice")
-    request = studio.request(None, args.model, args.prompt, seed=args.seed, params=params)
+    request = catalog.make_request(args.model, args.prompt, seed=args.seed, params=params)
+
     from studio.run import RunContext
+    from studio.service import Studio
 
     ctx = RunContext()
     if args.verbose:
         ctx.on_stage = lambda stage: log.info("%s", stage)
-    result = studio.generate(request, fmt=fmt, out=out, ctx=ctx)
+    else:  # stdout is the JSON; keep stderr for errors rather than library progress bars
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+    result = Studio(settings, catalog=catalog).generate(request, fmt=fmt, out=out, ctx=ctx)
     json.dump(result.metadata, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0
+
+
+def _check_out(out: Path, fmt: str) -> Path:
+    if out.suffix.lower().lstrip(".") not in ("", fmt):
+        raise StudioError(f"--out {str(out)!r} ends in {out.suffix} but --format is {fmt}: make them agree")
+    if out.is_dir():
+        raise StudioError(f"--out {str(out)!r} is a directory: name a file, e.g. {out / ('clip.' + fmt)}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise StudioError(f"--out {str(out)!r}: the folder {str(parent)!r} does not exist; create it or choose another")
+    return out
 
 
 def catalog_rows(catalog) -> list[dict]:

@@ -453,6 +453,8 @@ def _remove_quietly(*paths: Path) -> None:
     for p in paths:
         try:
             p.unlink(missing_ok=True)
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing there to remove
         except OSError as exc:
             logger.warning("Could not remove %s: %s", p, exc)
 
@@ -467,7 +469,10 @@ def _storage_error(path: Path, exc: BaseException) -> StorageError:
         # libsndfile reports a failed write(2), e.g. a full disk, as code 2 with no text and no errno.
         detail = (getattr(exc, "error_string", "") or "the system refused the write").rstrip(".")
         reason = f"{detail} (libsndfile error {getattr(exc, 'code', '?')}){_free_space(path)}"
-    return StorageError(f"Could not write {path}: {reason}. {STORAGE_FIX}")
+    fix = STORAGE_FIX
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        fix = f"Create the folder {path.parent} or choose another one."
+    return StorageError(f"Could not write {path}: {reason}. {fix}")
 
 
 def _free_space(path: Path) -> str:

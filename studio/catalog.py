@@ -195,11 +195,31 @@ class Catalog:
     def get(self, repo_id: Any, task: str | None = None) -> ModelSpec:
         spec = self._specs.get(repo_id) if isinstance(repo_id, str) else None
         if spec is None or (task is not None and task not in spec.tasks):
-            choices = self.ids(task)
-            shown = ", ".join(choices[:12]) + (f" and {len(choices) - 12} more" if len(choices) > 12 else "")
             kind = f"{TASK_LABELS.get(task, task).lower()} " if task else ""
-            raise InvalidInput(f"model {_clip(repo_id)!r} is not a {kind}model in the catalog; choose one of: {shown}")
+            raise InvalidInput(
+                f"model {_clip(repo_id)!r} is not a {kind}model in the catalog; choose one of: {self.describe_ids(task)}"
+            )
         return spec
+
+    def describe_ids(self, task: str | None = None) -> str:
+        """Every choice, with one-repo-per-language families folded into their pattern (facebook/mms-tts-ISO)."""
+        names: list[str] = []
+        folded: dict[str, list[str]] = {}
+        for spec in self._specs.values():
+            if task is not None and task not in spec.tasks:
+                continue
+            if spec.language is None:
+                names.append(spec.repo_id)
+                continue
+            pattern = spec.repo_id[: -len(spec.language)] + "ISO"
+            if pattern not in folded:
+                folded[pattern] = []
+                names.append(pattern)
+            folded[pattern].append(spec.language)
+        for pattern, codes in folded.items():
+            index = names.index(pattern)
+            names[index] = f"{pattern} (ISO one of {', '.join(codes)})"
+        return ", ".join(names)
 
     def family(self, spec: ModelSpec) -> Family:
         return self._families[spec.family]

@@ -16,8 +16,11 @@ from studio.settings import format_bytes
 
 log = logging.getLogger(__name__)
 
-# Loading = reading the files + building modules + copying to the device; before any load is measured.
-DEFAULT_LOAD_BANDWIDTH = 250e6  # bytes per second
+# Loading = building modules + reading the files + copying to the device: a fixed cost plus 4 ms per MB
+# (250 MB/s), until loads on this machine are measured. Units are megabytes.
+LOAD_PRIOR = SpeedPrior(0.5, 0.004)
+LOAD_PRIOR_FIRST = SpeedPrior(2.0, 0.004)  # the first load in a process also imports the model's code
+DEFAULT_IMPORT_SECONDS = 4.0  # importing torch + transformers, when nothing has imported them yet
 MAX_POINTS = 32
 
 
@@ -107,13 +110,13 @@ class Calibration:
         self.path = path
         self._lock = threading.Lock()
         self._runs: dict[str, list[tuple[float, float]]] = {}
-        self._load_bw: dict[str, float] = {}
+        self._import_seconds = DEFAULT_IMPORT_SECONDS
         self._weights: dict[str, int] = {}
         if path is not None and path.exists():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 self._runs = {k: [tuple(p) for p in v][-MAX_POINTS:] for k, v in data.get("runs", {}).items()}
-                self._load_bw = {k: float(v) for k, v in data.get("load_bandwidth", {}).items()}
+                self._import_seconds = float(data.get("import_seconds", DEFAULT_IMPORT_SECONDS))
                 self._weights = {k: int(v) for k, v in data.get("weights", {}).items()}
             except (OSError, ValueError, TypeError) as error:
                 log.warning("ignoring unreadable calibration file %s (%s); estimates start from published figures",
@@ -148,18 +151,24 @@ class Calibration:
             self._runs.pop(key, None)
         self._save()
 
-    def load_seconds(self, device_kind: str, nbytes: int) -> float:
-        with self._lock:
-            bandwidth = self._load_bw.get(device_kind, DEFAULT_LOAD_BANDWIDTH)
-        return nbytes / bandwidth
+    def load_seconds(self, device_kind: str, nbytes: int, *, first_in_process: bool) -> float:
+        """Loading = a fixed cost (building modules; the first load in a process also imports model code)
+        plus bytes over bandwidth, fitted from past loads on this device like compute time."""
+        key = f"load|{device_kind}|{'first' if first_in_process else 'warm'}"
+        prior = LOAD_PRIOR_FIRST if first_in_process else LOAD_PRIOR
+        return self.compute_seconds(key, nbytes / 1e6, prior)
 
-    def record_load(self, device_kind: str, nbytes: int, seconds: float) -> None:
-        if seconds <= 0 or nbytes <= 0:
-            return
-        measured = nbytes / seconds
+    def record_load(self, device_kind: str, nbytes: int, seconds: float, *, first_in_process: bool) -> None:
+        key = f"load|{device_kind}|{'first' if first_in_process else 'warm'}"
+        self.record_run(key, nbytes / 1e6, seconds)
+
+    def import_seconds(self) -> float:
         with self._lock:
-            old = self._load_bw.get(device_kind)
-            self._load_bw[device_kind] = measured if old is None else 0.5 * old + 0.5 * measured
+            return self._import_seconds
+
+    def record_import(self, seconds: float) -> None:
+        with self._lock:
+            self._import_seconds = float(seconds)
         self._save()
 
     def known_weights(self, model: str, dtype: str) -> int | None:
@@ -178,7 +187,7 @@ class Calibration:
         if self.path is None:
             return
         with self._lock:
-            data = {"runs": self._runs, "load_bandwidth": self._load_bw, "weights": self._weights}
+            data = {"runs": self._runs, "import_seconds": self._import_seconds, "weights": self._weights}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".calibration-", suffix=".tmp")

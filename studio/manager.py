@@ -141,6 +141,7 @@ class PipelineManager:
         self._load_lock = threading.RLock()
         self._run_lock = threading.Lock()
         self.max_resident_seen = 0  # the most bytes the manager ever had placed on the device
+        self._loaded_once = False
 
     # ---------------------------------------------------------------- memory questions
     def budget(self) -> int:
@@ -197,7 +198,10 @@ class PipelineManager:
             plan = self._plan(spec, request, entry)
             resident = entry is not None and entry.model is not None and entry.placement == plan.placement
         cached = resident or (entry is not None and entry.model is not None) or cached_snapshot(spec.repo_id) is not None
-        load_s = 0.0 if resident else self.calibration.load_seconds(self.device.kind, plan.weights)
+        load_s = 0.0 if resident else self.calibration.load_seconds(
+            self.device.kind, plan.weights, first_in_process=not self._loaded_once)
+        if not resident and not heavy_libraries_imported():
+            load_s += self.calibration.import_seconds()
         compute_s = self._predict_compute(spec, request, plan)
         need = plan.weights + plan.working if plan.placement == "device" else plan.working
         return Estimate(
@@ -372,6 +376,10 @@ class PipelineManager:
         tag = self._tag(entry)
         torch_device = self.device.torch_device if plan.placement == "device" else "cpu"
         place = self.device.place if plan.placement == "device" else self.device.place_host
+        if not heavy_libraries_imported():
+            began = self._clock()
+            import_heavy_libraries()
+            self.calibration.record_import(self._clock() - began)
         started = self._clock()
         model = None
         try:
@@ -396,7 +404,8 @@ class PipelineManager:
         self._note_resident()
         self.calibration.record_weights(spec.repo_id, plan.dtype, weights)
         if not downloading:
-            self.calibration.record_load(self.device.kind, weights, elapsed)
+            self.calibration.record_load(self.device.kind, weights, elapsed, first_in_process=not self._loaded_once)
+        self._loaded_once = True
         with self._lock:
             entry.model = model
             entry.placement = plan.placement
@@ -521,11 +530,7 @@ class PipelineManager:
             ctx.check()
             started = self._clock()
             estimate = self.estimate_run(request)
-            if not estimate.fits:
-                with self._lock:
-                    plan = self._plan(self.catalog.get(request.model), request, self._entries.get(request.model))
-                raise DoesNotFit(self._does_not_fit_message(self.catalog.get(request.model), plan))
-            lease = self.acquire(request, ctx)
+            lease = self.acquire(request, ctx)  # refuses with the numbers, before running, when it cannot fit
             try:
                 load_s = self._clock() - started
                 audio, compute_s, peak, recoveries = self._generate_with_ladder(lease, request, ctx)
@@ -599,6 +604,18 @@ class PipelineManager:
         self._drop(entry)  # the lease's reference count stays; only the weights go
         weights = self._weights_for(entry.spec, None, cpu_dtype)
         self._load(entry, _Plan(cpu_dtype, weights, 0, "cpu", (), True, self.budget(), ()), RunContext())
+
+
+def heavy_libraries_imported() -> bool:
+    import sys
+
+    return "transformers" in sys.modules and "torch" in sys.modules
+
+
+def import_heavy_libraries() -> None:
+    """The first load in a process pays for importing torch and transformers; timed apart from loading."""
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
 
 
 def choose_evictions(candidates: list[tuple[str, int, float]], deficit: int) -> list[str] | None:

@@ -34,8 +34,8 @@ def parse_size(text: str, *, what: str = "size") -> int:
             f"{what} {text!r} is not a size: write a number with a unit such as 6GB, 300MB or 1.5GiB"
         )
     value = float(match.group(1)) * _UNITS[unit]
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidInput(f"{what} {text!r} must be larger than zero: write e.g. 6GB")
+    if not math.isfinite(value) or value < 1:
+        raise InvalidInput(f"{what} {text!r} must be at least one byte: write e.g. 6GB")
     return int(value)
 
 
@@ -116,14 +116,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Flags win over STUDIO_* variables, which win over defaults."""
+    source: list[str | None] = [None]  # the environment variable of the value being checked, if any
+    try:
+        return _settings_from(args, env, source)
+    except InvalidInput as error:
+        if source[0]:  # the bad value came from the environment: say where, since no flag was typed
+            raise InvalidInput(f"{error} (from the environment variable {source[0]})") from None
+        raise
+
+
+def _settings_from(args: argparse.Namespace | None, env: Mapping[str, str] | None, source: list) -> Settings:
     env = os.environ if env is None else env
     values = vars(args) if args is not None else {}
 
     def pick(flag: str, var: str) -> str | None:
         value = values.get(flag)
-        if value is not None:
-            return value
-        return env.get(var)
+        source[0] = None if value is not None or env.get(var) is None else var
+        return value if value is not None else env.get(var)
 
     kwargs: dict = {}
     if (host := pick("host", "STUDIO_HOST")) is not None:
@@ -132,8 +141,10 @@ def settings_from(args: argparse.Namespace | None = None, env: Mapping[str, str]
         kwargs["host"] = host.strip()
     if (port := pick("port", "STUDIO_PORT")) is not None:
         kwargs["port"] = _parse_port(str(port))
+    source[0] = "STUDIO_SHARE" if values.get("share") is None else None
     share = values.get("share")
     kwargs["share"] = bool(share) if share is not None else _parse_bool("STUDIO_SHARE", env.get("STUDIO_SHARE", ""))
+    source[0] = "STUDIO_MCP" if values.get("mcp") is None else None
     mcp = values.get("mcp")
     kwargs["mcp"] = bool(mcp) if mcp is not None else _parse_bool("STUDIO_MCP", env.get("STUDIO_MCP", ""))
     if (auth := pick("auth", "STUDIO_AUTH")) is not None:
@@ -154,6 +165,7 @@ def settings_from(args: argparse.Namespace | None = None, env: Mapping[str, str]
         if not str(out).strip():
             raise InvalidInput("--output-dir must not be empty: name a folder, e.g. --output-dir outputs")
         kwargs["output_dir"] = Path(out).expanduser()
+    source[0] = "STUDIO_SIMULATED_MEMORY"
     if (simulated := env.get("STUDIO_SIMULATED_MEMORY")):
         kwargs["simulated_memory"] = parse_size(simulated, what="STUDIO_SIMULATED_MEMORY")
     return Settings(**kwargs)
