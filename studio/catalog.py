@@ -196,6 +196,8 @@ class Catalog:
         spec = self._specs.get(repo_id) if isinstance(repo_id, str) else None
         if spec is None or (task is not None and task not in spec.tasks):
             kind = f"{TASK_LABELS.get(task, task).lower()} " if task else ""
+            if not self.ids(task):
+                raise InvalidInput(f"there are no {kind}models in the catalog yet; model {_clip(repo_id)!r} is not one")
             raise InvalidInput(
                 f"model {_clip(repo_id)!r} is not a {kind}model in the catalog; choose one of: {self.describe_ids(task)}"
             )

@@ -241,7 +241,7 @@ def test_one_generation_at_a_time(make_studio):
 MODELS = list(SAME_SIZE) + ["facebook/musicgen-stereo-small", "facebook/mms-tts-eng", "suno/bark-small"]
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     sequence=st.lists(st.sampled_from(MODELS), min_size=2, max_size=5),
     resident=st.integers(min_value=1, max_value=3),

@@ -1,0 +1,164 @@
+"""What the page and the named API call: generate, estimate, memory; StudioError becomes gr.Error here, once.
+
+The API functions are built from the catalog: each task's endpoint takes the fixed arguments of the
+contract (model, prompt or text, duration or voice, seed), then every other setting any of the task's
+models has, then `format`. A setting not given is None, which means "the model's default".
+"""
+
+# No `from __future__ import annotations` here: gr.api reads these functions' annotations as types.
+import functools
+import html
+import inspect
+import logging
+from typing import Any, Callable, Mapping
+
+import gradio as gr
+from gradio.data_classes import FileData
+
+from studio.audio import FORMATS
+from studio.catalog import TASK_LABELS, ModelSpec
+from studio.errors import InvalidInput, StudioError
+from studio.estimate import Estimate
+from studio.service import Generation, Studio
+from studio.ui.runs import RunRegistry, progress_context
+
+log = logging.getLogger(__name__)
+
+# The contract's own arguments per task (DESIGN.md, "Named API endpoints").
+TEXT_ARG = {"music": "prompt", "speech": "text", "sfx": "prompt"}
+LENGTH_ARG = {"music": ("duration", float), "speech": ("voice", str), "sfx": ("duration", float)}
+RESERVED = {"model", "prompt", "text", "seed", "format", "request"}
+NO_MODELS = {
+    "sfx": "No sound-effect models are installed yet: they arrive with the diffusion families (AudioLDM2, Stable Audio Open).",
+}
+
+
+def user_errors(fn: Callable) -> Callable:
+    """The one boundary where a StudioError becomes a message in the browser or the API client."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except StudioError as error:
+            log.info("refused: %s", error)
+            # gr.Error renders HTML in the page; user text (a model name, a prompt) must stay text.
+            raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from error
+
+    return wrapper
+
+
+def session_of(request: gr.Request | None) -> str:
+    return (getattr(request, "session_hash", None) or "") if request is not None else ""
+
+
+def task_settings(specs: list[ModelSpec]) -> list[tuple[str, type]]:
+    """Every setting name the task's models have, in first-seen order, with the type of its first use."""
+    seen: dict[str, type] = {}
+    for spec in specs:
+        for param in spec.params:
+            seen.setdefault(param.name, param.kind)
+    return list(seen.items())
+
+
+class Endpoints:
+    """The studio seen from the web: one generation core shared by the page and the API."""
+
+    def __init__(self, studio: Studio, runs: RunRegistry | None = None) -> None:
+        self.studio = studio
+        self.runs = runs or RunRegistry()
+
+    def specs(self, task: str) -> list[ModelSpec]:
+        return self.studio.catalog.for_task(task)
+
+    def _check_task(self, task: str) -> None:
+        if not self.specs(task):
+            raise InvalidInput(NO_MODELS.get(task, f"No {TASK_LABELS.get(task, task).lower()} models are installed."))
+
+    # -------------------------------------------------------------- the shared core
+    def generate(self, task: str, model: Any, prompt: Any, *, seed: Any = -1, params: Mapping[str, Any] | None = None,
+                 fmt: str = "wav", session: str = "", progress: Callable[..., Any] = lambda *a, **k: None) -> Generation:
+        self._check_task(task)
+        request = self.studio.request(task, model, prompt, seed=seed, params=params)
+        with self.runs.track(session) as cancel:
+            return self.studio.generate(request, fmt=fmt, ctx=progress_context(cancel, progress))
+
+    def estimate(self, task: str | None, model: Any, prompt: Any, params: Mapping[str, Any] | None = None) -> Estimate:
+        if task is not None:
+            self._check_task(task)
+        spec = self.studio.catalog.get(model, task)
+        if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+            if "speech" in spec.tasks:
+                raise InvalidInput("type the text to speak first: the length of speech, and so its cost, follows the text")
+            prompt = "music" if "music" in spec.tasks else "sound"  # the prompt does not change a music or sound estimate
+        return self.studio.estimate(self.studio.request(task, spec.repo_id, prompt, seed=0, params=params))
+
+    def memory(self) -> dict:
+        return self.studio.manager.snapshot()
+
+    def unload_all(self) -> dict[str, str]:
+        return self.studio.manager.unload_all()
+
+    def cancel(self, session: str) -> int:
+        return self.runs.cancel(session)
+
+    # -------------------------------------------------------------- the named API
+    def api_generate(self, task: str) -> Callable:
+        """`/music`, `/speech` or `/sfx`: keyword arguments in, (audio file, metadata dict) out."""
+        specs = self.specs(task)
+        text_arg = TEXT_ARG[task]
+        length_arg, length_type = LENGTH_ARG[task]
+        extras = [(name, kind) for name, kind in task_settings(specs) if name not in RESERVED and name != length_arg]
+        P = inspect.Parameter
+        params = [
+            P("model", P.POSITIONAL_OR_KEYWORD, default=specs[0].repo_id if specs else "", annotation=str),
+            P(text_arg, P.POSITIONAL_OR_KEYWORD, default="", annotation=str),
+            P(length_arg, P.POSITIONAL_OR_KEYWORD, default=None, annotation=length_type | None),
+            P("seed", P.POSITIONAL_OR_KEYWORD, default=-1, annotation=int),
+            *[P(name, P.POSITIONAL_OR_KEYWORD, default=None, annotation=kind | None) for name, kind in extras],
+            P("format", P.POSITIONAL_OR_KEYWORD, default="wav", annotation=str),
+            P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request),
+        ]
+        signature = inspect.Signature(params, return_annotation=tuple[FileData, dict])
+
+        def endpoint(*args: Any, **kwargs: Any) -> tuple[FileData, dict]:
+            values = signature.bind(*args, **kwargs)
+            values.apply_defaults()
+            given = dict(values.arguments)
+            request = given.pop("request")
+            model, text, seed, fmt = given.pop("model"), given.pop(text_arg), given.pop("seed"), given.pop("format")
+            settings = {name: value for name, value in given.items() if value is not None}
+            # gr.api takes no Progress parameter; one made here still reports to the client's job status.
+            result = self.generate(task, model, text, seed=seed, params=settings, fmt=fmt,
+                                   session=session_of(request), progress=gr.Progress())
+            return FileData(path=str(result.path)), result.metadata
+
+        endpoint.__signature__ = signature  # type: ignore[attr-defined]
+        endpoint.__annotations__ = {p.name: p.annotation for p in params if p.annotation is not P.empty}
+        endpoint.__annotations__["return"] = tuple[FileData, dict]
+        endpoint.__name__ = task
+        endpoint.__doc__ = (
+            f"Generate {TASK_LABELS[task].lower()}. Returns the audio file and its metadata. "
+            f"Settings left out take the model's default; seed -1 picks a random one; format is one of "
+            f"{', '.join(FORMATS)}."
+        )
+        return user_errors(endpoint)
+
+    def api_estimate(self) -> Callable:
+        default = next(iter(self.specs("music") or list(self.studio.catalog)), None)
+        studio_endpoints = self
+
+        def estimate(model: str = default.repo_id if default else "", duration: float | None = None,
+                     text: str | None = None, prompt: str | None = None) -> dict:
+            """Memory and time a run would need, and which models it would unload, without loading anything."""
+            params = {"duration": duration} if duration is not None else None
+            return studio_endpoints.estimate(None, model, text if text is not None else prompt, params).to_dict()
+
+        return user_errors(estimate)
+
+    def api_memory(self) -> Callable:
+        def memory() -> dict:
+            """The device, used, budget and total bytes, and one row per model with its state and size."""
+            return self.memory()
+
+        return memory
