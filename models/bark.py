@@ -9,7 +9,7 @@ from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import SAFE_LOAD, join_with_pauses, move_modules, seed_everything, split_text, to_float32_numpy, \
+from models.common import OneModuleModel, SAFE_LOAD, join_with_pauses, seed_everything, split_text, to_float32_numpy, \
     token_progress, torch_dtype
 
 log = logging.getLogger(__name__)
@@ -94,20 +94,7 @@ def working_bytes(spec: ModelSpec, request: Request | None, dtype_bytes: int) ->
     return int(kv + fine + codec + 32 * 1024**2)
 
 
-class BarkModelAdapter:
-    def __init__(self, spec: ModelSpec, model, processor, torch_device: str) -> None:
-        self.spec = spec
-        self.model = model
-        self.processor = processor
-        self.torch_device = torch_device
-
-    def modules(self) -> list:
-        return [self.model]
-
-    def move(self, torch_device: str) -> None:
-        move_modules(self.modules(), torch_device)
-        self.torch_device = torch_device
-
+class BarkModelAdapter(OneModuleModel):
     def generate(self, request: Request, ctx: RunContext) -> Audio:
         import torch
         from transformers.models.bark.generation_configuration_bark import (
@@ -126,7 +113,7 @@ class BarkModelAdapter:
         for index, chunk in enumerate(chunks):
             base = 100 * index
             # 1. Text (cues like [laughs] included) and the voice preset -> token ids and history prompt.
-            inputs = self.processor(chunk, voice_preset=request.get("voice") or None, return_tensors="pt")
+            inputs = self.preprocess(chunk, voice_preset=request.get("voice") or None, return_tensors="pt")
             history = inputs.get("history_prompt")
             if history is not None:
                 history = {k: v.to(self.torch_device) for k, v in history.items()}

@@ -52,9 +52,21 @@ def token_progress(ctx: RunContext, total: int, *, offset: int = 0, grand_total:
     return StoppingCriteriaList([_Progress()])
 
 
-def move_modules(modules: list, torch_device: str) -> None:
-    for module in modules:
-        module.to(torch_device)
+class OneModuleModel:
+    """Adapter state shared by families whose weights are one torch module beside a tokenizer or processor."""
+
+    def __init__(self, spec, model, preprocess, torch_device: str) -> None:
+        self.spec = spec
+        self.model = model
+        self.preprocess = preprocess  # the tokenizer or processor that turns text into the model's inputs
+        self.torch_device = torch_device
+
+    def modules(self) -> list:
+        return [self.model]
+
+    def move(self, torch_device: str) -> None:
+        self.model.to(torch_device)
+        self.torch_device = torch_device
 
 
 def to_float32_numpy(tensor) -> Any:

@@ -9,7 +9,7 @@ from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior, durati
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import SAFE_LOAD, move_modules, seed_everything, to_float32_numpy, token_progress, torch_dtype
+from models.common import OneModuleModel, SAFE_LOAD, seed_everything, to_float32_numpy, token_progress, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -113,20 +113,7 @@ def working_bytes(spec: ModelSpec, request: Request | None, dtype_bytes: int) ->
     return int(kv + decode + logits + 32 * 1024**2)
 
 
-class MusicgenModel:
-    def __init__(self, spec: ModelSpec, model, tokenizer, torch_device: str) -> None:
-        self.spec = spec
-        self.model = model
-        self.tokenizer = tokenizer
-        self.torch_device = torch_device
-
-    def modules(self) -> list:
-        return [self.model]
-
-    def move(self, torch_device: str) -> None:
-        move_modules(self.modules(), torch_device)
-        self.torch_device = torch_device
-
+class MusicgenModel(OneModuleModel):
     def generate(self, request: Request, ctx: RunContext) -> Audio:
         import torch
 
@@ -134,7 +121,7 @@ class MusicgenModel:
         arch = _arch(self.spec)
         frames, steps = _tokens(self.spec, request.get("duration"))
         # 2. Text -> tokens on the model's device.
-        inputs = self.tokenizer([request.prompt], padding=True, return_tensors="pt").to(self.torch_device)
+        inputs = self.preprocess([request.prompt], padding=True, return_tensors="pt").to(self.torch_device)
         top_p = request.get("top_p")
         # 3. Sample, reporting each decoder step; the codec decodes inside generate() after the last one.
         seed_everything(request.seed)
