@@ -45,19 +45,21 @@ def _params() -> tuple[Param, ...]:
     )
 
 
-def _spec(repo: str, label: str, parameters: int, cpu_per_s: float, cuda_per_s: float, description: str) -> ModelSpec:
+def _spec(repo: str, label: str, parameters: int, cpu_per_s: float, cuda_per_s: float, description: str,
+          featured: bool = False) -> ModelSpec:
     return ModelSpec(
         repo_id=repo, family="bark", tasks=("speech",), label=label, license=LICENSE, parameters=parameters,
         sample_rate=24000, channels=1, max_duration=None, params=_params(),
         speed={"cpu": SpeedPrior(1.0, cpu_per_s), "cuda": SpeedPrior(0.5, cuda_per_s),
                "mps": SpeedPrior(1.0, cuda_per_s * 4)},
         unit="second of speech", voices=PUBLISHED_VOICES, max_prompt_chars=5000, description=description,
+        featured_in=("speech",) if featured else (),
     )
 
 
 SPECS = (
     _spec("suno/bark-small", "Bark small", 404_000_000, 21.9, 0.8,
-          "Expressive speech in 13 languages with laughs, sighs and ♪ singing; 24 kHz."),
+          "Expressive speech in 13 languages with laughs, sighs and ♪ singing; 24 kHz.", featured=True),
     _spec("suno/bark", "Bark", 1_100_000_000, 55.0, 2.1,
           "The full Bark: better voices than small, about 2.7x slower; 24 kHz."),
 )

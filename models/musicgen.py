@@ -41,19 +41,20 @@ def _params() -> tuple[Param, ...]:
 
 
 def _spec(repo: str, label: str, parameters: int, size: str, cpu_per_token: float, cuda_per_token: float,
-          *, channels: int = 1, description: str = "") -> ModelSpec:
+          *, channels: int = 1, description: str = "", featured: bool = False) -> ModelSpec:
     return ModelSpec(
         repo_id=repo, family="musicgen", tasks=("music",), label=label, license=LICENSE, parameters=parameters,
         sample_rate=32000, channels=channels, max_duration=MAX_DURATION, params=_params(),
         speed={"cpu": SpeedPrior(1.0, cpu_per_token), "cuda": SpeedPrior(0.5, cuda_per_token),
                "mps": SpeedPrior(1.0, cuda_per_token * 4)},
         unit="token", description=description or f"MusicGen {size}: text to music, 32 kHz.",
+        featured_in=("music",) if featured else (),
     )
 
 
 SPECS = (
     _spec("facebook/musicgen-small", "MusicGen small", 587_000_000, "small", 0.156, 0.012,
-          description="Fast, good for sketches and loops. 32 kHz mono."),
+          description="Fast, good for sketches and loops. 32 kHz mono.", featured=True),
     _spec("facebook/musicgen-medium", "MusicGen medium", 2_010_000_000, "medium", 0.53, 0.025),
     _spec("facebook/musicgen-large", "MusicGen large", 3_420_000_000, "large", 0.9, 0.04,
           description="Best quality of the mono models; needs about 7 GB in fp16."),

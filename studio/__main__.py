@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -64,6 +65,10 @@ def _generate(args: argparse.Namespace) -> int:
     from studio.audio import check_format
     from studio.catalog import Catalog
 
+    if not args.verbose:  # stdout is the JSON; keep stderr for errors, not library chatter and progress bars
+        for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
+            os.environ.setdefault(variable, "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Everything a user can get wrong is checked before torch is imported or a model is loaded.
     settings = settings_from(args)
     fmt = check_format(args.format)
@@ -83,11 +88,6 @@ def _generate(args: argparse.Namespace) -> int:
     ctx = RunContext()
     if args.verbose:
         ctx.on_stage = lambda stage: log.info("%s", stage)
-    else:  # stdout is the JSON; keep stderr for errors rather than library progress bars
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        transformers_logging.set_verbosity_error()
     result = Studio(settings, catalog=catalog).generate(request, fmt=fmt, out=out, ctx=ctx)
     json.dump(result.metadata, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -107,6 +107,7 @@ class ModelSpec:
     language: str | None = None
     gated: bool = False
     max_prompt_chars: int = 2000
+    featured_in: tuple[str, ...] = ()  # tasks whose pickers and API default to this model
 
     def weight_bytes(self, dtype: str) -> int:
         """Weight bytes from the published parameter count; exact figures come from the files (studio.weights)."""
@@ -131,6 +132,9 @@ class Family:
     work_units: Callable[[ModelSpec, "Request"], float]  # counts the unit of spec.speed
     working_bytes: Callable[[ModelSpec, "Request", int], int]  # (spec, request, dtype bytes) -> activations etc.
     list_voices: Callable[[ModelSpec], tuple[str, ...]] | None = None
+    # For pipelines of separate parts (diffusers): (spec, dtype bytes) -> bytes per part, which makes
+    # CPU offload possible; the loaded model then has enable_offload(torch_device, on_component).
+    components: Callable[[ModelSpec, int], dict[str, int]] | None = None
     preferred_dtypes: Mapping[str, str] = field(
         default_factory=lambda: {"cuda": "float16", "mps": "float16", "cpu": "float32"}
     )
@@ -190,7 +194,9 @@ class Catalog:
         return [s.repo_id for s in self._specs.values() if task is None or task in s.tasks]
 
     def for_task(self, task: str) -> list[ModelSpec]:
-        return [s for s in self._specs.values() if task in s.tasks]
+        """The task's models, the featured one (the default choice) first."""
+        specs = [s for s in self._specs.values() if task in s.tasks]
+        return sorted(specs, key=lambda s: task not in s.featured_in)
 
     def get(self, repo_id: Any, task: str | None = None) -> ModelSpec:
         spec = self._specs.get(repo_id) if isinstance(repo_id, str) else None

@@ -139,6 +139,10 @@ class Calibration:
             return guess * scale
         return guess
 
+    def has_runs(self, key: str) -> bool:
+        with self._lock:
+            return bool(self._runs.get(key))
+
     def record_run(self, key: str, units: float, seconds: float) -> None:
         with self._lock:
             points = self._runs.setdefault(key, [])

@@ -21,6 +21,8 @@ from studio.weights import cached_snapshot, cached_weight_bytes, module_bytes
 
 log = logging.getLogger(__name__)
 
+OFFLOAD_BANDWIDTH = 10e9  # bytes per second host -> device (PCIe 4 x16 in practice), until offload runs are measured
+
 ON_DISK = "on disk"
 NOT_DOWNLOADED = "not downloaded"
 DOWNLOADING = "downloading"
@@ -37,7 +39,7 @@ class _Entry:
     spec: ModelSpec
     state: str = ON_DISK
     model: LoadedModel | None = None
-    placement: str | None = None  # "device" or "cpu" while loaded
+    placement: str | None = None  # "device", "offload" or "cpu" while loaded
     dtype: str = "float32"
     weights: int = 0  # exact once loaded
     refs: int = 0
@@ -61,6 +63,14 @@ class _Plan:
     fits: bool
     budget: int
     blocked_by: tuple[str, ...]  # in use or pinned models that could not be moved
+    largest_component: int = 0  # with offload, the most weight bytes on the device at once
+
+    @property
+    def need(self) -> int:
+        """Bytes the run needs where it runs: on the device (whole, or its largest part with offload), or in RAM."""
+        if self.placement == "offload":
+            return self.largest_component + self.working
+        return self.weights + self.working
 
 
 @dataclass
@@ -203,11 +213,10 @@ class PipelineManager:
         if not resident and not heavy_libraries_imported():
             load_s += self.calibration.import_seconds()
         compute_s = self._predict_compute(spec, request, plan)
-        need = plan.weights + plan.working if plan.placement == "device" else plan.working
         return Estimate(
             model=spec.repo_id,
             seconds=load_s + compute_s,
-            bytes=need,
+            bytes=plan.need,
             fits=plan.fits,
             evicts=plan.evicts,
             weights_bytes=plan.weights,
@@ -222,14 +231,24 @@ class PipelineManager:
         )
 
     def _predict_compute(self, spec: ModelSpec, request: Request, plan: _Plan) -> float:
-        kind = self.device.compute_kind if plan.placement == "device" else "cpu"
         units = self.catalog.family(spec).work_units(spec, request)
-        key = Calibration.key(spec.repo_id, kind, plan.dtype)
-        return self.calibration.compute_seconds(key, units, spec.speed_prior(kind))
+        key = Calibration.key(spec.repo_id, self._speed_kind(plan.placement), plan.dtype)
+        seconds = self.calibration.compute_seconds(key, units, spec.speed_prior(self._compute_kind(plan.placement)))
+        if plan.placement == "offload" and not self.calibration.has_runs(key):
+            # Until measured: every component crosses to the device once per run.
+            seconds += plan.weights / OFFLOAD_BANDWIDTH
+        return seconds
+
+    def _compute_kind(self, placement: str) -> str:
+        return "cpu" if placement == "cpu" else self.device.compute_kind
+
+    def _speed_kind(self, placement: str) -> str:
+        """Calibration key part: offload runs are slower than whole-model runs on the same device."""
+        kind = self._compute_kind(placement)
+        return f"{kind}+offload" if placement == "offload" else kind
 
     def _dtype(self, spec: ModelSpec, placement: str = "device") -> str:
-        kind = self.device.compute_kind if placement == "device" else "cpu"
-        return self.catalog.family(spec).preferred_dtypes.get(kind, "float32")
+        return self.catalog.family(spec).preferred_dtypes.get(self._compute_kind(placement), "float32")
 
     def _weights_for(self, spec: ModelSpec, entry: _Entry | None, dtype: str) -> int:
         if entry is not None and entry.model is not None and entry.dtype == dtype:
@@ -256,16 +275,26 @@ class PipelineManager:
         if deficit <= 0:
             return _Plan(dtype, weights, working, "device", (), True, budget, blocked)
         candidates = [e for e in others if e.idle and not e.pinned]
-        chosen = choose_evictions([(e.spec.repo_id, e.weights, e.last_used) for e in candidates], deficit)
+        sizes = [(e.spec.repo_id, e.weights, e.last_used) for e in candidates]
+        chosen = choose_evictions(sizes, deficit)
         if chosen is not None:
             return _Plan(dtype, weights, working, "device", tuple(chosen), True, budget, blocked)
+        if family.components is not None and self.device.supports_offload:
+            # Does not fit whole: keep the weights in RAM and bring one component at a time to the device.
+            largest = max(family.components(spec, DTYPE_BYTES[dtype]).values(), default=weights)
+            in_ram = entry is not None and entry.model is not None and entry.placement == "offload"
+            host_room = self.device.host_free() - self.reserve + (weights if in_ram else 0)
+            deficit = self.used_bytes() + largest + working - budget
+            chosen = [] if deficit <= 0 else choose_evictions(sizes, deficit)
+            if chosen is not None and weights <= host_room:
+                return _Plan(dtype, weights, working, "offload", tuple(chosen), True, budget, blocked, largest)
         if self.device.kind == "cpu":
             return _Plan(dtype, weights, working, "device", (), False, budget, blocked)
         # Does not fit the accelerator: run from host RAM on the CPU instead of failing with OOM.
         cpu_dtype = self._dtype(spec, "cpu")
         cpu_weights = self._weights_for(spec, entry, cpu_dtype)
         cpu_working = family.working_bytes(spec, request, DTYPE_BYTES[cpu_dtype]) if request is not None else 0
-        in_ram = entry is not None and entry.model is not None and entry.placement == "cpu"
+        in_ram = entry is not None and entry.model is not None and entry.placement != "device"
         host_room = self.device.host_free() - self.reserve + (cpu_weights if in_ram else 0)
         fits = cpu_weights + cpu_working <= host_room
         return _Plan(cpu_dtype, cpu_weights, cpu_working, "cpu", (), fits, budget, blocked)
@@ -305,10 +334,10 @@ class PipelineManager:
             self._evict(self._entries[model_id])
         if entry.model is not None and entry.placement == plan.placement and entry.dtype == plan.dtype:
             return
-        if entry.model is not None and entry.dtype == plan.dtype:
+        if entry.model is not None and entry.dtype == plan.dtype and "offload" not in (entry.placement, plan.placement):
             self._move(entry, plan.placement)
             return
-        if entry.model is not None:  # wrong precision for the new placement: load afresh
+        if entry.model is not None:  # other precision, or offload hooks to add or remove: load afresh
             self._drop(entry)
         self._load_with_ladder(entry, plan, ctx)
 
@@ -375,7 +404,7 @@ class PipelineManager:
         self._make_host_room(plan.weights, exclude=entry)
         tag = self._tag(entry)
         torch_device = self.device.torch_device if plan.placement == "device" else "cpu"
-        place = self.device.place if plan.placement == "device" else self.device.place_host
+        place = self.device.place if plan.placement == "device" else self.device.place_host  # offload: RAM
         if not heavy_libraries_imported():
             began = self._clock()
             import_heavy_libraries()
@@ -388,6 +417,8 @@ class PipelineManager:
             model = loader(spec, torch_device, plan.dtype)
             weights = module_bytes(model.modules())
             place(tag, weights)  # the exact figure (non-persistent buffers included)
+            if plan.placement == "offload":
+                model.enable_offload(self.device.torch_device, self._offload_accountant(spec.repo_id))
         except BaseException as error:
             model = None
             self.device.remove(tag)
@@ -405,15 +436,28 @@ class PipelineManager:
         self.calibration.record_weights(spec.repo_id, plan.dtype, weights)
         if not downloading:
             self.calibration.record_load(self.device.kind, weights, elapsed, first_in_process=not self._loaded_once)
-        self._loaded_once = True
         with self._lock:
             entry.model = model
             entry.placement = plan.placement
             entry.dtype = plan.dtype
             entry.weights = weights
             entry.state = ON_DEVICE if plan.placement == "device" else IN_RAM
+        self._loaded_once = True
         log.info("loaded %s (%s, %s, %s) in %.1f s", spec.repo_id, plan.placement, plan.dtype,
                  format_bytes(weights), elapsed)
+
+    def _offload_accountant(self, model_id: str):
+        """With offload, the device holds one component at a time: account exactly that one."""
+        tag = f"offload:{model_id}"
+
+        def on_component(nbytes: int) -> None:
+            if nbytes:
+                self.device.place(tag, nbytes)  # replaces the previous component; a simulated device may say OOM
+                self._note_resident()
+            else:
+                self.device.remove(tag)
+
+        return on_component
 
     def _move(self, entry: _Entry, placement: str) -> None:
         tag = self._tag(entry)
@@ -474,6 +518,7 @@ class PipelineManager:
         del model
         tag = self._tag(entry)
         self.device.remove(tag)
+        self.device.remove(f"offload:{entry.spec.repo_id}")
         self.device.remove_host(tag)
         gc.collect()
         self.device.empty_cache()
@@ -541,9 +586,8 @@ class PipelineManager:
             entry = self._entries[spec.repo_id]
             placement, dtype = entry.placement or lease.placement, entry.dtype
         if not recoveries:
-            kind = self.device.compute_kind if placement == "device" else "cpu"
             units = self.catalog.family(spec).work_units(spec, request)
-            self.calibration.record_run(Calibration.key(spec.repo_id, kind, dtype), units, compute_s)
+            self.calibration.record_run(Calibration.key(spec.repo_id, self._speed_kind(placement), dtype), units, compute_s)
         return RunResult(
             audio=audio, estimate=estimate, elapsed_s=self._clock() - started, load_s=load_s,
             compute_s=compute_s, peak_bytes=peak, placement=placement, dtype=dtype, recoveries=recoveries,
@@ -560,10 +604,13 @@ class PipelineManager:
             started = self._clock()
             try:
                 ctx.stage("generating")
-                if entry.placement == "device":
-                    with self.device.working(f"run:{entry.spec.repo_id}", working):
-                        self._note_resident()
-                        audio = lease.model.generate(request, ctx)
+                if entry.placement in ("device", "offload"):
+                    try:
+                        with self.device.working(f"run:{entry.spec.repo_id}", working):
+                            self._note_resident()
+                            audio = lease.model.generate(request, ctx)
+                    finally:
+                        self.device.remove(f"offload:{entry.spec.repo_id}")  # hooks put everything back in RAM
                 else:
                     audio = lease.model.generate(request, ctx)
                 self.device.synchronize()
@@ -582,10 +629,10 @@ class PipelineManager:
                     recoveries.append(f"out of memory; unloaded {evicted} idle model(s) and retried")
                     log.warning("OOM running %s: %s", entry.spec.repo_id, recoveries[-1])
                     continue
-                if attempt == 1 and entry.placement == "device" and self.device.kind != "cpu":
+                if attempt == 1 and entry.placement != "cpu" and self.device.kind != "cpu":
                     with self._load_lock:
-                        self._reload_for_cpu(entry)
-                    recoveries.append("out of memory again; retried on the CPU")
+                        placement = self._degrade(entry)
+                    recoveries.append(f"out of memory again; retried {'with CPU offload' if placement == 'offload' else 'on the CPU'}")
                     log.warning("OOM running %s: %s", entry.spec.repo_id, recoveries[-1])
                     continue
                 raise DoesNotFit(
@@ -596,14 +643,21 @@ class PipelineManager:
                 ) from None
         raise AssertionError("unreachable")
 
-    def _reload_for_cpu(self, entry: _Entry) -> None:
-        cpu_dtype = self._dtype(entry.spec, "cpu")
-        if entry.dtype == cpu_dtype:
+    def _degrade(self, entry: _Entry) -> str:
+        """One step down the ladder: whole on the device -> CPU offload (where the family has parts) -> the CPU."""
+        family = self.catalog.family(entry.spec)
+        target = "offload" if (entry.placement == "device" and family.components is not None
+                               and self.device.supports_offload) else "cpu"
+        dtype = self._dtype(entry.spec, target)
+        if entry.placement == "device" and target == "cpu" and entry.dtype == dtype:
             self._move(entry, "cpu")
-            return
+            return target
         self._drop(entry)  # the lease's reference count stays; only the weights go
-        weights = self._weights_for(entry.spec, None, cpu_dtype)
-        self._load(entry, _Plan(cpu_dtype, weights, 0, "cpu", (), True, self.budget(), ()), RunContext())
+        weights = self._weights_for(entry.spec, None, dtype)
+        largest = max(family.components(entry.spec, DTYPE_BYTES[dtype]).values(), default=weights) \
+            if target == "offload" else 0
+        self._load(entry, _Plan(dtype, weights, 0, target, (), True, self.budget(), (), largest), RunContext())
+        return target
 
 
 def heavy_libraries_imported() -> bool:
@@ -648,19 +702,23 @@ def describe_load_error(spec: ModelSpec, error: BaseException) -> str:
     name = type(error).__name__
     text = str(error)
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if spec.gated and ("gated" in text.lower() or "401" in text or "403" in text or name == "GatedRepoError"):
+    lowered = text.lower()
+    missing = name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "EntryNotFoundError") or any(
+        phrase in lowered for phrase in ("couldn't connect", "cannot find the requested files", "not fully cached",
+                                         "not cached locally", "local_files_only")) or (offline and "offline" in lowered)
+    gated = "gated" in lowered or "401" in text or "403" in text or name in ("GatedRepoError", "HfHubHTTPError")
+    if spec.gated and (gated or missing):
+        where = " (and HF_HUB_OFFLINE=1 is set, so nothing can be downloaded now)" if offline else ""
         return (
-            f"{spec.repo_id} is a gated model: accept its licence on its Hugging Face page, then run "
-            f"`hf auth login` or set HF_TOKEN, and try again"
+            f"{spec.repo_id} is a gated model and its files are not in the cache{where}: accept its licence at "
+            f"https://huggingface.co/{spec.repo_id}, then run `hf auth login` or set HF_TOKEN, and try again"
         )
-    if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled") or (offline and "offline" in text.lower()) or (
-        "couldn't connect" in text.lower() or "cannot find the requested files" in text.lower()
-    ):
+    if missing:
         hint = "HF_HUB_OFFLINE=1 is set: run once online or copy the model into the cache" if offline else \
             "check your internet connection, or download it once with `hf download " + spec.repo_id + "`"
         return f"{spec.repo_id} is not in the Hugging Face cache and could not be downloaded ({hint})"
-    if name in ("SafetensorError", "HeaderTooLarge", "UnpicklingError") or "safetensors" in text.lower() \
-            or "incomplete" in text.lower() or "truncated" in text.lower():
+    if name in ("SafetensorError", "HeaderTooLarge", "UnpicklingError") or "safetensors" in lowered \
+            or "incomplete" in lowered or "truncated" in lowered:
         return (
             f"{spec.repo_id}'s files in the cache look corrupt or incomplete ({name}): delete them with "
             f"`hf cache delete` (or remove the folder under HF_HOME) and download again"

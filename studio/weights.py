@@ -101,3 +101,20 @@ def cached_json(repo_id: str, filename: str = "config.json") -> dict | None:
         return json.loads(Path(found).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def component_bytes(repo_id: str, dtype_bytes: int) -> dict[str, int]:
+    """Per component (top-level subfolder, e.g. unet, vae, text_encoder) bytes of a cached diffusers repo."""
+    snapshot = cached_snapshot(repo_id)
+    if snapshot is None:
+        return {}
+    sizes: dict[str, int] = {}
+    for folder in sorted(p for p in snapshot.iterdir() if p.is_dir()):
+        try:
+            size = safetensors_bytes(folder, dtype_bytes)
+        except (OSError, ValueError, KeyError) as error:
+            log.warning("could not read the safetensors headers of %s/%s: %s", repo_id, folder.name, error)
+            continue
+        if size:
+            sizes[folder.name] = size
+    return sizes

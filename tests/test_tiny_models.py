@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tiny_models  # noqa: E402
-from tiny_models import TINY_BUILDERS, install_repo, make_tiny_cache  # noqa: E402
+import tests.tiny_models as tiny_models  # noqa: E402
+from tests.tiny_models import TINY_BUILDERS, install_repo, make_tiny_cache  # noqa: E402
 
 MUSICGEN = [
     "facebook/musicgen-small",

@@ -24,25 +24,34 @@ What is kept from the real repos (the values product code reads or that fix the 
   torchsde), T5EncoderModel + T5TokenizerFast (128 tokens), StableAudioProjectionModel
   (conditioning dim = T5 d_model, seconds in [0, 512]), StableAudioDiTModel (64 latent channels,
   2:1 grouped-query cross attention) and AutoencoderOobleck (stereo, 44.1 kHz, downsampling ratios
-  [2, 4, 4, 8, 8] = hop 2048). Only the DiT's latent window is short: ``sample_size`` 32 latents =
-  32 * 2048 / 44100 = 1.486 s maximum (the real repo: 1024 latents = 47.55 s).
+  [2, 4, 4, 8, 8] = hop 2048). Only the DiT's latent window is short: ``sample_size`` 64 latents =
+  64 * 2048 / 44100 = 2.97 s maximum (the real repo: 1024 latents = 47.55 s).
+
+Not reproduced: the real repos' duplicate ``*.bin`` / fp16 weight files, and Stable Audio's
+original-format root files (``model.ckpt``, ``model.safetensors``, ``model_config.json``). The
+vocoder's convolutions are re-drawn at unit gain (see ``_unit_gain_convs``) so that the random
+AudioLDM2 is audible. ``cvssp/audioldm2-large`` is not built: its UNet config is not known here
+(same layout, larger UNet).
 
 Everything is seeded: two builds give byte-identical files. Usage::
 
-    from tiny_models import install_repo
-    from tiny_diffusers import DIFFUSERS_BUILDERS
+    from tests.tiny_models import install_repo
+    from tests.tiny_diffusers import DIFFUSERS_BUILDERS
     for repo_id, build in DIFFUSERS_BUILDERS.items():
         install_repo(hf_home, repo_id, build)
+
+``tests.tiny_models.make_tiny_cache`` builds these along with the transformers families.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from tiny_models import _CORPUS, _Seeded, _add_tokenizer_config, _save_model, _write_json, _write_t5_tokenizer
+from tests.tiny_models import _CORPUS, _add_tokenizer_config, _save_model, _Seeded, _write_json, _write_t5_tokenizer
 
 __all__ = [
     "AUDIOLDM2_HOP",
@@ -72,8 +81,28 @@ def _fix_model_index(dst: Path, classes: dict[str, list[str]]) -> None:
     _write_json(path, data)
 
 
-def _save_pipeline(pipe, dst: Path) -> None:
-    pipe.save_pretrained(dst, safe_serialization=True)
+def _unit_gain_convs(module, *, seed: int, gain: float = 1.0) -> None:
+    """Re-draw every Conv1d / ConvTranspose1d weight with std ``gain / sqrt(fan_in)`` and zero bias.
+
+    SpeechT5HifiGan initialises its convs with std 0.01 (``initializer_range``): at tiny widths
+    every layer then shrinks the signal ~10x and a random vocoder outputs ~1e-10, i.e. silence.
+    """
+    import math
+
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.ConvTranspose1d):
+                fan_in = m.in_channels * m.kernel_size[0] / m.stride[0]
+            elif isinstance(m, torch.nn.Conv1d):
+                fan_in = m.in_channels * m.kernel_size[0] / m.groups
+            else:
+                continue
+            m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (gain / math.sqrt(fan_in)))
+            if m.bias is not None:
+                m.bias.zero_()
 
 
 @functools.lru_cache(maxsize=1)
@@ -234,9 +263,10 @@ def build_audioldm2(dst: Path, *, seed: int = 5150) -> None:
                 eos_token_id=2,
             ).to_dict(),
             audio_config=ClapAudioConfig(
-                # HTSAT: 64 mel bins like the feature extractor; a tiny Swin (spec 64, window 4).
-                spec_size=64,
-                window_size=4,
+                # HTSAT: 64 mel bins like the feature extractor; spec 256 as in the real model, so 10 s of
+                # features (1001 frames) fit the Swin input when candidates are ranked; a tiny Swin (window 8).
+                spec_size=256,
+                window_size=8,
                 num_mel_bins=64,
                 patch_size=4,
                 patch_stride=(4, 4),
@@ -310,6 +340,7 @@ def build_audioldm2(dst: Path, *, seed: int = 5150) -> None:
                 normalize_before=False,
             )
         ).eval()
+        _unit_gain_convs(vocoder, seed=seed + 1, gain=1.5)
 
     scheduler = DDIMScheduler(
         num_train_timesteps=1000,
@@ -337,7 +368,7 @@ def build_audioldm2(dst: Path, *, seed: int = 5150) -> None:
         vocoder=vocoder,
     )
     assert pipe.vae_scale_factor == AUDIOLDM2_VAE_SCALE
-    _save_pipeline(pipe, dst)
+    _save_model(pipe, dst)  # DiffusionPipeline.save_pretrained(dst, safe_serialization=True)
     # Saving rewrote the tokenizer folders from the in-memory tokenizers: put back the real files.
     _write_roberta_tokenizer(dst / "tokenizer", model_max_length=512)
     _write_t5_tokenizer_dir(dst / "tokenizer_2", model_max_length=128)
@@ -358,8 +389,8 @@ def build_audioldm2(dst: Path, *, seed: int = 5150) -> None:
 STABLE_AUDIO_SAMPLING_RATE = 44100
 STABLE_AUDIO_DOWNSAMPLING = [2, 4, 4, 8, 8]
 STABLE_AUDIO_HOP = 2048  # samples per latent = prod(downsampling_ratios)
-STABLE_AUDIO_SAMPLE_SIZE = 32  # transformer sample_size in latents (the real repo: 1024 = 47.55 s)
-STABLE_AUDIO_MAX_SECONDS = STABLE_AUDIO_SAMPLE_SIZE * STABLE_AUDIO_HOP / STABLE_AUDIO_SAMPLING_RATE  # 1.486 s
+STABLE_AUDIO_SAMPLE_SIZE = 64  # transformer sample_size in latents: 2.97 s (the real repo: 1024 = 47.55 s)
+STABLE_AUDIO_MAX_SECONDS = STABLE_AUDIO_SAMPLE_SIZE * STABLE_AUDIO_HOP / STABLE_AUDIO_SAMPLING_RATE  # 2.97 s
 _STABLE_AUDIO_T5_DIM = 32  # real: 768 (t5-base); the conditioning dim equals it, as in the real repo
 
 
@@ -402,15 +433,17 @@ def build_stable_audio(dst: Path, *, seed: int = 4410) -> None:
             global_states_input_dim=2 * cond_dim,  # start and end seconds embeddings, concatenated
             cross_attention_input_dim=cond_dim,
         )
-        vae = AutoencoderOobleck(
-            encoder_hidden_size=4,
-            downsampling_ratios=STABLE_AUDIO_DOWNSAMPLING,
-            channel_multiples=[1, 2, 4, 8, 16],
-            decoder_channels=4,
-            decoder_input_channels=64,
-            audio_channels=2,
-            sampling_rate=STABLE_AUDIO_SAMPLING_RATE,
-        )
+        with warnings.catch_warnings():  # Oobleck uses the deprecated torch.nn.utils.weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            vae = AutoencoderOobleck(
+                encoder_hidden_size=4,
+                downsampling_ratios=STABLE_AUDIO_DOWNSAMPLING,
+                channel_multiples=[1, 2, 4, 8, 16],
+                decoder_channels=4,
+                decoder_input_channels=64,
+                audio_channels=2,
+                sampling_rate=STABLE_AUDIO_SAMPLING_RATE,
+            )
     assert vae.hop_length == STABLE_AUDIO_HOP
     scheduler = CosineDPMSolverMultistepScheduler(
         sigma_min=0.3,
@@ -434,7 +467,7 @@ def build_stable_audio(dst: Path, *, seed: int = 4410) -> None:
         transformer=transformer,
         scheduler=scheduler,
     )
-    _save_pipeline(pipe, dst)
+    _save_model(pipe, dst)  # DiffusionPipeline.save_pretrained(dst, safe_serialization=True)
     _write_t5_tokenizer_dir(dst / "tokenizer", model_max_length=128)
     _fix_model_index(dst, {"tokenizer": ["transformers", "T5TokenizerFast"]})
 

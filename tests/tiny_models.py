@@ -637,14 +637,17 @@ def make_tiny_cache(hf_home: Path, repo_ids: Iterable[str] | None = None) -> Non
 
     Repos that share a builder are built once and copied.
     """
+    from tests.tiny_diffusers import DIFFUSERS_BUILDERS  # the diffusers pipelines live in their own module
+
+    builders = {**TINY_BUILDERS, **DIFFUSERS_BUILDERS}
     hf_home = Path(hf_home)
-    ids = list(TINY_BUILDERS) if repo_ids is None else list(repo_ids)
-    unknown = [r for r in ids if r not in TINY_BUILDERS]
+    ids = list(builders) if repo_ids is None else list(repo_ids)
+    unknown = [r for r in ids if r not in builders]
     if unknown:
-        raise KeyError(f"no tiny builder for {unknown}; known: {sorted(TINY_BUILDERS)}")
+        raise KeyError(f"no tiny builder for {unknown}; known: {sorted(builders)}")
     built: dict[object, Path] = {}
     for repo_id in ids:
-        builder = TINY_BUILDERS[repo_id]
+        builder = builders[repo_id]
         key = _builder_key(builder)
         if key in built:
             src = built[key]
@@ -665,3 +668,4 @@ def _builder_key(builder: Callable) -> object:
         kw = {k: v for k, v in builder.keywords.items() if k != "repo_id"}
         return (builder.func, tuple(builder.args), tuple(sorted(kw.items())))
     return (builder, (), ())
+
