@@ -303,12 +303,22 @@ class SimulatedDevice(Device):
 
 
 def pick_device(settings: Settings) -> Device:
-    """The device the settings ask for; 'auto' prefers CUDA, then MPS, then the CPU."""
+    """The device the settings ask for; 'auto' prefers CUDA, then MPS, then the CPU.
+
+    Telling CUDA and MPS apart needs torch, which takes seconds to import: for 'auto' the choice is
+    deferred to first use (or to warm_up in the background), so the page is served before torch loads.
+    An explicit cuda or mps is checked at once, so a wrong flag fails at start.
+    """
     if settings.simulated_memory is not None:
         return SimulatedDevice(settings.simulated_memory)
-    choice = settings.device
-    if choice == "cpu":
+    if settings.device == "cpu":
         return CpuDevice()
+    if settings.device == "auto":
+        return DeferredDevice(lambda: _detect("auto"))  # type: ignore[return-value]
+    return _detect(settings.device)
+
+
+def _detect(choice: str) -> Device:
     import torch
 
     if choice in ("auto", "cuda") and torch.cuda.is_available():
@@ -318,6 +328,31 @@ def pick_device(settings: Settings) -> Device:
     if choice != "auto":
         raise InvalidInput(f"--device {choice} was asked for but torch finds no {choice.upper()} device here: use --device auto or cpu")
     return CpuDevice()
+
+
+class DeferredDevice:
+    """Stands for the device 'auto' will pick; the first question about it (or warm_up) decides."""
+
+    def __init__(self, choose) -> None:
+        self._choose = choose
+        self._device: Device | None = None
+        self._lock = threading.Lock()
+
+    def resolve(self) -> Device:
+        with self._lock:
+            if self._device is None:
+                self._device = self._choose()
+                log.info("device: %s", self._device.name)
+            return self._device
+
+    def warm_up(self) -> threading.Thread:
+        """Decide (importing torch) on a background thread, so the first real question does not wait."""
+        thread = threading.Thread(target=self.resolve, name="device-warm-up", daemon=True)
+        thread.start()
+        return thread
+
+    def __getattr__(self, name: str):
+        return getattr(self.resolve(), name)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

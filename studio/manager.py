@@ -153,6 +153,22 @@ class PipelineManager:
         self.max_resident_seen = 0  # the most bytes the manager ever had placed on the device
         self._loaded_once = False
 
+    def warm_up(self) -> threading.Thread:
+        """Decide the device and import torch and transformers in the background, after the page is up."""
+
+        def work() -> None:
+            resolve = getattr(self.device, "resolve", None)
+            if resolve is not None:
+                resolve()
+            if not heavy_libraries_imported():
+                began = self._clock()
+                import_heavy_libraries()
+                self.calibration.record_import(self._clock() - began)
+
+        thread = threading.Thread(target=work, name="studio-warm-up", daemon=True)
+        thread.start()
+        return thread
+
     # ---------------------------------------------------------------- memory questions
     def budget(self) -> int:
         """Bytes the studio may hold on the device: what it holds + what is free, minus the reserve, capped."""
