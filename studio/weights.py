@@ -16,6 +16,7 @@ _DTYPE_SIZES = {
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1, "U16": 2, "U32": 4, "U64": 8,
 }
 _MARKERS = ("model_index.json", "config.json")
+_warned: set[str] = set()
 
 
 def cached_snapshot(repo_id: str) -> Path | None:
@@ -71,7 +72,10 @@ def cached_weight_bytes(repo_id: str, dtype_bytes: int) -> int | None:
     try:
         return safetensors_bytes(snapshot, dtype_bytes)
     except (OSError, ValueError, KeyError) as error:
-        log.warning("could not read the safetensors headers of %s: %s", repo_id, error)
+        if repo_id not in _warned:  # estimates ask often; once is enough to point at the broken files
+            _warned.add(repo_id)
+            log.warning("could not read the safetensors headers of %s (%s); estimating from the catalog", repo_id,
+                        error)
         return None
 
 
