@@ -13,7 +13,9 @@ from studio import __version__
 from studio.audio import check_format, output_path, write_audio
 from studio.catalog import Catalog, Request
 from studio.device import Device, pick_device
+from studio.errors import StudioError
 from studio.estimate import Calibration, Estimate
+from studio.history import History
 from studio.manager import PipelineManager
 from studio.run import RunContext
 from studio.settings import Settings
@@ -25,14 +27,16 @@ log = logging.getLogger(__name__)
 class Generation:
     path: Path
     metadata: dict[str, Any]
+    history_id: int | None = None  # None if the history could not record it (the file is written all the same)
 
 
 class Studio:
     """Owns the catalog, the device and the one PipelineManager; the CLI and the web app both go through it."""
 
     def __init__(self, settings: Settings, *, catalog: Catalog | None = None, device: Device | None = None,
-                 manager: PipelineManager | None = None) -> None:
+                 manager: PipelineManager | None = None, history: History | None = None) -> None:
         self.settings = settings
+        self.history = history if history is not None else History(settings.history_db, settings.output_dir)
         self.catalog = catalog or Catalog.discover("models")
         self.device = device or pick_device(settings)
         self.manager = manager or PipelineManager(
@@ -91,4 +95,12 @@ class Studio:
         metadata["file"] = path.name
         write_audio(path, audio.samples, audio.sample_rate, fmt, metadata)
         log.info("wrote %s (%.1f s of audio in %.1f s)", path, audio.duration, metadata["elapsed_s"])
-        return Generation(path=path, metadata=metadata)
+        history_id = None
+        try:
+            history_id = self.history.add(path, metadata).id
+        except StudioError as error:  # the file is safe on disk; a rebuild from its sidecar can index it later
+            log.error("%s was written but not added to the history: %s", path, error)
+        except Exception:
+            log.exception("%s was written but not added to the history", path)
+        metadata["history_id"] = history_id
+        return Generation(path=path, metadata=metadata, history_id=history_id)

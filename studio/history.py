@@ -1,0 +1,594 @@
+"""SQLite history of generations (the embedded default store).
+
+One row per finished file, added by the caller only after the audio and its sidecar are on disk.
+The sidecars are the source of truth: the database is an index of them that can always be rebuilt
+(`History.rebuild_from_sidecars`), so a lost or corrupt database costs nothing but a rescan.
+
+Choices, so the UI can rely on them:
+- **Threads and processes.** One connection shared under a lock (`check_same_thread=False`), so the
+  Gradio worker threads take turns; other processes (the CLI, a second app) meet it through SQLite's
+  own locking, with WAL, `synchronous=NORMAL` and a busy timeout. Every write is one
+  `BEGIN IMMEDIATE` transaction: a kill -9 loses at most the write in progress, never a committed
+  row (a power cut may lose the last commits, which the sidecars bring back).
+- **Missing files.** Rows whose audio file is gone are kept (a drive may come back), but `list()` and
+  `count()` skip them and log each one once; `get()` still returns them, so a link to one can say
+  what is gone. `delete()` removes the row whether or not the file exists.
+- **Search** is a case-insensitive substring match over the prompt (or the text spoken) and the model
+  id. Both sides are Unicode case-folded ("STRASSE" finds "Straße"); the user's text is a bound LIKE
+  parameter with `\\`, `%` and `_` escaped, so it only ever matches itself (NUL, where SQLite's LIKE
+  would stop reading, is U+FFFD on both sides; a query beyond LIKE's 50 kB limit uses `instr`).
+- **Order** is newest first by the generation's own `created` time, then by id.
+- **Files** are stored relative to the output directory when inside it (the folder can be moved),
+  otherwise absolute. Adding a file already in the history replaces its row (the file was
+  overwritten, so the old row described audio that no longer exists).
+- **Corruption.** A database file SQLite cannot read is moved aside to
+  `history.sqlite3.corrupt-<UTC timestamp>` (with its -wal/-shm), a fresh one is created and filled
+  from the sidecars. A missing database is likewise filled from the sidecars.
+- **Schema** versions live in `PRAGMA user_version`; `_MIGRATIONS` takes a database from any older
+  version to `SCHEMA_VERSION` in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from studio.errors import InvalidInput, StorageError, StudioError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+MAX_LIMIT = 1_000
+_FEW = 200  # above this many rows, checking which files exist scans the folder once instead of a stat per row
+AUDIO_EXTS = ("wav", "flac", "mp3", "ogg")
+FIX = "check disk space and permissions of --output-dir"
+
+# Each entry takes the database from version (index) to version (index + 1).
+_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE generations (
+            id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the UI may hold an id after a delete
+            created     TEXT    NOT NULL,                   -- ISO 8601 UTC, seconds: sorts as text
+            task        TEXT    NOT NULL,
+            model       TEXT    NOT NULL,
+            prompt      TEXT    NOT NULL,
+            seed        INTEGER NOT NULL,
+            settings    TEXT    NOT NULL,                   -- JSON object
+            format      TEXT    NOT NULL,
+            file        TEXT    NOT NULL UNIQUE,
+            duration    REAL    NOT NULL,
+            sample_rate INTEGER NOT NULL,
+            elapsed_s   REAL    NOT NULL,
+            estimated_s REAL,
+            peak_bytes  INTEGER,
+            metadata    TEXT    NOT NULL,                   -- JSON object, as in the sidecar
+            search      TEXT    NOT NULL                    -- casefold(prompt + U+001F + model)
+        )""",
+        "CREATE INDEX generations_newest ON generations (created DESC, id DESC)",
+        "CREATE INDEX generations_task_newest ON generations (task, created DESC, id DESC)",
+        # Files taken out of the history but kept on disk: a rebuild must not bring them back.
+        "CREATE TABLE forgotten (file TEXT PRIMARY KEY)",
+    ],
+]
+
+_COLUMNS = ("id, created, task, model, prompt, seed, settings, format, file, duration, sample_rate, "
+            "elapsed_s, estimated_s, peak_bytes, metadata")
+_COLUMN_NAMES = tuple(c.strip() for c in _COLUMNS.split(","))
+# Prompt and model are searched as one folded text; this separator keeps a match from spanning both.
+_SEARCH_SEP = "\x1f"
+# SQLite refuses LIKE patterns over 50,000 bytes; longer queries use instr(), the same substring test.
+_MAX_LIKE_BYTES = 40_000
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    id: int
+    created: str  # ISO 8601 UTC, e.g. 2026-11-24T00:09:37+00:00
+    task: str  # music / speech / sfx
+    model: str
+    prompt: str  # the prompt, or the text spoken
+    seed: int
+    settings: dict  # the model's settings as generated (duration, guidance_scale, voice, ...)
+    format: str  # wav / flac / mp3 / ogg
+    file: str  # relative to the output directory when inside it, else absolute
+    duration: float
+    sample_rate: int
+    elapsed_s: float
+    estimated_s: float | None
+    peak_bytes: int | None
+    metadata: dict  # the full metadata dict as written to the sidecar
+
+
+class History:
+    """The generations in `output_dir`, indexed in the SQLite file `db_path`. Safe to share between threads."""
+
+    def __init__(self, db_path: Path, output_dir: Path) -> None:
+        self.db_path = Path(db_path).expanduser().absolute()
+        self.output_dir = Path(output_dir).expanduser().resolve()
+        self._lock = threading.RLock()
+        self._reported_missing: set[int] = set()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"Could not create the folder for the history {self.db_path}: {exc}; {FIX}.") from exc
+        fresh = not self.db_path.exists()
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise self._error("open", exc) from exc
+            self._move_aside(str(exc))
+            fresh = True
+            try:
+                self._conn = self._open()
+            except sqlite3.Error as exc2:
+                raise self._error("create", exc2) from exc2
+        if fresh:
+            try:
+                restored = self.rebuild_from_sidecars()
+            except StudioError as exc:  # the history works; what it could not restore stays on disk for later
+                log.error("Could not restore the history from the sidecars in %s: %s", self.output_dir, exc)
+            else:
+                if restored:
+                    log.warning("Restored %d history entries from the sidecars in %s.", restored, self.output_dir)
+
+    # ------------------------------------------------------------------ public API
+    def add(self, path: Path, metadata: Mapping) -> HistoryItem:
+        """Record the finished file `path` (which must exist) with its sidecar `metadata`; return the row."""
+        path = Path(path)
+        if not path.is_file():
+            raise StorageError(f"Cannot add {path} to the history: the file does not exist; write it first.")
+        row = _row(metadata, self._key(path), path)
+        with self._write() as conn:
+            conn.execute("DELETE FROM generations WHERE file = ?", (row["file"],))
+            conn.execute("DELETE FROM forgotten WHERE file = ?", (row["file"],))
+            cursor = conn.execute(_INSERT, row)
+            item_id = cursor.lastrowid
+        return _item_from(row, item_id)
+
+    def list(self, query: str = "", *, task: str | None = None, limit: int = 50, offset: int = 0) -> list[HistoryItem]:
+        """Newest first, matching `query` (substring of prompt or model, any case) and `task`; missing files skipped."""
+        limit = _check_int(limit, "limit", 0, MAX_LIMIT)
+        offset = _check_int(offset, "offset", 0, None)
+        if limit == 0:
+            return []
+        where, params = _where(query, task)
+        with self._read() as conn:
+            wanted: list[int] = []
+            skipped = 0
+            cursor = conn.execute(f"SELECT id, file FROM generations{where} ORDER BY created DESC, id DESC", params)
+            missing: list[tuple[int, str]] = []
+            exists = self._existence(many=offset + limit > _FEW)
+            for item_id, file in cursor:
+                if not exists(file):
+                    missing.append((item_id, file))
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                wanted.append(item_id)
+                if len(wanted) == limit:
+                    break
+            cursor.close()
+            rows = {}
+            if wanted:
+                marks = ",".join("?" * len(wanted))
+                for r in conn.execute(f"SELECT {_COLUMNS} FROM generations WHERE id IN ({marks})", wanted):
+                    rows[r[0]] = r
+        self._report_missing(missing)
+        return [_item_from_db(rows[i]) for i in wanted if i in rows]
+
+    def count(self, query: str = "", *, task: str | None = None) -> int:
+        """How many entries `list` would show with this query and task, over all pages."""
+        where, params = _where(query, task)
+        with self._read() as conn:
+            files = conn.execute(f"SELECT id, file FROM generations{where}", params).fetchall()
+        exists = self._existence(many=len(files) > _FEW)
+        missing = [(i, f) for i, f in files if not exists(f)]
+        self._report_missing(missing)
+        return len(files) - len(missing)
+
+    def get(self, item_id: int) -> HistoryItem | None:
+        """The entry with this id, even if its file is gone (see `path_of`); None if there is none."""
+        if isinstance(item_id, bool) or not isinstance(item_id, int):
+            return None
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_COLUMNS} FROM generations WHERE id = ?", (item_id,)).fetchone()
+        return _item_from_db(row) if row else None
+
+    def delete(self, item_id: int, *, delete_file: bool = True) -> bool:
+        """Remove the entry; with `delete_file`, also its audio and sidecar. False if there was no such entry.
+
+        The files go first: if one cannot be removed, StorageError is raised and the entry stays, so the
+        history never loses track of a file still on disk.
+        """
+        item = self.get(item_id)
+        if item is None:
+            return False
+        if delete_file:
+            audio = self.path_of(item)
+            for path in (audio, audio.with_name(audio.name + ".json")):
+                try:
+                    path.unlink(missing_ok=True)
+                except IsADirectoryError:
+                    pass  # not ours to remove
+                except OSError as exc:
+                    raise StorageError(f"Could not delete {path}: {exc}; {FIX}.") from exc
+        with self._write() as conn:
+            gone = conn.execute("DELETE FROM generations WHERE id = ?", (item.id,)).rowcount
+            if not delete_file:
+                conn.execute("INSERT OR IGNORE INTO forgotten (file) VALUES (?)", (item.file,))
+        return gone > 0
+
+    def path_of(self, item: HistoryItem) -> Path:
+        """Absolute path of the entry's audio file (which may no longer exist)."""
+        return self._path(item.file)
+
+    def rebuild_from_sidecars(self) -> int:
+        """Index the finished files in the output directory (top level) that have no row; return how many.
+
+        A file counts when its audio and metadata are there: the `<file>.json` sidecar, or, for audio
+        whose sidecar was never renamed into place, the JSON comment tag. Files taken out with
+        `delete(..., delete_file=False)` stay out. Unreadable or foreign files are skipped with a log line.
+        """
+        with self._read() as conn:
+            known = {f for (f,) in conn.execute("SELECT file FROM generations UNION SELECT file FROM forgotten")}
+        rows = []
+        for audio, metadata in self._finished_files(known):
+            try:
+                rows.append(_row(metadata, self._key(audio), audio))
+            except InvalidInput as exc:
+                log.info("Not indexing %s: %s", audio, exc)
+        added = 0
+        for start in range(0, len(rows), 500):  # short transactions: adds from other threads go in between
+            with self._write() as conn:
+                for row in rows[start:start + 500]:
+                    added += conn.execute(_INSERT + " ON CONFLICT (file) DO NOTHING", row).rowcount
+        return added
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ opening and recovery
+    def _open(self) -> sqlite3.Connection:
+        """Connect, configure, migrate and check the database; sqlite3.DatabaseError if it is unreadable."""
+        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":  # e.g. a network drive without shared memory
+                log.warning("History %s runs in %s journal mode (WAL unavailable); it still works.", self.db_path, mode)
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("integrity check failed: " + "; ".join(problems[:3]))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"The history {self.db_path} has schema version {version}, newer than this Audio Studio knows "
+                f"({SCHEMA_VERSION}): upgrade Audio Studio, or choose another --output-dir."
+            )
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Read again under the write lock: another process may have migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for steps in _MIGRATIONS[version:SCHEMA_VERSION]:
+                for statement in steps:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _move_aside(self, reason: str) -> None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}-{n}")
+        try:
+            os.replace(self.db_path, aside)
+            for suffix in ("-wal", "-shm"):  # SQLite finds a database's journal by this naming
+                extra = self.db_path.with_name(self.db_path.name + suffix)
+                if extra.exists():
+                    os.replace(extra, aside.with_name(aside.name + suffix))
+        except OSError as exc:
+            raise StorageError(
+                f"The history {self.db_path} is unreadable ({reason}) and could not be moved aside: {exc}; "
+                f"{FIX}, or delete the file."
+            ) from exc
+        log.warning("The history %s was unreadable (%s); moved it to %s and rebuilding it from the sidecars.",
+                    self.db_path, reason, aside.name)
+
+    # ------------------------------------------------------------------ helpers
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise self._error("read", exc) from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction, taken with the write lock up front (no upgrade deadlocks between processes)."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise self._error("write to", exc) from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError(f"The history {self.db_path} is closed; open a new History.")
+        return self._conn
+
+    def _error(self, action: str, exc: sqlite3.Error) -> StorageError:
+        return StorageError(f"Could not {action} the history {self.db_path}: {exc}; {FIX}.")
+
+    def _key(self, path: Path) -> str:
+        """How `path` is stored: relative (posix) inside the output directory, else absolute."""
+        absolute = Path(path).expanduser().resolve()
+        if absolute.is_relative_to(self.output_dir):
+            return absolute.relative_to(self.output_dir).as_posix()
+        return str(absolute)
+
+    def _path(self, file: str) -> Path:
+        stored = Path(file)
+        return stored if stored.is_absolute() else self.output_dir / PurePosixPath(file)
+
+    def _existence(self, *, many: bool) -> Callable[[str], bool]:
+        """A test of whether a stored file exists: one stat each for a few, one directory scan for many."""
+        folder = str(self.output_dir)
+
+        def stat_each(file: str) -> bool:
+            return os.path.isfile(os.path.join(folder, file))  # join keeps an absolute `file` as is
+
+        if not many:
+            return stat_each
+        try:
+            with os.scandir(folder) as entries:
+                names = {e.name for e in entries if e.is_file()}
+        except OSError:
+            return stat_each
+        return lambda file: stat_each(file) if "/" in file or os.sep in file else file in names
+
+    def _report_missing(self, missing: list[tuple[int, str]]) -> None:
+        with self._lock:
+            new = [(i, f) for i, f in missing if i not in self._reported_missing]
+            self._reported_missing.update(i for i, _ in new)
+        if new:
+            shown = ", ".join(f for _, f in new[:5]) + (", ..." if len(new) > 5 else "")
+            log.warning("Hiding %d history entries whose audio file is gone: %s", len(new), shown)
+
+    def _finished_files(self, known: set[str]) -> Iterator[tuple[Path, dict]]:
+        try:
+            names = sorted(os.listdir(self.output_dir))
+        except OSError as exc:
+            log.warning("Could not scan %s for sidecars: %s", self.output_dir, exc)
+            return
+        present = set(names)
+        for name in names:
+            if name.startswith(".") or name.rpartition(".")[2].lower() not in AUDIO_EXTS:
+                continue
+            audio = self.output_dir / name
+            if self._key(audio) in known or not audio.is_file():
+                continue
+            metadata = _read_sidecar(audio) if name + ".json" in present else _read_tags(audio)
+            if metadata is not None:
+                yield audio, metadata
+
+
+# ---------------------------------------------------------------------- rows
+_INSERT = (
+    "INSERT INTO generations (created, task, model, prompt, seed, settings, format, file, duration, sample_rate, "
+    "elapsed_s, estimated_s, peak_bytes, metadata, search) VALUES (:created, :task, :model, :prompt, :seed, "
+    ":settings, :format, :file, :duration, :sample_rate, :elapsed_s, :estimated_s, :peak_bytes, :metadata, :search)"
+)
+
+
+def _row(metadata: Mapping, file: str, path: Path) -> dict[str, Any]:
+    """The columns for one file from its metadata; InvalidInput naming the key if it is unusable."""
+    if not isinstance(metadata, Mapping):
+        raise InvalidInput(f"History metadata must be a dict, but is {type(metadata).__name__}.")
+    task = _text(metadata, "task")
+    model = _text(metadata, "model")
+    prompt = metadata.get("prompt", metadata.get("text", ""))
+    prompt = "" if prompt is None else _valid(str(prompt))
+    settings = metadata.get("settings") or {}
+    if not isinstance(settings, Mapping):
+        raise InvalidInput(f"History metadata 'settings' must be a dict, but is {settings!r}.")
+    fmt = str(metadata.get("format") or path.suffix.lstrip(".")).lower()
+    return {
+        "created": _created(metadata.get("created"), path),
+        "task": task,
+        "model": model,
+        "prompt": prompt,
+        "seed": _number(metadata, "seed", int, required=True),
+        "settings": _json(settings),
+        "format": fmt,
+        "file": file,
+        "duration": _number(metadata, "duration", float, required=True),
+        "sample_rate": _number(metadata, "sample_rate", int, required=True),
+        "elapsed_s": _number(metadata, "elapsed_s", float) or 0.0,
+        "estimated_s": _number(metadata, "estimated_s", float),
+        "peak_bytes": _number(metadata, "peak_bytes", int),
+        "metadata": _json(metadata),
+        "search": _searchable(f"{prompt}{_SEARCH_SEP}{model}"),
+    }
+
+
+def _item_from(row: Mapping[str, Any], item_id: int) -> HistoryItem:
+    return HistoryItem(
+        id=item_id, created=row["created"], task=row["task"], model=row["model"], prompt=row["prompt"],
+        seed=row["seed"], settings=json.loads(row["settings"]), format=row["format"], file=row["file"],
+        duration=row["duration"], sample_rate=row["sample_rate"], elapsed_s=row["elapsed_s"],
+        estimated_s=row["estimated_s"], peak_bytes=row["peak_bytes"], metadata=json.loads(row["metadata"]),
+    )
+
+
+def _item_from_db(r: tuple) -> HistoryItem:
+    row = dict(zip(_COLUMN_NAMES, r, strict=True))
+    return _item_from(row, row["id"])
+
+
+def _text(metadata: Mapping, key: str) -> str:
+    value = metadata.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"History metadata needs '{key}' as non-empty text, but it is {value!r}.")
+    return _valid(value)
+
+
+def _number(metadata: Mapping, key: str, kind: type, *, required: bool = False) -> Any:
+    value = metadata.get(key)
+    if value is None and not required:
+        return None
+    try:
+        if isinstance(value, bool) or value is None:
+            raise TypeError
+        number = kind(value)
+        if kind is int and number != value:  # 3.7 is not a seed
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"History metadata needs '{key}' as a {kind.__name__}, but it is {value!r}.") from None
+    if kind is int and not -(2**63) <= number < 2**63:
+        raise InvalidInput(f"History metadata '{key}' = {value!r} does not fit in 64 bits.")
+    if kind is float and not math.isfinite(number):
+        return None if not required else 0.0
+    return number
+
+
+def _json(value: Any) -> str:
+    return _valid(json.dumps(value, ensure_ascii=False, default=_json_default))
+
+
+def _valid(text: str) -> str:
+    """`text` with lone surrogates (which SQLite cannot store as UTF-8) as U+FFFD, as in the sidecar."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _json_default(value: Any) -> Any:
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, without importing numpy
+    return tolist() if callable(tolist) else str(value)
+
+
+def _created(value: Any, path: Path) -> str:
+    """ISO 8601 UTC to the second, so text order is time order; the file's mtime, else now, if absent."""
+    when = None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            when = None
+    if when is None:
+        try:
+            when = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+        except OSError:
+            when = datetime.now(timezone.utc)
+    return when.astimezone(timezone.utc).isoformat(timespec="seconds")  # naive means local time
+
+
+def _where(query: str, task: str | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    text = _searchable(_valid(str(query or "")).strip())
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        if len(escaped.encode("utf-8", "surrogatepass")) < _MAX_LIKE_BYTES:
+            clauses.append("search LIKE ? ESCAPE '\\'")
+            params.append(f"%{escaped}%")
+        else:
+            clauses.append("instr(search, ?) > 0")
+            params.append(text)
+    if task:
+        clauses.append("task = ?")
+        params.append(_valid(str(task)))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _searchable(text: str) -> str:
+    """Case-folded, with NUL as U+FFFD: SQLite's LIKE stops reading a pattern at NUL, so "\\0" would match all."""
+    return text.casefold().replace("\0", "\ufffd")
+
+
+def _check_int(value: Any, name: str, low: int, high: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise InvalidInput(f"{name} must be a whole number {bound}, but is {value!r}.")
+    return value
+
+
+def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return True
+    return code is None and "integrity check failed" in str(exc)
+
+
+def _read_sidecar(audio: Path) -> dict | None:
+    sidecar = audio.with_name(audio.name + ".json")
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.info("Not indexing %s: unreadable sidecar (%s).", audio, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_tags(audio: Path) -> dict | None:
+    """Metadata from the comment tag, for a file whose writer died before renaming its sidecar into place."""
+    from studio.audio import read_metadata  # numpy and soundfile, only when there is such a file
+
+    try:
+        return read_metadata(audio)
+    except Exception as exc:  # noqa: BLE001 - a foreign or broken file must not stop the rebuild
+        log.info("Not indexing %s: %s", audio, exc)
+        return None
