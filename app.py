@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if message:
         print(message, flush=True)  # once, on purpose: the only place the made-up password is shown
     demo = build_app(studio)
+    studio.manager.warm_up()  # decides the device and imports torch in the background while the page comes up
     demo.launch(**page_options(), **launch_options(settings, auth))
     return 0
 

@@ -105,7 +105,7 @@ def test_cancel_reaches_the_running_generation(make_studio):
     run = user_errors(endpoints.generate)
     with pytest.raises(gr.Error, match="cancelled"):
         run("music", "facebook/musicgen-small", "lofi", params={"duration": 0.5}, session="session-1", progress=progress)
-    assert "Generating" in stages and endpoints.runs.active("session-1") == 0
+    assert any(stage.startswith("Generating") for stage in stages) and endpoints.runs.active("session-1") == 0
     assert endpoints.cancel("session-1") == 0  # nothing left to cancel
     assert endpoints.generate("speech", "facebook/mms-tts-eng", "next one", session="session-1").path.exists()
 

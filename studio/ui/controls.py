@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from studio.catalog import Catalog, ModelSpec, Param
+from studio.ui.text import voice_choices
 
 
 def widget_kind(param: Param) -> str:
@@ -30,10 +31,10 @@ class Control:
     component: Any = None
 
 
-def _choices(param: Param, spec: ModelSpec, catalog: Catalog) -> list[str]:
+def _choices(param: Param, spec: ModelSpec, catalog: Catalog) -> list[Any]:
     if param.choices is not None:
         return list(param.choices)
-    return list(catalog.voices(spec))
+    return voice_choices(catalog.voices(spec))
 
 
 def _props(param: Param, spec: ModelSpec, catalog: Catalog) -> dict[str, Any]:
@@ -83,6 +84,17 @@ def retarget(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
     if param is None:
         return gr.update(visible=False)
     return gr.update(**_props(param, spec, catalog))
+
+
+def restore(control: Control, spec: ModelSpec, catalog: Catalog, settings: dict[str, Any]) -> Any:
+    """Like retarget, with the value `settings` holds for this control (a past run's), else the default."""
+    param = _param_for(control, spec)
+    if param is None:
+        return gr.update(visible=False)
+    props = _props(param, spec, catalog)
+    if settings.get(control.name) is not None:
+        props["value"] = settings[control.name]
+    return gr.update(**props)
 
 
 def _param_for(control: Control, spec: ModelSpec) -> Param | None:

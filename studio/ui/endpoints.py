@@ -20,7 +20,7 @@ from studio.catalog import TASK_LABELS, ModelSpec
 from studio.errors import InvalidInput, StudioError
 from studio.estimate import Estimate
 from studio.service import Generation, Studio
-from studio.ui.runs import RunRegistry, progress_context
+from studio.ui.runs import ProgressBridge, RunRegistry, gradio_event_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,14 @@ class Endpoints:
     # -------------------------------------------------------------- the shared core
     def generate(self, task: str, model: Any, prompt: Any, *, seed: Any = -1, params: Mapping[str, Any] | None = None,
                  fmt: str = "wav", session: str = "", progress: Callable[..., Any] = lambda *a, **k: None) -> Generation:
+        """Validate, run and save one generation; stops at the next step when the session's Cancel is pressed
+        or when Gradio drops the event (the page's Cancel, an API client's job.cancel())."""
         self._check_task(task)
         request = self.studio.request(task, model, prompt, seed=seed, params=params)
-        with self.runs.track(session) as cancel:
-            return self.studio.generate(request, fmt=fmt, ctx=progress_context(cancel, progress))
+        estimated = self.studio.estimate(request).seconds
+        with self.runs.track(session) as cancel, \
+                ProgressBridge(cancel, progress, estimated_s=estimated, cancelled=gradio_event_cancelled()) as bridge:
+            return self.studio.generate(request, fmt=fmt, ctx=bridge.context)
 
     def estimate(self, task: str | None, model: Any, prompt: Any, params: Mapping[str, Any] | None = None) -> Estimate:
         if task is not None:
@@ -96,11 +100,23 @@ class Endpoints:
     def memory(self) -> dict:
         return self.studio.manager.snapshot()
 
+    def unload(self, model_id: str) -> str:
+        """'unloaded', 'deferred' (in use: after the current run) or 'not loaded'."""
+        return self.studio.manager.unload(model_id)
+
     def unload_all(self) -> dict[str, str]:
         return self.studio.manager.unload_all()
 
+    def pin(self, model_id: str, pinned: bool) -> None:
+        self.studio.manager.pin(model_id, pinned)
+
     def cancel(self, session: str) -> int:
         return self.runs.cancel(session)
+
+    @property
+    def history(self) -> Any:
+        """The studio's history store (studio.history.History), or None where it is not available."""
+        return getattr(self.studio, "history", None)
 
     # -------------------------------------------------------------- the named API
     def api_generate(self, task: str) -> Callable:
@@ -145,15 +161,34 @@ class Endpoints:
         return user_errors(endpoint)
 
     def api_estimate(self) -> Callable:
+        """`/estimate`: model, duration or text (or prompt), and any other setting -> the numbers the page shows."""
         default = next(iter(self.specs("music") or list(self.studio.catalog)), None)
-        studio_endpoints = self
+        extras = [(name, kind) for name, kind in task_settings(list(self.studio.catalog))
+                  if name not in RESERVED and name != "duration"]
+        P = inspect.Parameter
+        params = [
+            P("model", P.POSITIONAL_OR_KEYWORD, default=default.repo_id if default else "", annotation=str),
+            P("duration", P.POSITIONAL_OR_KEYWORD, default=None, annotation=float | None),
+            P("text", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
+            P("prompt", P.POSITIONAL_OR_KEYWORD, default=None, annotation=str | None),
+            *[P(name, P.POSITIONAL_OR_KEYWORD, default=None, annotation=kind | None) for name, kind in extras],
+        ]
+        signature = inspect.Signature(params, return_annotation=dict)
 
-        def estimate(model: str = default.repo_id if default else "", duration: float | None = None,
-                     text: str | None = None, prompt: str | None = None) -> dict:
-            """Memory and time a run would need, and which models it would unload, without loading anything."""
-            params = {"duration": duration} if duration is not None else None
-            return studio_endpoints.estimate(None, model, text if text is not None else prompt, params).to_dict()
+        def estimate(*args: Any, **kwargs: Any) -> dict:
+            values = signature.bind(*args, **kwargs)
+            values.apply_defaults()
+            given = dict(values.arguments)
+            model, text, prompt = given.pop("model"), given.pop("text"), given.pop("prompt")
+            settings = {name: value for name, value in given.items() if value is not None}
+            return self.estimate(None, model, text if text is not None else prompt, settings).to_dict()
 
+        estimate.__signature__ = signature  # type: ignore[attr-defined]
+        estimate.__annotations__ = {p.name: p.annotation for p in params}
+        estimate.__annotations__["return"] = dict
+        estimate.__name__ = "estimate"
+        estimate.__doc__ = ("Memory and time a run would need, and which models it would unload, without loading "
+                            "anything. Settings left out take the model's default, as in /music, /speech and /sfx.")
         return user_errors(estimate)
 
     def api_memory(self) -> Callable:

@@ -1,23 +1,31 @@
-"""Launch options from Settings: who may log in, which files may be served, where to listen."""
+"""Launch options from Settings: who may log in, which files may be served, where to listen, MCP."""
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import secrets
-from typing import Any
+from typing import Any, Sequence
 
 from studio.settings import Settings
 
+log = logging.getLogger(__name__)
+
 SHARE_USER = "studio"
+MCP_HINT = 'install the MCP extra: pip install "gradio[mcp]==6.31.0"'
+
+Login = tuple[str, str]
 
 
-def launch_auth(settings: Settings) -> tuple[tuple[str, str] | None, str | None]:
-    """The login the server requires, and a message for the console when the studio made one up.
+def launch_auth(settings: Settings) -> tuple[Login | list[Login] | None, str | None]:
+    """The login(s) the server requires, and a message for the console when the studio made one up.
 
+    `settings.auth` is one (user, password) pair or a list of them (a file of USER:PASS lines).
     A share link is reachable by anyone who learns its address, so `--share` without `--auth`
     gets a fresh strong password instead of no password at all.
     """
-    if settings.auth is not None:
-        return settings.auth, None
+    if settings.auth:
+        return _logins(settings.auth), None
     if not settings.share:
         return None, None
     password = secrets.token_urlsafe(18)
@@ -30,7 +38,18 @@ def launch_auth(settings: Settings) -> tuple[tuple[str, str] | None, str | None]
     return (SHARE_USER, password), message
 
 
-def launch_options(settings: Settings, auth: tuple[str, str] | None) -> dict[str, Any]:
+def _logins(auth: Any) -> Login | list[Login]:
+    if isinstance(auth, tuple) and len(auth) == 2 and all(isinstance(part, str) for part in auth):
+        return auth
+    pairs: Sequence[Any] = list(auth)
+    return [(str(user), str(password)) for user, password in pairs]
+
+
+def mcp_available() -> bool:
+    return importlib.util.find_spec("mcp") is not None
+
+
+def launch_options(settings: Settings, auth: Login | list[Login] | None) -> dict[str, Any]:
     """Keyword arguments for `gr.Blocks.launch`; only the output directory is served from disk."""
     options: dict[str, Any] = {
         "server_name": settings.host,
@@ -41,5 +60,9 @@ def launch_options(settings: Settings, auth: tuple[str, str] | None) -> dict[str
         "footer_links": ["api", "settings"],
     }
     if settings.mcp:
-        options["mcp_server"] = True
+        if mcp_available():
+            options["mcp_server"] = True
+        else:
+            # Gradio would swallow the ImportError and serve without MCP; say why, and the fix, once.
+            log.warning("--mcp: Gradio's MCP server needs the `mcp` package, which is not installed; %s", MCP_HINT)
     return options

@@ -1,34 +1,66 @@
-"""The memory panel: device, used/budget/total and one row per model, refreshed every second; Unload all."""
+"""The memory panel: device, a used/budget/total bar, one row per model with Pin and Unload; refreshed every second.
+
+The panel is one gr.HTML. Gradio 6 re-renders it by diffing the DOM, so its buttons survive the refresh;
+a click becomes a `click` event carrying {action, model}, handled here.
+"""
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
 
+from studio.errors import StudioError
 from studio.ui.endpoints import Endpoints
-from studio.ui.text import memory_markdown
+from studio.ui.text import memory_html, unload_message
+
+log = logging.getLogger(__name__)
 
 REFRESH_S = 1.0
+STARTING = '<div class="mem"><div class="mem-empty">Finding the device…</div></div>'
+
+# Clicks anywhere in the panel are delegated from its root element, which outlives every re-render.
+PANEL_JS = """
+element.addEventListener('click', (event) => {
+  const button = event.target.closest('button[data-action]');
+  if (!button || button.disabled) return;
+  const data = {action: button.dataset.action, model: button.dataset.model || ''};
+  if (data.action === 'pin') data.pinned = button.dataset.pinned !== 'true';
+  trigger('click', data);
+});
+"""
 
 
-def build_memory_panel(demo: gr.Blocks, endpoints: Endpoints) -> None:
+def build_memory_panel(demo: gr.Blocks, endpoints: Endpoints) -> gr.HTML:
+    """Lay out the panel in the current container and wire its timer and buttons; returns the HTML component."""
+
     def render() -> str:
-        return memory_markdown(endpoints.memory())
+        return memory_html(endpoints.memory())
 
-    def unload_all() -> str:
-        outcome = endpoints.unload_all()
-        deferred = [model for model, what in outcome.items() if what == "deferred"]
-        unloaded = sum(1 for what in outcome.values() if what == "unloaded")
-        message = f"Unloaded {unloaded} model{'s' if unloaded != 1 else ''}."
-        if deferred:
-            message += f" {', '.join(deferred)} is in use and unloads when its run ends."
-        gr.Info(message)
+    def act(evt: gr.EventData) -> str:
+        data = dict(getattr(evt, "_data", None) or {})
+        action, model = data.get("action"), str(data.get("model") or "")
+        try:
+            if action == "unload-all":
+                gr.Info(unload_message(endpoints.unload_all()))
+            elif action == "unload" and model:
+                gr.Info(unload_message({model: endpoints.unload(model)}))
+            elif action == "pin" and model:
+                pinned = bool(data.get("pinned"))
+                endpoints.pin(model, pinned)
+                gr.Info(f"{model} is kept loaded: it is never unloaded to make room." if pinned
+                        else f"{model} may be unloaded again when another model needs the room.")
+        except StudioError as error:
+            gr.Warning(str(error))
         return render()
 
-    with gr.Column(variant="panel", elem_classes="studio-memory"):
-        gr.Markdown("### Memory")
-        panel = gr.Markdown()
-        button = gr.Button("Unload all", size="sm", variant="secondary")
+    gr.Markdown("### Memory", elem_classes="studio-panel-title")
+    # Filled in on page load: building the page must not ask the device anything (with --device auto that
+    # would import torch before the page is served).
+    panel = gr.HTML(STARTING, js_on_load=PANEL_JS, elem_id="memory-panel", elem_classes="studio-memory")
     quiet = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
     timer = gr.Timer(REFRESH_S)
-    gr.on([demo.load, timer.tick], render, None, panel, **quiet)
-    button.click(unload_all, None, panel, **quiet)
+    # Off the queue: the panel keeps moving while a generation holds the device's queue slot.
+    gr.on([demo.load, timer.tick], render, None, panel, queue=False, **quiet)
+    panel.click(act, None, panel, **quiet)
+    return panel

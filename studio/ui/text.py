@@ -1,12 +1,18 @@
-"""Pure text for the page: dropdown labels, the estimate line, the result and memory tables (Markdown)."""
+"""Pure text for the page: dropdown labels, the estimate, progress, the result table, the memory panel, history rows.
+
+Everything here is a plain function of plain data, so it is tested without a browser. User text (prompts,
+model ids from the API) is escaped for the place it goes: Markdown cells or HTML.
+"""
 
 from __future__ import annotations
 
+import html
 import time
+from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from studio.catalog import ModelSpec
-from studio.estimate import format_seconds
+from studio.catalog import TASK_LABELS, ModelSpec
+from studio.estimate import Estimate, format_seconds
 from studio.settings import format_bytes
 
 STAGE_LABELS = {
@@ -18,6 +24,27 @@ STAGE_LABELS = {
     "saving": "Saving the file",
 }
 
+# Bark presets are named v2/<language>_speaker_<n>.
+VOICE_LANGUAGES = {
+    "en": "English", "de": "German", "es": "Spanish", "fr": "French", "hi": "Hindi", "it": "Italian",
+    "ja": "Japanese", "ko": "Korean", "pl": "Polish", "pt": "Portuguese", "ru": "Russian", "tr": "Turkish",
+    "zh": "Chinese",
+}
+
+STATE_ORDER = ("in use", "loading", "downloading", "on device", "in RAM", "on disk", "not downloaded")
+
+
+# ------------------------------------------------------------------ models and voices
+
+
+def model_choice_label(label: str, need_bytes: int | None, license: str) -> str:
+    """What the model dropdown shows: 'MusicGen small · 1.4 GB · CC-BY-NC-4.0'."""
+    parts = [label]
+    if need_bytes:
+        parts.append(format_bytes(need_bytes))
+    parts.append(license)
+    return " · ".join(parts)
+
 
 def model_choices(specs: Iterable[ModelSpec]) -> list[tuple[str, str]]:
     """(shown, value) pairs: the label people know, and the repo id the API takes."""
@@ -25,13 +52,80 @@ def model_choices(specs: Iterable[ModelSpec]) -> list[tuple[str, str]]:
 
 
 def model_note(spec: ModelSpec) -> str:
+    """One line under the picker: what the model is good for, its repo id, size and licence (Markdown)."""
     size = f"{spec.parameters / 1e6:,.0f}M parameters" if spec.parameters < 1e9 else f"{spec.parameters / 1e9:.1f}B parameters"
-    parts = [spec.description, f"{size} · license {spec.license}"]
-    return " ".join(_escape(p) for p in parts if p)
+    text = f"{_escape(spec.description)} `{spec.repo_id}` · {size} · licence {_escape(spec.license)}"
+    if "-NC" in spec.license.upper():
+        text += " (non-commercial)"
+    return text.strip()
 
 
-def estimate_line(summary: str) -> str:
-    return f"**Estimate:** {_escape(summary)}"
+def voice_label(voice: str) -> str:
+    """'v2/en_speaker_6' -> 'English · speaker 6'; anything else is shown as it is."""
+    name = voice.rsplit("/", 1)[-1]
+    lang, sep, rest = name.partition("_speaker_")
+    if sep and rest.isdigit():
+        return f"{VOICE_LANGUAGES.get(lang, lang)} · speaker {rest}"
+    return voice
+
+
+def voice_choices(voices: Iterable[str]) -> list[tuple[str, str]]:
+    return [(voice_label(v), v) for v in voices]
+
+
+def format_choices(formats: Iterable[str]) -> list[tuple[str, str]]:
+    return [(f.upper(), f) for f in formats]
+
+
+# ------------------------------------------------------------------ estimate and progress
+
+
+def estimate_html(estimate: Estimate | None, *, problem: str | None = None) -> str:
+    """The line above Generate: 'about 24 s · needs 2.3 GB of 7.6 GB · will unload suno/bark-small'."""
+    if estimate is None:
+        return f'<div class="studio-estimate studio-estimate-wait">{html.escape(problem or "")}</div>'
+    kind = "ok" if estimate.fits and estimate.placement == "device" else "warn" if estimate.fits else "bad"
+    summary = html.escape(estimate.summary())
+    share = ""
+    if estimate.budget_bytes and estimate.fits and estimate.placement == "device":
+        percent = min(100.0, 100.0 * estimate.bytes / estimate.budget_bytes)
+        share = f'<div class="studio-meter"><div style="width:{percent:.1f}%"></div></div>'
+    return (f'<div class="studio-estimate studio-estimate-{kind}"><span class="studio-estimate-title">Estimate</span>'
+            f'<span class="studio-estimate-text">{summary}</span>{share}</div>')
+
+
+def remaining_text(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 0.5:
+        return "almost done"
+    return f"about {format_seconds(seconds)} left"
+
+
+def progress_desc(stage: str, remaining: float | None) -> str:
+    """The progress bar's text: 'Generating · about 8 s left'."""
+    label = STAGE_LABELS.get(stage, stage.capitalize())
+    rest = remaining_text(remaining)
+    return f"{label} · {rest}" if rest else label
+
+
+def remaining_seconds(*, estimated_total: float | None, elapsed: float, stage: str, stage_elapsed: float,
+                      done: int = 0, total: int | None = None) -> float | None:
+    """Time left: the estimate minus the time spent, handing over to the measured step rate as steps accrue.
+
+    The first steps' rate is noisy, so the two are blended until a tenth of the steps has run.
+    """
+    planned = None if estimated_total is None else max(0.0, estimated_total - elapsed)
+    if stage == "generating" and total and done > 0 and stage_elapsed > 0:
+        measured = stage_elapsed / done * max(0, total - done)
+        if planned is None:
+            return measured
+        weight = min(1.0, done / (0.1 * total))
+        return weight * measured + (1 - weight) * planned
+    return planned
+
+
+# ------------------------------------------------------------------ result
 
 
 def _cell(value: Any) -> str:
@@ -62,19 +156,27 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
         ("Seed", metadata.get("seed", "")),
         ("Length", f"{metadata.get('duration', 0):.2f} s at {metadata.get('sample_rate', 0) / 1000:g} kHz"
                    f"{' stereo' if metadata.get('channels') == 2 else ''}"),
-        ("Took", f"{format_seconds(metadata.get('elapsed_s', 0))} (estimated {format_seconds(metadata.get('estimated_s', 0))})"),
+        ("Took", f"{format_seconds(metadata.get('elapsed_s', 0))} (estimated {format_seconds(metadata.get('estimated_s') or 0)})"),
     ]
     if metadata.get("peak_bytes"):
         rows.append(("Peak memory", format_bytes(metadata["peak_bytes"])))
-    rows.append(("Ran on", f"{metadata.get('device', '')} · {metadata.get('placement', '')} · {metadata.get('dtype', '')}"))
+    ran_on = [metadata.get("device"), _placement(metadata.get("placement")), metadata.get("dtype")]
+    if any(ran_on):
+        rows.append(("Ran on", " · ".join(str(p) for p in ran_on if p)))
     settings = metadata.get("settings") or {}
     if settings:
-        rows.append(("Settings", ", ".join(f"{k} {_short(v)}" for k, v in settings.items())))
+        rows.append(("Settings", ", ".join(f"{k.replace('_', ' ')} {_short(v)}" for k, v in settings.items())))
     for note in metadata.get("recoveries") or ():
         rows.append(("Recovered", note))
-    rows.append(("File", f"{metadata.get('file', '')} ({metadata.get('format', '')})"))
-    rows.append(("License", metadata.get("license", "")))
+    if metadata.get("file"):
+        rows.append(("File", f"{metadata.get('file', '')} ({str(metadata.get('format', '')).upper()})"))
+    if metadata.get("license"):
+        rows.append(("Licence", metadata["license"]))
     return _table(rows)
+
+
+def _placement(placement: Any) -> str | None:
+    return {"device": "whole on the device", "offload": "CPU offload", "cpu": "on the CPU"}.get(placement, placement)
 
 
 def _short(value: Any) -> str:
@@ -84,41 +186,164 @@ def _short(value: Any) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _ago(then: float | None, now: float) -> str | None:
+# ------------------------------------------------------------------ memory panel
+
+
+def ago(then: float | None, now: float) -> str | None:
+    """Coarse on purpose: the panel re-renders only when something it shows has changed."""
     if not then:
         return None
     seconds = max(0.0, now - then)
     if seconds < 60:
-        return f"used {seconds:.0f} s ago"
+        return "used just now"
     if seconds < 3600:
-        return f"used {seconds / 60:.0f} min ago"
-    return f"used {seconds / 3600:.1f} h ago"
+        return f"used {seconds // 60:.0f} min ago"
+    if seconds < 86400:
+        return f"used {seconds / 3600:.0f} h ago"
+    return "used " + datetime.fromtimestamp(then, timezone.utc).astimezone().strftime("%b %d")
+
+
+def _pct(part: float, whole: float) -> float:
+    return max(0.0, min(100.0, 100.0 * part / whole)) if whole > 0 else 0.0
+
+
+def memory_html(snapshot: Mapping[str, Any], *, now: float | None = None) -> str:
+    """The memory panel: device, a bar of used / budget / total, then one row per model with its actions.
+
+    Buttons carry data-action and data-model; the panel's script turns clicks into Gradio events.
+    """
+    now = time.time() if now is None else now
+    e = html.escape
+    used, budget, total = snapshot["used_bytes"], snapshot["budget_bytes"], snapshot["total_bytes"]
+    scale = max(total, budget, used, 1)
+    over = used > budget
+    parts = [
+        '<div class="mem">',
+        f'<div class="mem-device" title="{e(str(snapshot.get("device_kind", "")))}">{e(str(snapshot["device"]))}</div>',
+        f'<div class="mem-bar" role="img" aria-label="{e(format_bytes(used))} used of {e(format_bytes(budget))} budget">'
+        f'<div class="mem-budget" style="width:{_pct(budget, scale):.2f}%"></div>'
+        f'<div class="mem-used{" mem-over" if over else ""}" style="width:{_pct(used, scale):.2f}%"></div></div>',
+        f'<div class="mem-legend"><span><b>{e(format_bytes(used))}</b> used of {e(format_bytes(budget))} budget</span>'
+        f'<span>{e(format_bytes(total))} total</span></div>',
+    ]
+    if snapshot.get("ram_bytes"):
+        parts.append(f'<div class="mem-ram">{e(format_bytes(snapshot["ram_bytes"]))} of models kept in RAM</div>')
+    models = list(snapshot.get("models") or [])
+    if not models:
+        parts.append('<div class="mem-empty">No model loaded yet: each loads on first use.</div>')
+    else:
+        parts.append('<ul class="mem-models">')
+        for row in models:
+            parts.append(_model_row(row, now))
+        parts.append("</ul>")
+    loaded = any(row.get("bytes") or row.get("state") in ("in use", "loading", "downloading") for row in models)
+    disabled = "" if loaded else " disabled"
+    parts.append(f'<button class="mem-btn mem-unload-all" data-action="unload-all"{disabled}>Unload all</button>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _model_row(row: Mapping[str, Any], now: float) -> str:
+    e = html.escape
+    model_id = str(row["id"])
+    state = str(row.get("state") or "")
+    pinned = bool(row.get("pinned"))
+    loaded = bool(row.get("bytes")) or state in ("in use", "loading", "downloading")
+    size = format_bytes(row["bytes"]) if row.get("bytes") else ""
+    details = [d for d in (_placement_note(row), ago(row.get("last_used"), now)) if d]
+    state_class = state.replace(" ", "-").lower()
+    unload_label = "Unload" if state != "in use" else "Unload after run"
+    return (
+        f'<li class="mem-model" data-model="{e(model_id)}" data-state="{e(state)}">'
+        f'<div class="mem-line"><span class="mem-name" title="{e(model_id)}">{e(str(row.get("label") or model_id))}</span>'
+        f'<span class="mem-size">{e(size)}</span></div>'
+        f'<div class="mem-line mem-sub"><span class="mem-state mem-state-{e(state_class)}">{e(state)}</span>'
+        f'<span class="mem-when">{e(" · ".join(details))}</span></div>'
+        f'<div class="mem-actions">'
+        f'<button class="mem-btn mem-pin" data-action="pin" data-model="{e(model_id)}" data-pinned="{str(pinned).lower()}"'
+        f' aria-pressed="{str(pinned).lower()}" title="Keep this model loaded: it is never unloaded to make room">'
+        f'{"Pinned" if pinned else "Pin"}</button>'
+        f'<button class="mem-btn mem-unload" data-action="unload" data-model="{e(model_id)}"'
+        f'{"" if loaded else " disabled"}>{unload_label}</button>'
+        f"</div></li>"
+    )
+
+
+def _placement_note(row: Mapping[str, Any]) -> str | None:
+    if row.get("placement") == "offload":
+        return "CPU offload"
+    if row.get("placement") == "cpu" and row.get("state") == "in use":
+        return "on the CPU"
+    return None
 
 
 def memory_markdown(snapshot: Mapping[str, Any], *, now: float | None = None) -> str:
-    """The memory panel: the device, used of budget of total, then one row per model the manager knows."""
+    """The memory panel as plain Markdown (for logs and the CLI): the same numbers as memory_html."""
     now = time.time() if now is None else now
     used, budget, total = snapshot["used_bytes"], snapshot["budget_bytes"], snapshot["total_bytes"]
-    lines = [
-        f"**{_escape(snapshot['device'])}**",
-        "",
-        f"{format_bytes(used)} used of {format_bytes(budget)} budget  ",
-        f"{format_bytes(total)} total",
-    ]
-    if snapshot.get("ram_bytes"):
-        lines[-1] += "  "
-        lines.append(f"{format_bytes(snapshot['ram_bytes'])} of models kept in RAM")
-    models = snapshot.get("models") or []
-    if not models:
-        lines += ["", "No model loaded yet: each loads on first use."]
-        return "\n".join(lines)
-    lines.append("")
-    for row in models:
+    lines = [f"**{_escape(snapshot['device'])}**", "",
+             f"{format_bytes(used)} used of {format_bytes(budget)} budget · {format_bytes(total)} total"]
+    for row in snapshot.get("models") or []:
         size = format_bytes(row["bytes"]) if row.get("bytes") else None
-        details = [row["state"], size, "pinned" if row.get("pinned") else None, _ago(row.get("last_used"), now)]
-        lines.append(f"- **{_escape(row.get('label') or row['id'])}**  \n"
-                     f"  {' · '.join(_escape(d) for d in details if d)}")
+        details = [row["state"], size, "pinned" if row.get("pinned") else None, ago(row.get("last_used"), now)]
+        lines.append(f"- **{_escape(row.get('label') or row['id'])}** {' · '.join(_escape(d) for d in details if d)}")
     return "\n".join(lines)
+
+
+def unload_message(outcome: Mapping[str, str]) -> str:
+    """What Unload / Unload all did, in one sentence."""
+    unloaded = [m for m, what in outcome.items() if what == "unloaded"]
+    deferred = [m for m, what in outcome.items() if what == "deferred"]
+    parts = []
+    if unloaded:
+        parts.append(f"Unloaded {', '.join(unloaded)}." if len(unloaded) <= 2 else f"Unloaded {len(unloaded)} models.")
+    if deferred:
+        parts.append(f"{', '.join(deferred)} {'is' if len(deferred) == 1 else 'are'} in use and will unload after "
+                     f"the current run.")
+    return " ".join(parts) or "Nothing to unload: no model is loaded."
+
+
+# ------------------------------------------------------------------ history
+
+
+def history_time(created: str, *, now: datetime | None = None) -> str:
+    """'14:02' today, 'Nov 23 14:02' otherwise, in local time."""
+    try:
+        when = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return created
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    local = when.astimezone()
+    today = (now or datetime.now(timezone.utc)).astimezone().date()
+    return local.strftime("%H:%M") if local.date() == today else local.strftime("%b %d %H:%M")
+
+
+def history_html(items: Iterable[Any], *, selected: int | None = None, labels: Mapping[str, str] | None = None,
+                 now: datetime | None = None) -> str:
+    """The History list: one clickable row per item (time, kind, model, prompt excerpt, length), newest first.
+
+    Rows carry data-id; the list's script turns a click into a Gradio event with that id.
+    """
+    e = html.escape
+    labels = labels or {}
+    rows = []
+    for item in items:
+        chosen = item.id == selected
+        rows.append(
+            f'<li><button class="hist-row{" hist-selected" if chosen else ""}" data-id="{int(item.id)}" '
+            f'aria-pressed="{str(chosen).lower()}">'
+            f'<span class="hist-prompt" title="{e(_clip(item.prompt, 400))}">{e(_clip(item.prompt, 120))}</span>'
+            f'<span class="hist-length">{item.duration:.1f} s</span>'
+            f'<span class="hist-meta"><span class="hist-time">{e(history_time(item.created, now=now))}</span> · '
+            f'<span class="hist-task">{e(TASK_LABELS.get(item.task, item.task))}</span> · '
+            f'<span class="hist-model" title="{e(item.model)}">{e(labels.get(item.model, item.model))}</span></span>'
+            f"</button></li>"
+        )
+    if not rows:
+        return ""
+    return f'<ul class="hist-list">{"".join(rows)}</ul>'

@@ -1,0 +1,263 @@
+"""The page's parts without a browser: the model picker, the memory panel, estimate and progress text, the run
+registry and its cancel paths, history rows, restoring settings into a tab, and the launch options."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import pytest
+
+from studio.estimate import Estimate
+from studio.settings import Settings
+from studio.ui import text
+from studio.ui.picker import find_group, group_models
+from studio.ui.runs import ProgressBridge, RunRegistry
+
+# ------------------------------------------------------------------ the model picker
+
+
+def test_per_language_models_are_one_entry_with_a_language_picker(catalog):
+    groups = group_models(catalog.for_task("speech"))
+    mms = [g for g in groups if g.by_language]
+    assert len(mms) == 1 and mms[0].label == "MMS-TTS" and mms[0].key == "facebook/mms-tts"
+    assert [g.key for g in groups][:2] == ["suno/bark-small", "suno/bark"]  # the featured model stays first
+    languages = dict(mms[0].languages())
+    assert languages["English"] == "facebook/mms-tts-eng" and languages["German"] == "facebook/mms-tts-deu"
+    assert len(languages) == len([s for s in catalog.for_task("speech") if s.language])
+    assert mms[0].default.repo_id == "facebook/mms-tts-eng"
+    assert mms[0].spec_for("facebook/mms-tts-fra").repo_id == "facebook/mms-tts-fra"
+    assert find_group(groups, "facebook/mms-tts-deu") is mms[0]
+    assert find_group(groups, "nope/none") is None
+    assert all(not g.by_language for g in group_models(catalog.for_task("music")))
+
+
+def test_voice_and_format_labels_read_as_words():
+    assert text.voice_label("v2/en_speaker_6") == "English · speaker 6"
+    assert text.voice_label("v2/zh_speaker_0") == "Chinese · speaker 0"
+    assert text.voice_label("announcer") == "announcer"
+    assert text.format_choices(["wav", "mp3"]) == [("WAV", "wav"), ("MP3", "mp3")]
+    assert text.model_choice_label("MusicGen small", 1_400_000_000, "CC-BY-NC-4.0") == \
+        "MusicGen small · 1.4 GB · CC-BY-NC-4.0"
+
+
+# ------------------------------------------------------------------ the memory panel
+
+SNAPSHOT = {
+    "device": "Simulated GPU <8 GB>", "device_kind": "sim", "total_bytes": 8_000_000_000,
+    "budget_bytes": 6_000_000_000, "used_bytes": 1_500_000_000, "ram_bytes": 0,
+    "models": [
+        {"id": "suno/bark-small", "label": "Bark small", "state": "in use", "bytes": 1_000_000_000,
+         "placement": "device", "pinned": False, "last_used": 1000.0},
+        {"id": 'evil/"><img src=x>', "label": "<b>Evil</b>", "state": "on device", "bytes": 500_000_000,
+         "placement": "device", "pinned": True, "last_used": 1000.0 - 600},
+        {"id": "facebook/musicgen-small", "label": "MusicGen small", "state": "on disk", "bytes": 0,
+         "placement": None, "pinned": False, "last_used": None},
+    ],
+}
+
+
+def test_the_memory_panel_has_a_row_with_actions_per_model_and_escapes_everything():
+    panel = text.memory_html(SNAPSHOT, now=1000.0)
+    assert panel.count('<li class="mem-model"') == 3
+    assert "1.5 GB</b> used of 6.0 GB budget" in panel and "8.0 GB total" in panel
+    assert 'style="width:75.00%"' in panel and 'style="width:18.75%"' in panel  # budget and used, of the total
+    assert "Simulated GPU &lt;8 GB&gt;" in panel
+    assert "<img" not in panel and "<b>Evil" not in panel and "&lt;b&gt;Evil" in panel
+    assert "Unload after run" in panel  # the model in use goes when its run ends
+    assert 'data-pinned="true" aria-pressed="true"' in panel and ">Pinned<" in panel
+    assert "used 10 min ago" in panel and "used just now" in panel
+    musicgen = panel[panel.index('data-model="facebook/musicgen-small"'):]
+    assert 'data-action="unload" data-model="facebook/musicgen-small" disabled' in musicgen  # nothing to unload
+
+
+def test_an_empty_manager_says_models_load_on_first_use():
+    panel = text.memory_html({**SNAPSHOT, "used_bytes": 0, "models": []}, now=0)
+    assert "No model loaded yet" in panel and 'data-action="unload-all" disabled' in panel
+
+
+def test_unload_messages_say_what_happened():
+    assert text.unload_message({"a/b": "unloaded"}) == "Unloaded a/b."
+    assert text.unload_message({"a/b": "deferred"}) == "a/b is in use and will unload after the current run."
+    assert text.unload_message({"a/b": "not loaded"}) == "Nothing to unload: no model is loaded."
+
+
+# ------------------------------------------------------------------ estimate and progress
+
+
+def _estimate(**changes) -> Estimate:
+    values = dict(model="m/x", seconds=24.0, bytes=2_300_000_000, fits=True, evicts=("suno/bark-small",),
+                  weights_bytes=2_000_000_000, working_bytes=300_000_000, load_seconds=3.0, compute_seconds=21.0,
+                  placement="device", resident=True, cached=True, budget_bytes=7_600_000_000, dtype="float16")
+    values.update(changes)
+    return Estimate(**values)
+
+
+def test_the_estimate_line_is_the_estimate_summary():
+    line = text.estimate_html(_estimate())
+    assert "about 24 s · needs 2.3 GB of 7.6 GB · will unload suno/bark-small" in line
+    assert "studio-estimate-ok" in line
+    assert "studio-estimate-warn" in text.estimate_html(_estimate(placement="offload"))
+    assert "studio-estimate-bad" in text.estimate_html(_estimate(fits=False))
+    assert "&lt;x&gt;" in text.estimate_html(None, problem="<x>")
+
+
+def test_time_left_hands_over_from_the_estimate_to_the_step_rate():
+    assert text.remaining_seconds(estimated_total=30, elapsed=10, stage="loading", stage_elapsed=5) == 20
+    assert text.remaining_seconds(estimated_total=None, elapsed=10, stage="loading", stage_elapsed=5) is None
+    # A tenth of the steps done: the measured rate alone (10 s for 10 steps -> 90 s for the other 90).
+    assert text.remaining_seconds(estimated_total=30, elapsed=12, stage="generating", stage_elapsed=10,
+                                  done=10, total=100) == pytest.approx(90)
+    # Early on, half-way between the plan (18 s) and the rate (2 s per step x 99 = 198 s).
+    assert text.remaining_seconds(estimated_total=30, elapsed=12, stage="generating", stage_elapsed=2,
+                                  done=1, total=100) == pytest.approx(0.1 * 198 + 0.9 * 18)
+    assert text.progress_desc("loading", 12.0) == "Loading the model · about 12 s left"
+    assert text.progress_desc("saving", 0.1) == "Saving the file · almost done"
+
+
+def test_the_progress_bridge_reports_stages_steps_and_time_left():
+    calls = []
+    now = [100.0]
+    bridge = ProgressBridge(threading.Event(), lambda value, desc=None, **_: calls.append((value, desc)),
+                            estimated_s=20.0, clock=lambda: now[0])
+    ctx = bridge.context
+    ctx.stage("loading")
+    now[0] += 5
+    ctx.stage("generating")
+    now[0] += 2
+    ctx.progress(10, 50)
+    assert calls[0] == (0.0, "Loading the model · about 20 s left")
+    assert calls[1] == (0.25, "Generating · about 15 s left")
+    assert calls[2][0] == (10, 50) and calls[2][1].startswith("Generating · about ")
+
+
+def test_the_bridge_cancels_the_run_when_gradio_drops_the_request():
+    cancel = threading.Event()
+    dropped = threading.Event()
+    with ProgressBridge(cancel, lambda *a, **k: None, cancelled=dropped.is_set, tick_s=0.01) as bridge:
+        bridge.context.stage("loading")
+        assert not cancel.is_set()
+        dropped.set()  # e.g. an API client's job.cancel(): the ticker notices even between steps
+        assert cancel.wait(2)
+
+
+def test_a_cancel_while_queued_stops_the_run_as_it_starts():
+    now = [0.0]
+    runs = RunRegistry(clock=lambda: now[0])
+    assert runs.cancel("s:music") == 0
+    runs.cancel_queued("s:music")
+    with runs.track("s:speech") as other:
+        assert not other.is_set()  # another tab of the session is not touched
+    with runs.track("s:music") as event:
+        assert event.is_set()
+    with runs.track("s:music") as event:
+        assert not event.is_set()  # used once
+    runs.cancel_queued("s:music")
+    now[0] += RunRegistry.PENDING_TTL_S + 1
+    with runs.track("s:music") as event:
+        assert not event.is_set()  # a stale Cancel is forgotten
+
+
+# ------------------------------------------------------------------ history
+
+
+@dataclass
+class Item:
+    id: int
+    created: str
+    task: str
+    model: str
+    prompt: str
+    duration: float
+
+
+def test_history_rows_show_the_label_and_escape_the_prompt():
+    items = [Item(7, "2026-01-02T03:04:05+00:00", "music", "facebook/musicgen-small", "<script>x</script> beat", 8.0),
+             Item(6, "2026-01-01T00:00:00+00:00", "sfx", "cvssp/audioldm2", "rain " * 100, 4.25)]
+    listing = text.history_html(items, selected=6, labels={"facebook/musicgen-small": "MusicGen small"})
+    assert listing.count("<button") == 2 and 'data-id="7"' in listing
+    assert "<script>" not in listing and "&lt;script&gt;x&lt;/script&gt; beat" in listing
+    assert "MusicGen small" in listing and "cvssp/audioldm2" in listing and "Sound effects" in listing
+    assert 'hist-row hist-selected" data-id="6"' in listing and "4.2 s" in listing
+    assert "…" in listing  # the long prompt is clipped
+    assert text.history_html([]) == ""
+
+
+# ------------------------------------------------------------------ restoring a past run into its tab
+
+
+def test_restoring_puts_the_model_language_and_settings_back(make_studio):
+    import gradio as gr
+
+    from studio.ui.endpoints import Endpoints
+    from studio.ui.tab import build_tab
+
+    endpoints = Endpoints(make_studio())
+    with gr.Blocks() as demo, gr.Tabs():
+        speech = build_tab(demo, "speech", endpoints)
+        music = build_tab(demo, "music", endpoints)
+
+    updates = dict(zip(speech.restore_outputs(),
+                       speech.restore_updates("facebook/mms-tts-deu", "Guten Morgen", 42, {"speaking_rate": 1.5},
+                                              "flac")))
+    assert updates[speech.model]["value"] == "facebook/mms-tts"
+    assert updates[speech.language]["visible"] is True and updates[speech.language]["value"] == "facebook/mms-tts-deu"
+    assert updates[speech.prompt]["value"] == "Guten Morgen" and updates[speech.seed]["value"] == 42
+    assert updates[speech.fmt]["value"] == "flac"
+    rate = next(c.component for c in speech.plan if c.name == "speaking_rate")
+    voice = next(c.component for c in speech.plan if c.name == "voice")
+    assert updates[rate]["value"] == 1.5 and updates[voice]["visible"] is False
+    assert "needs" in updates[speech.estimate]
+
+    updates = dict(zip(music.restore_outputs(),
+                       music.restore_updates("facebook/musicgen-small", "lofi", 7, {"duration": 12.0}, "wav")))
+    duration = next(c.component for c in music.plan if c.name == "duration")
+    assert updates[duration]["value"] == 12.0 and updates[music.language]["visible"] is False
+
+    from studio.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="not a speech model"):
+        speech.restore_updates("facebook/musicgen-small", "x", 1, {}, "wav")
+
+
+# ------------------------------------------------------------------ launch
+
+
+def test_mcp_is_turned_on_when_asked_and_its_package_is_there(monkeypatch, tmp_path, caplog):
+    from studio.ui import launch
+
+    settings = Settings(mcp=True, output_dir=tmp_path)
+    monkeypatch.setattr(launch, "mcp_available", lambda: True)
+    assert launch.launch_options(settings, None)["mcp_server"] is True
+    monkeypatch.setattr(launch, "mcp_available", lambda: False)
+    with caplog.at_level("WARNING"):
+        options = launch.launch_options(settings, None)
+    assert "mcp_server" not in options and 'pip install "gradio[mcp]' in caplog.text
+    assert "mcp_server" not in launch.launch_options(Settings(output_dir=tmp_path), None)
+
+
+def test_a_list_of_logins_is_passed_on_as_is():
+    from studio.ui.launch import launch_auth
+
+    logins = [("ann", "pass-one"), ("bob", "pass-two")]
+    assert launch_auth(Settings(auth=logins, share=True)) == (logins, None)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the page is built without the device
+
+
+def test_building_the_page_asks_the_device_nothing(catalog, tmp_path):
+    """With --device auto, asking the device anything imports torch: the page must be up before that."""
+    from studio.device import CpuDevice, DeferredDevice
+    from studio.service import Studio
+    from studio.ui.app import build_app
+
+    asked = []
+
+    def choose():
+        asked.append(True)
+        return CpuDevice()
+
+    studio = Studio(Settings(output_dir=tmp_path / "out"), catalog=catalog, device=DeferredDevice(choose))
+    build_app(studio)
+    assert asked == []
