@@ -1,0 +1,317 @@
+"""Realistic-size random-weight checkpoints (the published configs, MODELS.md) in an HF cache under the real repo ids.
+
+Random weights of the real architecture do the same arithmetic as the real ones, so they time the same.
+The layout (file names, model_index.json, tokenizers, voice presets) is that of the tiny test
+checkpoints (tests/tiny_models.py, tests/tiny_diffusers.py), whose helpers are reused: only the sizes
+differ. Tokenizers are the tiny ones; every config's vocabulary is the real size, so it covers their ids.
+
+A build is recorded in ``<hf_home>/bench-builds.json`` (seconds, bytes, a version); a repo already built
+at the current version is reused, so the realistic-size files are written once per cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+BUILD_VERSION = 1  # bump when a builder changes, so old caches are rebuilt
+MANIFEST = "bench-builds.json"
+
+# What MODELS.md says each real model holds (parameters), for the catalog memory check.
+PUBLISHED_PARAMETERS = {
+    "facebook/mms-tts-eng": 36_000_000,
+    "facebook/musicgen-small": 587_000_000,
+    "suno/bark-small": 404_000_000,
+    "cvssp/audioldm2": 1_080_000_000,
+    "stabilityai/stable-audio-open-1.0": 1_320_000_000,
+}
+
+
+def _seeded(seed: int):
+    from tests.tiny_models import _Seeded
+
+    return _Seeded(seed)
+
+
+def _save(model, dst: Path) -> None:
+    model.save_pretrained(dst, safe_serialization=True)
+
+
+# ------------------------------------------------------------------------------------ MMS-TTS
+def build_mms_tts(dst: Path) -> None:
+    """facebook/mms-tts-eng: VitsConfig() defaults (36M parameters) and the 38-symbol English vocab."""
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    from tests.tiny_models import _add_tokenizer_config, _mms_vocab, _write_json
+
+    vocab = _mms_vocab("eng")
+    config = VitsConfig(vocab_size=len(vocab), sampling_rate=16000)
+    with _seeded(36):
+        model = VitsModel(config).eval()
+        _save(model, dst)
+    vocab_path = dst / "vocab.json"
+    _write_json(vocab_path, {c: i for i, c in enumerate(vocab)})
+    tok = VitsTokenizer(str(vocab_path), pad_token=vocab[0], unk_token="<unk>", language="eng", add_blank=True,
+                        normalize=True, phonemize=False, is_uroman=False)
+    tok.save_pretrained(dst)
+    _add_tokenizer_config(dst, {"tokenizer_class": "VitsTokenizer"})
+    _write_json(dst / "special_tokens_map.json", {"pad_token": vocab[0], "unk_token": "<unk>"})
+
+
+# ------------------------------------------------------------------------------------ MusicGen
+def build_musicgen_small(dst: Path) -> None:
+    """facebook/musicgen-small: T5-base encoder, 24-layer 1024-wide decoder, EnCodec 32 kHz (587M parameters)."""
+    from transformers import (
+        EncodecConfig,
+        EncodecFeatureExtractor,
+        GenerationConfig,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        T5Config,
+    )
+
+    from tests.tiny_models import _add_json_key, _add_tokenizer_config, _fill_encodec_codebooks, _write_t5_tokenizer
+
+    text = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
+                    feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    audio = EncodecConfig(upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], num_filters=64, sampling_rate=32000,
+                          codebook_size=2048, use_causal_conv=False, normalize=False, use_conv_shortcut=False,
+                          chunk_length_s=None, overlap=None)
+    decoder = MusicgenDecoderConfig(pad_token_id=2048, bos_token_id=2048, tie_word_embeddings=False)
+    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
+    with _seeded(587):
+        model = MusicgenForConditionalGeneration(config).eval()
+        _fill_encodec_codebooks(model.audio_encoder, seed=588)
+        model.generation_config = GenerationConfig(
+            bos_token_id=2048, decoder_start_token_id=2048, pad_token_id=2048, do_sample=True, guidance_scale=3.0,
+            max_length=1500,
+        )
+        _save(model, dst)
+    _write_t5_tokenizer(dst)
+    fe = EncodecFeatureExtractor(feature_size=1, sampling_rate=32000, padding_side="left", padding_value=0.0,
+                                 chunk_length_s=None, overlap=None, return_attention_mask=True)
+    fe.save_pretrained(dst)
+    _add_json_key(dst / "preprocessor_config.json", "processor_class", "MusicgenProcessor")
+    _add_tokenizer_config(dst, {"processor_class": "MusicgenProcessor"})
+
+
+# ------------------------------------------------------------------------------------ Bark
+def build_bark_small(dst: Path, *, repo_id: str = "suno/bark-small") -> None:
+    """suno/bark-small: three 12-layer 768-wide GPTs and EnCodec 24 kHz (404M parameters), with voice presets."""
+    from transformers import BarkConfig, BarkModel, EncodecConfig
+    from transformers.models.bark import BarkCoarseConfig, BarkFineConfig, BarkSemanticConfig
+    from transformers.models.bark.generation_configuration_bark import BarkGenerationConfig
+
+    from tests.tiny_models import (
+        _bark_generation_dict,
+        _fill_encodec_codebooks,
+        _write_bark_tokenizer,
+        _write_bark_voice_presets,
+        _write_json,
+    )
+
+    common = dict(hidden_size=768, num_layers=12, num_heads=12, block_size=1024, bias=False, dropout=0.0)
+    config = BarkConfig(
+        semantic_config=BarkSemanticConfig(input_vocab_size=129_600, output_vocab_size=10_048, **common).to_dict(),
+        coarse_acoustics_config=BarkCoarseConfig(input_vocab_size=12_096, output_vocab_size=12_096,
+                                                 **common).to_dict(),
+        fine_acoustics_config=BarkFineConfig(input_vocab_size=1056, output_vocab_size=1056, n_codes_total=8,
+                                             n_codes_given=1, **common).to_dict(),
+        codec_config=EncodecConfig().to_dict(),
+    )
+    with _seeded(404):
+        model = BarkModel(config).eval()
+        _fill_encodec_codebooks(model.codec_model, seed=405)
+        model.generation_config = BarkGenerationConfig(
+            semantic_config=dict(eos_token_id=10_000, max_new_tokens=768, do_sample=True, temperature=0.7,
+                                 text_encoding_offset=10_048, text_pad_token=129_595, semantic_infer_token=129_599,
+                                 semantic_vocab_size=10_000, max_input_semantic_length=256, semantic_rate_hz=49.9),
+            coarse_acoustics_config=dict(do_sample=True, temperature=0.7, coarse_semantic_pad_token=12_048,
+                                         coarse_rate_hz=75, n_coarse_codebooks=2, coarse_infer_token=12_050,
+                                         max_coarse_input_length=256, max_coarse_history=630, sliding_window_len=60),
+            fine_acoustics_config=dict(temperature=0.5, max_fine_history_length=512, max_fine_input_length=1024,
+                                       n_fine_codebooks=8),
+            sample_rate=24000,
+            codebook_size=1024,
+        )
+        # transformers 5.23 cannot save a BarkGenerationConfig (see tests/tiny_models.py): write it by hand.
+        model.can_generate = lambda: False
+        _save(model, dst)
+        del model.can_generate
+        _write_json(dst / "generation_config.json", _bark_generation_dict(model.generation_config))
+    _write_bark_tokenizer(dst)
+    _write_bark_voice_presets(dst, repo_id)
+
+
+# ------------------------------------------------------------------------------------ AudioLDM2
+def build_audioldm2(dst: Path) -> None:
+    """cvssp/audioldm2 at its real size: CLAP, Flan-T5-large encoder, GPT2, UNet, VAE, HiFi-GAN (1.08B parameters)."""
+    from diffusers import (
+        AudioLDM2Pipeline,
+        AudioLDM2ProjectionModel,
+        AudioLDM2UNet2DConditionModel,
+        AutoencoderKL,
+        DDIMScheduler,
+    )
+    from transformers import (
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        GPT2Config,
+        GPT2Model,
+        RobertaTokenizer,
+        SpeechT5HifiGan,
+        SpeechT5HifiGanConfig,
+        T5Config,
+        T5EncoderModel,
+        T5Tokenizer,
+    )
+
+    from tests.tiny_diffusers import _fix_model_index, _write_roberta_tokenizer, _write_t5_tokenizer_dir
+
+    dst.mkdir(parents=True, exist_ok=True)
+    _write_roberta_tokenizer(dst / "tokenizer", model_max_length=512)
+    _write_t5_tokenizer_dir(dst / "tokenizer_2", model_max_length=128)
+    tokenizer = RobertaTokenizer.from_pretrained(dst / "tokenizer")
+    tokenizer_2 = T5Tokenizer.from_pretrained(dst / "tokenizer_2")
+    with _seeded(1080):
+        text_encoder = ClapModel(ClapConfig()).eval()  # laion/clap-htsat-unfused: RoBERTa-base text + HTSAT audio
+        text_encoder_2 = T5EncoderModel(T5Config(  # google/flan-t5-large's encoder
+            vocab_size=32128, d_model=1024, d_kv=64, d_ff=2816, num_layers=24, num_heads=16,
+            feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        )).eval()
+        gpt2_config = GPT2Config(architectures=["GPT2Model"])  # gpt2 (124M)
+        gpt2_config.max_new_tokens = 8  # as the real language_model/config.json
+        language_model = GPT2Model(gpt2_config).eval()
+        projection_model = AudioLDM2ProjectionModel(text_encoder_dim=512, text_encoder_1_dim=1024,
+                                                    langauge_model_dim=768)
+        unet = AudioLDM2UNet2DConditionModel(
+            sample_size=256, in_channels=8, out_channels=8,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(128, 256, 384, 640), layers_per_block=2, attention_head_dim=8,
+            cross_attention_dim=([None, 768, 1024],) * 4,
+        )
+        vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 3,
+                            up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(128, 256, 512),
+                            layers_per_block=2, latent_channels=8, sample_size=1024)
+        vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(
+            model_in_dim=64, sampling_rate=16000, upsample_initial_channel=1024, upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[16, 16, 8, 4, 4], normalize_before=False,
+        )).eval()
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195,
+                              beta_schedule="scaled_linear", steps_offset=1, clip_sample=False, set_alpha_to_one=False,
+                              prediction_type="epsilon")
+    pipe = AudioLDM2Pipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                             projection_model=projection_model, language_model=language_model, tokenizer=tokenizer,
+                             tokenizer_2=tokenizer_2, feature_extractor=ClapFeatureExtractor(), unet=unet,
+                             scheduler=scheduler, vocoder=vocoder)
+    _save(pipe, dst)
+    _write_roberta_tokenizer(dst / "tokenizer", model_max_length=512)
+    _write_t5_tokenizer_dir(dst / "tokenizer_2", model_max_length=128)
+    _fix_model_index(dst, {"language_model": ["transformers", "GPT2Model"],
+                           "tokenizer": ["transformers", "RobertaTokenizerFast"],
+                           "tokenizer_2": ["transformers", "T5TokenizerFast"]})
+
+
+# ------------------------------------------------------------------------------------ Stable Audio Open
+def build_stable_audio(dst: Path) -> None:
+    """stabilityai/stable-audio-open-1.0: T5-base, the 1024-latent DiT and the Oobleck VAE (1.32B parameters)."""
+    from diffusers import (
+        AutoencoderOobleck,
+        CosineDPMSolverMultistepScheduler,
+        StableAudioDiTModel,
+        StableAudioPipeline,
+        StableAudioProjectionModel,
+    )
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    from tests.tiny_diffusers import _fix_model_index, _write_t5_tokenizer_dir
+
+    dst.mkdir(parents=True, exist_ok=True)
+    _write_t5_tokenizer_dir(dst / "tokenizer", model_max_length=128)
+    tokenizer = T5Tokenizer.from_pretrained(dst / "tokenizer")
+    with _seeded(1320):
+        text_encoder = T5EncoderModel(T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12,
+                                               num_heads=12, feed_forward_proj="relu", decoder_start_token_id=0,
+                                               pad_token_id=0, eos_token_id=1)).eval()
+        projection_model = StableAudioProjectionModel(text_encoder_dim=768, conditioning_dim=768, min_value=0,
+                                                      max_value=512)
+        transformer = StableAudioDiTModel(sample_size=1024, in_channels=64, num_layers=24, attention_head_dim=64,
+                                          num_attention_heads=24, num_key_value_attention_heads=12,
+                                          cross_attention_dim=768, global_states_input_dim=1536, time_proj_dim=256)
+        with warnings.catch_warnings():  # Oobleck uses the deprecated torch.nn.utils.weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            vae = AutoencoderOobleck(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 8, 8],
+                                     channel_multiples=[1, 2, 4, 8, 16], decoder_channels=128,
+                                     decoder_input_channels=64, audio_channels=2, sampling_rate=44100)
+    scheduler = CosineDPMSolverMultistepScheduler(
+        sigma_min=0.3, sigma_max=500, sigma_data=1.0, sigma_schedule="exponential", num_train_timesteps=1000,
+        solver_order=2, prediction_type="v_prediction", rho=7.0, solver_type="midpoint", lower_order_final=True,
+        euler_at_final=False, final_sigmas_type="zero",
+    )
+    pipe = StableAudioPipeline(vae=vae, text_encoder=text_encoder, projection_model=projection_model,
+                               tokenizer=tokenizer, transformer=transformer, scheduler=scheduler)
+    _save(pipe, dst)
+    _write_t5_tokenizer_dir(dst / "tokenizer", model_max_length=128)
+    _fix_model_index(dst, {"tokenizer": ["transformers", "T5TokenizerFast"]})
+
+
+REALISTIC_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "facebook/mms-tts-eng": build_mms_tts,
+    "facebook/musicgen-small": build_musicgen_small,
+    "suno/bark-small": functools.partial(build_bark_small, repo_id="suno/bark-small"),
+    "cvssp/audioldm2": build_audioldm2,
+    "stabilityai/stable-audio-open-1.0": build_stable_audio,
+}
+
+
+def tiny_builders() -> dict[str, Callable[[Path], None]]:
+    from tests.tiny_diffusers import DIFFUSERS_BUILDERS
+    from tests.tiny_models import TINY_BUILDERS
+
+    return {**TINY_BUILDERS, **DIFFUSERS_BUILDERS}
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def ensure_checkpoints(hf_home: Path, repo_ids: Iterable[str], *, tiny: bool = False) -> dict[str, dict]:
+    """Build what is missing under ``hf_home/hub``; return per repo {built: bool, seconds, bytes}.
+
+    ``seconds`` is the time the build took when it ran (now or on an earlier run, from the manifest).
+    """
+    from tests.tiny_models import install_repo
+
+    hf_home = Path(hf_home)
+    hf_home.mkdir(parents=True, exist_ok=True)
+    manifest_path = hf_home / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    builders = tiny_builders() if tiny else REALISTIC_BUILDERS
+    kind = "tiny" if tiny else "realistic"
+    report: dict[str, dict] = {}
+    for repo_id in repo_ids:
+        entry = manifest.get(repo_id, {})
+        snapshot_root = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+        if entry.get("version") == BUILD_VERSION and entry.get("kind") == kind and snapshot_root.exists():
+            report[repo_id] = {"built": False, "seconds": entry["seconds"], "bytes": entry["bytes"], "kind": kind}
+            continue
+        log.info("building %s checkpoint of %s (once per cache)", kind, repo_id)
+        started = time.monotonic()
+        snapshot = install_repo(hf_home, repo_id, builders[repo_id])
+        seconds = time.monotonic() - started
+        size = _dir_bytes(snapshot)
+        manifest[repo_id] = {"version": BUILD_VERSION, "kind": kind, "seconds": round(seconds, 1), "bytes": size}
+        manifest_path.write_text(json.dumps(manifest, indent=2))
+        log.info("built %s in %.0f s (%.2f GB)", repo_id, seconds, size / 1e9)
+        report[repo_id] = {"built": True, "seconds": round(seconds, 1), "bytes": size, "kind": kind}
+    return report

@@ -1,0 +1,245 @@
+"""One bench run: pick the cases, build checkpoints once, measure, merge with earlier results, write JSON and Markdown."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bench")
+
+SCHEMA = 1
+QUICK_LIMIT_S = 600.0
+
+
+def machine_info() -> dict:
+    import platform
+
+    import psutil
+
+    model = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    except OSError:
+        pass
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "fma") if f" {f}" in flags]
+    load = None
+    try:
+        import os
+
+        load = os.getloadavg()
+    except (OSError, AttributeError):
+        pass
+    return {
+        "cpu": model, "cores": psutil.cpu_count(logical=False), "logical_cpus": psutil.cpu_count(),
+        "simd": simd, "ram_bytes": psutil.virtual_memory().total, "os": platform.platform(),
+        "load_average_at_start": load,
+    }
+
+
+def versions() -> dict:
+    import platform
+
+    import diffusers
+    import gradio
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "diffusers": diffusers.__version__, "gradio": gradio.__version__,
+            "torch_threads": torch.get_num_threads(), "quantized_engine": torch.backends.quantized.engine}
+
+
+def select(args: argparse.Namespace):
+    from bench.cases import CASES
+
+    from bench.prototypes import PROTOTYPES
+
+    if args.only is not None:
+        cases = [c for c in CASES if c.name in args.only]
+        sections = [s for s in ("page-start", "prototypes") if s in args.only]
+        prototypes = tuple(n for n in PROTOTYPES if n in args.only)
+        if prototypes and "prototypes" not in sections:
+            sections.append("prototypes")
+    else:
+        cases = [c for c in CASES if not (args.quick and c.slow)]
+        sections = ["page-start"] + ([] if args.quick else ["prototypes"])
+        prototypes = ()
+    return cases, sections, prototypes or None
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench import report
+    from bench.cases import CASES
+    from bench.checkpoints import PUBLISHED_PARAMETERS, ensure_checkpoints
+    from bench.runner import catalog_memory, run_model, run_page_start
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.monotonic()
+    cases, sections, prototype_names = select(args)
+    mode = "quick" if args.quick else "full"
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results: dict[str, Any] = {
+        "schema": SCHEMA, "created": now, "mode": mode, "tiny": args.tiny, "only": args.only,
+        "machine": machine_info(), "versions": versions(), "cache": str(args.cache),
+        "settings": {"nice": getattr(args, "effective_nice", None), "torch_threads": torch.get_num_threads(),
+                     "dtype": "float32", "device": "cpu"},
+        "models": {}, "sections": {}, "catalog_memory": {}, "errors": {},
+    }
+    results["ran"] = [c.name for c in cases] + sections
+    log.info("bench %s%s: %s %s", mode, " (tiny)" if args.tiny else "", [c.name for c in cases], sections)
+
+    # 1. Checkpoints, built once per cache. Without --only every model is built: the catalog check reads them all.
+    repos = [c.repo for c in (cases if args.only is not None or args.tiny else CASES)]
+    build_started = time.monotonic()
+    results["checkpoints"] = ensure_checkpoints(args.cache / "hf", repos, tiny=args.tiny)
+    results["checkpoints_s"] = time.monotonic() - build_started
+    results["cache_bytes"] = _dir_bytes(args.cache / "hf")
+
+    # 2. Per model: reference vs studio, estimates, overhead.
+    with tempfile.TemporaryDirectory(prefix="bench-studio-") as tmp:
+        for case in cases:
+            log.info("== %s (%s)", case.name, mode)
+            repeats = case.extra.get("overhead_repeats", {}).get(mode)
+            if repeats and args.tiny:
+                repeats = 3  # a smoke test: the figures mean nothing with tiny models
+            try:
+                entry = run_model(case, quick=args.quick, workdir=Path(tmp), overhead_repeats=repeats)
+                entry["created"] = now
+                entry["tiny"] = args.tiny
+                results["models"][case.name] = entry
+                log.info("%s: ratio %.2fx (reference %.2f s, studio %.2f s) in %.0f s", case.name,
+                         entry["compare"]["ratio"], entry["compare"]["reference"]["median_s"],
+                         entry["compare"]["studio"]["median_s"], entry["elapsed_s"])
+            except Exception as error:  # one model failing must not lose the others' figures
+                log.error("%s failed: %s", case.name, error)
+                results["errors"][case.name] = "".join(traceback.format_exception(error))[-4000:]
+
+    # 3. Page start.
+    if "page-start" in sections:
+        log.info("== page start")
+        try:
+            entry = run_page_start(3 if args.quick else 5)
+            entry["created"] = now
+            results["sections"]["page-start"] = entry
+            log.info("page start: studio %.1f s, bare %.1f s, ratio %.2f", entry["studio"]["median_s"],
+                     entry["bare"]["median_s"], entry["ratio"])
+        except Exception as error:
+            log.error("page start failed: %s", error)
+            results["errors"]["page-start"] = "".join(traceback.format_exception(error))[-4000:]
+
+    # 4. Prototypes of product changes.
+    if "prototypes" in sections:
+        from bench.prototypes import run_prototypes
+
+        log.info("== prototypes")
+        try:
+            found = run_prototypes(quick=args.quick, names=prototype_names)
+            results["sections"]["prototypes"] = _merge_prototypes(_load_previous(args), found, now)
+        except Exception as error:
+            log.error("prototypes failed: %s", error)
+            results["errors"]["prototypes"] = "".join(traceback.format_exception(error))[-4000:]
+
+    # 5. Catalog memory vs the builds (headers only: cheap), for every model whose build is in the cache.
+    previous = _load_previous(args)
+    for case in CASES:
+        if case.repo not in results["checkpoints"] and not (args.cache / "hf" / "hub" /
+                                                            f"models--{case.repo.replace('/', '--')}").exists():
+            continue
+        loaded = results["models"].get(case.name, {}).get("resident_weight_bytes") or \
+            previous.get("models", {}).get(case.name, {}).get("resident_weight_bytes")
+        try:
+            results["catalog_memory"][case.name] = {"repo": case.repo, **catalog_memory(
+                case.repo, PUBLISHED_PARAMETERS[case.repo], loaded)}
+        except Exception as error:
+            results["errors"][f"catalog:{case.name}"] = repr(error)
+
+    results["elapsed_s"] = time.monotonic() - started
+    results["quick_limit_s"] = QUICK_LIMIT_S if args.quick else None
+    results["runs"] = [{
+        "created": now, "mode": mode, "tiny": args.tiny, "ran": results["ran"], "elapsed_s": results["elapsed_s"],
+        "checkpoints_s": results["checkpoints_s"],
+        "load_average_at_start": results["machine"].get("load_average_at_start"),
+    }]
+    merged = results if args.fresh else _merge(previous, results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(merged, indent=2, default=_json_default) + "\n")
+    args.doc.parent.mkdir(parents=True, exist_ok=True)
+    args.doc.write_text(report.render(merged))
+    log.info("wrote %s and %s in %.0f s", args.out, args.doc, results["elapsed_s"])
+    return 1 if results["errors"] else 0
+
+
+def _merge_prototypes(previous: dict, found: dict, now: str) -> dict:
+    """Rows of prototypes run now replace their earlier rows; rows of prototypes not run now are kept."""
+    for row in found["rows"]:
+        row["created"] = now
+    old = previous.get("sections", {}).get("prototypes", {})
+    ran = set(found["names"])
+    rows = [r for r in old.get("rows", []) if r.get("prototype") not in ran] + found["rows"]
+    errors = {k: v for k, v in old.get("errors", {}).items() if k not in ran} | found["errors"]
+    return {"created": now, "note": found["note"], "rows": rows, "errors": errors}
+
+
+def _json_default(value: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(value, np.generic):
+            return value.item()
+    except ImportError:
+        pass
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def _load_previous(args: argparse.Namespace) -> dict:
+    if args.fresh or not args.out.exists():
+        return {}
+    try:
+        data = json.loads(args.out.read_text())
+    except (OSError, ValueError):
+        return {}
+    if data.get("schema") != SCHEMA or bool(data.get("tiny")) != bool(args.tiny):
+        return {}
+    return data
+
+
+def _merge(previous: dict, current: dict) -> dict:
+    """Entries measured now replace earlier ones; earlier entries of models and sections not run now are kept
+    (each says when and in which mode it was measured)."""
+    if not previous:
+        return current
+    merged = dict(current)
+    for key in ("models", "sections", "catalog_memory"):
+        merged[key] = {**previous.get(key, {}), **current.get(key, {})}
+    ran = set(current.get("ran", []))
+    kept = {k: v for k, v in previous.get("errors", {}).items() if k.removeprefix("catalog:") not in ran}
+    merged["errors"] = {**kept, **current.get("errors", {})}
+    merged["runs"] = previous.get("runs", []) + current["runs"]
+    return merged

@@ -1,0 +1,143 @@
+"""Minimal reference scripts: each model called through transformers/diffusers directly, as their docs show.
+
+Each `load_*` returns a callable `(prompt, params, seed) -> numpy audio` that does the same work as the studio
+for the same validated request params (`Request.params`): same lengths, steps, guidance, sampling settings and
+seed. Nothing here knows about the studio; the bench only translates the settings.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+Runner = Callable[[str, Mapping[str, Any], int], np.ndarray]
+
+
+def musicgen_steps(duration: float, frame_rate: float = 50.0, codebooks: int = 4) -> int:
+    """Decoder steps for `duration` seconds: one per frame plus the delay pattern's extra steps."""
+    return max(1, math.ceil(duration * frame_rate)) + codebooks - 1
+
+
+def load_mms_tts(repo: str) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/transformers/model_doc/mms#speech-synthesis-tts"""
+    import torch
+    from transformers import AutoTokenizer, VitsModel
+
+    model = VitsModel.from_pretrained(repo)
+    tokenizer = AutoTokenizer.from_pretrained(repo)
+
+    def run(text: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        model.noise_scale = params["noise_scale"]
+        model.speaking_rate = params["speaking_rate"]
+        inputs = tokenizer(text, return_tensors="pt")
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            output = model(**inputs).waveform
+        return output[0].numpy()
+
+    return run, [model]
+
+
+def load_musicgen(repo: str) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/transformers/model_doc/musicgen#text-conditional-generation"""
+    import torch
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(repo)
+    model = MusicgenForConditionalGeneration.from_pretrained(repo)
+
+    def run(prompt: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        inputs = processor(text=[prompt], padding=True, return_tensors="pt")
+        torch.manual_seed(seed)
+        audio_values = model.generate(
+            **inputs, do_sample=True, guidance_scale=params["guidance_scale"],
+            max_new_tokens=musicgen_steps(params["duration"]), temperature=params["temperature"],
+            top_k=params["top_k"] or None, top_p=params["top_p"] if 0 < params["top_p"] < 1 else None,
+        )
+        wanted = round(params["duration"] * model.config.audio_encoder.sampling_rate)
+        return audio_values[0, 0, :wanted].numpy()
+
+    return run, [model]
+
+
+def load_bark(repo: str) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/transformers/model_doc/bark#usage-tips (with `semantic_max_new_tokens`)."""
+    import torch
+    from transformers import AutoProcessor, BarkModel
+
+    processor = AutoProcessor.from_pretrained(repo)
+    model = BarkModel.from_pretrained(repo)
+
+    def run(text: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        inputs = processor(text, voice_preset=params["voice"])
+        torch.manual_seed(seed)
+        audio = model.generate(
+            **inputs,
+            semantic_max_new_tokens=max(1, round(params["max_chunk_seconds"] * 49.9)),
+            semantic_do_sample=True, semantic_temperature=params["text_temperature"],
+            coarse_do_sample=True, coarse_temperature=params["waveform_temperature"],
+            fine_temperature=params["waveform_temperature"],
+        )
+        return audio.cpu().numpy().squeeze()
+
+    return run, [model]
+
+
+def load_audioldm2(repo: str) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/diffusers/api/pipelines/audioldm2, with the GPT2LMHeadModel workaround
+    for diffusers issue #12630 (the repos store a bare GPT2Model)."""
+    import torch
+    from diffusers import AudioLDM2Pipeline, DDIMScheduler, DPMSolverMultistepScheduler
+    from transformers import GPT2LMHeadModel
+
+    language_model = GPT2LMHeadModel.from_pretrained(repo, subfolder="language_model")
+    pipe = AudioLDM2Pipeline.from_pretrained(repo, language_model=language_model)
+    schedulers = {"DDIM": pipe.scheduler,
+                  "DPM-Solver++": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config,
+                                                                          algorithm_type="dpmsolver++")}
+    assert isinstance(pipe.scheduler, DDIMScheduler)
+    pipe.set_progress_bar_config(disable=True)
+
+    def run(prompt: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        pipe.scheduler = schedulers[params["scheduler"]]
+        generator = torch.Generator().manual_seed(seed)
+        audio = pipe(prompt, negative_prompt=params["negative_prompt"] or None,
+                     num_inference_steps=params["steps"], audio_length_in_s=params["duration"],
+                     guidance_scale=params["guidance_scale"], num_waveforms_per_prompt=params["waveforms"],
+                     generator=generator).audios
+        return np.asarray(audio[0], dtype=np.float32)
+
+    return run, [pipe.components[name] for name in pipe.components if isinstance(pipe.components[name],
+                                                                                  torch.nn.Module)]
+
+
+def load_stable_audio(repo: str) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/diffusers/api/pipelines/stable_audio"""
+    import torch
+    from diffusers import StableAudioPipeline
+
+    pipe = StableAudioPipeline.from_pretrained(repo)
+    pipe.set_progress_bar_config(disable=True)
+
+    def run(prompt: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
+        audio = pipe(prompt, negative_prompt=params["negative_prompt"] or None,
+                     num_inference_steps=params["steps"], audio_end_in_s=params["duration"],
+                     guidance_scale=params["guidance_scale"], num_waveforms_per_prompt=1,
+                     generator=generator).audios
+        samples = audio[0].float().cpu().numpy()
+        return samples[:, : round(params["duration"] * pipe.vae.sampling_rate)]
+
+    return run, [pipe.components[name] for name in pipe.components if isinstance(pipe.components[name],
+                                                                                  torch.nn.Module)]
+
+
+LOADERS: dict[str, Callable[[str], tuple[Runner, list]]] = {
+    "mms_tts": load_mms_tts,
+    "musicgen": load_musicgen,
+    "bark": load_bark,
+    "audioldm2": load_audioldm2,
+    "stable_audio": load_stable_audio,
+}

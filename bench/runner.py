@@ -1,0 +1,321 @@
+"""The measurements: studio vs reference per model, estimate accuracy, warm overhead, page start, catalog memory."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.cases import SEED, Case
+from bench.measure import max_abs_difference, measure, trim_heap
+from bench.stats import (
+    Target,
+    interleaved_order,
+    median,
+    median_relative_error,
+    overhead,
+    paired_ratio,
+    relative_error,
+    summarize_times,
+)
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGETS = {
+    "ratio": Target(">=", 1.0),  # reference / studio
+    "ratio_autoregressive": Target(">=", 1.5),  # MusicGen and Bark, with the studio's default setting (issue 5)
+    "time_error": Target("<=", 0.15),
+    "memory_error": Target("<=", 0.25),
+    "warm_overhead": Target("<=", 0.02),
+    "page_start_ratio": Target("<=", 1.3),
+    "catalog_error": Target("<=", 0.05),  # the catalog's published-parameter bytes vs the real-size files
+    "header_error": Target("<=", 0.01),  # bytes from the safetensors headers vs the loaded tensors
+}
+
+
+def _studio(workdir: Path):
+    from studio.device import CpuDevice
+    from studio.estimate import Calibration
+    from studio.service import Studio
+    from studio.settings import Settings
+
+    settings = Settings(output_dir=workdir, device="cpu")
+    studio = Studio(settings, device=CpuDevice())
+    studio.manager.calibration = Calibration(None)  # fresh: nothing learnt before this bench's calibration run
+    return studio
+
+
+def _resident_bytes(studio, repo: str) -> int:
+    """The studio's own count of the loaded model's tensor bytes (its /memory row)."""
+    for row in studio.manager.snapshot()["models"]:
+        if row["id"] == repo:
+            return int(row["bytes"] or 0)
+    return 0
+
+
+def _timed(fn: Callable[[], Any], *, memory: bool = False, label: str = "") -> tuple[Any, dict]:
+    """Wall and CPU seconds of fn() and the load other processes put on the machine meanwhile; with `memory`,
+    also the RSS growth (the heap is trimmed first and a thread samples RSS). Compared runs go without: steady
+    state, as in use, and no sampler thread taking the GIL."""
+    m = measure(fn, memory=memory)
+    log.info("  %-34s %7.2f s wall, %7.2f s CPU, others' load %s", label, m.seconds, m.cpu_s,
+             "?" if m.others_load is None else f"{m.others_load:.1f}")
+    return m.value, {"wall_s": m.seconds, "cpu_s": m.cpu_s, "rss_growth_bytes": m.rss_growth,
+                     "others_load": m.others_load}
+
+
+def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int | None = None) -> dict:
+    """Reference and studio side by side on one model: warm-up, calibration, estimate lengths, compare rounds."""
+    import torch
+
+    from bench.reference import LOADERS
+
+    mode = case.mode(quick)
+    started = time.monotonic()
+    out: dict[str, Any] = {
+        "repo": case.repo, "mode": "quick" if quick else "full", "seed": SEED, "threads": torch.get_num_threads(),
+        "what": case.what if quick or not case.what_full else case.what_full,
+    }
+    # 1. The reference loads its own copy, as a user's script would.
+    loaded, rec = _timed(lambda: LOADERS[case.family](case.repo), label="reference load")
+    ref_run, ref_modules = loaded
+    out["reference_load_s"] = rec["wall_s"]
+    studio = _studio(workdir / case.name)
+
+    def request(params: dict, prompt: str | None = None):
+        return studio.request(None, case.repo, prompt or mode.prompt or case.prompt, seed=SEED, params=params)
+
+    def reference(req, label: str = "reference") -> tuple[Any, dict]:
+        return _timed(lambda: ref_run(req.prompt, dict(req.params), req.seed), label=label)
+
+    def studio_run(req, memory: bool = False, label: str = "studio") -> tuple[Any, dict]:
+        estimate = studio.estimate(req)
+        result, record = _timed(lambda: studio.manager.run(req), memory=memory, label=label)
+        record.update(predicted_s=estimate.seconds, predicted_bytes=estimate.bytes,
+                      predicted_weights_bytes=estimate.weights_bytes, predicted_working_bytes=estimate.working_bytes,
+                      studio_peak_bytes=result.peak_bytes, compute_s=result.compute_s, load_s=result.load_s,
+                      audio_s=result.audio.duration)
+        return result, record
+
+    # 2. Warm-ups: the reference's (short), then the studio's first run, which loads and calibrates.
+    if mode.warmup is not None:
+        warm = request(mode.warmup)
+        _, rec = reference(warm, "reference warm-up")
+        out["reference_warmup"] = {"settings": dict(mode.warmup), **rec}
+    calib = request(mode.calibration, mode.calibration_prompt)
+    _, rec = studio_run(calib, memory=True, label="studio calibration (loads)")
+    out["calibration"] = {"settings": dict(mode.calibration), "prompt_chars": len(calib.prompt), **rec}
+    weights = _resident_bytes(studio, case.repo)
+    out["resident_weight_bytes"] = weights
+    out["parameters"] = sum(p.numel() for m in ref_modules for p in m.parameters())
+
+    # 3. Estimate accuracy: predict, then run, at lengths the calibration has not seen.
+    runs = []
+    for index, params in enumerate(mode.lengths):
+        prompt = mode.length_prompts[index] if mode.length_prompts else None
+        req = request(params, prompt)
+        _, rec = studio_run(req, memory=True, label=f"studio estimate length {index + 1}")
+        rec["peak_bytes"] = rec["rss_growth_bytes"] + weights
+        rec["time_error"] = relative_error(rec["predicted_s"], rec["wall_s"])
+        rec["memory_error"] = relative_error(rec["predicted_bytes"], rec["peak_bytes"])
+        runs.append({"settings": dict(params), "prompt_chars": len(req.prompt), **rec})
+    out["estimate"] = _estimate_summary(runs)
+
+    # 4. Studio vs reference: interleaved rounds, alternating who goes first.
+    req = request(mode.compare)
+    times: dict[str, list[dict]] = {"reference": [], "studio": []}
+    audio: dict[str, Any] = {}
+    for slot in interleaved_order(mode.repeats, warmup=0):
+        if slot.side == "reference":
+            audio["reference"], rec = reference(req, f"compare {slot.round + 1} reference")
+        else:
+            result, rec = studio_run(req, label=f"compare {slot.round + 1} studio")
+            audio["studio"] = result.audio.samples
+        times[slot.side].append(rec)
+    out["compare"] = _compare_summary(req, times, audio)
+
+    # 5. The warm-request overhead, with more rounds (cheap models only).
+    if overhead_repeats:
+        times = {"reference": [], "studio": []}
+        for slot in interleaved_order(overhead_repeats, warmup=0):
+            label = f"overhead {slot.round + 1} {slot.side}"
+            _, rec = reference(req, label) if slot.side == "reference" else studio_run(req, label=label)
+            times[slot.side].append(rec)
+        out["warm_overhead"] = _overhead_summary(times)
+
+    # 6. Unload both, and check the studio really let go.
+    del ref_run, ref_modules, loaded
+    unloaded = studio.manager.unload_all()
+    gc.collect()
+    trim_heap()
+    out["unloaded"] = unloaded
+    out["elapsed_s"] = time.monotonic() - started
+    torch.set_num_threads(out["threads"])  # nothing above should change it; keep the next model's runs equal
+    return out
+
+
+def _estimate_summary(runs: list[dict]) -> dict:
+    time_error = median_relative_error((r["predicted_s"], r["wall_s"]) for r in runs)
+    memory_error = median_relative_error((r["predicted_bytes"], r["peak_bytes"]) for r in runs)
+    return {
+        "runs": runs,
+        "time_error_median": time_error,
+        "memory_error_median": memory_error,
+        "time_target": TARGETS["time_error"].describe(), "time_met": TARGETS["time_error"].met(time_error),
+        "memory_target": TARGETS["memory_error"].describe(), "memory_met": TARGETS["memory_error"].met(memory_error),
+    }
+
+
+def _compare_summary(req, times: dict[str, list[dict]], audio: dict) -> dict:
+    ref = [r["wall_s"] for r in times["reference"]]
+    stu = [r["wall_s"] for r in times["studio"]]
+    ratio = paired_ratio(ref, stu)
+    loads = [r["others_load"] for side in times.values() for r in side if r.get("others_load") is not None]
+    cpu_ratio = paired_ratio([r["cpu_s"] for r in times["reference"]], [r["cpu_s"] for r in times["studio"]])
+    diff = max_abs_difference(audio.get("reference"), audio.get("studio")) if len(audio) == 2 else None
+    predicted = [(r["predicted_s"], r["wall_s"]) for r in times["studio"]]
+    return {
+        "settings": dict(req.params), "prompt": req.prompt,
+        "reference": {**summarize_times(ref), "runs": times["reference"]},
+        "studio": {**summarize_times(stu), "runs": times["studio"]},
+        "ratio": ratio, "ratio_of_medians": median(ref) / median(stu), "ratio_of_minimums": min(ref) / min(stu),
+        "cpu_ratio": cpu_ratio, "others_load_median": median(loads) if loads else None,
+        "others_load_max": max(loads) if loads else None,
+        "target": TARGETS["ratio"].describe(), "met": TARGETS["ratio"].met(ratio),
+        "max_abs_difference": diff, "same_output": diff is not None and diff == 0.0,
+        "estimate_time_error_median": median_relative_error(predicted),
+    }
+
+
+def _overhead_summary(times: dict[str, list[dict]]) -> dict:
+    ref = [r["wall_s"] for r in times["reference"]]
+    stu = [r["wall_s"] for r in times["studio"]]
+    value = overhead(median(stu), median(ref))
+    paired = 1.0 / paired_ratio(ref, stu) - 1.0
+    cpu = 1.0 / paired_ratio([r["cpu_s"] for r in times["reference"]], [r["cpu_s"] for r in times["studio"]]) - 1.0
+    return {
+        "reference": summarize_times(ref), "studio": summarize_times(stu),
+        "overhead": paired, "overhead_of_medians": value, "overhead_cpu": cpu,
+        "target": TARGETS["warm_overhead"].describe("{:.0%}"), "met": TARGETS["warm_overhead"].met(paired),
+    }
+
+
+# ------------------------------------------------------------------------------------ page start
+_BARE_APP = """
+import sys
+import gradio as gr
+
+with gr.Blocks(title="bare") as demo:
+    with gr.Tabs():
+        for name in ("Music", "Speech", "Sound effects"):
+            with gr.Tab(name):
+                pass
+demo.launch(server_name="127.0.0.1", server_port=int(sys.argv[1]))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _time_to_first_200(cmd: list[str], port: int, env: dict, timeout: float = 180.0) -> float:
+    url = f"http://127.0.0.1:{port}/"
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+                raise RuntimeError(f"{cmd} exited with {proc.returncode} before serving: {err}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return time.perf_counter() - started
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.perf_counter() - started > timeout:
+                raise TimeoutError(f"{cmd} served nothing on {url} within {timeout:.0f} s")
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_page_start(repeats: int, *, warmup: int = 1) -> dict:
+    """`python app.py --port P --device cpu` to the first HTTP 200 on /, against a bare three-tab Blocks app."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-page-") as tmp:
+        bare = Path(tmp) / "bare_app.py"
+        bare.write_text(_BARE_APP)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
+        env.update(GRADIO_ANALYTICS_ENABLED="False", STUDIO_OUTPUT_DIR=str(Path(tmp) / "out"), PYTHONUNBUFFERED="1")
+        times: dict[str, list[float]] = {"bare": [], "studio": []}
+        warm: dict[str, list[float]] = {"bare": [], "studio": []}
+        for slot in interleaved_order(repeats, warmup=warmup, sides=("bare", "studio")):
+            port = _free_port()
+            if slot.side == "studio":
+                cmd = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--device", "cpu"]
+            else:
+                cmd = [sys.executable, str(bare), str(port)]
+            seconds = _time_to_first_200(cmd, port, env)
+            (warm if slot.warmup else times)[slot.side].append(seconds)
+    ratio = 1.0 / paired_ratio(times["bare"], times["studio"])  # studio / bare
+    return {
+        "bare": summarize_times(times["bare"]), "studio": summarize_times(times["studio"]),
+        "bare_runs_s": times["bare"], "studio_runs_s": times["studio"], "warmup_s": warm,
+        "ratio": ratio, "target": TARGETS["page_start_ratio"].describe(),
+        "met": TARGETS["page_start_ratio"].met(ratio), "elapsed_s": time.monotonic() - started,
+    }
+
+
+# ------------------------------------------------------------------------------------ catalog memory
+def catalog_memory(repo: str, published_parameters: int, loaded_bytes: int | None) -> dict:
+    """The catalog's weight bytes (published parameters x dtype) and the studio's header figure vs the build."""
+    from studio.catalog import Catalog
+    from studio.weights import cached_snapshot, cached_weight_bytes, read_header
+
+    spec = Catalog.discover("models").get(repo)
+    snapshot = cached_snapshot(repo)
+    files = sorted(snapshot.rglob("*.safetensors")) if snapshot else []
+    params = sum(_numel(e["shape"]) for f in files for e in read_header(f).values())
+    out: dict[str, Any] = {"catalog_parameters": spec.parameters, "published_parameters": published_parameters,
+                           "build_parameters": params}
+    for dtype, size in (("float32", 4), ("float16", 2)):
+        header = cached_weight_bytes(repo, size)
+        catalog = spec.weight_bytes(dtype)
+        out[dtype] = {"catalog_bytes": catalog, "header_bytes": header,
+                      "catalog_error": relative_error(catalog, header) if header else None}
+    out["loaded_bytes_float32"] = loaded_bytes
+    out["header_error"] = (relative_error(out["float32"]["header_bytes"], loaded_bytes)
+                           if loaded_bytes and out["float32"]["header_bytes"] else None)
+    error = out["float32"]["catalog_error"]
+    out["catalog_target"] = TARGETS["catalog_error"].describe("{:.0%}")
+    out["catalog_met"] = TARGETS["catalog_error"].met(error)
+    out["header_target"] = TARGETS["header_error"].describe("{:.0%}")
+    out["header_met"] = TARGETS["header_error"].met(out["header_error"])
+    return out
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

@@ -1,0 +1,147 @@
+"""The bench's own arithmetic, and a smoke run of `python -m bench` on a tiny model so it keeps working."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.stats import (
+    Slot,
+    Target,
+    interleaved_order,
+    median,
+    median_relative_error,
+    overhead,
+    paired_ratio,
+    relative_error,
+    speed_ratio,
+    summarize_times,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_median_odd_even_and_unsorted():
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4, 1, 3, 2]) == 2.5
+    assert median([7]) == 7.0
+
+
+def test_median_refuses_nothing_and_nan():
+    with pytest.raises(ValueError):
+        median([])
+    with pytest.raises(ValueError):
+        median([1.0, float("nan")])
+
+
+def test_speed_ratio_is_reference_over_studio():
+    assert speed_ratio(reference_s=3.0, studio_s=2.0) == pytest.approx(1.5)  # studio 1.5x as fast
+    assert speed_ratio(2.0, 4.0) == pytest.approx(0.5)  # studio twice as slow
+    with pytest.raises(ValueError):
+        speed_ratio(1.0, 0.0)
+    with pytest.raises(ValueError):
+        speed_ratio(-1.0, 1.0)
+
+
+def test_paired_ratio_is_the_median_of_round_ratios():
+    # Round ratios 2.0, 1.0, 1.5 -> 1.5; the ratio of medians (2/2 = 1.0) would hide the pairing.
+    assert paired_ratio([4.0, 2.0, 3.0], [2.0, 2.0, 2.0]) == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        paired_ratio([], [])
+
+
+def test_overhead_is_studio_over_reference_minus_one():
+    assert overhead(studio_s=1.02, reference_s=1.0) == pytest.approx(0.02)
+    assert overhead(studio_s=0.9, reference_s=1.0) == pytest.approx(-0.1)
+
+
+def test_relative_error():
+    assert relative_error(predicted=115.0, actual=100.0) == pytest.approx(0.15)
+    assert relative_error(85.0, 100.0) == pytest.approx(0.15)
+    assert median_relative_error([(110, 100), (50, 100), (100, 100)]) == pytest.approx(0.10)
+    with pytest.raises(ValueError):
+        relative_error(1.0, 0.0)
+
+
+def test_targets():
+    assert Target(">=", 1.0).met(1.0) is True
+    assert Target(">=", 1.0).met(0.99) is False
+    assert Target("<=", 0.15).met(0.15) is True
+    assert Target("<=", 0.15).met(0.2) is False
+    assert Target("<=", 0.15).met(None) is None
+    assert Target("<=", 0.02).describe("{:.0%}") == "<= 2%"
+
+
+def test_interleaved_order_warms_up_then_alternates_who_goes_first():
+    order = interleaved_order(3, warmup=1)
+    assert order[:2] == [Slot("reference", -1, True), Slot("studio", -1, True)]
+    measured = [(s.side, s.round) for s in order if not s.warmup]
+    assert measured == [("reference", 0), ("studio", 0), ("studio", 1), ("reference", 1),
+                        ("reference", 2), ("studio", 2)]
+    assert len(interleaved_order(5, warmup=0)) == 10
+    assert [s.side for s in interleaved_order(1, warmup=0, sides=("bare", "app"))] == ["bare", "app"]
+    with pytest.raises(ValueError):
+        interleaved_order(0)
+
+
+def test_summarize_times():
+    s = summarize_times([1.0, 3.0, 2.0])
+    assert s == {"median_s": 2.0, "min_s": 1.0, "max_s": 3.0, "spread": pytest.approx(2.0), "n": 3}
+
+
+def test_report_renders_every_target(tmp_path):
+    """The Markdown names each figure with its target and whether it is met."""
+    from bench.report import render, summary_rows
+
+    run = {"created": "2025-01-01T00:00:00+00:00", "mode": "quick", "ran": ["x"], "elapsed_s": 1.0, "checkpoints_s": 0}
+    compare = {"ratio": 1.2, "target": ">= 1", "met": True, "cpu_ratio": 1.1, "same_output": True,
+               "max_abs_difference": 0.0, "reference": {"median_s": 1.2, "n": 3}, "studio": {"median_s": 1.0, "n": 3}}
+    estimate = {"runs": [], "time_error_median": 0.1, "memory_error_median": 0.3, "time_target": "<= 0.15",
+                "memory_target": "<= 0.25", "time_met": True, "memory_met": False}
+    results = {"runs": [run], "models": {"musicgen-small": {
+        "mode": "quick", "created": run["created"], "what": "50 steps", "compare": compare, "estimate": estimate,
+        "calibration": {"settings": {"duration": 0.5}, "load_s": 1.0, "compute_s": 2.0}}}}
+    rows = summary_rows(results)
+    assert ("musicgen-small: studio speed vs reference (reference/studio)", "1.20x", ">= 1", "met",
+            "quick, 2025-01-01T00:00") in rows
+    assert any(r[0].startswith("musicgen-small: speed with") and r[3] == "**not met**" for r in rows)  # >= 1.5x
+    text = render(results)
+    assert "| musicgen-small: memory estimate error (median of 3 lengths) | 30.0 % | <= 25 % | **not met** |" in text
+
+
+@pytest.mark.slow
+def test_bench_quick_smoke_on_a_tiny_model(tmp_path):
+    """`python -m bench --quick --only mms-tts-eng --tiny` runs end to end and writes the expected keys."""
+    out = tmp_path / "results.json"
+    doc = tmp_path / "benchmarks.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "STUDIO_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "mms-tts-eng", "--tiny", "--cache", str(tmp_path / "cache"),
+         "--out", str(out), "--doc", str(doc)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    for key in ("machine", "versions", "models", "checkpoints", "catalog_memory", "runs", "mode"):
+        assert key in results, key
+    assert results["mode"] == "quick" and results["tiny"] is True
+    assert {"cpu", "cores", "ram_bytes"} <= set(results["machine"])
+    assert {"python", "torch", "transformers", "diffusers"} <= set(results["versions"])
+    mms = results["models"]["mms-tts-eng"]
+    compare = mms["compare"]
+    assert compare["reference"]["n"] == compare["studio"]["n"] == 3
+    assert compare["ratio"] > 0 and compare["same_output"] is True  # same seed, same settings: same audio
+    estimate = mms["estimate"]
+    assert len(estimate["runs"]) == 3
+    assert {"time_error_median", "memory_error_median", "time_met", "memory_met"} <= set(estimate)
+    assert {"overhead", "target", "met"} <= set(mms["warm_overhead"])
+    assert "float32" in results["catalog_memory"]["mms-tts-eng"]
+    text = doc.read_text()
+    assert "ratio = reference time / studio time" in text and "## Targets" in text
