@@ -54,7 +54,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    auth: tuple[str, str] | None = None
+    auth: tuple[str, str] | tuple[tuple[str, str], ...] | None = None  # one login, or several from @FILE
     device: str = "auto"
     memory_budget: int | None = None
     memory_reserve: int = DEFAULT_RESERVE
@@ -72,10 +72,28 @@ class Settings:
         return self.output_dir / "calibration.json"
 
 
-def _parse_auth(text: str) -> tuple[str, str]:
+def _parse_auth(text: str) -> tuple[str, str] | tuple[tuple[str, str], ...]:
+    """USER:PASS, or @FILE naming a file of USER:PASS lines (blank lines and # comments ignored)."""
+    if text.startswith("@"):
+        path = Path(text[1:]).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise InvalidInput(f"--auth {text!r}: cannot read {path} ({error.strerror}): name a file of USER:PASS lines")
+        pairs = tuple(_parse_pair(line.strip(), where=f" (in {path})") for line in lines
+                      if line.strip() and not line.strip().startswith("#"))
+        if not pairs:
+            raise InvalidInput(f"--auth {text!r}: {path} has no USER:PASS lines")
+        return pairs
+    return _parse_pair(text)
+
+
+def _parse_pair(text: str, where: str = "") -> tuple[str, str]:
     user, sep, password = text.partition(":")
     if not sep or not user or not password:
-        raise InvalidInput("--auth must be USER:PASS with both parts non-empty, e.g. --auth me:a-long-password")
+        # The value may be a password: name the rule, never echo it.
+        raise InvalidInput(f"--auth must be USER:PASS with both parts non-empty{where}, e.g. --auth me:a-long-password, "
+                           "or @FILE with one USER:PASS per line")
     return user, password
 
 
@@ -104,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", help="port to serve on (STUDIO_PORT; default 7860)")
     parser.add_argument("--share", action="store_true", default=None,
                         help="open a temporary public Gradio link, always password-protected (STUDIO_SHARE)")
-    parser.add_argument("--auth", metavar="USER:PASS", help="require this login (STUDIO_AUTH)")
+    parser.add_argument("--auth", metavar="USER:PASS", help="require this login, or @FILE of USER:PASS lines (STUDIO_AUTH)")
     parser.add_argument("--device", help="auto, cuda, mps or cpu (STUDIO_DEVICE; default auto)")
     parser.add_argument("--memory-budget", metavar="SIZE",
                         help="cap on device memory the studio uses, e.g. 6GB (STUDIO_MEMORY_BUDGET)")

@@ -253,3 +253,30 @@ def test_auth_error_does_not_echo_the_password():
 
 def test_auth_keeps_colons_in_the_password():
     assert parse_settings(["--auth", "me:a:b:c"], env={}).auth == ("me", "a:b:c")
+
+
+def test_auth_file_of_pairs(tmp_path):
+    from studio.settings import settings_from
+
+    logins = tmp_path / "logins.txt"
+    logins.write_text("# who may use the studio\nalice:wonder-land\n\nbob:builder:with:colons\n", encoding="utf-8")
+    settings = settings_from(None, {"STUDIO_AUTH": f"@{logins}"})
+    assert settings.auth == (("alice", "wonder-land"), ("bob", "builder:with:colons"))
+
+
+@pytest.mark.parametrize("content,needle", [("", "has no USER:PASS lines"), ("nocolon-secret\n", "USER:PASS")])
+def test_bad_auth_file_is_named_without_echoing_secrets(tmp_path, content, needle):
+    from studio.settings import settings_from
+
+    logins = tmp_path / "logins.txt"
+    logins.write_text(content, encoding="utf-8")
+    with pytest.raises(InvalidInput) as info:
+        settings_from(None, {"STUDIO_AUTH": f"@{logins}"})
+    assert needle in str(info.value) and "nocolon-secret" not in str(info.value)
+
+
+def test_missing_auth_file(tmp_path):
+    from studio.settings import settings_from
+
+    with pytest.raises(InvalidInput, match="cannot read"):
+        settings_from(None, {"STUDIO_AUTH": f"@{tmp_path / 'nope.txt'}"})
