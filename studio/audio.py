@@ -316,7 +316,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, str):
-        return _valid_unicode(value)
+        return valid_unicode(value)
     if value is None or isinstance(value, (int, float, bool)):
         return value
     raise InvalidInput(
@@ -325,7 +325,7 @@ def _jsonable(value: Any) -> Any:
     )
 
 
-def _valid_unicode(text: str) -> str:
+def valid_unicode(text: str) -> str:
     """`text` with lone surrogates (not encodable as UTF-8) replaced by U+FFFD."""
     try:
         text.encode("utf-8")
@@ -336,7 +336,7 @@ def _valid_unicode(text: str) -> str:
 
 def _tag_text(text: str) -> str:
     """`text` fit for a C-string tag: valid Unicode, control characters (incl. NUL) as spaces."""
-    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in _valid_unicode(text))
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in valid_unicode(text))
 
 
 def _metadata_json(metadata: Mapping[str, Any], *, ensure_ascii: bool) -> str:

@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from studio.audio import valid_unicode
 from studio.errors import InvalidInput, StorageError, StudioError
 
 log = logging.getLogger(__name__)
@@ -437,7 +438,7 @@ def _row(metadata: Mapping, file: str, path: Path) -> dict[str, Any]:
     task = _text(metadata, "task")
     model = _text(metadata, "model")
     prompt = metadata.get("prompt", metadata.get("text", ""))
-    prompt = "" if prompt is None else _valid(str(prompt))
+    prompt = "" if prompt is None else valid_unicode(str(prompt))
     settings = metadata.get("settings") or {}
     if not isinstance(settings, Mapping):
         raise InvalidInput(f"History metadata 'settings' must be a dict, but is {settings!r}.")
@@ -479,7 +480,7 @@ def _text(metadata: Mapping, key: str) -> str:
     value = metadata.get(key)
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"History metadata needs '{key}' as non-empty text, but it is {value!r}.")
-    return _valid(value)
+    return valid_unicode(value)
 
 
 def _number(metadata: Mapping, key: str, kind: type, *, required: bool = False) -> Any:
@@ -502,16 +503,7 @@ def _number(metadata: Mapping, key: str, kind: type, *, required: bool = False) 
 
 
 def _json(value: Any) -> str:
-    return _valid(json.dumps(value, ensure_ascii=False, default=_json_default))
-
-
-def _valid(text: str) -> str:
-    """`text` with lone surrogates (which SQLite cannot store as UTF-8) as U+FFFD, as in the sidecar."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
+    return valid_unicode(json.dumps(value, ensure_ascii=False, default=_json_default))
 
 
 def _json_default(value: Any) -> Any:
@@ -539,7 +531,7 @@ def _created(value: Any, path: Path) -> str:
 
 def _where(query: str, task: str | None) -> tuple[str, list[Any]]:
     clauses, params = [], []
-    text = _searchable(_valid(str(query or "")).strip())
+    text = _searchable(valid_unicode(str(query or "")).strip())
     if text:
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         if len(escaped.encode("utf-8", "surrogatepass")) < _MAX_LIKE_BYTES:
@@ -550,7 +542,7 @@ def _where(query: str, task: str | None) -> tuple[str, list[Any]]:
             params.append(text)
     if task:
         clauses.append("task = ?")
-        params.append(_valid(str(task)))
+        params.append(valid_unicode(str(task)))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
