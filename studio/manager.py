@@ -7,6 +7,7 @@ import itertools
 import logging
 import threading
 import time
+import traceback
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -595,6 +596,11 @@ class PipelineManager:
             try:
                 load_s = self._clock() - started
                 audio, compute_s, peak, recoveries = self._generate_with_ladder(lease, request, ctx)
+            except BaseException as error:
+                # The traceback's frames hold the adapter's tensors; clear them so that an unload waiting for
+                # this run (released just below) really frees the model instead of finding it still referenced.
+                traceback.clear_frames(error.__traceback__)
+                raise
             finally:
                 lease.release()
         spec = self.catalog.get(request.model)

@@ -261,3 +261,28 @@ def test_resident_bytes_never_exceed_the_budget(make_studio, sequence, resident,
         assert studio.manager.used_bytes() <= budget
     assert studio.device.peak <= budget
     assert studio.manager.max_resident_seen <= budget
+
+
+def test_unload_deferred_by_a_run_frees_the_model_even_when_the_run_is_cancelled(make_studio, caplog):
+    from studio.errors import Cancelled
+
+    studio = make_studio(1024 * MB)
+    model = SAME_SIZE[0]
+    refs = []
+    ctx = RunContext()
+
+    def on_progress(done, total):
+        if done == 2:
+            with studio.manager._lock:
+                refs.append(weakref.ref(studio.manager._entries[model].model.model))
+            assert studio.manager.unload(model) == "deferred"
+            ctx.cancel.set()
+
+    ctx.on_progress = on_progress
+    with caplog.at_level("WARNING", logger="studio.manager"):
+        with pytest.raises(Cancelled):
+            studio.manager.run(_request(studio, model, duration=1.0), ctx)
+    assert _states(studio)[model] == "on disk"
+    assert "reference leak" not in caplog.text
+    gc.collect()
+    assert refs and refs[0]() is None

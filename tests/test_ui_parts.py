@@ -240,7 +240,8 @@ def test_a_list_of_logins_is_passed_on_as_is():
     from studio.ui.launch import launch_auth
 
     logins = [("ann", "pass-one"), ("bob", "pass-two")]
-    assert launch_auth(Settings(auth=logins, share=True)) == (logins, None)  # type: ignore[arg-type]
+    assert launch_auth(Settings(auth=tuple(logins), share=True)) == (logins, None)  # --auth @FILE, two lines
+    assert launch_auth(Settings(auth=(("ann", "pass-one"),))) == ([("ann", "pass-one")], None)  # one line
 
 
 # ------------------------------------------------------------------ the page is built without the device
