@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 import time
 import traceback
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         "schema": SCHEMA, "created": now, "mode": mode, "tiny": args.tiny, "only": args.only,
         "machine": machine_info(), "versions": versions(), "cache": str(args.cache),
         "settings": {"nice": getattr(args, "effective_nice", None), "torch_threads": torch.get_num_threads(),
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "library default"),
                      "dtype": "float32", "device": "cpu"},
         "models": {}, "sections": {}, "catalog_memory": {}, "errors": {},
     }

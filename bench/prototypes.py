@@ -27,7 +27,7 @@ NOTE = (
     "audio's max |difference| at the same seed (sampling diverges once one token differs)."
 )
 
-PROTOTYPES = ("musicgen-int8", "musicgen-prefault", "audioldm2-prefault", "audioldm2-channels-last", "bark-int8",
+PROTOTYPES = ("cpu-wait-policy", "musicgen-int8", "musicgen-prefault", "audioldm2-prefault", "audioldm2-channels-last", "bark-int8",
               "stable-audio-decode-crop")
 SLOW_PROTOTYPES = ("bark-int8", "stable-audio-decode-crop")
 
@@ -326,7 +326,53 @@ def stable_audio_decode_crop(quick: bool) -> list[dict]:
     return rows
 
 
+def cpu_wait_policy(quick: bool) -> list[dict]:
+    """torch's OpenMP threads under the library's default wait policy vs PASSIVE, and 1 thread, in child processes.
+
+    While another process keeps a core busy, spinning threads burn their time slices waiting at barriers
+    for a sibling that is not running. The parent's priority is inherited; its OMP_WAIT_POLICY is not.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from bench.measure import _busy_cpu_seconds
+
+    steps, rounds = (20, 2) if quick else (50, 3)
+    results: dict[str, dict] = {}
+    for policy in ("library default", "PASSIVE"):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if policy == "PASSIVE":
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        busy0, started = _busy_cpu_seconds(), time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "bench.omp_probe", str(steps), str(rounds)], env=env,
+                              capture_output=True, text=True, timeout=3600, cwd=os.path.dirname(os.path.dirname(
+                                  os.path.abspath(__file__))))
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-1000:])
+        data = json.loads(proc.stdout.strip().splitlines()[-1])
+        wall = time.perf_counter() - started
+        busy = (_busy_cpu_seconds() or 0) - (busy0 or 0)
+        own = sum(data["cpu_2"]) + sum(data["cpu_1"])
+        data["others_load"] = max(0.0, (busy - own) / wall) if busy0 is not None else None
+        results[policy] = data
+    default2 = median(results["library default"]["threads_2"])
+    rows = []
+    for policy, threads in (("PASSIVE", 2), ("library default", 1), ("PASSIVE", 1)):
+        seconds = median(results[policy][f"threads_{threads}"])
+        rows.append({
+            "model": "musicgen-small", "change": f"OMP_WAIT_POLICY={policy.split()[0] if policy == 'PASSIVE' else 'default'}"
+            f", {threads} torch thread{'s' if threads > 1 else ''} (vs default policy, 2 threads)",
+            "baseline_s": default2, "prototype_s": seconds, "ratio": default2 / seconds, "weights": "same",
+            "quality": f"same arithmetic; {steps} decoder steps; others' load "
+                       f"{results[policy]['others_load'] or 0:.1f} cores", "detail": results,
+        })
+    return rows
+
+
 FUNCTIONS = {
+    "cpu-wait-policy": cpu_wait_policy,
     "musicgen-int8": musicgen_int8,
     "bark-int8": bark_int8,
     "audioldm2-channels-last": audioldm2_channels_last,

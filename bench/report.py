@@ -93,10 +93,13 @@ def render(results: dict) -> str:
     w(f"| load average at start (last run) | {_fmt_load(m.get('load_average_at_start'))} |")
     st = results.get("settings", {})
     w(f"| bench settings | {st.get('device', 'cpu')}, {st.get('dtype', 'float32')}, torch threads "
-      f"{st.get('torch_threads')}, nice {st.get('nice')} |")
+      f"{st.get('torch_threads')}, OMP_WAIT_POLICY {st.get('omp_wait_policy', '?')}, nice {st.get('nice')} |")
     w("")
     w("The machine is shared: other jobs run beside the bench and can swing a run's time several-fold. The bench "
-      "therefore runs at a raised priority (`--nice`, default -10 where allowed; its subprocesses inherit it), "
+      "therefore runs at a raised priority (`--nice`, default -10 where allowed; its subprocesses inherit it) and "
+      "with `OMP_WAIT_POLICY=PASSIVE` for both sides (`--omp-wait-policy`): with the library default, torch's two "
+      "threads spin at every barrier, and while another process holds a core a decoder step takes 6-16x longer "
+      "(see the prototypes). It also "
       "records for every run how many cores other processes kept busy meanwhile (\"others' load\", from "
       "/proc/stat minus the bench's own CPU time), and compares interleaved runs. Absolute times vary between "
       "bench runs; ratios are the figures to compare.\n")
