@@ -285,6 +285,17 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def recorded_builds(hf_home: Path, *, tiny: bool = False) -> dict[str, dict]:
+    """Every build the cache's manifest records (of this kind): {repo: {built: False, seconds, bytes, kind}}."""
+    path = Path(hf_home) / MANIFEST
+    if not path.exists():
+        return {}
+    kind = "tiny" if tiny else "realistic"
+    data = json.loads(path.read_text())
+    return {repo: {"built": False, "seconds": e["seconds"], "bytes": e["bytes"], "kind": kind}
+            for repo, e in data.items() if e.get("kind") == kind and e.get("version") == BUILD_VERSION}
+
+
 def ensure_checkpoints(hf_home: Path, repo_ids: Iterable[str], *, tiny: bool = False) -> dict[str, dict]:
     """Build what is missing under ``hf_home/hub``; return per repo {built: bool, seconds, bytes}.
 

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bench import report
     from bench.cases import CASES
-    from bench.checkpoints import PUBLISHED_PARAMETERS, ensure_checkpoints
+    from bench.checkpoints import PUBLISHED_PARAMETERS, ensure_checkpoints, recorded_builds
     from bench.runner import catalog_memory, run_model, run_page_start
 
     if args.threads:
@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     # 1. Checkpoints, built once per cache. Without --only every model is built: the catalog check reads them all.
     repos = [c.repo for c in (cases if args.only is not None or args.tiny else CASES)]
     build_started = time.monotonic()
-    results["checkpoints"] = ensure_checkpoints(args.cache / "hf", repos, tiny=args.tiny)
+    built = ensure_checkpoints(args.cache / "hf", repos, tiny=args.tiny)
+    results["checkpoints"] = {**recorded_builds(args.cache / "hf", tiny=args.tiny), **built}
     results["checkpoints_s"] = time.monotonic() - build_started
     results["cache_bytes"] = _dir_bytes(args.cache / "hf")
 
@@ -238,7 +239,7 @@ def _merge(previous: dict, current: dict) -> dict:
     if not previous:
         return current
     merged = dict(current)
-    for key in ("models", "sections", "catalog_memory"):
+    for key in ("models", "sections", "catalog_memory", "checkpoints"):
         merged[key] = {**previous.get(key, {}), **current.get(key, {})}
     ran = set(current.get("ran", []))
     kept = {k: v for k, v in previous.get("errors", {}).items() if k.removeprefix("catalog:") not in ran}

@@ -45,9 +45,11 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             rows.append((f"{name}: speed with the studio's best default setting", _x(c["ratio"]), t.describe(),
                          _met(t.met(c["ratio"])), when))
         e = m["estimate"]
-        rows.append((f"{name}: time estimate error (median of 3 lengths)", _pct(e["time_error_median"]),
-                     e["time_target"].replace("0.15", "15 %"), _met(e["time_met"]), when))
-        rows.append((f"{name}: memory estimate error (median of 3 lengths)", _pct(e["memory_error_median"]),
+        n = len(e["runs"]) or 3
+        rows.append((f"{name}: time estimate error (median of {n} length{'s' if n > 1 else ''})",
+                     _pct(e["time_error_median"]), e["time_target"].replace("0.15", "15 %"), _met(e["time_met"]), when))
+        rows.append((f"{name}: memory estimate error (median of {n} length{'s' if n > 1 else ''})",
+                     _pct(e["memory_error_median"]),
                      e["memory_target"].replace("0.25", "25 %"), _met(e["memory_met"]), when))
         if "warm_overhead" in m:
             o = m["warm_overhead"]
@@ -98,8 +100,8 @@ def render(results: dict) -> str:
     w("The machine is shared: other jobs run beside the bench and can swing a run's time several-fold. The bench "
       "therefore runs at a raised priority (`--nice`, default -10 where allowed; its subprocesses inherit it) and "
       "with `OMP_WAIT_POLICY=PASSIVE` for both sides (`--omp-wait-policy`): with the library default, torch's two "
-      "threads spin at every barrier, and while another process holds a core a decoder step takes 6-16x longer "
-      "(see the prototypes). It also "
+      "threads spin at every barrier, and while another process holds a core a run takes several times longer "
+      "(the cpu-wait-policy rows under Prototypes). It also "
       "records for every run how many cores other processes kept busy meanwhile (\"others' load\", from "
       "/proc/stat minus the bench's own CPU time), and compares interleaved runs. Absolute times vary between "
       "bench runs; ratios are the figures to compare.\n")
@@ -216,6 +218,16 @@ def render(results: dict) -> str:
         for name, error in proto.get("errors", {}).items():
             w(f"\n- {name} failed: `{error[:300]}`")
         w("")
+
+    w("## How to run\n")
+    w("```\npython -m bench --quick            # mms-tts-eng, musicgen-small, audioldm2, page start, catalog check "
+      "(about 6 min here once the checkpoints are built)\npython -m bench --quick --only bark-small,bark-int8   "
+      "# slow models and prototypes by name\npython -m bench                    # full: every model, 5+ rounds, "
+      "longer work, all prototypes (hours on 2 cores)\npython -m bench --tiny --quick --only mms-tts-eng "
+      "--out /tmp/r.json   # smoke test on tiny checkpoints\n```\n")
+    w("The first run builds the realistic-size checkpoints into `bench/cache/` (about 1 minute, 13.8 GB, git-ignored; "
+      "`--cache DIR` puts them elsewhere). Results of models not run are kept from the previous `bench/results.json`, "
+      "each with its own date and mode; `--fresh` starts over.\n")
 
     errors = results.get("errors", {})
     if errors:

@@ -103,7 +103,9 @@ def test_report_renders_every_target(tmp_path):
     run = {"created": "2025-01-01T00:00:00+00:00", "mode": "quick", "ran": ["x"], "elapsed_s": 1.0, "checkpoints_s": 0}
     compare = {"ratio": 1.2, "target": ">= 1", "met": True, "cpu_ratio": 1.1, "same_output": True,
                "max_abs_difference": 0.0, "reference": {"median_s": 1.2, "n": 3}, "studio": {"median_s": 1.0, "n": 3}}
-    estimate = {"runs": [], "time_error_median": 0.1, "memory_error_median": 0.3, "time_target": "<= 0.15",
+    one = {"settings": {"duration": 1.0}, "predicted_s": 1.1, "wall_s": 1.0, "time_error": 0.1, "predicted_bytes": 3e9,
+           "predicted_weights_bytes": 2e9, "predicted_working_bytes": 1e9, "peak_bytes": 2.3e9, "memory_error": 0.3}
+    estimate = {"runs": [one, one, one], "time_error_median": 0.1, "memory_error_median": 0.3, "time_target": "<= 0.15",
                 "memory_target": "<= 0.25", "time_met": True, "memory_met": False}
     results = {"runs": [run], "models": {"musicgen-small": {
         "mode": "quick", "created": run["created"], "what": "50 steps", "compare": compare, "estimate": estimate,
