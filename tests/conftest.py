@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.reliability"]
+
 _HF_HOME = Path(tempfile.mkdtemp(prefix="studio-tests-hf-"))
 for _var in [v for v in os.environ if v.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "STUDIO_"))]:
     del os.environ[_var]
