@@ -9,8 +9,8 @@ from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import OneModuleModel, SAFE_LOAD, join_with_pauses, seed_everything, split_text, to_float32_numpy, \
-    token_progress, torch_dtype
+from models.common import (OneModuleModel, SAFE_LOAD, join_with_pauses, load_pretrained, seed_everything,
+                           split_text, to_float32_numpy, token_progress)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ PUBLISHED_VOICES = tuple(
 )
 # Stage shares of a chunk's progress, so one bar moves smoothly through the three models and the codec.
 _SEMANTIC, _COARSE, _FINE = 25, 75, 95
+INT8_PARTS = ("semantic", "coarse_acoustics", "fine_acoustics")  # the three GPTs; the EnCodec codec stays float
+INT8_CPU_SPEEDUP = 1.56  # int8 vs float32 on a CPU, measured on bark-small (docs/benchmarks.md)
 
 
 def _params() -> tuple[Param, ...]:
@@ -50,7 +52,8 @@ def _spec(repo: str, label: str, parameters: int, cpu_per_s: float, cuda_per_s: 
     return ModelSpec(
         repo_id=repo, family="bark", tasks=("speech",), label=label, license=LICENSE, parameters=parameters,
         sample_rate=24000, channels=1, max_duration=None, params=_params(),
-        speed={"cpu": SpeedPrior(1.0, cpu_per_s), "cuda": SpeedPrior(0.5, cuda_per_s),
+        speed={"cpu": SpeedPrior(1.0, cpu_per_s), "cpu/int8": SpeedPrior(1.0, cpu_per_s / INT8_CPU_SPEEDUP),
+               "cuda": SpeedPrior(0.5, cuda_per_s),
                "mps": SpeedPrior(1.0, cuda_per_s * 4)},
         unit="second of speech", voices=PUBLISHED_VOICES, max_prompt_chars=5000, description=description,
         featured_in=("speech",) if featured else (),
@@ -167,10 +170,14 @@ def _scaled_progress(ctx: RunContext, steps: int, start: int, end: int, total: i
 def load(spec: ModelSpec, torch_device: str, dtype: str) -> BarkModelAdapter:
     from transformers import BarkModel, BarkProcessor
 
-    model = BarkModel.from_pretrained(spec.repo_id, dtype=torch_dtype(dtype), **SAFE_LOAD)
-    model.eval().to(torch_device)
-    processor = BarkProcessor.from_pretrained(spec.repo_id)
+    model = load_pretrained(BarkModel, spec, torch_device, dtype, int8_parts=INT8_PARTS, keep_float=("codec_model",))
+    processor = BarkProcessor.from_pretrained(spec.repo_id, **SAFE_LOAD)
     return BarkModelAdapter(spec, model, processor, torch_device)
 
 
-FAMILY = Family(name="bark", load=load, work_units=work_units, working_bytes=working_bytes, list_voices=list_voices)
+FAMILY = Family(
+    name="bark", load=load, work_units=work_units, working_bytes=working_bytes, list_voices=list_voices,
+    # int8 on a CPU: 1.6x faster than float32 on bark-small (docs/benchmarks.md); EnCodec stays float.
+    preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
+    precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
+)

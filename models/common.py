@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable
 
+from studio.errors import InvalidInput
 from studio.run import RunContext
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,94 @@ def torch_dtype(name: str):
     import torch
 
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def load_pretrained(model_class, spec, torch_device: str, dtype: str, *, int8_parts: tuple[str, ...] = (),
+                    keep_float: tuple[str, ...] = ()):
+    """`model_class.from_pretrained` for `spec` in the studio's precision, on `torch_device`, in eval mode.
+
+    int8 stores the Linear and token-embedding matrices of `int8_parts` in 8 bits: on the CPU by PyTorch's
+    dynamic quantization after a float32 load (activations stay float32); on CUDA through bitsandbytes'
+    LLM.int8 while loading, `keep_float` (e.g. the audio codec) left in float16.
+    """
+    import torch
+
+    if dtype != "int8":
+        model = model_class.from_pretrained(spec.repo_id, dtype=torch_dtype(dtype), **SAFE_LOAD)
+        return model.eval().to(torch_device)
+    kind = torch.device(torch_device).type
+    if kind == "cuda":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise InvalidInput(
+                "precision int8 on a CUDA GPU needs bitsandbytes: `pip install bitsandbytes`, or choose float16"
+            ) from None
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=list(keep_float))
+        model = model_class.from_pretrained(spec.repo_id, dtype=torch.float16, quantization_config=quantization,
+                                            device_map={"": torch_device}, **SAFE_LOAD)
+        return model.eval()
+    if kind != "cpu":
+        raise InvalidInput(f"precision int8 runs on the CPU and on CUDA GPUs; on {kind} choose float16 or float32")
+    model = model_class.from_pretrained(spec.repo_id, dtype=torch.float32, **SAFE_LOAD).eval()
+    quantize_int8(model, int8_parts)
+    return model
+
+
+def quantize_int8(model, parts: tuple[str, ...]) -> None:
+    """In place: the Linear layers of `parts` to dynamic int8, their token embeddings to int8 rows + a scale."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    from studio.weights import int8_tensor
+
+    replaced: dict[int, Any] = {}  # tied embeddings (T5's shared table) stay one table
+    for name in parts:
+        part = getattr(model, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization points to torchao; it works in torch 2.13
+            quantize_dynamic(part, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        for parent in list(part.modules()):
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.Embedding) and int8_tensor(child_name, list(child.weight.shape)):
+                    key = child.weight.data_ptr()  # tied tables may sit in two Embedding modules
+                    if key not in replaced:
+                        replaced[key] = Int8Embedding(child)
+                    setattr(parent, child_name, replaced[key])
+
+
+@functools.cache
+def _int8_embedding_class():
+    import torch
+
+    class Int8Embedding(torch.nn.Module):
+        """A token table stored as int8 rows with one float32 scale per row; rows are dequantized on lookup."""
+
+        def __init__(self, embedding: torch.nn.Embedding) -> None:
+            super().__init__()
+            weight = embedding.weight.detach().float()
+            scale = weight.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
+            self.register_buffer("qweight", torch.round(weight / scale).to(torch.int8))
+            self.register_buffer("scale", scale)
+            self.padding_idx = embedding.padding_idx
+            self.num_embeddings, self.embedding_dim = embedding.num_embeddings, embedding.embedding_dim
+
+        @property
+        def weight(self) -> torch.Tensor:  # for code that reads `.weight.device` or `.weight.dtype`
+            return self.scale
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.qweight[ids].to(self.scale.dtype) * self.scale[ids]
+
+    return Int8Embedding
+
+
+def Int8Embedding(embedding):  # noqa: N802 - builds an instance of the lazily defined module class
+    return _int8_embedding_class()(embedding)
 
 
 def seed_everything(seed: int) -> Any:

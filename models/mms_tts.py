@@ -105,7 +105,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MmsTtsModel:
 
     model = VitsModel.from_pretrained(spec.repo_id, dtype=torch_dtype(dtype), **SAFE_LOAD)
     model.eval().to(torch_device)
-    tokenizer = VitsTokenizer.from_pretrained(spec.repo_id)
+    tokenizer = VitsTokenizer.from_pretrained(spec.repo_id, **SAFE_LOAD)
     return MmsTtsModel(spec, model, tokenizer, torch_device)
 
 
@@ -113,5 +113,5 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MmsTtsModel:
 # stochastic duration predictor clear of fp16 range problems.
 FAMILY = Family(
     name="mms_tts", load=load, work_units=work_units, working_bytes=working_bytes,
-    preferred_dtypes={"cuda": "float32", "mps": "float32", "cpu": "float32"},
+    preferred_dtypes={"cuda": "float32", "mps": "float32", "cpu": "float32"}, precisions=("float32",),
 )

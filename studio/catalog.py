@@ -6,7 +6,7 @@ import importlib
 import logging
 import math
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
 from studio.errors import InvalidInput
@@ -16,6 +16,14 @@ log = logging.getLogger(__name__)
 TASKS = ("music", "speech", "sfx")
 TASK_LABELS = {"music": "Music", "speech": "Speech", "sfx": "Sound effects"}
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+PRECISIONS = ("float32", "float16", "bfloat16", "int8")
+AUTO = "auto"
+PRECISION_HELP = (
+    "How the weights are stored and computed. auto picks the fastest that keeps quality on this machine "
+    "(int8 on a CPU where the model supports it, float16 on a GPU). int8 keeps the large matrices as 8-bit "
+    "integers: about 3x less weight memory and faster on a CPU, with small differences in the audio "
+    "(docs/benchmarks.md); float32 is exact."
+)
 MAX_SEED = 2**32 - 1
 
 
@@ -119,8 +127,10 @@ class ModelSpec:
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
 
-    def speed_prior(self, device_kind: str) -> SpeedPrior:
-        return self.speed.get(device_kind) or self.speed.get("cuda") or self.speed["cpu"]
+    def speed_prior(self, device_kind: str, dtype: str | None = None) -> SpeedPrior:
+        """The prior for `device_kind`, or its "kind/dtype" entry (e.g. "cpu/int8") when there is one."""
+        return (self.speed.get(f"{device_kind}/{dtype}") or self.speed.get(device_kind) or self.speed.get("cuda")
+                or self.speed["cpu"])
 
 
 @dataclass(frozen=True)
@@ -135,9 +145,27 @@ class Family:
     # For pipelines of separate parts (diffusers): (spec, dtype bytes) -> bytes per part, which makes
     # CPU offload possible; the loaded model then has enable_offload(torch_device, on_component).
     components: Callable[[ModelSpec, int], dict[str, int]] | None = None
+    # What "auto" picks per compute kind, and what a user may choose instead (PRECISIONS).
     preferred_dtypes: Mapping[str, str] = field(
         default_factory=lambda: {"cuda": "float16", "mps": "float16", "cpu": "float32"}
     )
+    precisions: tuple[str, ...] = ("float32", "float16")
+    # With int8: the top-level submodules whose nn.Linear and token nn.Embedding weights become 8-bit
+    # (everything else, e.g. the audio codec, keeps the float dtype).
+    int8_parts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.precisions) - set(PRECISIONS)
+        if unknown or ("int8" in self.precisions) != bool(self.int8_parts):
+            raise ValueError(f"family {self.name}: precisions {self.precisions} (int8 needs int8_parts)")
+        if not set(self.preferred_dtypes.values()) <= set(self.precisions):
+            raise ValueError(f"family {self.name}: preferred {dict(self.preferred_dtypes)} not in {self.precisions}")
+
+    def precision_param(self) -> "Param | None":
+        """The Precision setting every model of the family gets, when there is a choice."""
+        if len(self.precisions) < 2:
+            return None
+        return Param("precision", str, AUTO, "Precision", PRECISION_HELP, choices=(AUTO, *self.precisions))
 
 
 @dataclass(frozen=True)
@@ -166,9 +194,12 @@ class Catalog:
 
     def register(self, family: Family, specs: Iterable[ModelSpec]) -> None:
         self._families[family.name] = family
+        precision = family.precision_param()
         for spec in specs:
             if spec.family != family.name:
                 raise ValueError(f"{spec.repo_id} names family {spec.family!r}, registered under {family.name!r}")
+            if precision is not None and spec.param("precision") is None:
+                spec = replace(spec, params=(*spec.params, precision))
             if spec.repo_id in self._specs:
                 raise ValueError(f"{spec.repo_id} is registered twice")
             self._specs[spec.repo_id] = spec

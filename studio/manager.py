@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import logging
@@ -12,7 +13,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from studio.catalog import DTYPE_BYTES, Catalog, ModelSpec, Request
+from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
 from studio.device import Device, is_out_of_memory
 from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable
 from studio.estimate import Calibration, Estimate
@@ -65,6 +66,8 @@ class _Plan:
     budget: int
     blocked_by: tuple[str, ...]  # in use or pinned models that could not be moved
     largest_component: int = 0  # with offload, the most weight bytes on the device at once
+    precision: str = AUTO  # what the request asked for; fallbacks re-decide "auto" for where they run
+    load_peak: int = 0  # bytes held while loading, when more than the weights (int8 loads float32 first)
 
     @property
     def need(self) -> int:
@@ -250,7 +253,8 @@ class PipelineManager:
     def _predict_compute(self, spec: ModelSpec, request: Request, plan: _Plan) -> float:
         units = self.catalog.family(spec).work_units(spec, request)
         key = Calibration.key(spec.repo_id, self._speed_kind(plan.placement), plan.dtype)
-        seconds = self.calibration.compute_seconds(key, units, spec.speed_prior(self._compute_kind(plan.placement)))
+        prior = spec.speed_prior(self._compute_kind(plan.placement), plan.dtype)
+        seconds = self.calibration.compute_seconds(key, units, prior)
         if plan.placement == "offload" and not self.calibration.has_runs(key):
             # Until measured: every component crosses to the device once per run.
             seconds += plan.weights / OFFLOAD_BANDWIDTH
@@ -264,38 +268,74 @@ class PipelineManager:
         kind = self._compute_kind(placement)
         return f"{kind}+offload" if placement == "offload" else kind
 
-    def _dtype(self, spec: ModelSpec, placement: str = "device") -> str:
+    def _dtype(self, spec: ModelSpec, placement: str = "device", precision: str = AUTO) -> str:
+        """The precision a run uses: the one asked for, or what "auto" picks for the hardware doing the work."""
+        if precision != AUTO:
+            return precision
         return self.catalog.family(spec).preferred_dtypes.get(self._compute_kind(placement), "float32")
 
-    def _weights_for(self, spec: ModelSpec, entry: _Entry | None, dtype: str) -> int:
+    def _float_bytes(self, dtype: str, placement: str) -> int:
+        """Bytes per element of what stays floating: activations, and with int8 the unquantized weights."""
+        if dtype == "int8":  # CPU int8 computes in float32; CUDA (bitsandbytes) in float16
+            return 4 if self._compute_kind(placement) == "cpu" else 2
+        return DTYPE_BYTES[dtype]
+
+    def _weights_label(self, dtype: str, placement: str) -> str:
+        """Calibration key for loaded weight bytes: int8 models differ in size on the CPU and on CUDA."""
+        return f"int8/{self._compute_kind(placement)}" if dtype == "int8" else dtype
+
+    def _weights_for(self, spec: ModelSpec, entry: _Entry | None, dtype: str, placement: str = "device") -> int:
         if entry is not None and entry.model is not None and entry.dtype == dtype:
             return entry.weights
-        measured = self.calibration.known_weights(spec.repo_id, dtype)
+        measured = self.calibration.known_weights(spec.repo_id, self._weights_label(dtype, placement))
         if measured is not None:
             return measured
-        exact = cached_weight_bytes(spec.repo_id, DTYPE_BYTES[dtype])
-        return exact if exact is not None else spec.weight_bytes(dtype)
+        float_bytes = self._float_bytes(dtype, placement)
+        int8_parts = self.catalog.family(spec).int8_parts if dtype == "int8" else ()
+        exact = cached_weight_bytes(spec.repo_id, float_bytes, int8_parts)
+        if exact is not None:
+            return exact
+        # Not downloaded: the catalog's parameter count; int8 keeps about a third (the codec stays float).
+        return spec.weight_bytes(dtype) if dtype != "int8" else spec.parameters * float_bytes // 3
+
+    def _load_peak(self, spec: ModelSpec, dtype: str, placement: str) -> int:
+        """Bytes held while loading beyond the final weights: int8 on the CPU loads float32, then quantizes."""
+        if dtype != "int8" or self._compute_kind(placement) != "cpu":
+            return 0
+        return self._weights_for(spec, None, "float32", placement)
+
+    def _sizes(self, spec: ModelSpec, request: Request | None, entry: _Entry | None, placement: str,
+               precision: str) -> tuple[str, int, int, int]:
+        """(dtype, weight bytes, working bytes, load peak) of running `request` with `placement`."""
+        dtype = self._dtype(spec, placement, precision)
+        weights = self._weights_for(spec, entry, dtype, placement)
+        family = self.catalog.family(spec)
+        working = family.working_bytes(spec, request, self._float_bytes(dtype, placement)) if request is not None else 0
+        return dtype, weights, working, self._load_peak(spec, dtype, placement)
 
     def _plan(self, spec: ModelSpec, request: Request | None, entry: _Entry | None) -> _Plan:
         """Where the run goes and what must leave the device first. Call with `_lock` held."""
         family = self.catalog.family(spec)
-        dtype = self._dtype(spec)
-        weights = self._weights_for(spec, entry, dtype)
-        working = family.working_bytes(spec, request, DTYPE_BYTES[dtype]) if request is not None else 0
+        precision = request.params.get("precision", AUTO) if request is not None else AUTO
+        dtype, weights, working, load_peak = self._sizes(spec, request, entry, "device", precision)
         budget = self.budget()
         on_device = entry is not None and entry.model is not None and entry.placement == "device"
-        needed = working + (0 if on_device else weights)
+        if on_device and entry.dtype == dtype:
+            needed = working
+        else:  # loads (a model in another precision is dropped first); int8 passes through float32 on the way
+            needed = max(weights + working, load_peak) - (entry.weights if on_device else 0)
         deficit = self.used_bytes() + needed - budget
         others = [e for e in self._entries.values()
                   if e.model is not None and e.placement == "device" and e.spec.repo_id != spec.repo_id]
         blocked = tuple(e.spec.repo_id for e in others if not e.idle or e.pinned)
+        plan = functools.partial(_Plan, precision=precision, load_peak=load_peak)
         if deficit <= 0:
-            return _Plan(dtype, weights, working, "device", (), True, budget, blocked)
+            return plan(dtype, weights, working, "device", (), True, budget, blocked)
         candidates = [e for e in others if e.idle and not e.pinned]
         sizes = [(e.spec.repo_id, e.weights, e.last_used) for e in candidates]
         chosen = choose_evictions(sizes, deficit)
         if chosen is not None:
-            return _Plan(dtype, weights, working, "device", tuple(chosen), True, budget, blocked)
+            return plan(dtype, weights, working, "device", tuple(chosen), True, budget, blocked)
         if family.components is not None and self.device.supports_offload:
             # Does not fit whole: keep the weights in RAM and bring one component at a time to the device.
             largest = max(family.components(spec, DTYPE_BYTES[dtype]).values(), default=weights)
@@ -304,17 +344,16 @@ class PipelineManager:
             deficit = self.used_bytes() + largest + working - budget
             chosen = [] if deficit <= 0 else choose_evictions(sizes, deficit)
             if chosen is not None and weights <= host_room:
-                return _Plan(dtype, weights, working, "offload", tuple(chosen), True, budget, blocked, largest)
+                return plan(dtype, weights, working, "offload", tuple(chosen), True, budget, blocked, largest)
         if self.device.kind == "cpu":
-            return _Plan(dtype, weights, working, "device", (), False, budget, blocked)
+            return plan(dtype, weights, working, "device", (), False, budget, blocked)
         # Does not fit the accelerator: run from host RAM on the CPU instead of failing with OOM.
-        cpu_dtype = self._dtype(spec, "cpu")
-        cpu_weights = self._weights_for(spec, entry, cpu_dtype)
-        cpu_working = family.working_bytes(spec, request, DTYPE_BYTES[cpu_dtype]) if request is not None else 0
+        cpu_dtype, cpu_weights, cpu_working, cpu_peak = self._sizes(spec, request, entry, "cpu", precision)
         in_ram = entry is not None and entry.model is not None and entry.placement != "device"
-        host_room = self.device.host_free() - self.reserve + (cpu_weights if in_ram else 0)
-        fits = cpu_weights + cpu_working <= host_room
-        return _Plan(cpu_dtype, cpu_weights, cpu_working, "cpu", (), fits, budget, blocked)
+        host_room = self.device.host_free() - self.reserve + (entry.weights if in_ram else 0)
+        fits = max(cpu_weights + cpu_working, cpu_peak) <= host_room
+        return _Plan(cpu_dtype, cpu_weights, cpu_working, "cpu", (), fits, budget, blocked, precision=precision,
+                     load_peak=cpu_peak)
 
     # ---------------------------------------------------------------- acquire / release
     def acquire(self, request: Request, ctx: RunContext | None = None) -> Lease:
@@ -351,7 +390,8 @@ class PipelineManager:
             self._evict(self._entries[model_id])
         if entry.model is not None and entry.placement == plan.placement and entry.dtype == plan.dtype:
             return
-        if entry.model is not None and entry.dtype == plan.dtype and "offload" not in (entry.placement, plan.placement):
+        if (entry.model is not None and entry.dtype == plan.dtype and self._movable(entry)
+                and "offload" not in (entry.placement, plan.placement)):
             self._move(entry, plan.placement)
             return
         if entry.model is not None:  # other precision, or offload hooks to add or remove: load afresh
@@ -377,9 +417,10 @@ class PipelineManager:
                     f"the memory, or raise --memory-budget"
                 ) from error
         log.warning("OOM loading %s again; loading it for the CPU instead", entry.spec.repo_id)
-        cpu_dtype = self._dtype(entry.spec, "cpu")
-        cpu_plan = _Plan(cpu_dtype, self._weights_for(entry.spec, None, cpu_dtype), plan.working, "cpu", (), True,
-                         plan.budget, plan.blocked_by)
+        cpu_dtype = self._dtype(entry.spec, "cpu", plan.precision)
+        cpu_plan = _Plan(cpu_dtype, self._weights_for(entry.spec, None, cpu_dtype, "cpu"), plan.working, "cpu", (),
+                         True, plan.budget, plan.blocked_by, precision=plan.precision,
+                         load_peak=self._load_peak(entry.spec, cpu_dtype, "cpu"))
         try:
             self._load(entry, cpu_plan, ctx)
         except _LoadOutOfMemory as error:
@@ -418,7 +459,7 @@ class PipelineManager:
         with self._lock:
             entry.state = DOWNLOADING if downloading else LOADING
         ctx.stage("downloading" if downloading else "loading")
-        self._make_host_room(plan.weights, exclude=entry)
+        self._make_host_room(max(plan.weights, plan.load_peak), exclude=entry)
         tag = self._tag(entry)
         torch_device = self.device.torch_device if plan.placement == "device" else "cpu"
         place = self.device.place if plan.placement == "device" else self.device.place_host  # offload: RAM
@@ -429,7 +470,7 @@ class PipelineManager:
         started = self._clock()
         model = None
         try:
-            place(tag, plan.weights)  # claim first: a simulated device says no here, as CUDA would
+            place(tag, max(plan.weights, plan.load_peak))  # claim first: a simulated device says no here, as CUDA would
             loader = self._loader or self.catalog.family(spec).load
             model = loader(spec, torch_device, plan.dtype)
             weights = module_bytes(model.modules())
@@ -450,7 +491,7 @@ class PipelineManager:
             raise ModelUnavailable(describe_load_error(spec, error)) from error
         elapsed = self._clock() - started
         self._note_resident()
-        self.calibration.record_weights(spec.repo_id, plan.dtype, weights)
+        self.calibration.record_weights(spec.repo_id, self._weights_label(plan.dtype, plan.placement), weights)
         if not downloading:
             self.calibration.record_load(self.device.kind, weights, elapsed, first_in_process=not self._loaded_once)
         with self._lock:
@@ -500,9 +541,14 @@ class PipelineManager:
             with self._lock:
                 entry.placement, entry.state = "cpu", IN_RAM
 
+    def _movable(self, entry: _Entry) -> bool:
+        """Quantized int8 modules (PyTorch's on the CPU, bitsandbytes' on CUDA) cannot change device."""
+        return entry.dtype != "int8" or self.device.torch_device == "cpu"
+
     def _evict(self, entry: _Entry) -> None:
         """Off the device: to RAM when the device has memory of its own and RAM has room, else out entirely."""
-        if self.device.separate_memory and entry.weights <= self.device.host_free() - self.reserve:
+        if (self.device.separate_memory and self._movable(entry)
+                and entry.weights <= self.device.host_free() - self.reserve):
             log.info("moving %s from the device to RAM to make room", entry.spec.repo_id)
             self._move(entry, "cpu")
         else:
@@ -621,7 +667,7 @@ class PipelineManager:
         entry = lease._entry
         for attempt in range(3):
             family = self.catalog.family(entry.spec)
-            working = family.working_bytes(entry.spec, request, DTYPE_BYTES[entry.dtype])
+            working = family.working_bytes(entry.spec, request, self._float_bytes(entry.dtype, entry.placement or "device"))
             self.device.reset_peak()
             started = self._clock()
             try:
@@ -653,7 +699,7 @@ class PipelineManager:
                     continue
                 if attempt == 1 and entry.placement != "cpu" and self.device.kind != "cpu":
                     with self._load_lock:
-                        placement = self._degrade(entry)
+                        placement = self._degrade(entry, request.params.get("precision", AUTO))
                     recoveries.append(f"out of memory again; retried {'with CPU offload' if placement == 'offload' else 'on the CPU'}")
                     log.warning("OOM running %s: %s", entry.spec.repo_id, recoveries[-1])
                     continue
@@ -665,20 +711,21 @@ class PipelineManager:
                 ) from None
         raise AssertionError("unreachable")
 
-    def _degrade(self, entry: _Entry) -> str:
+    def _degrade(self, entry: _Entry, precision: str = AUTO) -> str:
         """One step down the ladder: whole on the device -> CPU offload (where the family has parts) -> the CPU."""
         family = self.catalog.family(entry.spec)
         target = "offload" if (entry.placement == "device" and family.components is not None
                                and self.device.supports_offload) else "cpu"
-        dtype = self._dtype(entry.spec, target)
-        if entry.placement == "device" and target == "cpu" and entry.dtype == dtype:
+        dtype = self._dtype(entry.spec, target, precision)
+        if entry.placement == "device" and target == "cpu" and entry.dtype == dtype and self._movable(entry):
             self._move(entry, "cpu")
             return target
         self._drop(entry)  # the lease's reference count stays; only the weights go
-        weights = self._weights_for(entry.spec, None, dtype)
+        weights = self._weights_for(entry.spec, None, dtype, target)
         largest = max(family.components(entry.spec, DTYPE_BYTES[dtype]).values(), default=weights) \
             if target == "offload" else 0
-        self._load(entry, _Plan(dtype, weights, 0, target, (), True, self.budget(), (), largest), RunContext())
+        self._load(entry, _Plan(dtype, weights, 0, target, (), True, self.budget(), (), largest, precision=precision,
+                                load_peak=self._load_peak(entry.spec, dtype, target)), RunContext())
         return target
 
 

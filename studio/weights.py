@@ -48,29 +48,45 @@ def _weight_files(snapshot: Path) -> list[Path]:
     return full or files
 
 
-def safetensors_bytes(snapshot: Path, dtype_bytes: int) -> int | None:
-    """Bytes the weights take once loaded with floating tensors cast to `dtype_bytes` per element."""
+def int8_tensor(name: str, shape: list) -> bool:
+    """Whether int8 mode stores this tensor as 8-bit: the matrices of Linear layers and token embeddings.
+
+    Position tables (names with "pos") and T5's relative attention bias keep the float dtype, as do vectors
+    (norms, biases) and convolution kernels.
+    """
+    return len(shape) == 2 and "pos" not in name and "relative" not in name
+
+
+def safetensors_bytes(snapshot: Path, dtype_bytes: int, int8_parts: tuple[str, ...] = ()) -> int | None:
+    """Bytes the weights take once loaded with floating tensors cast to `dtype_bytes` per element.
+
+    With `int8_parts` (top-level module names), the int8 matrices under them count one byte per element plus
+    a float32 scale per row.
+    """
     files = _weight_files(snapshot)
     if not files:
         return None
     total = 0
     for path in files:
-        for entry in read_header(path).values():
+        for name, entry in read_header(path).items():
             numel = 1
             for dim in entry["shape"]:
                 numel *= int(dim)
             size = dtype_bytes if entry["dtype"] in _FLOAT_DTYPES else _DTYPE_SIZES.get(entry["dtype"], 4)
+            if int8_parts and name.split(".", 1)[0] in int8_parts and int8_tensor(name, entry["shape"]):
+                total += numel + 4 * int(entry["shape"][0])
+                continue
             total += numel * size
     return total
 
 
-def cached_weight_bytes(repo_id: str, dtype_bytes: int) -> int | None:
+def cached_weight_bytes(repo_id: str, dtype_bytes: int, int8_parts: tuple[str, ...] = ()) -> int | None:
     """Exact bytes from the cached safetensors of `repo_id`, or None when they are not cached."""
     snapshot = cached_snapshot(repo_id)
     if snapshot is None:
         return None
     try:
-        return safetensors_bytes(snapshot, dtype_bytes)
+        return safetensors_bytes(snapshot, dtype_bytes, int8_parts)
     except (OSError, ValueError, KeyError) as error:
         if repo_id not in _warned:  # estimates ask often; once is enough to point at the broken files
             _warned.add(repo_id)
@@ -80,11 +96,23 @@ def cached_weight_bytes(repo_id: str, dtype_bytes: int) -> int | None:
 
 
 def module_bytes(modules: Iterable) -> int:
-    """Bytes of the distinct tensors (parameters and buffers) the modules hold; shared storage counts once."""
+    """Bytes of the distinct tensors (parameters and buffers) the modules hold; shared storage counts once.
+
+    Dynamically quantized Linear layers keep their int8 weights in packed parameters that are neither
+    parameters nor buffers; those count too.
+    """
     seen: set[tuple[str, int]] = set()
     total = 0
     for module in modules:
-        for tensor in list(module.parameters()) + list(module.buffers()):
+        tensors = list(module.parameters()) + list(module.buffers())
+        for sub in module.modules():
+            packed = getattr(sub, "_packed_params", None)
+            if packed is not None and hasattr(packed, "_weight_bias"):
+                tensors.extend(t for t in packed._weight_bias() if t is not None)
+        for tensor in tensors:
+            if tensor.is_quantized:  # packed: no shared storage to look at; its int8 data plus one scale per row
+                total += tensor.numel() * tensor.element_size() + 4 * tensor.shape[0]
+                continue
             storage = tensor.untyped_storage()
             key = (str(tensor.device), storage.data_ptr())
             if key in seen or storage.nbytes() == 0:

@@ -19,14 +19,16 @@ MB = 1024**2
 # Three repos with identical tiny weights (the builder copies one model), so sizes never decide the order.
 SAME_SIZE = ("facebook/musicgen-small", "facebook/musicgen-medium", "facebook/musicgen-large")
 SHORT = {"duration": 0.5, "guidance_scale": 1.0}
+# The budget arithmetic here is about placement, so float32 everywhere; int8 has its own tests (test_precision.py).
+FLOAT32 = {"precision": "float32"}
 
 
 def _request(studio, model, **params):
     if model.startswith("facebook/musicgen"):
-        params = {**SHORT, **params}
+        params = {**SHORT, **FLOAT32, **params}
         return studio.request(None, model, "beat", seed=1, params=params)
     if model.startswith("suno/bark"):
-        return studio.request(None, model, "Hi.", seed=1, params={"max_chunk_seconds": 0.5, **params})
+        return studio.request(None, model, "Hi.", seed=1, params={"max_chunk_seconds": 0.5, **FLOAT32, **params})
     return studio.request(None, model, "hi", seed=1, params=params)
 
 
