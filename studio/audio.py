@@ -442,6 +442,49 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
 
 
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")  # what _temp_name makes
+ABANDONED_AFTER_S = 60.0
+
+
+def remove_abandoned_writes(out_dir: Path, *, older_than_s: float = ABANDONED_AFTER_S) -> list[Path]:
+    """Remove what writes killed midway left in `out_dir` (top level); return the paths removed.
+
+    That is the hidden temporaries of write_audio and the empty placeholders of output_path whose audio never
+    arrived (no sidecar). Only files untouched for `older_than_s` go: a younger one may be a write in progress
+    in another process (the CLI, a second app) sharing the folder. Called once at start.
+    """
+    exts = {info.ext for info in FORMATS.values()}
+    cutoff = datetime.now().timestamp() - older_than_s
+    removed = []
+    try:
+        entries = list(os.scandir(out_dir))
+    except FileNotFoundError:
+        return removed
+    except OSError as exc:
+        logger.warning("Could not scan %s for abandoned writes: %s", out_dir, exc)
+        return removed
+    names = {entry.name for entry in entries}
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            stat = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        temp = _TEMP_RE.match(entry.name) is not None
+        placeholder = (stat.st_size == 0 and entry.name.rpartition(".")[2].lower() in exts
+                       and entry.name + ".json" not in names)
+        if (temp or placeholder) and stat.st_mtime < cutoff:
+            path = Path(entry.path)
+            _remove_quietly(path)
+            if not path.exists():
+                removed.append(path)
+    if removed:
+        logger.warning("Removed %d file(s) left by interrupted writes in %s: %s", len(removed), out_dir,
+                       ", ".join(p.name for p in removed[:5]) + (", ..." if len(removed) > 5 else ""))
+    return removed
+
+
 def _is_empty_file(path: Path) -> bool:
     try:
         return path.is_file() and path.stat().st_size == 0

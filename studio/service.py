@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from studio import __version__
-from studio.audio import check_format, output_path, write_audio
+from studio.audio import check_format, output_path, remove_abandoned_writes, write_audio
 from studio.catalog import Catalog, Request
 from studio.device import Device, pick_device
 from studio.errors import StudioError
@@ -37,6 +37,7 @@ class Studio:
                  manager: PipelineManager | None = None, history: History | None = None) -> None:
         self.settings = settings
         self.history = history if history is not None else History(settings.history_db, settings.output_dir)
+        remove_abandoned_writes(settings.output_dir)  # temporaries and placeholders of a run killed while saving
         self.catalog = catalog or Catalog.discover("models")
         self.device = device or pick_device(settings)
         self.manager = manager or PipelineManager(

@@ -7,11 +7,14 @@ import logging
 import secrets
 from typing import Any, Sequence
 
+from studio.errors import InvalidInput
 from studio.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SHARE_USER = "studio"
+# The page uploads nothing, but Gradio's /upload route is open to every visitor: cap what it accepts.
+MAX_UPLOAD_BYTES = 10 * 10**6
 MCP_HINT = 'install the MCP extra: pip install "gradio[mcp]==6.31.0"'
 
 Login = tuple[str, str]
@@ -51,6 +54,8 @@ def mcp_available() -> bool:
 
 def launch_options(settings: Settings, auth: Login | list[Login] | None) -> dict[str, Any]:
     """Keyword arguments for `gr.Blocks.launch`; only the output directory is served from disk."""
+    if settings.share and not auth:
+        raise InvalidInput("--share needs a login: pass the one launch_auth(settings) makes, or --auth USER:PASS")
     options: dict[str, Any] = {
         "server_name": settings.host,
         "server_port": settings.port,
@@ -58,6 +63,7 @@ def launch_options(settings: Settings, auth: Login | list[Login] | None) -> dict
         "auth": auth,
         "allowed_paths": [str(settings.output_dir.expanduser().resolve())],
         "footer_links": ["api", "settings"],
+        "max_file_size": MAX_UPLOAD_BYTES,
     }
     if settings.mcp:
         if mcp_available():

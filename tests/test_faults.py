@@ -1,0 +1,500 @@
+"""Faults: out of memory while loading and generating, corrupt or incomplete model files, an interrupted download,
+and the server killed mid-run; each through the served API (or the real app in a subprocess).
+
+After each fault the studio must recover or explain with a message that names the model, the numbers and the
+fix, and stay consistent: nothing claimed on the device, the model not listed as loaded, the next request served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from tests.conftest import ROOT
+from tests.test_ui_api import _free_port, serving
+
+MUSIC, SPEECH, OTHER_SPEECH, FRENCH = "facebook/musicgen-small", "facebook/mms-tts-eng", "facebook/mms-tts-deu", \
+    "facebook/mms-tts-fra"
+GB, MB = 10**9, 10**6
+NUMBER = r"\d+(\.\d+)? [kMG]?B"
+
+
+def _studio(make_studio, catalog, *, device=None, loader=None):
+    """A Studio over `device` (a simulated 8 GB GPU by default) whose manager loads through `loader`."""
+    from studio.estimate import Calibration
+    from studio.manager import PipelineManager
+    from studio.service import Studio
+
+    base = make_studio(8 * GB)
+    device = device or base.device
+    manager = PipelineManager(catalog, device, calibration=Calibration(base.settings.calibration_file), reserve=0,
+                              loader=loader)
+    return Studio(base.settings, catalog=catalog, device=device, manager=manager, history=base.history)
+
+
+def _loaded(studio) -> dict[str, str]:
+    return {row["id"]: row["state"] for row in studio.manager.snapshot()["models"] if row["bytes"] > 0}
+
+
+def _nothing_claimed(studio) -> None:
+    assert studio.manager.used_bytes() == 0 and studio.device.host_bytes() == 0
+
+
+# ---------------------------------------------------------------------------------------- (a) out of memory
+@pytest.mark.reliability("Faults", "OOM while generating",
+                         "API /music with SimulatedDevice.fail_next = 1, then 2: the run's working memory is refused")
+def test_oom_while_generating_recovers_through_the_api(make_studio, catalog, reliability):
+    studio = _studio(make_studio, catalog)
+    with serving(studio) as client:
+        client.predict(model=SPEECH, text="an idle model to evict", api_name="/speech")
+        studio.device.fail_next = 1
+        path, meta = client.predict(model=MUSIC, prompt="first oom", duration=0.5, seed=1, api_name="/music")
+        assert meta["recoveries"] == ["out of memory; unloaded 1 idle model(s) and retried"]
+        assert meta["placement"] == "device" and sf.info(path).frames > 0
+        assert _loaded(studio)[SPEECH] == "in RAM"  # evicted to RAM, not lost
+
+        studio.device.fail_next = 2
+        path, meta = client.predict(model=MUSIC, prompt="second oom", duration=0.5, seed=2, api_name="/music")
+        assert meta["recoveries"] == ["out of memory; unloaded 0 idle model(s) and retried",
+                                      "out of memory again; retried on the CPU"]
+        assert meta["placement"] == "cpu" and meta["seed"] == 2 and sf.info(path).frames > 0
+        assert studio.device.ooms == 3 and studio.device.peak <= studio.device.capacity
+        assert studio.history.count() == 3
+    reliability.note("1 OOM: idle model moved to RAM, retried on the device; 2 OOMs: retried on the CPU; "
+                     "3 simulated OOMs survived, 3 of 3 requests served, recoveries listed in the metadata")
+
+
+class _OomRuns:
+    """A CPU whose next `fail` runs run out of memory (a CPU has nowhere further to fall back to)."""
+
+    def __new__(cls, fail: int):
+        from studio.device import CpuDevice
+
+        class OomRuns(CpuDevice):
+            def working(self, tag, nbytes):
+                import torch
+
+                if self.fail > 0:
+                    self.fail -= 1
+                    raise torch.OutOfMemoryError("simulated: no memory")
+                return super().working(tag, nbytes)
+
+        device = OomRuns()
+        device.fail = fail
+        return device
+
+
+@pytest.mark.reliability("Faults", "OOM while generating, nowhere to fall back",
+                         "API /speech on a CPU device whose next 2 runs raise torch.OutOfMemoryError (retry, then no CPU fallback left)")
+def test_oom_with_nowhere_to_go_is_explained_with_numbers(make_studio, catalog, reliability):
+    studio = _studio(make_studio, catalog, device=_OomRuns(2))
+    with serving(studio) as client:
+        with pytest.raises(Exception) as raised:
+            client.predict(model=SPEECH, text="no memory", api_name="/speech")
+        message = str(raised.value)
+        assert re.search(rf"{SPEECH} ran out of memory generating \(estimated {NUMBER} weights \+ {NUMBER} working; "
+                         rf"budget {NUMBER}, in use {NUMBER}\): shorten the request", message), message
+        assert studio.device.fail == 0  # tried twice: after evicting idle models, then it explains
+        assert _loaded(studio) == {SPEECH: "on device"}  # loaded, idle, usable again
+        path, meta = client.predict(model=SPEECH, text="memory again", api_name="/speech")
+        assert meta["recoveries"] == [] and Path(path).exists()
+    reliability.note(f"message: {message.strip()[:220]}")
+    reliability.note("2 OOMs explained, then the next request served by the same loaded model")
+
+
+@pytest.mark.reliability("Faults", "OOM while loading, recovered",
+                         "API /music with an idle model resident; the first load raises torch.OutOfMemoryError "
+                         "(memory taken by another program meanwhile)")
+def test_oom_while_loading_evicts_and_retries(make_studio, catalog, reliability):
+    calls = []
+
+    def loader_racing_another_program(spec, torch_device, dtype):
+        import torch
+
+        calls.append(spec.repo_id)
+        if calls == [SPEECH, MUSIC]:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory while loading")
+        return catalog.family(spec).load(spec, torch_device, dtype)
+
+    studio = _studio(make_studio, catalog, loader=loader_racing_another_program)
+    with serving(studio) as client:
+        client.predict(model=SPEECH, text="an idle model", api_name="/speech")
+        path, meta = client.predict(model=MUSIC, prompt="after an oom", duration=0.5, seed=5, api_name="/music")
+    assert calls == [SPEECH, MUSIC, MUSIC]  # failed once, retried once
+    assert meta["placement"] == "device" and meta["seed"] == 5 and sf.info(path).frames > 0
+    assert _loaded(studio) == {SPEECH: "in RAM", MUSIC: "on device"}  # the ladder moved the idle model out first
+    assert studio.device.peak <= studio.device.capacity
+    reliability.note("1 OOM at load: the idle model moved to RAM, the load retried on the device and served")
+
+
+@pytest.mark.reliability("Faults", "OOM while loading, nowhere to fall back",
+                         "the loader raises torch.OutOfMemoryError on the device, on the retry and on the CPU")
+def test_oom_while_loading_everywhere_is_explained_and_leaves_nothing_claimed(make_studio, catalog, reliability):
+    failures = {"left": 3}
+
+    def loader_out_of_memory(spec, torch_device, dtype):
+        import torch
+
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise torch.OutOfMemoryError("simulated: no memory while loading")
+        return catalog.family(spec).load(spec, torch_device, dtype)
+
+    studio = _studio(make_studio, catalog, loader=loader_out_of_memory)
+    with serving(studio) as client:
+        with pytest.raises(Exception) as raised:
+            client.predict(model=SPEECH, text="no memory", api_name="/speech")
+        message = str(raised.value)
+        assert re.search(rf"{SPEECH} does not fit in RAM either \({NUMBER} of weights\): close other programs", message)
+        assert _loaded(studio) == {} and studio.manager.state_of(SPEECH) == "on disk"
+        _nothing_claimed(studio)
+        path, meta = client.predict(model=SPEECH, text="memory again", api_name="/speech")
+        assert meta["placement"] == "device" and Path(path).exists()
+    reliability.note(f"message: {message.strip()[:200]}")
+    reliability.note("3 OOMs at load (device, retry, CPU); 0 bytes left claimed; the next request served")
+
+
+# ---------------------------------------------------------------------------------------- (b) corrupt files
+def _snapshot(hf_home: Path, repo_id: str) -> Path:
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    return repo / "snapshots" / (repo / "refs" / "main").read_text().strip()
+
+
+@contextlib.contextmanager
+def _broken(hf_home: Path, repo_id: str, tmp_path: Path):
+    """The repo's cached snapshot, to break inside the block; put back as it was afterwards (the cache is shared)."""
+    snapshot = _snapshot(hf_home, repo_id)
+    backup = tmp_path / f"backup-{repo_id.replace('/', '--')}"
+    shutil.copytree(snapshot, backup)
+    try:
+        yield snapshot
+    finally:
+        shutil.rmtree(snapshot, ignore_errors=True)
+        shutil.copytree(backup, snapshot)
+
+
+def _truncate(snapshot: Path) -> None:
+    weights = snapshot / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+
+
+def _garbage_header(snapshot: Path) -> None:
+    weights = snapshot / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[:64] = b"\xff" * 8 + b"not json at all, just noise" + b"\x00" * 29
+    weights.write_bytes(bytes(data))
+
+
+def _no_config(snapshot: Path) -> None:
+    (snapshot / "config.json").unlink()
+
+
+CORRUPTIONS = {
+    "truncated safetensors": (_truncate, r"corrupt or incomplete .*delete them .*download again"),
+    "safetensors with a garbage header": (_garbage_header, r"corrupt or incomplete .*delete them .*download again"),
+    "missing config.json": (_no_config, r"not in the Hugging Face cache .*(run once online|hf download)"),
+}
+
+
+@pytest.mark.parametrize("kind", [
+    pytest.param(kind, marks=pytest.mark.reliability(
+        "Faults", f"model files: {kind}", f"{SPEECH}'s cached snapshot broken in place, API /speech; then another "
+                                          "model, then the same model once the files are restored"))
+    for kind in CORRUPTIONS
+])
+def test_corrupt_model_files_are_explained_and_leave_the_manager_clean(kind, make_studio, catalog, tiny_cache,
+                                                                       tmp_path, reliability):
+    corrupt, expected = CORRUPTIONS[kind]
+    studio = _studio(make_studio, catalog)
+    with serving(studio) as client:
+        with _broken(tiny_cache, SPEECH, tmp_path) as snapshot:
+            corrupt(snapshot)
+            with pytest.raises(Exception) as raised:
+                client.predict(model=SPEECH, text="broken files", api_name="/speech")
+            message = str(raised.value)
+            assert SPEECH in message and re.search(expected, message), message
+            assert "Traceback" not in message
+            assert SPEECH not in _loaded(studio)
+            assert studio.manager.state_of(SPEECH) in ("on disk", "not downloaded")
+            _nothing_claimed(studio)
+            path, meta = client.predict(model=OTHER_SPEECH, text="Guten Morgen", api_name="/speech")
+            assert meta["model"] == OTHER_SPEECH and Path(path).exists()
+        path, meta = client.predict(model=SPEECH, text="repaired", api_name="/speech")
+        assert meta["model"] == SPEECH and sf.info(path).frames > 0
+        assert studio.manager.used_bytes() == sum(row["bytes"] for row in studio.manager.snapshot()["models"]
+                                                  if row["placement"] == "device")
+    reliability.note(f"message: {message.strip()[:240]}")
+    reliability.note("0 bytes left claimed, model not listed as loaded; another model served; the same model "
+                     "served once its files were restored")
+
+
+# ---------------------------------------------------------------------------------------- (c) interrupted download
+def _interrupt_download(snapshot: Path) -> Path:
+    """What huggingface_hub leaves when a download of the weights stops midway: the small files in place, the
+    weights only as a partial `blobs/<etag>.incomplete`, not yet linked into the snapshot."""
+    weights = snapshot / "model.safetensors"
+    data = weights.read_bytes()
+    blobs = snapshot.parent.parent / "blobs"
+    blobs.mkdir(exist_ok=True)
+    partial = blobs / ("0" * 64 + ".incomplete")
+    partial.write_bytes(data[: len(data) // 3])
+    weights.unlink()
+    return partial
+
+
+@pytest.mark.reliability("Faults", "interrupted download, retried",
+                         f"{FRENCH}: weights only as blobs/<etag>.incomplete (a third of the bytes), offline; "
+                         "API /speech, then the same request with the files complete")
+def test_an_interrupted_download_is_explained_and_a_retry_with_the_files_succeeds(make_studio, catalog, tiny_cache,
+                                                                                  tmp_path, reliability):
+    studio = _studio(make_studio, catalog)
+    with serving(studio) as client:
+        with _broken(tiny_cache, FRENCH, tmp_path) as snapshot:
+            partial = _interrupt_download(snapshot)
+            with pytest.raises(Exception) as raised:
+                client.predict(model=FRENCH, text="bonjour", api_name="/speech")
+            message = str(raised.value)
+            assert FRENCH in message and re.search(r"corrupt or incomplete .*delete them .*download again", message), message
+            assert FRENCH not in _loaded(studio)
+            _nothing_claimed(studio)
+            shutil.rmtree(partial.parent)
+        path, meta = client.predict(model=FRENCH, text="bonjour", api_name="/speech")
+        assert meta["model"] == FRENCH and sf.info(path).frames > 0
+    reliability.note(f"message: {message.strip()[:220]}")
+    reliability.note("0 bytes claimed after the failure; the retry with the files complete served")
+
+
+@pytest.mark.reliability("Faults", "interrupted download shown as downloaded",
+                         "state of a repo whose weights are only a blobs/*.incomplete file (/memory, /estimate)")
+@pytest.mark.xfail(strict=True, reason="studio/weights.py cached_snapshot() treats config.json alone as 'on disk'; "
+                                       "see the report: a partial download must not be shown as downloaded")
+def test_a_partial_download_is_not_shown_as_downloaded(make_studio, catalog, tiny_cache, tmp_path, reliability):
+    studio = _studio(make_studio, catalog)
+    with _broken(tiny_cache, FRENCH, tmp_path) as snapshot:
+        _interrupt_download(snapshot)
+        reliability.note(f"state shown: {studio.manager.state_of(FRENCH)!r}; "
+                         f"estimate cached={studio.estimate(studio.request('speech', FRENCH, 'bonjour')).cached}")
+        assert studio.manager.state_of(FRENCH) == "not downloaded"
+        assert not studio.estimate(studio.request("speech", FRENCH, "bonjour")).cached
+
+
+class _Hub(http.server.BaseHTTPRequestHandler):
+    """Serves one file the way the Hub's /resolve/ does, honouring Range; records the ranges asked for.
+
+    With `drop_after` set, the first GET sends that many bytes of the body and then closes the connection.
+    """
+
+    body = b""
+    drop_after: int | None = None
+    ranges: list[str] = []
+
+    def _head(self, status: int, length: int, extra: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("X-Repo-Commit", "a" * 40)
+        self.send_header("ETag", '"' + "b" * 64 + '"')
+        self.send_header("Content-Length", str(length))
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:
+        self._head(200, len(self.body))
+
+    def do_GET(self) -> None:
+        asked = self.headers.get("Range")
+        type(self).ranges.append(asked or "")
+        start = int(re.match(r"bytes=(\d+)-", asked).group(1)) if asked else 0
+        if start:
+            self._head(206, len(self.body) - start,
+                       {"Content-Range": f"bytes {start}-{len(self.body) - 1}/{len(self.body)}"})
+        else:
+            self._head(200, len(self.body))
+        if type(self).drop_after is not None:
+            self.wfile.write(self.body[start:type(self).drop_after])
+            type(self).drop_after = None
+            self.close_connection = True  # the connection drops mid-file
+            return
+        self.wfile.write(self.body[start:])
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _download(hf_home: Path, body: bytes, drop_after: int | None) -> tuple[bytes, list[str]]:
+    """huggingface_hub.hf_hub_download (what from_pretrained calls) from a fake Hub, in a fresh process."""
+    _Hub.body, _Hub.drop_after, _Hub.ranges = body, drop_after, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}",
+           "HF_HUB_DISABLE_XET": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    script = "from huggingface_hub import hf_hub_download; print(hf_hub_download('org/partial', 'model.safetensors'))"
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr[-2000:]
+    return Path(done.stdout.strip().splitlines()[-1]).read_bytes(), list(_Hub.ranges)
+
+
+@pytest.mark.reliability("Faults", "interrupted download resumes",
+                         "a fake Hub on localhost (HF_ENDPOINT) drops the connection at 40 % of a 30 MiB file; then a "
+                         "partial blobs/<etag>.incomplete left by a killed process; huggingface_hub.hf_hub_download "
+                         "(what the loaders' from_pretrained uses) in a subprocess")
+def test_an_interrupted_download_resumes_where_it_stopped(tmp_path, reliability):
+    # The studio has no download code of its own that could defeat huggingface_hub's resume.
+    product = [p for d in ("studio", "models") for p in (ROOT / d).rglob("*.py")]
+    own = [str(p.relative_to(ROOT)) for p in product
+           if re.search(r"\b(import requests|import httpx|urllib\.request|hf_hub_download|snapshot_download)\b",
+                        p.read_text(encoding="utf-8"))]
+    assert own == [], own
+    body = os.urandom(30 * 2**20)  # huggingface_hub keeps what it received in whole 10 MiB chunks
+
+    # A connection dropped mid-file: huggingface_hub asks for the rest only.
+    got, ranges = _download(tmp_path / "dropped", body, drop_after=12 * 2**20)
+    assert got == body and len(ranges) == 2 and ranges[0] == "", ranges
+    resumed_at = int(re.fullmatch(r"bytes=(\d+)-", ranges[1]).group(1))
+    assert 0 < resumed_at <= 12 * 2**20
+
+    # A partial file left by a process killed mid-download: huggingface_hub 2.x downloads into a per-process
+    # temporary and does not reuse an old `<etag>.incomplete`, so the retry starts over (and still completes).
+    hf_home = tmp_path / "killed"
+    blobs = hf_home / "hub" / "models--org--partial" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / ("b" * 64 + ".incomplete")).write_bytes(body[:12 * 2**20])
+    got, restarted = _download(hf_home, body, drop_after=None)
+    assert got == body and restarted == [""], restarted
+    reliability.note(f"connection dropped at 12 MiB of 30 MiB: huggingface_hub resumed with {ranges[1]!r} and "
+                     "completed; "
+                     "no download code of the studio's own (studio/, models/ checked)")
+    reliability.note("a partial .incomplete left by a killed process is not reused by huggingface_hub "
+                     f"{_hub_version()}: the retry downloads the whole file again and completes")
+
+
+def _hub_version() -> str:
+    import huggingface_hub
+
+    return huggingface_hub.__version__
+
+
+# ---------------------------------------------------------------------------------------- (d) kill -9 mid-run
+def _start_app(port: int, out: Path, hf_home: Path, log: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
+    env.update(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+    with open(log, "ab") as fh:
+        return subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--device", "cpu",
+                                 "--output-dir", str(out)], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _connect(port: int, process: subprocess.Popen, log: Path):
+    from gradio_client import Client
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the app exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            return Client(f"http://127.0.0.1:{port}/", verbose=False)
+        except Exception:
+            time.sleep(0.5)
+    raise AssertionError(f"the app did not come up in 120 s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.reliability("Faults", "server killed (SIGKILL) mid-run, restarted",
+                         "python app.py in a subprocess: 3 good runs, a 30 s musicgen run killed with kill -9 while "
+                         "generating (plus leftovers of a write killed midway), restart on the same --output-dir")
+def test_kill_during_a_run_then_restart_keeps_the_history_whole(tiny_cache, tmp_path, reliability):
+    from gradio_client.utils import Status
+
+    from studio.history import History
+
+    out, log = tmp_path / "out", tmp_path / "app.log"
+    port = _free_port()
+    process = _start_app(port, out, tiny_cache, log)
+    try:
+        client = _connect(port, process, log)
+        finished = []
+        for kwargs in ({"model": SPEECH, "text": "first words", "seed": 11, "api_name": "/speech"},
+                       {"model": MUSIC, "prompt": "short tune", "duration": 0.5, "seed": 12, "api_name": "/music"},
+                       {"model": SPEECH, "text": "last words", "seed": 13, "api_name": "/speech"}):
+            path, meta = client.predict(**kwargs)
+            finished.append(meta["file"])
+        long_run = client.submit(model=MUSIC, prompt="a very long drone", duration=30, seed=14, api_name="/music")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = long_run.status()
+            if status.code == Status.PROGRESS and status.progress_data:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"the long run never reported progress: {long_run.status()}")
+        time.sleep(0.5)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        with contextlib.suppress(Exception):
+            client.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    # What a kill while saving would leave (the run above died while generating, before any file existed):
+    # write_audio's hidden temporaries and output_path's empty placeholder. A fresh one may be another process's
+    # write in progress and must stay.
+    old = time.time() - 3600
+    leftovers = [out / ".20260101-000000-music-x.wav.0123abcd.part", out / ".20260101-000000-music-x.wav.json.89abcdef.part",
+                 out / "20260101-000000-music-musicgen-small-s9-x-abcdef.wav"]
+    for path in leftovers:
+        path.write_bytes(b"partial" if path.name.endswith(".part") else b"")
+        os.utime(path, (old, old))
+    in_progress = out / ".20260101-000001-music-y.wav.fedcba98.part"
+    in_progress.write_bytes(b"being written")
+
+    process = _start_app(port, out, tiny_cache, log)
+    try:
+        client = _connect(port, process, log)
+        with sqlite3.connect(out / "history.sqlite3") as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        with History(out / "history.sqlite3", out) as history:
+            listed = [item.file for item in history.list()]
+        assert sorted(listed) == sorted(finished)
+        for name in finished:
+            assert sf.info(str(out / name)).frames > 0 and (out / (name + ".json")).exists()
+        assert not any("very-long-drone" in p.name for p in out.iterdir())  # the interrupted run left no file
+        assert [p for p in leftovers if p.exists()] == []
+        assert in_progress.exists()
+        path, meta = client.predict(model=SPEECH, text="after the restart", seed=15, api_name="/speech")
+        assert meta["history_id"] is not None and Path(path).exists()
+        client.close()
+    finally:
+        _stop(process)
+    reliability.note(f"{len(finished)} finished files present and listed after kill -9 and restart; "
+                     "integrity_check ok; the interrupted run not listed and left no file; 3 leftovers of a write "
+                     "killed midway removed at start, a fresh temporary (another writer's) kept; next request served")
