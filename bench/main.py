@@ -167,8 +167,10 @@ def run(args: argparse.Namespace) -> int:
         if case.repo not in results["checkpoints"] and not (args.cache / "hf" / "hub" /
                                                             f"models--{case.repo.replace('/', '--')}").exists():
             continue
-        loaded = results["models"].get(case.name, {}).get("resident_weight_bytes") or \
-            previous.get("models", {}).get(case.name, {}).get("resident_weight_bytes")
+        ran = results["models"].get(case.name) or previous.get("models", {}).get(case.name) or {}
+        # The header figure is float32's: compare it with the float32 load (the default may be int8).
+        loaded = ran.get("float32_weight_bytes") or (ran.get("resident_weight_bytes")
+                                                     if ran.get("default_dtype", "float32") == "float32" else None)
         try:
             results["catalog_memory"][case.name] = {"repo": case.repo, **catalog_memory(
                 case.repo, PUBLISHED_PARAMETERS[case.repo], loaded)}

@@ -32,12 +32,12 @@ PROTOTYPES = ("cpu-wait-policy", "musicgen-int8", "musicgen-prefault", "audioldm
 SLOW_PROTOTYPES = ("bark-int8", "stable-audio-decode-crop")
 
 
-def _adapter(repo: str):
+def _adapter(repo: str, dtype: str = "float32"):
     from studio.catalog import Catalog
 
     catalog = Catalog.discover("models")
     spec = catalog.get(repo)
-    return catalog, spec, catalog.family(spec).load(spec, "cpu", "float32")
+    return catalog, spec, catalog.family(spec).load(spec, "cpu", dtype)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -58,75 +58,10 @@ def _interleave(baseline: Callable[[], Any], prototype: Callable[[], Any], repea
 
 
 def weight_bytes(module) -> int:
-    """Bytes of parameters and buffers, counting dynamically quantized Linear layers' packed int8 weights."""
-    import torch
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    """The studio's own count (parameters, buffers and dynamically quantized Linear layers' packed int8 weights)."""
+    from studio.weights import module_bytes
 
-    total, seen = 0, set()
-    for sub in module.modules():
-        if isinstance(sub, DynamicLinear):
-            weight, bias = sub._packed_params._weight_bias()
-            total += weight.numel() * weight.element_size() + (bias.numel() * bias.element_size() if bias is not None else 0)
-            total += 8 * weight.shape[0] if weight.qscheme() == torch.per_channel_affine else 16
-            continue
-        for t in list(sub.parameters(recurse=False)) + list(sub.buffers(recurse=False)):
-            if t.data_ptr() not in seen:
-                seen.add(t.data_ptr())
-                total += t.numel() * t.element_size()
-    return total
-
-
-def quantize_int8(module, names: tuple[str, ...]) -> None:
-    """torch.ao dynamic int8 quantization of every nn.Linear in the named submodules, in place."""
-    import warnings
-
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization points to torchao; it still works in 2.13
-        for name in names:
-            quantize_dynamic(getattr(module, name), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-
-
-def _int8_embedding_class():
-    import torch
-
-    class Int8Embedding(torch.nn.Module):
-        """A token embedding stored as int8 rows with one fp32 scale per row; looks rows up, then dequantizes."""
-
-        def __init__(self, embedding: torch.nn.Embedding) -> None:
-            super().__init__()
-            weight = embedding.weight.detach().float()
-            scale = weight.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 127.0
-            self.register_buffer("qweight", torch.round(weight / scale).to(torch.int8))
-            self.register_buffer("scale", scale)
-            self.padding_idx = embedding.padding_idx
-            self.embedding_dim = embedding.embedding_dim
-            self.num_embeddings = embedding.num_embeddings
-
-        @property
-        def weight(self) -> torch.Tensor:  # for code that asks for the device or dtype of `.weight`
-            return self.scale
-
-        def forward(self, ids: torch.Tensor) -> torch.Tensor:
-            return self.qweight[ids].to(self.scale.dtype) * self.scale[ids]
-
-    return Int8Embedding
-
-
-def quantize_embeddings_int8(module) -> int:
-    """Replace every token nn.Embedding (not position embeddings) under `module` by an Int8Embedding; returns how many."""
-    import torch
-
-    cls = _int8_embedding_class()
-    replaced = 0
-    for name, parent in list(module.named_modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Embedding) and "pos" not in child_name and "relative" not in child_name:
-                setattr(parent, child_name, cls(child))
-                replaced += 1
-    return replaced
+    return module_bytes([module])
 
 
 def _logit_agreement(reference, candidate) -> dict:
@@ -152,10 +87,7 @@ def musicgen_int8(quick: bool) -> list[dict]:
 
     repo = "facebook/musicgen-small"
     catalog, spec, base = _adapter(repo)
-    _, _, q = _adapter(repo)
-    quantize_int8(q.model, ("decoder", "text_encoder"))
-    quantize_embeddings_int8(q.model.decoder)
-    quantize_embeddings_int8(q.model.text_encoder)
+    _, _, q = _adapter(repo, "int8")  # the product's precision=int8
     params = {"duration": 0.94 if quick else 1.94}
     prompt = "80s pop track with bassy drums and synth"
     req = catalog.make_request(repo, prompt, seed=SEED, params=params)
@@ -175,8 +107,8 @@ def musicgen_int8(quick: bool) -> list[dict]:
     fp32, int8 = weight_bytes(base.model), weight_bytes(q.model)
     dec32, dec8 = weight_bytes(base.model.decoder), weight_bytes(q.model.decoder)
     rows = [{
-        "model": "musicgen-small", "change": "int8: torch.ao dynamic quantization of the decoder's and T5's nn.Linear, "
-        "token embeddings as int8 rows + per-row scale; EnCodec fp32", "baseline_s": result["baseline_s"], "prototype_s": result["prototype_s"],
+        "model": "musicgen-small", "change": "precision int8 (the default on a CPU): dynamic quantization of the "
+        "decoder's and T5's nn.Linear, token embeddings as int8 rows + per-row scale; EnCodec float32", "baseline_s": result["baseline_s"], "prototype_s": result["prototype_s"],
         "ratio": result["ratio"], "runs": result["runs"],
         "weights": f"{fp32 / 1e9:.2f} -> {int8 / 1e9:.2f} GB ({fp32 / int8:.1f}x less; decoder {dec32 / dec8:.1f}x)",
         "weight_bytes": {"fp32": fp32, "int8": int8, "decoder_fp32": dec32, "decoder_int8": dec8},
@@ -221,10 +153,7 @@ def bark_int8(quick: bool) -> list[dict]:
 
     repo = "suno/bark-small"
     catalog, spec, base = _adapter(repo)
-    _, _, q = _adapter(repo)
-    quantize_int8(q.model, ("semantic", "coarse_acoustics", "fine_acoustics"))
-    for name in ("semantic", "coarse_acoustics", "fine_acoustics"):
-        quantize_embeddings_int8(getattr(q.model, name))
+    _, _, q = _adapter(repo, "int8")  # the product's precision=int8
     prompt = "Hello, my dog is cute. I need him in my life!"
     req = catalog.make_request(repo, prompt, seed=SEED, params={"max_chunk_seconds": 1.0 if quick else 2.0})
     warm = catalog.make_request(repo, prompt, seed=SEED, params={"max_chunk_seconds": 0.5})
@@ -238,8 +167,8 @@ def bark_int8(quick: bool) -> list[dict]:
     diff = max_abs_difference(result["outputs"]["baseline"].samples, result["outputs"]["prototype"].samples)
     fp32, int8 = weight_bytes(base.model), weight_bytes(q.model)
     row = {
-        "model": "bark-small", "change": "int8: torch.ao dynamic quantization of the three GPTs' nn.Linear, token embeddings as int8 "
-        "rows + per-row scale; EnCodec fp32",
+        "model": "bark-small", "change": "precision int8 (the default on a CPU): dynamic quantization of the three "
+        "GPTs' nn.Linear, token embeddings as int8 rows + per-row scale; EnCodec float32",
         "baseline_s": result["baseline_s"], "prototype_s": result["prototype_s"], "ratio": result["ratio"],
         "runs": result["runs"], "weights": f"{fp32 / 1e9:.2f} -> {int8 / 1e9:.2f} GB ({fp32 / int8:.1f}x less)",
         "weight_bytes": {"fp32": fp32, "int8": int8},

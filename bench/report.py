@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.runner import TARGETS
-
-AUTOREGRESSIVE = ("musicgen-small", "bark-small")
+from bench.runner import AUTOREGRESSIVE
 
 
 def _s(x: float | None, digits: int = 2) -> str:
@@ -38,12 +36,16 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
     for name, m in models.items():
         c = m["compare"]
         when = f"{m['mode']}, {m['created'][:16]}"
-        rows.append((f"{name}: studio speed vs reference (reference/studio)", _x(c["ratio"]), c["target"],
-                     _met(c["met"]), when))
-        if name in AUTOREGRESSIVE:
-            t = TARGETS["ratio_autoregressive"]
-            rows.append((f"{name}: speed with the studio's best default setting", _x(c["ratio"]), t.describe(),
-                         _met(t.met(c["ratio"])), when))
+        rows.append((f"{name}: studio speed vs reference, same settings and float32 (reference/studio)",
+                     _x(c["ratio"]), c["target"], _met(c["met"]), when))
+        d = m.get("compare_default")
+        if d is not None and (d.get("dtype") != "float32" or name in AUTOREGRESSIVE):
+            rows.append((f"{name}: studio's default on this machine ({d['dtype']}) vs reference float32",
+                         _x(d["ratio"]), d["target"], _met(d["met"]), when))
+        w = m.get("weights_reduction")
+        if w is not None and w.get("met") is not None:
+            rows.append((f"{name}: weight memory float32 / {w['dtype']}", _x(w["ratio"]), w["target"],
+                         _met(w["met"]), when))
         e = m["estimate"]
         n = len(e["runs"]) or 3
         rows.append((f"{name}: time estimate error (median of {n} length{'s' if n > 1 else ''})",
@@ -144,6 +146,28 @@ def render(results: dict) -> str:
     w("Ratio: median of the per-round ratios (the figure the target is checked on). Ratio of minimums: each "
       "side's fastest run, the least disturbed by other jobs. CPU-time ratio: over the process's CPU seconds. "
       "Same audio: the last reference and studio outputs of the same seed, compared sample by sample.\n")
+
+    w("### The studio's default on this machine\n")
+    w("What a user gets without touching Precision: `auto` picks per model and hardware (on this CPU, int8 for "
+      "MusicGen and Bark, float32 for the rest). Same rounds as above, against the same float32 reference; the "
+      "audio difference is what the precision costs at the same seed (sampling diverges once one token "
+      "differs, so for int8 it is the size of a different take, not of noise; the teacher-forced logit "
+      "agreement is under Prototypes).\n")
+    w("| model | precision | reference (median) | studio default (median) | ratio | target | | audio vs float32 "
+      "reference | weights float32 -> default | |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for name, e in results.get("models", {}).items():
+        d = e.get("compare_default")
+        if d is None:
+            continue
+        wr = e.get("weights_reduction")
+        weights = "–" if wr is None else f"{_gb(wr['float32_bytes'])} -> {_gb(wr['default_bytes'])} ({_x(wr['ratio'])})"
+        wmet = "–" if wr is None else f"{_met(wr['met'])} (target {wr['target']})"
+        same = "identical" if d["same_output"] else (f"max diff {d['max_abs_difference']:.2g}"
+                                                     if d["max_abs_difference"] is not None else "–")
+        w(f"| {name} | {d['dtype']} | {_s(d['reference']['median_s'])} | {_s(d['studio']['median_s'])} | "
+          f"**{_x(d['ratio'])}** | {d['target']} | {_met(d['met'])} | {same} | {weights} | {wmet} |")
+    w("")
 
     w("## Estimate accuracy\n")
     w("Each model starts from a fresh calibration. Its first studio run (which also loads it) is the calibration "

@@ -32,9 +32,11 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 
+AUTOREGRESSIVE = ("musicgen-small", "bark-small")  # the ">= 1.5x with the studio's default" models
 TARGETS = {
     "ratio": Target(">=", 1.0),  # reference / studio
     "ratio_autoregressive": Target(">=", 1.5),  # MusicGen and Bark, with the studio's default setting (issue 5)
+    "int8_weights": Target(">=", 3.0),  # float32 weight bytes / int8 weight bytes
     "time_error": Target("<=", 0.15),
     "memory_error": Target("<=", 0.25),
     "warm_overhead": Target("<=", 0.02),
@@ -132,18 +134,58 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
         runs.append({"settings": dict(params), "prompt_chars": len(req.prompt), **rec})
     out["estimate"] = _estimate_summary(runs)
 
-    # 4. Studio vs reference: interleaved rounds, alternating who goes first.
-    req = request(mode.compare)
-    times: dict[str, list[dict]] = {"reference": [], "studio": []}
+    # 4. Studio vs reference: interleaved rounds, rotating who goes first. "studio" runs the reference's
+    #    precision (float32); where the studio's default ("auto") picks another one on this machine, a second
+    #    studio holding the model in that precision ("default") runs in the same rounds.
+    has_precision = studio.catalog.get(case.repo).param("precision") is not None
+    req = request({**mode.compare, "precision": "float32"} if has_precision else mode.compare)
+    default_req = request(mode.compare)
+    default_dtype = studio.estimate(default_req).dtype
+    out["default_dtype"] = default_dtype
+    studios = {"studio": studio}
+    sides: tuple[str, ...] = ("reference", "studio")
+    if default_dtype != "float32":
+        studio32 = _studio(workdir / f"{case.name}-float32")
+        _timed(lambda: studio32.manager.run(request({**mode.calibration, "precision": "float32"},
+                                                     mode.calibration_prompt)), label="studio float32 (loads)")
+        out["float32_weight_bytes"] = _resident_bytes(studio32, case.repo)
+        out["weights_reduction"] = {
+            "float32_bytes": out["float32_weight_bytes"], "default_bytes": weights, "dtype": default_dtype,
+            "ratio": out["float32_weight_bytes"] / weights,
+            "target": TARGETS["int8_weights"].describe(), "met": TARGETS["int8_weights"].met(
+                out["float32_weight_bytes"] / weights) if default_dtype == "int8" else None,
+        }
+        studios = {"studio": studio32, "default": studio}
+        sides = ("reference", "studio", "default")
+    times: dict[str, list[dict]] = {side: [] for side in sides}
     audio: dict[str, Any] = {}
-    for slot in interleaved_order(mode.repeats, warmup=0):
+    for slot in interleaved_order(mode.repeats, warmup=0, sides=sides):
+        label = f"compare {slot.round + 1} {slot.side}"
         if slot.side == "reference":
-            audio["reference"], rec = reference(req, f"compare {slot.round + 1} reference")
+            audio["reference"], rec = reference(req, label)
         else:
-            result, rec = studio_run(req, label=f"compare {slot.round + 1} studio")
-            audio["studio"] = result.audio.samples
+            runner_studio = studios[slot.side]
+            one = req if slot.side == "studio" else default_req
+            estimate = runner_studio.estimate(one)
+            result, rec = _timed(lambda: runner_studio.manager.run(one), label=label)
+            rec.update(predicted_s=estimate.seconds, compute_s=result.compute_s, dtype=result.dtype)
+            audio[slot.side] = result.audio.samples
         times[slot.side].append(rec)
-    out["compare"] = _compare_summary(req, times, audio)
+    out["compare"] = _compare_summary(req, {k: times[k] for k in ("reference", "studio")},
+                                      {k: audio[k] for k in ("reference", "studio") if k in audio})
+    if "default" in times:
+        out["compare_default"] = _compare_summary(default_req, {"reference": times["reference"],
+                                                                "studio": times["default"]},
+                                                  {"reference": audio["reference"], "studio": audio["default"]})
+        out["compare_default"]["dtype"] = default_dtype
+        studio32.manager.unload_all()
+        del studios, studio32
+    else:
+        out["compare_default"] = {**out["compare"], "dtype": default_dtype}
+    if case.name in AUTOREGRESSIVE:
+        ratio = out["compare_default"]["ratio"]
+        out["compare_default"].update(target=TARGETS["ratio_autoregressive"].describe(),
+                                      met=TARGETS["ratio_autoregressive"].met(ratio))
 
     # 5. The warm-request overhead, with more rounds (cheap models only).
     if overhead_repeats:
@@ -184,7 +226,7 @@ def _compare_summary(req, times: dict[str, list[dict]], audio: dict) -> dict:
     loads = [r["others_load"] for side in times.values() for r in side if r.get("others_load") is not None]
     cpu_ratio = paired_ratio([r["cpu_s"] for r in times["reference"]], [r["cpu_s"] for r in times["studio"]])
     diff = max_abs_difference(audio.get("reference"), audio.get("studio")) if len(audio) == 2 else None
-    predicted = [(r["predicted_s"], r["wall_s"]) for r in times["studio"]]
+    predicted = [(r["predicted_s"], r["wall_s"]) for r in times["studio"] if "predicted_s" in r]
     return {
         "settings": dict(req.params), "prompt": req.prompt,
         "reference": {**summarize_times(ref), "runs": times["reference"]},
@@ -194,7 +236,7 @@ def _compare_summary(req, times: dict[str, list[dict]], audio: dict) -> dict:
         "others_load_max": max(loads) if loads else None,
         "target": TARGETS["ratio"].describe(), "met": TARGETS["ratio"].met(ratio),
         "max_abs_difference": diff, "same_output": diff is not None and diff == 0.0,
-        "estimate_time_error_median": median_relative_error(predicted),
+        "estimate_time_error_median": median_relative_error(predicted) if predicted else None,
     }
 
 

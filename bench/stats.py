@@ -84,21 +84,20 @@ class Slot:
     warmup: bool
 
 
-def interleaved_order(repeats: int, *, warmup: int = 1, sides: tuple[str, str] = ("reference", "studio")) -> list[Slot]:
-    """Warm-up runs of each side, then `repeats` rounds of one run per side, alternating who goes first.
+def interleaved_order(repeats: int, *, warmup: int = 1, sides: tuple[str, ...] = ("reference", "studio")) -> list[Slot]:
+    """Warm-up runs of each side, then `repeats` rounds of one run per side, rotating who goes first.
 
-    Alternating (ABBA...) keeps a steady drift (a machine warming up, another job starting) from always
-    favouring the side that runs second.
+    Rotating (AB BA ..., or ABC BCA CAB ... for three sides) keeps a steady drift (a machine warming up,
+    another job starting) from always favouring the side that runs later.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
-    first, second = sides
-    order = [Slot(side, -1, True) for _ in range(warmup) for side in (first, second)]
+    order = [Slot(side, -1, True) for _ in range(warmup) for side in sides]
     for index in range(repeats):
-        pair = (first, second) if index % 2 == 0 else (second, first)
-        order.extend(Slot(side, index, False) for side in pair)
+        shift = index % len(sides)
+        order.extend(Slot(side, index, False) for side in (*sides[shift:], *sides[:shift]))
     return order
 
 

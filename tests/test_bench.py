@@ -107,15 +107,24 @@ def test_report_renders_every_target(tmp_path):
            "predicted_weights_bytes": 2e9, "predicted_working_bytes": 1e9, "peak_bytes": 2.3e9, "memory_error": 0.3}
     estimate = {"runs": [one, one, one], "time_error_median": 0.1, "memory_error_median": 0.3, "time_target": "<= 0.15",
                 "memory_target": "<= 0.25", "time_met": True, "memory_met": False}
+    default = {**compare, "ratio": 1.4, "target": ">= 1.5", "met": False, "dtype": "int8", "same_output": False,
+               "max_abs_difference": 0.02}
+    weights = {"float32_bytes": 2.4e9, "default_bytes": 0.75e9, "dtype": "int8", "ratio": 3.2, "target": ">= 3",
+               "met": True}
     results = {"runs": [run], "models": {"musicgen-small": {
         "mode": "quick", "created": run["created"], "what": "50 steps", "compare": compare, "estimate": estimate,
+        "compare_default": default, "weights_reduction": weights,
         "calibration": {"settings": {"duration": 0.5}, "load_s": 1.0, "compute_s": 2.0}}}}
     rows = summary_rows(results)
-    assert ("musicgen-small: studio speed vs reference (reference/studio)", "1.20x", ">= 1", "met",
-            "quick, 2025-01-01T00:00") in rows
-    assert any(r[0].startswith("musicgen-small: speed with") and r[3] == "**not met**" for r in rows)  # >= 1.5x
+    when = "quick, 2025-01-01T00:00"
+    assert ("musicgen-small: studio speed vs reference, same settings and float32 (reference/studio)", "1.20x",
+            ">= 1", "met", when) in rows
+    assert ("musicgen-small: studio's default on this machine (int8) vs reference float32", "1.40x", ">= 1.5",
+            "**not met**", when) in rows
+    assert ("musicgen-small: weight memory float32 / int8", "3.20x", ">= 3", "met", when) in rows
     text = render(results)
     assert "| musicgen-small: memory estimate error (median of 3 lengths) | 30.0 % | <= 25 % | **not met** |" in text
+    assert "| musicgen-small | int8 | 1.20 s | 1.00 s | **1.40x** | >= 1.5 | **not met** | max diff 0.02 |" in text
 
 
 @pytest.mark.slow
