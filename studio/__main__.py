@@ -106,9 +106,22 @@ def _check_out(out: Path, fmt: str) -> Path:
 
 
 def catalog_rows(catalog) -> list[dict]:
-    """One row per model (MMS languages folded into one), with memory needs at default settings."""
-    from studio.catalog import DTYPE_BYTES
+    """One row per model (MMS languages folded into one), with memory needs at default settings.
+
+    Sizes come from the manager's own functions: what "auto" picks on a GPU and on a CPU, the weights in that
+    precision (exact when downloaded, else from the parameter count) plus working memory.
+    """
     from studio.settings import format_bytes
+    from studio.weights import float_bytes, planned_weight_bytes
+
+    short = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8"}
+
+    def need(spec, family, request, kind: str) -> str:
+        dtype = family.preferred_dtypes.get(kind, "float32")
+        floating = float_bytes(dtype, kind)
+        nbytes = planned_weight_bytes(spec, dtype, floating, family.int8_parts) + \
+            family.working_bytes(spec, request, floating)
+        return f"{format_bytes(nbytes)} ({short[dtype]})"
 
     rows, seen_families_with_languages = [], set()
     for spec in catalog:
@@ -123,13 +136,10 @@ def catalog_rows(catalog) -> list[dict]:
             repo, label = spec.repo_id, spec.label
         request = catalog.make_request(spec.repo_id, "example", seed=0)
         family = catalog.family(spec)
-        need = {dtype: spec.weight_bytes(dtype) + family.working_bytes(spec, request, DTYPE_BYTES[dtype])
-                for dtype in ("float16", "float32")}
-        gpu_dtype = family.preferred_dtypes.get("cuda", "float16")
         rows.append({
             "repo": repo, "label": label, "tasks": ", ".join(spec.tasks), "params": f"{spec.parameters / 1e6:,.0f}M",
-            "gpu": f"{format_bytes(need[gpu_dtype])} ({'fp16' if gpu_dtype == 'float16' else 'fp32'})",
-            "cpu": format_bytes(need["float32"]), "rate": f"{spec.sample_rate / 1000:g} kHz"
+            "gpu": need(spec, family, request, "cuda"), "cpu": need(spec, family, request, "cpu"),
+            "rate": f"{spec.sample_rate / 1000:g} kHz"
             + (" stereo" if spec.channels == 2 else ""), "license": spec.license,
         })
     return rows
@@ -140,7 +150,8 @@ def _models(markdown: bool) -> int:
 
     rows = catalog_rows(Catalog.discover("models"))
     if markdown:
-        print("| model | tasks | parameters | GPU memory, default settings | CPU RAM (fp32) | output | licence |")
+        print("| model | tasks | parameters | GPU memory, default settings | CPU RAM (auto precision) | output "
+              "| licence |")
         print("|---|---|---|---|---|---|---|")
         for r in rows:
             print(f"| `{r['repo']}` ({r['label']}) | {r['tasks']} | {r['params']} | {r['gpu']} | {r['cpu']} | "

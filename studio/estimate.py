@@ -42,7 +42,10 @@ class Estimate:
     dtype: str
 
     def summary(self) -> str:
-        """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · will unload suno/bark-small'."""
+        """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.
+
+        The precision is named unless it is float32: it changes both figures, and "auto" decides it per machine.
+        """
         parts = [f"about {format_seconds(self.seconds)}"]
         if not self.fits:
             return (
@@ -57,6 +60,8 @@ class Estimate:
         else:
             parts.insert(0, f"does not fit the device ({format_bytes(self.weights_bytes + self.working_bytes)} "
                             f"of {format_bytes(self.budget_bytes)}): runs on the CPU")
+        if self.dtype != "float32":
+            parts.append(self.dtype)
         if not self.cached:
             parts.append(f"downloads {format_bytes(self.weights_bytes)} first")
         elif not self.resident:

@@ -19,7 +19,7 @@ from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable
 from studio.estimate import Calibration, Estimate
 from studio.run import Audio, LoadedModel, RunContext
 from studio.settings import DEFAULT_RESERVE, format_bytes
-from studio.weights import cached_snapshot, cached_weight_bytes, module_bytes
+from studio.weights import downloaded, float_bytes, module_bytes, planned_weight_bytes
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,11 @@ class _LoadOutOfMemory(DoesNotFit):
 class Lease:
     """A model held for use; the manager never evicts it while the lease is open."""
 
-    def __init__(self, manager: "PipelineManager", entry: _Entry) -> None:
+    def __init__(self, manager: "PipelineManager", entry: _Entry, recoveries: list[str] | None = None) -> None:
         self._manager = manager
         self._entry = entry
         self.released = False
+        self.recoveries = recoveries or []  # what the load had to do to succeed, for the user to see
 
     @property
     def model(self) -> LoadedModel:
@@ -193,7 +194,7 @@ class PipelineManager:
                 {
                     "id": e.spec.repo_id,
                     "label": e.spec.label,
-                    "state": IN_USE if e.refs > 0 and e.model is not None else e.state,
+                    "state": self._shown_state(e),
                     "bytes": e.weights if e.model is not None else 0,
                     "placement": e.placement,
                     "dtype": e.dtype if e.model is not None else None,
@@ -216,8 +217,15 @@ class PipelineManager:
         with self._lock:
             entry = self._entries.get(model_id)
             if entry is None:
-                return ON_DISK if cached_snapshot(model_id) else NOT_DOWNLOADED
-            return IN_USE if entry.refs > 0 and entry.model is not None else entry.state
+                return ON_DISK if downloaded(model_id) else NOT_DOWNLOADED
+            return self._shown_state(entry)
+
+    def _shown_state(self, entry: _Entry) -> str:
+        if entry.model is not None:
+            return IN_USE if entry.refs > 0 else entry.state
+        if entry.state in (ON_DISK, NOT_DOWNLOADED):  # files may have come or gone since (a pin makes an entry)
+            return ON_DISK if downloaded(entry.spec.repo_id) else NOT_DOWNLOADED
+        return entry.state
 
     # ---------------------------------------------------------------- estimates
     def estimate_run(self, request: Request) -> Estimate:
@@ -227,7 +235,7 @@ class PipelineManager:
             entry = self._entries.get(spec.repo_id)
             plan = self._plan(spec, request, entry)
             resident = entry is not None and entry.model is not None and entry.placement == plan.placement
-        cached = resident or (entry is not None and entry.model is not None) or cached_snapshot(spec.repo_id) is not None
+        cached = resident or (entry is not None and entry.model is not None) or downloaded(spec.repo_id)
         load_s = 0.0 if resident else self.calibration.load_seconds(
             self.device.kind, plan.weights, first_in_process=not self._loaded_once)
         if not resident and not heavy_libraries_imported():
@@ -276,9 +284,7 @@ class PipelineManager:
 
     def _float_bytes(self, dtype: str, placement: str) -> int:
         """Bytes per element of what stays floating: activations, and with int8 the unquantized weights."""
-        if dtype == "int8":  # CPU int8 computes in float32; CUDA (bitsandbytes) in float16
-            return 4 if self._compute_kind(placement) == "cpu" else 2
-        return DTYPE_BYTES[dtype]
+        return float_bytes(dtype, self._compute_kind(placement))
 
     def _weights_label(self, dtype: str, placement: str) -> str:
         """Calibration key for loaded weight bytes: int8 models differ in size on the CPU and on CUDA."""
@@ -290,13 +296,8 @@ class PipelineManager:
         measured = self.calibration.known_weights(spec.repo_id, self._weights_label(dtype, placement))
         if measured is not None:
             return measured
-        float_bytes = self._float_bytes(dtype, placement)
-        int8_parts = self.catalog.family(spec).int8_parts if dtype == "int8" else ()
-        exact = cached_weight_bytes(spec.repo_id, float_bytes, int8_parts)
-        if exact is not None:
-            return exact
-        # Not downloaded: the catalog's parameter count; int8 keeps about a third (the codec stays float).
-        return spec.weight_bytes(dtype) if dtype != "int8" else spec.parameters * float_bytes // 3
+        int8_parts = self.catalog.family(spec).int8_parts
+        return planned_weight_bytes(spec, dtype, self._float_bytes(dtype, placement), int8_parts)
 
     def _load_peak(self, spec: ModelSpec, dtype: str, placement: str) -> int:
         """Bytes held while loading beyond the final weights: int8 on the CPU loads float32, then quantizes."""
@@ -366,11 +367,11 @@ class PipelineManager:
             entry.last_used = self._clock()
         try:
             with self._load_lock:
-                self._make_ready(entry, request, ctx)
+                recoveries = self._make_ready(entry, request, ctx)
         except BaseException:
             self._release(entry)
             raise
-        return Lease(self, entry)
+        return Lease(self, entry, recoveries)
 
     def _release(self, entry: _Entry) -> None:
         with self._lock:
@@ -381,7 +382,8 @@ class PipelineManager:
                 entry.state = ON_DEVICE if entry.placement == "device" else IN_RAM
         self._process_deferred_unloads()
 
-    def _make_ready(self, entry: _Entry, request: Request, ctx: RunContext) -> None:
+    def _make_ready(self, entry: _Entry, request: Request, ctx: RunContext) -> list[str]:
+        """Evict, move or load as the plan says; returns the out-of-memory recoveries a load needed."""
         with self._lock:
             plan = self._plan(entry.spec, request, entry)
         if not plan.fits:
@@ -389,26 +391,32 @@ class PipelineManager:
         for model_id in plan.evicts:
             self._evict(self._entries[model_id])
         if entry.model is not None and entry.placement == plan.placement and entry.dtype == plan.dtype:
-            return
+            return []
         if (entry.model is not None and entry.dtype == plan.dtype and self._movable(entry)
                 and "offload" not in (entry.placement, plan.placement)):
             self._move(entry, plan.placement)
-            return
+            return []
         if entry.model is not None:  # other precision, or offload hooks to add or remove: load afresh
             self._drop(entry)
-        self._load_with_ladder(entry, plan, ctx)
+        return self._load_with_ladder(entry, plan, ctx)
 
-    def _load_with_ladder(self, entry: _Entry, plan: _Plan, ctx: RunContext) -> None:
-        """Load; on OOM (memory taken by someone else meanwhile) evict every idle model and retry, then use the CPU."""
+    def _load_with_ladder(self, entry: _Entry, plan: _Plan, ctx: RunContext) -> list[str]:
+        """Load; on OOM (memory taken by someone else meanwhile) evict every idle model and retry, then use the CPU.
+
+        Returns what it had to do, in words for the result's metadata: a model that ends up on the CPU is slower,
+        and the user should know why.
+        """
+        recoveries: list[str] = []
         try:
             self._load(entry, plan, ctx)
-            return
+            return recoveries
         except _LoadOutOfMemory:
             log.warning("OOM loading %s; unloading idle models and retrying", entry.spec.repo_id)
-        self._evict_idle_from_device(keep=entry)
+        evicted = self._evict_idle_from_device(keep=entry)
+        recoveries.append(f"out of memory loading; unloaded {evicted} idle model(s) and loaded again")
         try:
             self._load(entry, plan, ctx)
-            return
+            return recoveries
         except _LoadOutOfMemory as error:
             if plan.placement != "device" or self.device.kind == "cpu":
                 raise DoesNotFit(
@@ -428,6 +436,8 @@ class PipelineManager:
                 f"{entry.spec.repo_id} does not fit in RAM either ({format_bytes(cpu_plan.weights)} of weights): "
                 f"close other programs or pick a smaller model"
             ) from error
+        recoveries.append(f"out of memory loading again; loaded on the CPU instead ({cpu_dtype})")
+        return recoveries
 
     def _evict_idle_from_device(self, keep: _Entry) -> int:
         with self._lock:
@@ -455,7 +465,7 @@ class PipelineManager:
 
     def _load(self, entry: _Entry, plan: _Plan, ctx: RunContext) -> None:
         spec = entry.spec
-        downloading = cached_snapshot(spec.repo_id) is None
+        downloading = not downloaded(spec.repo_id)
         with self._lock:
             entry.state = DOWNLOADING if downloading else LOADING
         ctx.stage("downloading" if downloading else "loading")
@@ -482,7 +492,7 @@ class PipelineManager:
             self.device.remove(tag)
             self.device.remove_host(tag)
             with self._lock:
-                entry.state = ON_DISK if cached_snapshot(spec.repo_id) else NOT_DOWNLOADED
+                entry.state = ON_DISK if downloaded(spec.repo_id) else NOT_DOWNLOADED
             self.device.empty_cache()
             if is_out_of_memory(error):
                 raise _LoadOutOfMemory(str(error)) from None
@@ -641,7 +651,7 @@ class PipelineManager:
             lease = self.acquire(request, ctx)  # refuses with the numbers, before running, when it cannot fit
             try:
                 load_s = self._clock() - started
-                audio, compute_s, peak, recoveries = self._generate_with_ladder(lease, request, ctx)
+                audio, compute_s, peak, run_recoveries = self._generate_with_ladder(lease, request, ctx)
             except BaseException as error:
                 # The traceback's frames hold the adapter's tensors; clear them so that an unload waiting for
                 # this run (released just below) really frees the model instead of finding it still referenced.
@@ -653,12 +663,13 @@ class PipelineManager:
         with self._lock:
             entry = self._entries[spec.repo_id]
             placement, dtype = entry.placement or lease.placement, entry.dtype
-        if not recoveries:
+        if not run_recoveries:  # a retried run's time is no measure of the model's speed (a retried load's is apart)
             units = self.catalog.family(spec).work_units(spec, request)
             self.calibration.record_run(Calibration.key(spec.repo_id, self._speed_kind(placement), dtype), units, compute_s)
         return RunResult(
             audio=audio, estimate=estimate, elapsed_s=self._clock() - started, load_s=load_s,
-            compute_s=compute_s, peak_bytes=peak, placement=placement, dtype=dtype, recoveries=recoveries,
+            compute_s=compute_s, peak_bytes=peak, placement=placement, dtype=dtype,
+            recoveries=lease.recoveries + run_recoveries,
         )
 
     def _generate_with_ladder(self, lease: Lease, request: Request, ctx: RunContext):
@@ -703,10 +714,13 @@ class PipelineManager:
                     recoveries.append(f"out of memory again; retried {'with CPU offload' if placement == 'offload' else 'on the CPU'}")
                     log.warning("OOM running %s: %s", entry.spec.repo_id, recoveries[-1])
                     continue
+                # CPU and Apple MPS share the machine's RAM with everything else; a discrete GPU's memory is its own.
+                others = "close other programs using memory" if self.device.kind in ("cpu", "mps") \
+                    else "close other GPU programs"
                 raise DoesNotFit(
                     f"{entry.spec.repo_id} ran out of memory generating (estimated {format_bytes(entry.weights)} "
                     f"weights + {format_bytes(working)} working; budget {format_bytes(self.budget())}, "
-                    f"in use {format_bytes(self.used_bytes())}): shorten the request, close other GPU programs, "
+                    f"in use {format_bytes(self.used_bytes())}): shorten the request, {others}, "
                     f"or lower --memory-budget so the estimate leaves more headroom"
                 ) from None
         raise AssertionError("unreachable")

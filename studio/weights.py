@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
+
+from studio.catalog import DTYPE_BYTES, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +23,11 @@ _warned: set[str] = set()
 
 
 def cached_snapshot(repo_id: str) -> Path | None:
-    """The local snapshot folder of `repo_id` in the HF cache, or None when nothing of it is cached."""
+    """The local snapshot folder of `repo_id` in the HF cache, or None when nothing of it is cached.
+
+    A snapshot may be partial (an interrupted download leaves the small files and no weights): fine for reading
+    configs and headers; whether the model is downloaded is `downloaded()`'s question.
+    """
     from huggingface_hub import try_to_load_from_cache
 
     for marker in _MARKERS:
@@ -28,6 +35,77 @@ def cached_snapshot(repo_id: str) -> Path | None:
         if isinstance(found, str):
             return Path(found).parent
     return None
+
+
+def downloaded(repo_id: str) -> bool:
+    """Whether `repo_id` is completely in the HF cache: its configs and every weight file they call for."""
+    snapshot = cached_snapshot(repo_id)
+    return snapshot is not None and snapshot_complete(snapshot)
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json",
+            "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin.index.json")
+# Parts of a diffusers pipeline that hold no weights, by the class model_index.json names for them.
+_WEIGHTLESS_CLASSES = ("Tokenizer", "TokenizerFast", "Scheduler", "FeatureExtractor", "ImageProcessor", "Processor")
+_json_cache: dict[Path, tuple[tuple[int, int], Any]] = {}
+
+
+def snapshot_complete(snapshot: Path) -> bool:
+    """Whether a snapshot folder holds its weights, not only the small files an interrupted download leaves.
+
+    A transformers repo: every shard its index names, or without an index at least one weight file. A diffusers
+    repo (model_index.json): the same for every component folder that holds a model. Weight files in the HF
+    cache are symbolic links into blobs/ made once a blob is complete, so a few stat calls answer; the JSON
+    files read on the way are kept while their size and mtime stay the same (estimates ask on every change).
+    """
+    model_index = _small_json(snapshot / "model_index.json")
+    if model_index is None:
+        return _weights_present(snapshot)
+    for name, value in model_index.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[1] is None:
+            continue  # metadata ("_class_name", ...) and optional parts left out (null)
+        folder = snapshot / name
+        has_config = (folder / "config.json").exists()
+        if not has_config and str(value[1]).endswith(_WEIGHTLESS_CLASSES):
+            continue
+        if not _weights_present(folder):
+            return False
+    return True
+
+
+def _weights_present(folder: Path) -> bool:
+    for index_name in _INDEXES:
+        index = _small_json(folder / index_name)
+        if index is not None:
+            shards = set(index.get("weight_map", {}).values()) if isinstance(index, dict) else set()
+            return bool(shards) and all((folder / shard).exists() for shard in shards)
+    try:
+        with os.scandir(folder) as entries:
+            # is_file() follows the cache's symbolic links: a link to a missing blob is no weight file.
+            return any(e.name.endswith(_WEIGHT_SUFFIXES) and e.is_file() for e in entries)
+    except OSError:
+        return False
+
+
+def _small_json(path: Path) -> Any:
+    """The parsed JSON file, or None when it is missing or unreadable; reparsed only when it changes."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _json_cache.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if len(_json_cache) > 256:
+        _json_cache.clear()
+    _json_cache[path] = (key, data)
+    return data
 
 
 def read_header(path: Path) -> dict:
@@ -81,9 +159,9 @@ def safetensors_bytes(snapshot: Path, dtype_bytes: int, int8_parts: tuple[str, .
 
 
 def cached_weight_bytes(repo_id: str, dtype_bytes: int, int8_parts: tuple[str, ...] = ()) -> int | None:
-    """Exact bytes from the cached safetensors of `repo_id`, or None when they are not cached."""
+    """Exact bytes from the cached safetensors of `repo_id`, or None when they are not (all) cached."""
     snapshot = cached_snapshot(repo_id)
-    if snapshot is None:
+    if snapshot is None or not snapshot_complete(snapshot):  # the shards present of a partial download undercount
         return None
     try:
         return safetensors_bytes(snapshot, dtype_bytes, int8_parts)
@@ -93,6 +171,25 @@ def cached_weight_bytes(repo_id: str, dtype_bytes: int, int8_parts: tuple[str, .
             log.warning("could not read the safetensors headers of %s (%s); estimating from the catalog", repo_id,
                         error)
         return None
+
+
+def float_bytes(dtype: str, compute_kind: str) -> int:
+    """Bytes per element of what stays floating: activations, and with int8 the unquantized weights."""
+    if dtype == "int8":  # CPU int8 computes in float32; CUDA (bitsandbytes) in float16
+        return 4 if compute_kind == "cpu" else 2
+    return DTYPE_BYTES[dtype]
+
+
+def planned_weight_bytes(spec: ModelSpec, dtype: str, floating: int, int8_parts: tuple[str, ...] = ()) -> int:
+    """Weight bytes `spec` will take loaded in `dtype` (floating tensors at `floating` bytes each), before any load.
+
+    Exact from the cached safetensors headers when the model is downloaded; otherwise from the catalog's parameter
+    count, where int8 keeps about a third (the codec and the vectors stay float).
+    """
+    exact = cached_weight_bytes(spec.repo_id, floating, int8_parts if dtype == "int8" else ())
+    if exact is not None:
+        return exact
+    return spec.weight_bytes(dtype) if dtype != "int8" else spec.parameters * floating // 3
 
 
 def module_bytes(modules: Iterable) -> int:

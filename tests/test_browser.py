@@ -245,6 +245,24 @@ def _pick(page, dropdown: str, option) -> None:
     page.get_by_role("option", name=option).first.click()
 
 
+def test_the_precision_setting_changes_the_estimate(server, browser):
+    url, _ = server
+    page = _open(browser, url)
+    page.locator("#music-advanced").get_by_text("Advanced").first.click()
+    precision = page.locator("#music-advanced").get_by_label("Precision")
+    estimate = page.locator("#music-estimate")
+    for option in ("int8", "float32"):
+        precision.click()
+        page.get_by_role("option", name=option, exact=True).click()
+        if option == "int8":  # named in the line when not float32; int8 weighs and takes less than float32
+            int8 = _expect_text(estimate, r"about .* · needs .* · int8")
+    float32 = _expect_text(estimate, r"(?s)\A(?!.*int8).*about .* · needs ", 10)
+    needs = [re.search(r"needs (\S+ \S+)", line).group(1) for line in (int8, float32)]
+    assert needs[0] != needs[1], (int8, float32)
+    page.locator("#tab-music").screenshot(path=str(ARTIFACTS / "precision-float32.png"))
+    page.close()
+
+
 def test_restore_a_history_item_into_its_tab(server, browser):
     url, studio = server
     if getattr(studio, "history", None) is None:

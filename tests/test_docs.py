@@ -27,3 +27,24 @@ def test_readme_names_every_flag():
                  "--output-dir", "--mcp"):
         assert f"`{flag}" in readme, flag
         assert "STUDIO_" + flag[2:].upper().replace("-", "_") in readme
+
+
+def test_catalog_table_cpu_column_is_what_the_manager_plans_on_a_cpu(catalog, tiny_cache):
+    # The same sizes the manager plans with "auto" on a CPU (int8 for MusicGen and Bark), here from the tiny files.
+    from studio.__main__ import catalog_rows
+    from studio.device import CpuDevice
+    from studio.manager import PipelineManager
+    from studio.settings import format_bytes
+
+    manager = PipelineManager(catalog, CpuDevice(), reserve=0)
+    rows = {row["repo"]: row for row in catalog_rows(catalog)}
+    dtypes = {}
+    for repo, row in rows.items():
+        if repo not in [spec.repo_id for spec in catalog]:
+            continue  # MMS languages folded into one row
+        estimate = manager.estimate_run(catalog.make_request(repo, "example", seed=0))
+        short = {"float32": "fp32", "int8": "int8"}[estimate.dtype]
+        assert row["cpu"] == f"{format_bytes(estimate.weights_bytes + estimate.working_bytes)} ({short})", repo
+        dtypes[repo] = estimate.dtype
+    assert dtypes["facebook/musicgen-small"] == dtypes["suno/bark-small"] == "int8"
+    assert dtypes["cvssp/audioldm2"] == "float32"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import json
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import ROOT
-from tests.test_ui_api import _free_port, serving
+from tests.serving import free_port as _free_port, serving
 
 MUSIC, SPEECH, OTHER_SPEECH, FRENCH = "facebook/musicgen-small", "facebook/mms-tts-eng", "facebook/mms-tts-deu", \
     "facebook/mms-tts-fra"
@@ -136,6 +135,8 @@ def test_oom_while_loading_evicts_and_retries(make_studio, catalog, reliability)
         path, meta = client.predict(model=MUSIC, prompt="after an oom", duration=0.5, seed=5, api_name="/music")
     assert calls == [SPEECH, MUSIC, MUSIC]  # failed once, retried once
     assert meta["placement"] == "device" and meta["seed"] == 5 and sf.info(path).frames > 0
+    # The user is told, not only the log: the metadata's "Recovered" row.
+    assert meta["recoveries"] == ["out of memory loading; unloaded 1 idle model(s) and loaded again"]
     assert _loaded(studio) == {SPEECH: "in RAM", MUSIC: "on device"}  # the ladder moved the idle model out first
     assert studio.device.peak <= studio.device.capacity
     reliability.note("1 OOM at load: the idle model moved to RAM, the load retried on the device and served")
@@ -281,8 +282,6 @@ def test_an_interrupted_download_is_explained_and_a_retry_with_the_files_succeed
 
 @pytest.mark.reliability("Faults", "interrupted download shown as downloaded",
                          "state of a repo whose weights are only a blobs/*.incomplete file (/memory, /estimate)")
-@pytest.mark.xfail(strict=True, reason="studio/weights.py cached_snapshot() treats config.json alone as 'on disk'; "
-                                       "see the report: a partial download must not be shown as downloaded")
 def test_a_partial_download_is_not_shown_as_downloaded(make_studio, catalog, tiny_cache, tmp_path, reliability):
     studio = _studio(make_studio, catalog)
     with _broken(tiny_cache, FRENCH, tmp_path) as snapshot:

@@ -146,8 +146,10 @@ def test_oom_with_nowhere_to_go_is_explained_with_numbers(make_studio, catalog):
 
     studio = make_studio()
     manager = PipelineManager(catalog, _AlwaysOutOfMemory(), reserve=0)
-    with pytest.raises(DoesNotFit, match=r"ran out of memory generating \(estimated .* budget .*\): shorten"):
+    with pytest.raises(DoesNotFit, match=r"ran out of memory generating \(estimated .* budget .*\): shorten") as raised:
         manager.run(_request(studio, "facebook/mms-tts-eng"))
+    # A CPU-only machine has no GPU programs to close: the advice names what frees RAM.
+    assert "close other programs using memory" in str(raised.value) and "GPU" not in str(raised.value)
     assert manager.snapshot()["models"][0]["state"] == ON_DEVICE  # loaded, idle, usable again
 
 
@@ -174,7 +176,31 @@ def test_oom_while_loading_evicts_idle_models_and_retries(make_studio, catalog):
     states = {row["id"]: row["state"] for row in manager.snapshot()["models"]}
     assert states == {SAME_SIZE[1]: IN_RAM, SAME_SIZE[0]: ON_DEVICE}
     assert result.placement == "device" and result.audio.samples.size > 0
+    assert result.recoveries == ["out of memory loading; unloaded 1 idle model(s) and loaded again"]
     assert device.peak <= device.capacity
+
+
+def test_a_load_that_ends_on_the_cpu_after_oom_says_so_in_the_result(make_studio, catalog):
+    from studio.manager import PipelineManager
+
+    probe = make_studio(1024 * MB, host_capacity=10_000 * MB)
+    failures = {"left": 2}
+
+    def loader_out_of_memory_twice(spec, torch_device, dtype):
+        import torch
+
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory while loading")
+        return catalog.family(spec).load(spec, torch_device, dtype)
+
+    manager = PipelineManager(catalog, probe.device, reserve=0, loader=loader_out_of_memory_twice)
+    result = manager.run(_request(probe, SAME_SIZE[0], precision="auto"))
+    assert result.placement == "cpu" and result.dtype == "int8"  # auto re-decided for the CPU
+    assert result.recoveries == ["out of memory loading; unloaded 0 idle model(s) and loaded again",
+                                 "out of memory loading again; loaded on the CPU instead (int8)"]
+    again = manager.run(_request(probe, SAME_SIZE[0], precision="auto"))  # loaded: nothing to recover from now
+    assert again.recoveries == []
 
 
 def test_memory_taken_by_another_program_is_seen_before_loading(make_studio):

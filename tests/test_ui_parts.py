@@ -95,7 +95,10 @@ def _estimate(**changes) -> Estimate:
 
 def test_the_estimate_line_is_the_estimate_summary():
     line = text.estimate_html(_estimate())
-    assert "about 24 s · needs 2.3 GB of 7.6 GB · will unload suno/bark-small" in line
+    assert "about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small" in line
+    # The precision is named when it is not float32 (it changes both figures).
+    assert "about 24 s · needs 2.3 GB of 7.6 GB · will unload" in text.estimate_html(_estimate(dtype="float32"))
+    assert "of 7.6 GB · int8 · loads in ~3.0 s" in text.estimate_html(_estimate(dtype="int8", resident=False))
     assert "studio-estimate-ok" in line
     assert "studio-estimate-warn" in text.estimate_html(_estimate(placement="offload"))
     assert "studio-estimate-bad" in text.estimate_html(_estimate(fits=False))

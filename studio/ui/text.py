@@ -81,7 +81,7 @@ def format_choices(formats: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def estimate_html(estimate: Estimate | None, *, problem: str | None = None) -> str:
-    """The line above Generate: 'about 24 s · needs 2.3 GB of 7.6 GB · will unload suno/bark-small'."""
+    """The line above Generate: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'."""
     if estimate is None:
         return f'<div class="studio-estimate studio-estimate-wait">{html.escape(problem or "")}</div>'
     kind = "ok" if estimate.fits and estimate.placement == "device" else "warn" if estimate.fits else "bad"
