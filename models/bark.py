@@ -167,10 +167,49 @@ def _scaled_progress(ctx: RunContext, steps: int, start: int, end: int, total: i
     return token_progress(scaled, steps)
 
 
+def fused_attention(self, query, key, value, attention_mask=None):
+    """BarkSelfAttention._attn through torch's fused scaled_dot_product_attention: the eager version's math
+    (scale 1/sqrt(head_dim), the causal triangle offset for a KV cache, the additive padding mask) without
+    materializing the softmax matrix. transformers gives Bark no SDPA path; the fine stage's 1024-frame
+    non-causal passes are where it pays. Returns no attention weights (nothing here asks for them)."""
+    import torch
+
+    q_len, k_len = query.size(-2), key.size(-2)
+    mask, causal = attention_mask, False
+    if self.is_causal and q_len > 1:
+        if attention_mask is None and q_len == k_len:
+            causal = True
+        else:
+            allowed = self.bias[:, :, k_len - q_len:k_len, :k_len]
+            if attention_mask is None:
+                mask = allowed
+            else:
+                mask = torch.where(allowed, attention_mask, torch.finfo(attention_mask.dtype).min)
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.to(query.dtype)
+    output = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, is_causal=causal)
+    return output, None
+
+
+def use_fused_attention(model) -> int:
+    """Route every eager Bark attention of `model` through `fused_attention`; returns how many."""
+    import types
+
+    from transformers.models.bark.modeling_bark import BarkSelfAttention, BarkSelfFlashAttention2
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, BarkSelfAttention) and not isinstance(module, BarkSelfFlashAttention2):
+            module._attn = types.MethodType(fused_attention, module)
+            count += 1
+    return count
+
+
 def load(spec: ModelSpec, torch_device: str, dtype: str) -> BarkModelAdapter:
     from transformers import BarkModel, BarkProcessor
 
     model = load_pretrained(BarkModel, spec, torch_device, dtype, int8_parts=INT8_PARTS, keep_float=("codec_model",))
+    use_fused_attention(model)
     processor = BarkProcessor.from_pretrained(spec.repo_id, **SAFE_LOAD)
     return BarkModelAdapter(spec, model, processor, torch_device)
 

@@ -106,3 +106,36 @@ def test_voices_come_from_the_repo(studio):
     voices = studio.catalog.voices(spec)
     assert "v2/en_speaker_6" in voices and "announcer" in voices
     assert "v2/zh_speaker_9" not in voices  # published, but not in this (tiny) repo's speaker_embeddings_path.json
+
+
+def test_bark_fused_attention_matches_the_eager_math(tiny_cache, catalog):
+    """The SDPA route gives the eager attention's logits: causal with a padding mask, causal with a KV cache
+    (one new token), and the fine model's non-causal passes."""
+    import copy
+
+    import torch
+    from transformers import BarkModel
+
+    from models.bark import use_fused_attention
+
+    eager = BarkModel.from_pretrained("suno/bark-small").eval()
+    fused = copy.deepcopy(eager)
+    assert use_fused_attention(fused) == sum(len(m.layers) for m in (fused.semantic, fused.coarse_acoustics,
+                                                                        fused.fine_acoustics))
+    ids = torch.randint(0, eager.semantic.config.input_vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # left padding in the second row
+    with torch.inference_mode():
+        a = eager.semantic(input_ids=ids, attention_mask=mask, use_cache=True)
+        b = fused.semantic(input_ids=ids, attention_mask=mask, use_cache=True)
+        assert torch.allclose(a.logits[0], b.logits[0], atol=1e-5)
+        assert torch.allclose(a.logits[1, 4:], b.logits[1, 4:], atol=1e-5)
+        step = torch.randint(0, eager.semantic.config.input_vocab_size, (2, 1))
+        longer = torch.cat([mask, torch.ones_like(step)], dim=1)
+        a2 = eager.semantic(input_ids=step, attention_mask=longer, past_key_values=a.past_key_values)
+        b2 = fused.semantic(input_ids=step, attention_mask=longer, past_key_values=b.past_key_values)
+        assert torch.allclose(a2.logits, b2.logits, atol=1e-5)
+        codes = torch.randint(0, eager.fine_acoustics.config.input_vocab_size, (1, 20, 8),
+                              generator=torch.Generator().manual_seed(1))
+        assert torch.allclose(eager.fine_acoustics(3, input_ids=codes).logits,
+                              fused.fine_acoustics(3, input_ids=codes).logits, atol=1e-5)
