@@ -12,7 +12,6 @@ import errno
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,40 +23,14 @@ from typing import Any
 
 import pytest
 
+from tests.serving import serving
+
 ROOT = Path(__file__).resolve().parent.parent
 MUSIC, SPEECH, SFX, BARK = "facebook/musicgen-small", "facebook/mms-tts-eng", "cvssp/audioldm2", "suno/bark-small"
 GB = 10**9
 TEXT_ARG = {"music": "prompt", "speech": "text", "sfx": "prompt"}
 FAST = {"music": {"duration": 0.5}, "sfx": {"duration": 1, "steps": 2}, "speech": {}}
 CLI_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(studio):
-    """A gradio_client Client for `studio`'s app, launched on a free port with the product's launch options."""
-    from gradio_client import Client
-
-    from studio.settings import Settings
-    from studio.ui.app import build_app, page_options
-    from studio.ui.launch import launch_options
-
-    demo = build_app(studio)
-    settings = Settings(port=_free_port(), output_dir=studio.settings.output_dir)
-    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, None))
-    try:
-        client = Client(f"http://127.0.0.1:{settings.port}/", verbose=False)
-        try:
-            yield client
-        finally:
-            client.close()
-    finally:
-        demo.close()
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from tests.test_ui_api import serving
+from tests.serving import serving
 
 MUSIC, SPEECH, SFX = "facebook/musicgen-small", "facebook/mms-tts-eng", "cvssp/audioldm2"
 GB = 10**9

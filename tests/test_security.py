@@ -8,15 +8,14 @@ and prompts have limits.
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
 import os
 import re
-import socket
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
+
+from tests.serving import launched
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEECH, MUSIC = "facebook/mms-tts-eng", "facebook/musicgen-small"
@@ -24,28 +23,6 @@ GB = 10**9
 LOGIN = ("alice", "a-long-test-password-7")
 XSS = "<img src=x onerror=alert(1)><script>alert(2)</script>"
 SLUG_NAME = re.compile(r"^[0-9]{8}-[0-9]{6}-[a-z0-9-]+\.(wav|flac|mp3|ogg)$")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def launched(studio, auth=None):
-    """The app for `studio` on a free port with the product's launch options; yields its base URL."""
-    from studio.settings import Settings
-    from studio.ui.app import build_app, page_options
-    from studio.ui.launch import launch_options
-
-    demo = build_app(studio)
-    settings = Settings(port=_free_port(), output_dir=studio.settings.output_dir)
-    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, auth))
-    try:
-        yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        demo.close()
 
 
 def _studio(folder: Path, catalog):

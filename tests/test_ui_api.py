@@ -7,44 +7,16 @@ and leave the server working; a queued request has a place; job.cancel() stops t
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import time
 from pathlib import Path
 
 import pytest
 import soundfile as sf
 
+from tests.serving import serving
+
 MUSIC, SPEECH, SFX, BARK = "facebook/musicgen-small", "facebook/mms-tts-eng", "cvssp/audioldm2", "suno/bark-small"
 GB = 10**9
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(studio):
-    """A gradio_client Client for `studio`'s app, launched on a free port with the product's launch options."""
-    from gradio_client import Client
-
-    from studio.settings import Settings
-    from studio.ui.app import build_app, page_options
-    from studio.ui.launch import launch_options
-
-    demo = build_app(studio)
-    settings = Settings(port=_free_port(), output_dir=studio.settings.output_dir)
-    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, None))
-    try:
-        client = Client(f"http://127.0.0.1:{settings.port}/", verbose=False)
-        try:
-            yield client
-        finally:
-            client.close()
-    finally:
-        demo.close()
 
 
 def _on_device(memory: dict) -> set[str]:

@@ -1,0 +1,41 @@
+"""The app served on a free port with the product's launch options, for tests that talk to it over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched(studio, auth=None):
+    """The app for `studio` on a free port with the product's launch options; yields its base URL."""
+    from studio.settings import Settings
+    from studio.ui.app import build_app, page_options
+    from studio.ui.launch import launch_options
+
+    demo = build_app(studio)
+    settings = Settings(port=free_port(), output_dir=studio.settings.output_dir)
+    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, auth))
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        demo.close()
+
+
+@contextlib.contextmanager
+def serving(studio, auth=None):
+    """A gradio_client Client for `studio`'s app (see `launched`)."""
+    from gradio_client import Client
+
+    with launched(studio, auth) as url:
+        client = Client(f"{url}/", verbose=False, auth=auth)
+        try:
+            yield client
+        finally:
+            client.close()
