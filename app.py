@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+
+WARM_UP_DELAY_S = 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     if message:
         print(message, flush=True)  # once, on purpose: the only place the made-up password is shown
     demo = build_app(studio)
-    studio.manager.warm_up()  # decides the device and imports torch in the background while the page comes up
-    demo.launch(**page_options(), **launch_options(settings, auth))
+    demo.launch(prevent_thread_lock=True, **page_options(), **launch_options(settings, auth))
+    # Once the page is served, decide the device and import torch in the background: started earlier, the
+    # import would compete with the server's start-up for the interpreter and delay the first page.
+    warm_up = threading.Timer(WARM_UP_DELAY_S, studio.manager.warm_up)
+    warm_up.daemon = True
+    warm_up.start()
+    demo.block_thread()
     return 0
 
 
