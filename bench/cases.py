@@ -47,7 +47,8 @@ _LONG = ("Welcome to Audio Studio. Type a prompt and press generate. Music, spee
 
 MMS = Case(
     name="mms-tts-eng", repo="facebook/mms-tts-eng", family="mms_tts", prompt=_SENTENCE,
-    quick=Mode(compare={}, repeats=3, warmup={}, calibration={}, lengths=({}, {}, {}),
+    # A run takes about a second: nine rounds keep one disturbed round from deciding the median.
+    quick=Mode(compare={}, repeats=9, warmup={}, calibration={}, lengths=({}, {}, {}),
                length_prompts=(_SHORT, _MEDIUM, _LONG)),
     full=Mode(compare={}, repeats=7, warmup={}, calibration={}, lengths=({}, {}, {}),
               length_prompts=(_SHORT, _MEDIUM, _LONG)),
@@ -101,7 +102,8 @@ STABLE_AUDIO = Case(
     # No reference warm-up: a run takes minutes, so first-call costs are lost in it.
     quick=Mode(compare={"duration": 5.0, "steps": 1}, repeats=1, warmup=None,
                calibration={"duration": 5.0, "steps": 1},
-               lengths=({"duration": 10.0, "steps": 1},)),
+               lengths=({"duration": 2.0, "steps": 1}, {"duration": 10.0, "steps": 1},
+                        {"duration": 30.0, "steps": 2})),
     full=Mode(compare={"duration": 10.0, "steps": 2}, repeats=3, warmup=None,
               calibration={"duration": 5.0, "steps": 1},
               lengths=({"duration": 2.0, "steps": 1}, {"duration": 20.0, "steps": 2},

@@ -147,7 +147,9 @@ def test_bench_quick_smoke_on_a_tiny_model(tmp_path):
     assert {"python", "torch", "transformers", "diffusers"} <= set(results["versions"])
     mms = results["models"]["mms-tts-eng"]
     compare = mms["compare"]
-    assert compare["reference"]["n"] == compare["studio"]["n"] == 3
+    from bench.cases import MMS
+
+    assert compare["reference"]["n"] == compare["studio"]["n"] == MMS.quick.repeats
     assert compare["ratio"] > 0 and compare["same_output"] is True  # same seed, same settings: same audio
     estimate = mms["estimate"]
     assert len(estimate["runs"]) == 3
