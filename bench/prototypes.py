@@ -272,6 +272,8 @@ def stable_audio_decode_crop(quick: bool) -> list[dict]:
     """Decode only the latents that cover the requested length (+ a margin), instead of the whole 47.55 s window."""
     import torch
 
+    from models.stable_audio import DECODE_MARGIN
+
     repo = "stabilityai/stable-audio-open-1.0"
     catalog, spec, model = _adapter(repo)
     pipe = model.pipe
@@ -285,14 +287,14 @@ def stable_audio_decode_crop(quick: bool) -> list[dict]:
         wanted = round(duration * pipe.vae.config.sampling_rate)
         full, full_s = _timed(lambda: pipe.vae.decode(latents).sample[..., :wanted])
         rows = []
-        for margin in (8, 32):
+        for margin in (8, DECODE_MARGIN):
             n = min(latents.shape[-1], math.ceil(wanted / hop) + margin)
             crop, crop_s = _timed(lambda: pipe.vae.decode(latents[..., :n]).sample[..., :wanted])
             diff = float((crop - full).abs().max())
             rows.append({
                 "model": "stable-audio-open-1.0",
                 "change": f"VAE decodes the first {n} of {latents.shape[-1]} latents ({duration:g} s + {margin} latents "
-                          "margin), then crops",
+                          "margin), then crops" + (" (adopted: the product does this)" if margin == DECODE_MARGIN else ""),
                 "baseline_s": denoise_s + full_s, "prototype_s": denoise_s + crop_s,
                 "ratio": (denoise_s + full_s) / (denoise_s + crop_s), "weights": "same",
                 "quality": f"max diff {diff:.3g} in the kept {duration:g} s (peak {float(full.abs().max()):.3g})",

@@ -89,12 +89,37 @@ def test_candidates_are_ranked_by_clap(studio):
 
 
 def test_stable_audio_estimate_knows_the_whole_window_is_denoised(studio):
-    short = studio.estimate(_request(studio, SA, "music", {"duration": 1.0, "steps": 50}))
-    long = studio.estimate(_request(studio, SA, "music", {"duration": 2.5, "steps": 50}))
-    assert short.compute_seconds == pytest.approx(long.compute_seconds)
-    assert short.working_bytes == long.working_bytes
-    fewer = studio.estimate(_request(studio, SA, "music", {"duration": 1.0, "steps": 10}))
-    assert fewer.compute_seconds < short.compute_seconds
+    estimate = lambda duration, steps: studio.estimate(_request(studio, SA, "music",  # noqa: E731
+                                                                {"duration": duration, "steps": steps}))
+    # Each step denoises the whole window: its cost does not depend on the length asked for...
+    short_steps = estimate(1.0, 50).compute_seconds - estimate(1.0, 10).compute_seconds
+    long_steps = estimate(2.5, 50).compute_seconds - estimate(2.5, 10).compute_seconds
+    assert short_steps == pytest.approx(long_steps) and short_steps > 0
+    # ...while only the clip's part of the window is decoded.
+    assert estimate(1.0, 50).compute_seconds < estimate(2.5, 50).compute_seconds
+    assert estimate(1.0, 50).working_bytes < estimate(2.5, 50).working_bytes
+
+
+def test_stable_audio_decodes_only_what_the_clip_needs_and_matches_a_whole_window_decode(studio):
+    import numpy as np
+    import torch
+
+    from models.stable_audio import decoded_latents
+
+    request = _request(studio, SA, "music", {"duration": 0.5, "steps": 2})
+    result = studio.manager.run(request)
+    assert result.audio.info["decoded_latents"] < 64  # the tiny checkpoint's window is 64 latents
+    with studio.manager.acquire(request) as lease:
+        generator = torch.Generator().manual_seed(request.seed)
+        torch.manual_seed(request.seed)
+        with torch.inference_mode():
+            whole = lease.model.pipe(request.prompt, negative_prompt=request.get("negative_prompt"),
+                                     audio_end_in_s=0.5, num_inference_steps=2, guidance_scale=request.get("guidance_scale"),
+                                     generator=generator, output_type="np").audios[0]
+    ours = result.audio.samples
+    assert ours.shape == whole.shape == (2, 22050)
+    assert np.abs(ours - whole).max() <= 1e-3 * max(1e-6, np.abs(whole).max())
+    assert decoded_latents(47.55, 1024, 2048) == 1024 and decoded_latents(5.0, 1024, 2048) == 140
 
 
 def test_audioldm2_estimate_grows_with_steps_length_and_guidance(studio):
