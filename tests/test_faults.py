@@ -24,6 +24,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import ROOT
+from tests.oom import loader_out_of_memory
 from tests.serving import free_port as _free_port, serving
 
 MUSIC, SPEECH, OTHER_SPEECH, FRENCH = "facebook/musicgen-small", "facebook/mms-tts-eng", "facebook/mms-tts-deu", \
@@ -145,17 +146,8 @@ def test_oom_while_loading_evicts_and_retries(make_studio, catalog, reliability)
 @pytest.mark.reliability("Faults", "OOM while loading, nowhere to fall back",
                          "the loader raises torch.OutOfMemoryError on the device, on the retry and on the CPU")
 def test_oom_while_loading_everywhere_is_explained_and_leaves_nothing_claimed(make_studio, catalog, reliability):
-    failures = {"left": 3}
-
-    def loader_out_of_memory(spec, torch_device, dtype):
-        import torch
-
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            raise torch.OutOfMemoryError("simulated: no memory while loading")
-        return catalog.family(spec).load(spec, torch_device, dtype)
-
-    studio = _studio(make_studio, catalog, loader=loader_out_of_memory)
+    loader = loader_out_of_memory(catalog, 3, "simulated: no memory while loading")
+    studio = _studio(make_studio, catalog, loader=loader)
     with serving(studio) as client:
         with pytest.raises(Exception) as raised:
             client.predict(model=SPEECH, text="no memory", api_name="/speech")

@@ -14,6 +14,7 @@ from studio.device import CpuDevice
 from studio.errors import DoesNotFit
 from studio.manager import IN_RAM, IN_USE, ON_DEVICE, choose_evictions
 from studio.run import RunContext
+from tests.oom import loader_out_of_memory
 
 MB = 1024**2
 # Three repos with identical tiny weights (the builder copies one model), so sizes never decide the order.
@@ -184,17 +185,7 @@ def test_a_load_that_ends_on_the_cpu_after_oom_says_so_in_the_result(make_studio
     from studio.manager import PipelineManager
 
     probe = make_studio(1024 * MB, host_capacity=10_000 * MB)
-    failures = {"left": 2}
-
-    def loader_out_of_memory_twice(spec, torch_device, dtype):
-        import torch
-
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            raise torch.OutOfMemoryError("simulated: CUDA out of memory while loading")
-        return catalog.family(spec).load(spec, torch_device, dtype)
-
-    manager = PipelineManager(catalog, probe.device, reserve=0, loader=loader_out_of_memory_twice)
+    manager = PipelineManager(catalog, probe.device, reserve=0, loader=loader_out_of_memory(catalog, 2))
     result = manager.run(_request(probe, SAME_SIZE[0], precision="auto"))
     assert result.placement == "cpu" and result.dtype == "int8"  # auto re-decided for the CPU
     assert result.recoveries == ["out of memory loading; unloaded 0 idle model(s) and loaded again",
