@@ -317,7 +317,7 @@ class PipelineManager:
     def _plan(self, spec: ModelSpec, request: Request | None, entry: _Entry | None) -> _Plan:
         """Where the run goes and what must leave the device first. Call with `_lock` held."""
         family = self.catalog.family(spec)
-        precision = request.params.get("precision", AUTO) if request is not None else AUTO
+        precision = requested_precision(request)
         dtype, weights, working, load_peak = self._sizes(spec, request, entry, "device", precision)
         budget = self.budget()
         on_device = entry is not None and entry.model is not None and entry.placement == "device"
@@ -425,10 +425,9 @@ class PipelineManager:
                     f"the memory, or raise --memory-budget"
                 ) from error
         log.warning("OOM loading %s again; loading it for the CPU instead", entry.spec.repo_id)
-        cpu_dtype = self._dtype(entry.spec, "cpu", plan.precision)
-        cpu_plan = _Plan(cpu_dtype, self._weights_for(entry.spec, None, cpu_dtype, "cpu"), plan.working, "cpu", (),
-                         True, plan.budget, plan.blocked_by, precision=plan.precision,
-                         load_peak=self._load_peak(entry.spec, cpu_dtype, "cpu"))
+        cpu_dtype, cpu_weights, _, cpu_peak = self._sizes(entry.spec, None, None, "cpu", plan.precision)
+        cpu_plan = _Plan(cpu_dtype, cpu_weights, plan.working, "cpu", (), True, plan.budget, plan.blocked_by,
+                         precision=plan.precision, load_peak=cpu_peak)
         try:
             self._load(entry, cpu_plan, ctx)
         except _LoadOutOfMemory as error:
@@ -710,7 +709,7 @@ class PipelineManager:
                     continue
                 if attempt == 1 and entry.placement != "cpu" and self.device.kind != "cpu":
                     with self._load_lock:
-                        placement = self._degrade(entry, request.params.get("precision", AUTO))
+                        placement = self._degrade(entry, requested_precision(request))
                     recoveries.append(f"out of memory again; retried {'with CPU offload' if placement == 'offload' else 'on the CPU'}")
                     log.warning("OOM running %s: %s", entry.spec.repo_id, recoveries[-1])
                     continue
@@ -730,17 +729,21 @@ class PipelineManager:
         family = self.catalog.family(entry.spec)
         target = "offload" if (entry.placement == "device" and family.components is not None
                                and self.device.supports_offload) else "cpu"
-        dtype = self._dtype(entry.spec, target, precision)
+        dtype, weights, _, load_peak = self._sizes(entry.spec, None, None, target, precision)
         if entry.placement == "device" and target == "cpu" and entry.dtype == dtype and self._movable(entry):
             self._move(entry, "cpu")
             return target
         self._drop(entry)  # the lease's reference count stays; only the weights go
-        weights = self._weights_for(entry.spec, None, dtype, target)
         largest = max(family.components(entry.spec, DTYPE_BYTES[dtype]).values(), default=weights) \
             if target == "offload" else 0
         self._load(entry, _Plan(dtype, weights, 0, target, (), True, self.budget(), (), largest, precision=precision,
-                                load_peak=self._load_peak(entry.spec, dtype, target)), RunContext())
+                                load_peak=load_peak), RunContext())
         return target
+
+
+def requested_precision(request: Request | None) -> str:
+    """The precision a request asks for: a model's Precision setting, "auto" when it has none or none is given."""
+    return request.params.get("precision", AUTO) if request is not None else AUTO
 
 
 def heavy_libraries_imported() -> bool:
