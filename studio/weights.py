@@ -48,7 +48,7 @@ _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json",
             "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model.bin.index.json")
 # Parts of a diffusers pipeline that hold no weights, by the class model_index.json names for them.
 _WEIGHTLESS_CLASSES = ("Tokenizer", "TokenizerFast", "Scheduler", "FeatureExtractor", "ImageProcessor", "Processor")
-_json_cache: dict[Path, tuple[tuple[int, int], Any]] = {}
+_parse_cache: dict[tuple[Path, Any], tuple[tuple[int, int], Any]] = {}
 
 
 def snapshot_complete(snapshot: Path) -> bool:
@@ -91,25 +91,38 @@ def _weights_present(folder: Path) -> bool:
 def _small_json(path: Path) -> Any:
     """The parsed JSON file, or None when it is missing or unreadable; reparsed only when it changes."""
     try:
-        stat = path.stat()
-    except OSError:
-        return None
-    key = (stat.st_mtime_ns, stat.st_size)
-    cached = _json_cache.get(path)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return _parsed(path, _read_json)
     except (OSError, ValueError):
         return None
-    if len(_json_cache) > 256:
-        _json_cache.clear()
-    _json_cache[path] = (key, data)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _parsed(path: Path, parse) -> Any:
+    """`parse(path)`, kept while the file's size and mtime stay the same: estimates ask on every control change.
+
+    Callers must not modify what it returns. Errors from stat or parse propagate (and nothing is kept).
+    """
+    stat = path.stat()
+    key = (stat.st_mtime_ns, stat.st_size)
+    cached = _parse_cache.get((path, parse))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    data = parse(path)
+    if len(_parse_cache) > 256:
+        _parse_cache.clear()
+    _parse_cache[(path, parse)] = (key, data)
     return data
 
 
 def read_header(path: Path) -> dict:
-    """The JSON header of a safetensors file: tensor name -> {dtype, shape, data_offsets}."""
+    """The JSON header of a safetensors file: tensor name -> {dtype, shape, data_offsets}. Do not modify it."""
+    return _parsed(Path(path), _parse_header)
+
+
+def _parse_header(path: Path) -> dict:
     with open(path, "rb") as fh:
         (length,) = struct.unpack("<Q", fh.read(8))
         if length > 100 * 1024**2:
