@@ -111,11 +111,10 @@ def build_bark_small(dst: Path, *, repo_id: str = "suno/bark-small") -> None:
     from transformers.models.bark.generation_configuration_bark import BarkGenerationConfig
 
     from tests.tiny_models import (
-        _bark_generation_dict,
         _fill_encodec_codebooks,
+        _save_bark,
         _write_bark_tokenizer,
         _write_bark_voice_presets,
-        _write_json,
     )
 
     common = dict(hidden_size=768, num_layers=12, num_heads=12, block_size=1024, bias=False, dropout=0.0)
@@ -142,11 +141,7 @@ def build_bark_small(dst: Path, *, repo_id: str = "suno/bark-small") -> None:
             sample_rate=24000,
             codebook_size=1024,
         )
-        # transformers 5.23 cannot save a BarkGenerationConfig (see tests/tiny_models.py): write it by hand.
-        model.can_generate = lambda: False
-        _save(model, dst)
-        del model.can_generate
-        _write_json(dst / "generation_config.json", _bark_generation_dict(model.generation_config))
+        _save_bark(model, dst)  # works around transformers 5.23 not saving a BarkGenerationConfig
     _write_bark_tokenizer(dst)
     _write_bark_voice_presets(dst, repo_id)
 

@@ -443,6 +443,15 @@ def _write_bark_voice_presets(dst: Path, repo_or_path: str) -> None:
     _write_json(dst / "speaker_embeddings_path.json", index)
 
 
+def _save_bark(model, dst: Path) -> None:
+    """Save a BarkModel. transformers 5.23 cannot save a BarkGenerationConfig (GenerationConfig.validate reads
+    attributes its __init__ never sets): save the model without it, then write the file."""
+    model.can_generate = lambda: False
+    _save_model(model, dst)
+    del model.can_generate
+    _write_json(dst / "generation_config.json", _bark_generation_dict(model.generation_config))
+
+
 def _bark_generation_dict(gen) -> dict:
     """BarkGenerationConfig as generation_config.json, sub-configs without their unset (None) keys."""
     import transformers
@@ -530,12 +539,7 @@ def build_bark(dst: Path, *, repo_id: str = "suno/bark-small") -> None:
             sample_rate=BARK_SAMPLING_RATE,
             codebook_size=BARK_CODEBOOK_SIZE,
         )
-        # transformers 5.23 cannot save a BarkGenerationConfig (GenerationConfig.validate reads
-        # attributes its __init__ never sets): save the model without it, then write the file.
-        model.can_generate = lambda: False
-        _save_model(model, dst)
-        del model.can_generate
-        _write_json(dst / "generation_config.json", _bark_generation_dict(model.generation_config))
+        _save_bark(model, dst)
     _write_bark_tokenizer(dst)
     _write_bark_voice_presets(dst, repo_id)
 
