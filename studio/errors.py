@@ -21,9 +21,5 @@ class DoesNotFit(StudioError):
     """A run cannot fit the memory budget, even after unloading idle models and offloading."""
 
 
-class Busy(StudioError):
-    """The model is in use; the action waits or is refused."""
-
-
 class Cancelled(StudioError):
     """The user cancelled the run."""

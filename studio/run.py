@@ -10,8 +10,6 @@ import numpy as np
 
 from studio.errors import Cancelled
 
-STAGES = ("queued", "downloading", "loading", "generating", "decoding", "saving")
-
 
 @dataclass
 class RunContext:
@@ -20,10 +18,8 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[int, int], None] = lambda done, total: None
     on_stage: Callable[[str], None] = lambda stage: None
-    steps_done: int = 0
 
     def progress(self, done: int, total: int) -> None:
-        self.steps_done = done
         self.on_progress(done, total)
 
     def stage(self, name: str) -> None:

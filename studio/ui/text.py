@@ -31,8 +31,6 @@ VOICE_LANGUAGES = {
     "zh": "Chinese",
 }
 
-STATE_ORDER = ("in use", "loading", "downloading", "on device", "in RAM", "on disk", "not downloaded")
-
 
 # ------------------------------------------------------------------ models and voices
 
@@ -44,11 +42,6 @@ def model_choice_label(label: str, need_bytes: int | None, license: str) -> str:
         parts.append(format_bytes(need_bytes))
     parts.append(license)
     return " · ".join(parts)
-
-
-def model_choices(specs: Iterable[ModelSpec]) -> list[tuple[str, str]]:
-    """(shown, value) pairs: the label people know, and the repo id the API takes."""
-    return [(f"{spec.label} · {spec.repo_id}", spec.repo_id) for spec in specs]
 
 
 def model_note(spec: ModelSpec) -> str:
@@ -279,19 +272,6 @@ def _placement_note(row: Mapping[str, Any]) -> str | None:
     if row.get("placement") == "cpu" and row.get("state") == "in use":
         return "on the CPU"
     return None
-
-
-def memory_markdown(snapshot: Mapping[str, Any], *, now: float | None = None) -> str:
-    """The memory panel as plain Markdown (for logs and the CLI): the same numbers as memory_html."""
-    now = time.time() if now is None else now
-    used, budget, total = snapshot["used_bytes"], snapshot["budget_bytes"], snapshot["total_bytes"]
-    lines = [f"**{_escape(snapshot['device'])}**", "",
-             f"{format_bytes(used)} used of {format_bytes(budget)} budget · {format_bytes(total)} total"]
-    for row in snapshot.get("models") or []:
-        size = format_bytes(row["bytes"]) if row.get("bytes") else None
-        details = [row["state"], size, "pinned" if row.get("pinned") else None, ago(row.get("last_used"), now)]
-        lines.append(f"- **{_escape(row.get('label') or row['id'])}** {' · '.join(_escape(d) for d in details if d)}")
-    return "\n".join(lines)
 
 
 def unload_message(outcome: Mapping[str, str]) -> str:
