@@ -63,14 +63,13 @@ def work_units(spec: ModelSpec, request: Request) -> float:
     return request.get("steps") * length * guided + DECODE_STEPS * length
 
 
-def working_bytes(spec: ModelSpec, request: Request | None, dtype_bytes: int) -> int:
+def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     """UNet activations for the (guided) batch of latents, then the VAE decoding the mel and the vocoder."""
     unet = cached_json(spec.repo_id, "unet/config.json") or {}
     vae_config = cached_json(spec.repo_id, "vae/config.json") or {}
     vocoder = cached_json(spec.repo_id, "vocoder/config.json") or {}
-    duration = request.get("duration") if request else 10.0
-    batch = (request.get("waveforms") if request else 1) * (2 if request is None or request.get("guidance_scale") > 1
-                                                           else 1)
+    duration = request.get("duration")
+    batch = request.get("waveforms") * (2 if request.get("guidance_scale") > 1 else 1)
     frames = math.ceil(duration / HOP_S)
     widest = max(unet.get("block_out_channels", [128, 256, 384, 640]))
     unet_act = 12 * batch * widest * (frames / 4) * 16 * dtype_bytes

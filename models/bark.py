@@ -85,13 +85,13 @@ def work_units(spec: ModelSpec, request: Request) -> float:
     return sum(min(len(chunk) / CHARS_PER_SECOND, cap) for chunk in _chunks(request))
 
 
-def working_bytes(spec: ModelSpec, request: Request | None, dtype_bytes: int) -> int:
+def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     """KV caches of the GPT stages at their longest context, plus the codec decoding one chunk."""
     config = cached_json(spec.repo_id) or {}
     semantic = config.get("semantic_config", {})
     layers = semantic.get("num_layers", 12 if "small" in spec.repo_id else 24)
     hidden = semantic.get("hidden_size", 768 if "small" in spec.repo_id else 1024)
-    seconds = request.get("max_chunk_seconds") if request else MAX_CHUNK_SECONDS
+    seconds = request.get("max_chunk_seconds")
     context = 256 + 256 + 1 + int(seconds * SEMANTIC_HZ)  # text + voice history + infer token + new tokens
     kv = 2 * layers * context * hidden * dtype_bytes
     fine = 1024 * hidden * dtype_bytes * 12  # the fine model's non-causal pass over its 1024 window

@@ -60,11 +60,11 @@ def work_units(spec: ModelSpec, request: Request) -> float:
     return float(len(request.prompt))
 
 
-def working_bytes(spec: ModelSpec, request: Request | None, dtype_bytes: int) -> int:
+def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     """The HiFi-GAN decoder's activations for the longest chunk dominate."""
     config = cached_json(spec.repo_id) or {}
-    chars = min(len(request.prompt), CHUNK_CHARS) if request else CHUNK_CHARS
-    rate = request.get("speaking_rate") if request else 1.0
+    chars = min(len(request.prompt), CHUNK_CHARS)
+    rate = request.get("speaking_rate")
     samples = chars * SECONDS_PER_CHAR / rate * config.get("sampling_rate", spec.sample_rate)
     channels = config.get("upsample_initial_channel", 512)
     # Each upsampling stage halves the channels and multiplies the length: sum ~ 2 x the first stage's output.

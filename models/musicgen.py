@@ -101,12 +101,11 @@ def work_units(spec: ModelSpec, request: Request) -> float:
     return steps * (GUIDED_COST if request.get("guidance_scale") > 1 else 1.0)
 
 
-def working_bytes(spec: ModelSpec, request: Request | None, dtype_bytes: int) -> int:
+def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     """Self- and cross-attention KV cache for the (guided) batch, plus the codec decoder's activations."""
     arch = _arch(spec)
-    duration = request.get("duration") if request else spec.params[0].default
-    guided = request is None or request.get("guidance_scale") > 1
-    batch = 2 if guided else 1
+    duration = request.get("duration")
+    batch = 2 if request.get("guidance_scale") > 1 else 1
     _, steps = _tokens(spec, duration)
     text_tokens = 64
     kv = 2 * arch["layers"] * batch * (steps + text_tokens) * arch["hidden"] * dtype_bytes

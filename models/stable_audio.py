@@ -66,12 +66,12 @@ def work_units(spec: ModelSpec, request: Request) -> float:
     return request.get("steps") * guided + DECODE_STEPS * decoded_latents(request.get("duration"), latents, hop) / latents
 
 
-def working_bytes(spec: ModelSpec, request: Request | None, dtype_bytes: int) -> int:
+def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     """DiT activations over the full latent window for the guided batch, then Oobleck decoding the clip's part."""
     latents, hop = _window(spec)
     vae = cached_json(spec.repo_id, "vae/config.json") or {}
-    batch = 2 if request is None or request.get("guidance_scale") > 1 else 1
-    duration = request.get("duration") if request is not None else spec.params[0].default
+    batch = 2 if request.get("guidance_scale") > 1 else 1
+    duration = request.get("duration")
     dit = 24 * batch * latents * 1536 * dtype_bytes
     decode = 3 * vae.get("decoder_channels", 128) * decoded_latents(duration, latents, hop) * hop * 2 * dtype_bytes
     return int(dit + decode + 64 * 1024**2)
