@@ -1,4 +1,4 @@
-"""Realistic-size random-weight checkpoints (the published configs, MODELS.md) in an HF cache under the real repo ids.
+"""Realistic-size random-weight checkpoints (the published configs) in an HF cache under the real repo ids.
 
 Random weights of the real architecture do the same arithmetic as the real ones, so they time the same.
 The layout (file names, model_index.json, tokenizers, voice presets) is that of the tiny test
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 BUILD_VERSION = 1  # bump when a builder changes, so old caches are rebuilt
 MANIFEST = "bench-builds.json"
 
-# What MODELS.md says each real model holds (parameters), for the catalog memory check.
+# Published: the parameters each real model holds, for the catalog memory check.
 PUBLISHED_PARAMETERS = {
     "facebook/mms-tts-eng": 36_000_000,
     "facebook/musicgen-small": 587_000_000,

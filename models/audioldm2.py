@@ -80,7 +80,7 @@ def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
 
 
 def components(spec: ModelSpec, dtype_bytes: int) -> dict[str, int]:
-    """Bytes per part, from the cached files; published figures (MODELS.md) until they are cached."""
+    """Bytes per part, from the cached files; the published parameter count of each part until they are cached."""
     sizes = component_bytes(spec.repo_id, dtype_bytes)
     if sizes:
         return sizes

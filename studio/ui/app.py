@@ -1,4 +1,5 @@
-"""The page: a tab per task and the History, the memory panel beside them, and the named API endpoints of DESIGN.md."""
+"""The page: a tab per task and the History, the memory panel beside them, and the named API endpoints
+(/music, /speech, /sfx, /estimate, /memory)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from studio.ui.runs import ProgressBridge, RunRegistry, gradio_event_cancelled
 
 log = logging.getLogger(__name__)
 
-# The contract's own arguments per task (DESIGN.md, "Named API endpoints").
+# The arguments each task's endpoint names itself (/music, /speech, /sfx); a model's other settings follow them.
 TEXT_ARG = {"music": "prompt", "speech": "text", "sfx": "prompt"}
 LENGTH_ARG = {"music": ("duration", float), "speech": ("voice", str), "sfx": ("duration", float)}
 RESERVED = {"model", "prompt", "text", "seed", "format", "request"}
