@@ -22,6 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from studio import __version__
+from studio.catalog import metadata_text
 from studio.errors import InvalidInput, StorageError
 
 logger = logging.getLogger(__name__)
@@ -377,7 +378,7 @@ def _tag_date(metadata: Mapping[str, Any]) -> datetime:
 
 
 def _tags(info: FormatInfo, metadata: Mapping[str, Any], comment_json: str) -> dict[str, str]:
-    title = str(metadata.get("prompt") or metadata.get("text") or "")
+    title = str(metadata_text(metadata)[1] or "")
     if len(title) > TITLE_CHARS:
         title = title[: TITLE_CHARS - 1].rstrip() + "…"
     when = _tag_date(metadata)

@@ -298,13 +298,27 @@ class Catalog:
         return Request(model=spec.repo_id, task=task, prompt=text, seed=_check_seed(seed, random_seed), params=values)
 
 
+def text_key(task: str | None) -> str:
+    """What a task calls the words it is given: "text" for speech (words to speak), else "prompt".
+
+    The one name for them in messages, in the API's arguments and in a result's metadata.
+    """
+    return "text" if task == "speech" else "prompt"
+
+
+def metadata_text(metadata: Mapping[str, Any]) -> tuple[str, Any]:
+    """(key, words) of a result's metadata, which keeps its words under its task's text_key."""
+    key = "text" if "text" in metadata else "prompt"
+    return key, metadata.get(key, "")
+
+
 def _clip(value: Any, limit: int = 80) -> str:
     text = str(value)
     return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _check_prompt(prompt: Any, spec: ModelSpec, task: str) -> str:
-    what = "text" if task == "speech" else "prompt"
+    what = text_key(task)
     if not isinstance(prompt, str):
         raise InvalidInput(f"the {what} must be text, but is {type(prompt).__name__}")
     # Control characters other than newline and tab can't be spoken or tokenized meaningfully.

@@ -44,6 +44,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from studio.audio import valid_unicode
+from studio.catalog import metadata_text
 from studio.errors import InvalidInput, StorageError, StudioError
 
 log = logging.getLogger(__name__)
@@ -437,7 +438,7 @@ def _row(metadata: Mapping, file: str, path: Path) -> dict[str, Any]:
         raise InvalidInput(f"History metadata must be a dict, but is {type(metadata).__name__}.")
     task = _text(metadata, "task")
     model = _text(metadata, "model")
-    prompt = metadata.get("prompt", metadata.get("text", ""))
+    _, prompt = metadata_text(metadata)
     prompt = "" if prompt is None else valid_unicode(str(prompt))
     settings = metadata.get("settings") or {}
     if not isinstance(settings, Mapping):

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from studio import __version__
 from studio.audio import check_format, output_path, remove_abandoned_writes, write_audio
-from studio.catalog import Catalog, Request
+from studio.catalog import Catalog, Request, text_key
 from studio.device import Device, pick_device
 from studio.errors import StudioError
 from studio.estimate import Calibration, Estimate
@@ -67,7 +67,7 @@ class Studio:
         metadata: dict[str, Any] = {
             "model": spec.repo_id,
             "task": request.task,
-            ("text" if request.task == "speech" else "prompt"): request.prompt,
+            text_key(request.task): request.prompt,
             "seed": request.seed,
             "sample_rate": audio.sample_rate,
             "channels": audio.channels,

@@ -16,7 +16,7 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from studio.audio import FORMATS
-from studio.catalog import TASK_LABELS, ModelSpec
+from studio.catalog import TASK_LABELS, ModelSpec, text_key
 from studio.errors import InvalidInput, StudioError
 from studio.estimate import Estimate
 from studio.service import Generation, Studio
@@ -24,8 +24,8 @@ from studio.ui.runs import ProgressBridge, RunRegistry, gradio_event_cancelled
 
 log = logging.getLogger(__name__)
 
-# The arguments each task's endpoint names itself (/music, /speech, /sfx); a model's other settings follow them.
-TEXT_ARG = {"music": "prompt", "speech": "text", "sfx": "prompt"}
+# The arguments each task's endpoint (/music, /speech, /sfx) names itself besides its words (text_key); a model's
+# other settings follow them.
 LENGTH_ARG = {"music": ("duration", float), "speech": ("voice", str), "sfx": ("duration", float)}
 RESERVED = {"model", "prompt", "text", "seed", "format", "request"}
 NO_MODELS = {
@@ -122,7 +122,7 @@ class Endpoints:
     def api_generate(self, task: str) -> Callable:
         """`/music`, `/speech` or `/sfx`: keyword arguments in, (audio file, metadata dict) out."""
         specs = self.specs(task)
-        text_arg = TEXT_ARG[task]
+        text_arg = text_key(task)
         length_arg, length_type = LENGTH_ARG[task]
         extras = [(name, kind) for name, kind in task_settings(specs) if name not in RESERVED and name != length_arg]
         P = inspect.Parameter

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from studio.catalog import TASK_LABELS, TASKS
+from studio.catalog import TASK_LABELS, TASKS, text_key
 from studio.errors import InvalidInput, StudioError
 from studio.ui.endpoints import Endpoints, user_errors
 from studio.ui.tab import TabHandle
@@ -41,7 +41,7 @@ def item_metadata(item: Any) -> dict[str, Any]:
     })
     metadata.pop("prompt", None)
     metadata.pop("text", None)
-    metadata["text" if item.task == "speech" else "prompt"] = item.prompt
+    metadata[text_key(item.task)] = item.prompt
     return metadata
 
 

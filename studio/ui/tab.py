@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import gradio as gr
 
 from studio.audio import FORMATS
-from studio.catalog import TASK_LABELS, Catalog, ModelSpec
+from studio.catalog import TASK_LABELS, Catalog, ModelSpec, metadata_text
 from studio.errors import Cancelled, InvalidInput, StudioError
 from studio.settings import format_bytes
 from studio.ui import controls as ctl
@@ -266,7 +266,7 @@ def build_tab(demo: gr.Blocks, task: str, endpoints: Endpoints) -> TabHandle | N
     def on_reuse(metadata: dict | None) -> list[Any]:
         if not metadata:
             raise InvalidInput("there is no result to reuse yet: generate something first")
-        return handle.restore_updates(metadata["model"], metadata.get("text", metadata.get("prompt", "")),
+        return handle.restore_updates(metadata["model"], metadata_text(metadata)[1],
                                       metadata.get("seed"), metadata.get("settings"), metadata.get("format"))
 
     def on_last_seed(metadata: dict | None) -> Any:

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from studio.catalog import TASK_LABELS, ModelSpec
+from studio.catalog import TASK_LABELS, ModelSpec, metadata_text
 from studio.estimate import Estimate, format_seconds
 from studio.settings import format_bytes
 
@@ -142,10 +142,10 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     """What people want to know about a result, as a small two-column table (the file holds everything)."""
     if not metadata:
         return ""
-    text = metadata.get("text", metadata.get("prompt", ""))
+    key, text = metadata_text(metadata)
     rows: list[tuple[str, Any]] = [
         ("Model", metadata.get("model", "")),
-        ("Text" if "text" in metadata else "Prompt", _clip(text, 160)),
+        (key.capitalize(), _clip(text, 160)),
         ("Seed", metadata.get("seed", "")),
         ("Length", f"{metadata.get('duration', 0):.2f} s at {metadata.get('sample_rate', 0) / 1000:g} kHz"
                    f"{' stereo' if metadata.get('channels') == 2 else ''}"),
