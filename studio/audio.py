@@ -235,7 +235,7 @@ def write_audio(path: Path, samples: np.ndarray, sample_rate: int, fmt: str, met
     tags = _tags(info, metadata, comment_json)
 
     path = Path(path)
-    sidecar = _sidecar(path)
+    sidecar = sidecar_path(path)
     tmp_audio = _temp_name(path)
     tmp_side = _temp_name(sidecar)
     renamed = False
@@ -261,7 +261,7 @@ def write_audio(path: Path, samples: np.ndarray, sample_rate: int, fmt: str, met
 def read_metadata(path: Path) -> dict:
     """Return the metadata of an audio file: from its `<file>.json` sidecar, else its comment tag."""
     path = Path(path)
-    sidecar = _sidecar(path)
+    sidecar = sidecar_path(path)
     if sidecar.exists():
         try:
             return json.loads(sidecar.read_text(encoding="utf-8"))
@@ -435,7 +435,8 @@ def _write_durably(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _sidecar(path: Path) -> Path:
+def sidecar_path(path: Path) -> Path:
+    """Where the metadata of the audio file `path` is kept: `<file>.json` beside it."""
     return path.with_name(path.name + ".json")
 
 
@@ -474,7 +475,7 @@ def remove_abandoned_writes(out_dir: Path, *, older_than_s: float = ABANDONED_AF
             continue
         temp = _TEMP_RE.match(entry.name) is not None
         placeholder = (stat.st_size == 0 and entry.name.rpartition(".")[2].lower() in exts
-                       and entry.name + ".json" not in names)
+                       and sidecar_path(Path(entry.path)).name not in names)
         if (temp or placeholder) and stat.st_mtime < cutoff:
             path = Path(entry.path)
             _remove_quietly(path)

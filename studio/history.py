@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from studio.audio import valid_unicode
+from studio.audio import sidecar_path, valid_unicode
 from studio.catalog import metadata_text
 from studio.errors import InvalidInput, StorageError, StudioError
 
@@ -222,7 +222,7 @@ class History:
             return False
         if delete_file:
             audio = self.path_of(item)
-            for path in (audio, audio.with_name(audio.name + ".json")):
+            for path in (audio, sidecar_path(audio)):
                 try:
                     path.unlink(missing_ok=True)
                 except IsADirectoryError:
@@ -419,7 +419,7 @@ class History:
             audio = self.output_dir / name
             if self._key(audio) in known or not audio.is_file():
                 continue
-            metadata = _read_sidecar(audio) if name + ".json" in present else _read_tags(audio)
+            metadata = _read_sidecar(audio) if sidecar_path(audio).name in present else _read_tags(audio)
             if metadata is not None:
                 yield audio, metadata
 
@@ -567,7 +567,7 @@ def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:
 
 
 def _read_sidecar(audio: Path) -> dict | None:
-    sidecar = audio.with_name(audio.name + ".json")
+    sidecar = sidecar_path(audio)
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
