@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from studio.audio import sidecar_path, valid_unicode
+from studio.audio import read_metadata, sidecar_path, valid_unicode
 from studio.catalog import metadata_text
 from studio.errors import InvalidInput, StorageError, StudioError
 
@@ -578,8 +578,6 @@ def _read_sidecar(audio: Path) -> dict | None:
 
 def _read_tags(audio: Path) -> dict | None:
     """Metadata from the comment tag, for a file whose writer died before renaming its sidecar into place."""
-    from studio.audio import read_metadata  # numpy and soundfile, only when there is such a file
-
     try:
         return read_metadata(audio)
     except Exception as exc:  # noqa: BLE001 - a foreign or broken file must not stop the rebuild
