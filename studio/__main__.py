@@ -111,6 +111,7 @@ def catalog_rows(catalog) -> list[dict]:
     Sizes come from the manager's own functions: what "auto" picks on a GPU and on a CPU, the weights in that
     precision (exact when downloaded, else from the parameter count) plus working memory.
     """
+    from studio.catalog import format_parameters
     from studio.settings import format_bytes
     from studio.weights import float_bytes, planned_weight_bytes
 
@@ -137,7 +138,8 @@ def catalog_rows(catalog) -> list[dict]:
         request = catalog.make_request(spec.repo_id, "example", seed=0)
         family = catalog.family(spec)
         rows.append({
-            "repo": repo, "label": label, "tasks": ", ".join(spec.tasks), "params": f"{spec.parameters / 1e6:,.0f}M",
+            "repo": repo, "label": label, "tasks": ", ".join(spec.tasks),
+            "params": format_parameters(spec.parameters, billions=False),
             "gpu": need(spec, family, request, "cuda"), "cpu": need(spec, family, request, "cpu"),
             "rate": f"{spec.sample_rate / 1000:g} kHz"
             + (" stereo" if spec.channels == 2 else ""), "license": spec.license,

@@ -133,6 +133,13 @@ class ModelSpec:
                 or self.speed["cpu"])
 
 
+def format_parameters(count: int, *, billions: bool = True) -> str:
+    """A parameter count as people read it: '587M', '1.1B'; with billions=False in millions only ('1,080M')."""
+    if billions and count >= 1e9:
+        return f"{count / 1e9:.1f}B"
+    return f"{count / 1e6:,.0f}M"
+
+
 @dataclass(frozen=True)
 class Family:
     """What a model family provides; functions, so each adapter module reads top to bottom."""

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import gradio as gr
 
 from studio.audio import FORMATS
-from studio.catalog import TASK_LABELS, Catalog, ModelSpec, metadata_text
+from studio.catalog import TASK_LABELS, Catalog, ModelSpec, format_parameters, metadata_text
 from studio.errors import Cancelled, InvalidInput, StudioError
 from studio.settings import format_bytes
 from studio.ui import controls as ctl
@@ -136,13 +136,9 @@ def group_choices(endpoints: Endpoints | None, task: str, groups: list[ModelGrou
         spec = group.default
         size = default_need(endpoints, task, spec) if endpoints is not None else None
         if size is None:
-            label = f"{label} · {_parameters(spec.parameters)}"
+            label = f"{label} · {format_parameters(spec.parameters)} parameters"
         choices.append((model_choice_label(label, size, spec.license), group.key))
     return choices
-
-
-def _parameters(count: int) -> str:
-    return f"{count / 1e9:.1f}B parameters" if count >= 1e9 else f"{count / 1e6:,.0f}M parameters"
 
 
 def build_tab(demo: gr.Blocks, task: str, endpoints: Endpoints) -> TabHandle | None:

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
-from studio.catalog import TASK_LABELS, ModelSpec, metadata_text
+from studio.catalog import TASK_LABELS, ModelSpec, format_parameters, metadata_text
 from studio.estimate import Estimate, format_seconds
 from studio.settings import format_bytes
 
@@ -46,7 +46,7 @@ def model_choice_label(label: str, need_bytes: int | None, license: str) -> str:
 
 def model_note(spec: ModelSpec) -> str:
     """One line under the picker: what the model is good for, its repo id, size and licence (Markdown)."""
-    size = f"{spec.parameters / 1e6:,.0f}M parameters" if spec.parameters < 1e9 else f"{spec.parameters / 1e9:.1f}B parameters"
+    size = f"{format_parameters(spec.parameters)} parameters"
     text = f"{_escape(spec.description)} `{spec.repo_id}` · {size} · licence {_escape(spec.license)}"
     if "-NC" in spec.license.upper():
         text += " (non-commercial)"
