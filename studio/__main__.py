@@ -111,7 +111,7 @@ def catalog_rows(catalog) -> list[dict]:
     Sizes come from the manager's own functions: what "auto" picks on a GPU and on a CPU, the weights in that
     precision (exact when downloaded, else from the parameter count) plus working memory.
     """
-    from studio.catalog import format_parameters
+    from studio.catalog import fold_languages, format_parameters
     from studio.settings import format_bytes
     from studio.weights import float_bytes, planned_weight_bytes
 
@@ -124,14 +124,12 @@ def catalog_rows(catalog) -> list[dict]:
             family.working_bytes(spec, request, floating)
         return f"{format_bytes(nbytes)} ({short[dtype]})"
 
-    rows, seen_families_with_languages = [], set()
-    for spec in catalog:
-        if spec.language is not None:
-            if spec.family in seen_families_with_languages:
-                continue
-            seen_families_with_languages.add(spec.family)
-            codes = [s.language for s in catalog if s.family == spec.family]
-            repo = spec.repo_id.rsplit("-", 1)[0] + "-{" + ",".join(codes[:4]) + f",… {len(codes)} languages}}"
+    rows = []
+    for stem, specs in fold_languages(catalog):
+        spec = specs[0]
+        if stem is not None:
+            codes = [s.language for s in specs]
+            repo = stem + "{" + ",".join(codes[:4]) + f",… {len(codes)} languages}}"
             label = spec.label.rsplit(" ", 1)[0]
         else:
             repo, label = spec.repo_id, spec.label

@@ -133,6 +133,24 @@ class ModelSpec:
                 or self.speed["cpu"])
 
 
+def fold_languages(specs: Iterable[ModelSpec]) -> list[tuple[str | None, tuple[ModelSpec, ...]]]:
+    """The models in the order given, each family of one repo per language folded into one entry where its first
+    repo stands: (the repo id before the language code, e.g. "facebook/mms-tts-", the specs); any other model is
+    (None, (spec,)). The CLI's table, the model picker and describe_ids all list models this way."""
+    entries: list[tuple[str | None, list[ModelSpec]]] = []
+    families: dict[str, list[ModelSpec]] = {}
+    for spec in specs:
+        if spec.language is None:
+            entries.append((None, [spec]))
+            continue
+        stem = spec.repo_id[: -len(spec.language)]
+        if stem not in families:
+            families[stem] = []
+            entries.append((stem, families[stem]))
+        families[stem].append(spec)
+    return [(stem, tuple(members)) for stem, members in entries]
+
+
 def format_parameters(count: int, *, billions: bool = True) -> str:
     """A parameter count as people read it: '587M', '1.1B'; with billions=False in millions only ('1,080M')."""
     if billions and count >= 1e9:
@@ -249,22 +267,12 @@ class Catalog:
 
     def describe_ids(self, task: str | None = None) -> str:
         """Every choice, with one-repo-per-language families folded into their pattern (facebook/mms-tts-ISO)."""
-        names: list[str] = []
-        folded: dict[str, list[str]] = {}
-        for spec in self._specs.values():
-            if task is not None and task not in spec.tasks:
-                continue
-            if spec.language is None:
-                names.append(spec.repo_id)
-                continue
-            pattern = spec.repo_id[: -len(spec.language)] + "ISO"
-            if pattern not in folded:
-                folded[pattern] = []
-                names.append(pattern)
-            folded[pattern].append(spec.language)
-        for pattern, codes in folded.items():
-            index = names.index(pattern)
-            names[index] = f"{pattern} (ISO one of {', '.join(codes)})"
+        names = []
+        for stem, specs in fold_languages(s for s in self._specs.values() if task is None or task in s.tasks):
+            if stem is None:
+                names.append(specs[0].repo_id)
+            else:
+                names.append(f"{stem}ISO (ISO one of {', '.join(s.language for s in specs)})")
         return ", ".join(names)
 
     def family(self, spec: ModelSpec) -> Family:

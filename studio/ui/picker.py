@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from studio.catalog import ModelSpec
+from studio.catalog import ModelSpec, fold_languages
 
 PREFERRED_LANGUAGE = "eng"
 
@@ -44,26 +44,17 @@ def language_name(group: ModelGroup, spec: ModelSpec) -> str:
 
 def group_models(specs: list[ModelSpec]) -> list[ModelGroup]:
     """Group per-language repos of one family into one entry, keeping the catalog's order (featured first)."""
-    groups: list[ModelGroup] = []
-    families: dict[str, list[ModelSpec]] = {}
-    order: list[str] = []
-    for spec in specs:
-        if spec.language is None:
-            order.append(spec.repo_id)
-            groups.append(ModelGroup(spec.repo_id, spec.label, (spec,)))
+    groups = []
+    for stem, members in fold_languages(specs):
+        if stem is None:
+            groups.append(ModelGroup(members[0].repo_id, members[0].label, members))
             continue
-        prefix = spec.repo_id[: -len(spec.language)].rstrip("-_")
-        if prefix not in families:
-            families[prefix] = []
-            order.append(prefix)
-        families[prefix].append(spec)
-    by_key = {g.key: g for g in groups}
-    for prefix, members in families.items():
-        label = os.path.commonprefix([s.label for s in members]).strip(" -·") or prefix
+        key = stem.rstrip("-_")
+        label = os.path.commonprefix([s.label for s in members]).strip(" -·") or key
         if len(members) == 1:  # a lone language repo: its own label says which language
             label = members[0].label
-        by_key[prefix] = ModelGroup(prefix, label, tuple(members))
-    return [by_key[key] for key in order]
+        groups.append(ModelGroup(key, label, members))
+    return groups
 
 
 def find_group(groups: list[ModelGroup], repo_id: str) -> ModelGroup | None:
