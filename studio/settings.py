@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 from studio.errors import InvalidInput
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
+_CUDA_INDEX_RE = re.compile(r"^cuda:([0-9]+)$")
 DEFAULT_RESERVE = 512 * 1024**2
 
 # Decimal units as in accelerate's max_memory ("10GB" = 10**9), binary ones spelled out ("10GiB" = 2**30).
@@ -39,6 +40,23 @@ def parse_size(text: str, *, what: str = "size") -> int:
     return int(value)
 
 
+def _exact_size(n: int) -> str:
+    """A byte count written back as a flag value parse_size reads as the same number: 12GB, 1536MiB, 1000B."""
+    for unit in ("TB", "TiB", "GB", "GiB", "MB", "MiB", "KB", "KiB"):
+        scale = _UNITS[unit.upper()]
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return f"{n}B"
+
+
+def _sizes_text(sizes: int | tuple[int, ...]) -> str:
+    return ",".join(_exact_size(n) for n in (sizes if isinstance(sizes, tuple) else (sizes,)))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def format_bytes(n: float) -> str:
     """Human-readable decimal size: 1.2 GB, 340 MB, 12 kB."""
     n = float(n)
@@ -55,13 +73,66 @@ class Settings:
     port: int = 7860
     share: bool = False
     auth: tuple[str, str] | tuple[tuple[str, str], ...] | None = None  # one login, or several from @FILE
-    device: str = "auto"
-    memory_budget: int | None = None
+    device: str = "auto"  # auto, cuda, mps, cpu, or CUDA devices listed: "cuda:1", "cuda:0,cuda:1"
+    memory_budget: int | tuple[int, ...] | None = None  # one size caps every device; a tuple gives one per device
     memory_reserve: int = DEFAULT_RESERVE
     output_dir: Path = field(default_factory=lambda: Path("outputs"))
     mcp: bool = False
-    # Testing and demos only: pretend the accelerator holds this many bytes (see studio/device.py).
-    simulated_memory: int | None = None
+    # Testing and demos only: pretend there are accelerators holding these many bytes, one simulated device per
+    # size (see studio/device.py). One size stays an int, as before several devices.
+    simulated_memory: int | tuple[int, ...] | None = None
+
+    @property
+    def device_list(self) -> tuple[str, ...]:
+        """The devices asked for: ("auto",), ("cuda",), ("cpu",), ("cuda:1",), ("cuda:0", "cuda:1")..."""
+        return tuple(self.device.split(","))
+
+    @property
+    def simulated_sizes(self) -> tuple[int, ...] | None:
+        """One size per simulated device, or None when nothing is simulated."""
+        if self.simulated_memory is None:
+            return None
+        if isinstance(self.simulated_memory, tuple):
+            return self.simulated_memory
+        return (self.simulated_memory,)
+
+    @property
+    def known_device_count(self) -> int | None:
+        """How many devices the studio will use, when the settings alone say it; None for auto and bare cuda.
+
+        A simulation wins (one device per size), then an explicit cuda:N list; cpu and mps are one device.
+        """
+        if (sizes := self.simulated_sizes) is not None:
+            return len(sizes)
+        if self.device in ("cpu", "mps"):
+            return 1
+        if self.device in ("auto", "cuda"):
+            return None
+        return len(self.device_list)
+
+    def budget_caps(self, count: int) -> tuple[int | None, ...]:
+        """The memory cap of each of `count` devices: None where there is no budget, one size for every device,
+        or the listed sizes when there is one per device; a list of another length is refused."""
+        if count < 1:
+            raise ValueError(f"budget_caps needs at least one device, not {count}")
+        budget = self.memory_budget
+        if budget is None or not isinstance(budget, tuple):
+            return (budget,) * count
+        if len(budget) == count:
+            return budget
+        example = (budget + budget[-1:] * count)[:count]
+        if count == self.known_device_count:  # say where the count comes from, since it may not be obvious
+            if self.simulated_sizes is not None:
+                where = f" (STUDIO_SIMULATED_MEMORY={_sizes_text(self.simulated_memory)})"
+            else:
+                where = f" (--device {self.device})"
+        else:
+            where = ""
+        fix = ("give one size for all devices or one per device" if count > 1 else "give one size")
+        raise InvalidInput(
+            f"--memory-budget {_sizes_text(budget)!r} gives {_plural(len(budget), 'size')} but the studio has "
+            f"{_plural(count, 'device')}{where}: {fix}, e.g. --memory-budget {_sizes_text(example)}"
+        )
 
     @property
     def history_db(self) -> Path:
@@ -97,6 +168,50 @@ def _parse_pair(text: str, where: str = "") -> tuple[str, str]:
     return user, password
 
 
+def _parse_device(text: str) -> str:
+    """auto, cuda, mps or cpu; or CUDA devices by number, one or several: cuda:1, "cuda:0, cuda:1" -> "cuda:0,cuda:1"."""
+    value = text.strip().lower()
+    if value in DEVICES:
+        return value
+    fix = "e.g. --device cuda:0,cuda:1"
+    items = [item.strip() for item in value.split(",")]
+    if len(items) == 1 and not items[0].startswith("cuda"):  # tpu, gpu...: not a device name at all
+        raise InvalidInput(f"--device {value!r} is not one of {', '.join(DEVICES)} nor CUDA devices such as "
+                           f"cuda:0,cuda:1: pick one, or leave it as auto")
+    if "" in items:
+        raise InvalidInput(f"--device {value!r} has an empty item: separate the devices with single commas, {fix}")
+    seen: list[str] = []
+    for item in items:
+        if item in DEVICES:
+            raise InvalidInput(f"--device {value!r} lists {item}: only CUDA devices cuda:N may be listed, {fix}; "
+                               f"otherwise give {item} alone")
+        match = _CUDA_INDEX_RE.match(item)
+        if not match:
+            raise InvalidInput(f"--device {value!r}: {item!r} is not a CUDA device: write cuda:N with N a device "
+                               f"number from 0 up, {fix}")
+        name = f"cuda:{int(match.group(1))}"  # cuda:01 is cuda:1
+        if name in seen:
+            raise InvalidInput(f"--device {value!r} names {name} twice: list each device once, {fix}")
+        seen.append(name)
+    return ",".join(seen)
+
+
+def _parse_sizes(text: str, *, what: str, example: str) -> int | tuple[int, ...]:
+    """One size (an int) or a comma-separated list of two or more (a tuple); each item as parse_size reads it."""
+    items = str(text).split(",")
+    if len(items) == 1:
+        return parse_size(text, what=what)
+    if any(not item.strip() for item in items):
+        raise InvalidInput(f"{what} {text!r} has an empty item: separate the sizes with single commas, e.g. {example}")
+    sizes = []
+    for number, item in enumerate(items, 1):
+        try:
+            sizes.append(parse_size(item, what=what))
+        except InvalidInput as error:  # parse_size names the item; say which one of the list it is
+            raise InvalidInput(f"{error} (item {number} of {text!r})") from None
+    return tuple(sizes)
+
+
 def _parse_port(text: str) -> int:
     try:
         port = int(text)
@@ -123,9 +238,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true", default=None,
                         help="open a temporary public Gradio link, always password-protected (STUDIO_SHARE)")
     parser.add_argument("--auth", metavar="USER:PASS", help="require this login, or @FILE of USER:PASS lines (STUDIO_AUTH)")
-    parser.add_argument("--device", help="auto, cuda, mps or cpu (STUDIO_DEVICE; default auto)")
-    parser.add_argument("--memory-budget", metavar="SIZE",
-                        help="cap on device memory the studio uses, e.g. 6GB (STUDIO_MEMORY_BUDGET)")
+    parser.add_argument("--device",
+                        help="auto, cuda, mps or cpu, or several CUDA devices: cuda:0,cuda:1 names them "
+                             "(STUDIO_DEVICE; default auto: every visible CUDA device, else MPS, else the CPU)")
+    parser.add_argument("--memory-budget", metavar="SIZE[,SIZE...]",
+                        help="cap on device memory the studio uses, e.g. 6GB; one size caps every device, or give "
+                             "one per device, e.g. 12GB,6GB (STUDIO_MEMORY_BUDGET)")
     parser.add_argument("--memory-reserve", metavar="SIZE",
                         help="memory always left free, default 512MiB (STUDIO_MEMORY_RESERVE)")
     parser.add_argument("--output-dir", metavar="DIR", help="where results and history go (STUDIO_OUTPUT_DIR; default ./outputs)")
@@ -168,12 +286,11 @@ def _settings_from(args: argparse.Namespace | None, env: Mapping[str, str] | Non
     if (auth := pick("auth", "STUDIO_AUTH")) is not None:
         kwargs["auth"] = _parse_auth(auth)
     if (device := pick("device", "STUDIO_DEVICE")) is not None:
-        device = device.strip().lower()
-        if device not in DEVICES:
-            raise InvalidInput(f"--device {device!r} is not one of {', '.join(DEVICES)}: pick one, or leave it as auto")
-        kwargs["device"] = device
+        kwargs["device"] = _parse_device(device)
+    budget_source = None
     if (budget := pick("memory_budget", "STUDIO_MEMORY_BUDGET")) is not None:
-        kwargs["memory_budget"] = parse_size(budget, what="--memory-budget")
+        budget_source = source[0]
+        kwargs["memory_budget"] = _parse_sizes(budget, what="--memory-budget", example="--memory-budget 12GB,6GB")
     if (reserve := pick("memory_reserve", "STUDIO_MEMORY_RESERVE")) is not None:
         if str(reserve).strip() in ("0", "0B"):
             kwargs["memory_reserve"] = 0
@@ -185,8 +302,13 @@ def _settings_from(args: argparse.Namespace | None, env: Mapping[str, str] | Non
         kwargs["output_dir"] = Path(out).expanduser()
     source[0] = "STUDIO_SIMULATED_MEMORY"
     if (simulated := env.get("STUDIO_SIMULATED_MEMORY")):
-        kwargs["simulated_memory"] = parse_size(simulated, what="STUDIO_SIMULATED_MEMORY")
-    return Settings(**kwargs)
+        kwargs["simulated_memory"] = _parse_sizes(simulated, what="STUDIO_SIMULATED_MEMORY",
+                                                  example="STUDIO_SIMULATED_MEMORY=4GB,2GB")
+    settings = Settings(**kwargs)
+    if (count := settings.known_device_count) is not None:
+        source[0] = budget_source  # a mismatch is the budget's to fix: name its variable if it came from one
+        settings.budget_caps(count)
+    return settings
 
 
 def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:

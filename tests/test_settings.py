@@ -280,3 +280,300 @@ def test_missing_auth_file(tmp_path):
 
     with pytest.raises(InvalidInput, match="cannot read"):
         settings_from(None, {"STUDIO_AUTH": f"@{tmp_path / 'nope.txt'}"})
+
+
+# --------------------------------------------------------------------------------------------
+# Several devices: --device lists, per-device budgets, simulated devices, and their cross-check
+# --------------------------------------------------------------------------------------------
+
+GB = 10**9
+
+
+@pytest.mark.parametrize(
+    ("text", "device", "device_list"),
+    [
+        ("auto", "auto", ("auto",)),
+        ("cuda", "cuda", ("cuda",)),
+        ("mps", "mps", ("mps",)),
+        ("cpu", "cpu", ("cpu",)),
+        ("cuda:1", "cuda:1", ("cuda:1",)),
+        ("cuda:0,cuda:1", "cuda:0,cuda:1", ("cuda:0", "cuda:1")),
+        ("cuda:0 , cuda:1", "cuda:0,cuda:1", ("cuda:0", "cuda:1")),  # whitespace around commas
+        (" CUDA:2,Cuda:0 ", "cuda:2,cuda:0", ("cuda:2", "cuda:0")),  # lower-cased, order kept
+        ("cuda:0,cuda:1,cuda:2,cuda:3", "cuda:0,cuda:1,cuda:2,cuda:3", ("cuda:0", "cuda:1", "cuda:2", "cuda:3")),
+        ("cuda:10", "cuda:10", ("cuda:10",)),
+    ],
+)
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_device_accepts_and_normalizes(text, device, device_list, via):
+    settings = (parse_settings(["--device", text], env={}) if via == "flag"
+                else parse_settings([], env={"STUDIO_DEVICE": text}))
+    assert settings.device == device
+    assert settings.device_list == device_list
+
+
+def test_device_list_of_a_settings_built_directly():
+    assert Settings().device_list == ("auto",)
+    assert Settings(device="cuda:0,cuda:1").device_list == ("cuda:0", "cuda:1")
+
+
+# (value, the words the message must hold besides the value itself)
+BAD_DEVICES = [
+    ("mps,cpu", ["only CUDA devices", "cuda:0,cuda:1"]),
+    ("cuda:0,cpu", ["only CUDA devices", "cuda:0,cuda:1"]),
+    ("auto,cuda:1", ["only CUDA devices", "cuda:0,cuda:1"]),
+    ("cuda:x", ["cuda:N", "cuda:0,cuda:1"]),
+    ("cuda:-1", ["cuda:N", "cuda:0,cuda:1"]),
+    ("cuda:0,cuda:x", ["'cuda:x'", "cuda:N", "cuda:0,cuda:1"]),
+    ("cuda:", ["cuda:N", "cuda:0,cuda:1"]),
+    ("cuda0", ["cuda:N", "cuda:0,cuda:1"]),
+    ("cuda:0,", ["empty item", "cuda:0,cuda:1"]),
+    (",cuda:0", ["empty item", "cuda:0,cuda:1"]),
+    ("cuda:0,,cuda:1", ["empty item", "cuda:0,cuda:1"]),
+    ("cuda:0,cuda:0", ["names cuda:0 twice", "list each device once", "cuda:0,cuda:1"]),
+    ("cuda:1,cuda:01", ["names cuda:1 twice", "list each device once"]),
+    ("tpu", ["auto", "cpu", "cuda:0,cuda:1"]),
+    ("", ["auto", "cpu"]),
+]
+BAD_DEVICE_IDS = [value or "empty" for value, _ in BAD_DEVICES]
+
+
+@pytest.mark.parametrize(("value", "must_name"), BAD_DEVICES, ids=BAD_DEVICE_IDS)
+def test_bad_device_names_the_value_and_the_fix(value, must_name):
+    with pytest.raises(InvalidInput) as info:
+        parse_settings(["--device", value], env={})
+    message = str(info.value)
+    assert "\n" not in message
+    for part in ["--device", repr(value), *must_name]:
+        assert part in message, f"{part!r} missing from {message!r}"
+    assert "environment variable" not in message, "a typed flag is not an environment variable"
+
+
+@pytest.mark.parametrize(("value", "must_name"), BAD_DEVICES, ids=BAD_DEVICE_IDS)
+def test_bad_device_from_the_env_names_the_variable(value, must_name):
+    with pytest.raises(InvalidInput) as info:
+        parse_settings([], env={"STUDIO_DEVICE": value})
+    message = str(info.value)
+    assert repr(value) in message and must_name[-1] in message
+    assert message.endswith("(from the environment variable STUDIO_DEVICE)")
+
+
+def test_device_list_with_spaces_quotes_what_was_typed():
+    with pytest.raises(InvalidInput) as info:
+        parse_settings(["--device", "cuda:0, cuda:0"], env={})
+    assert "'cuda:0, cuda:0'" in str(info.value) and "twice" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("6GB", 6 * GB),
+        ("12GB,6GB", (12 * GB, 6 * GB)),
+        ("12GB, 6GB", (12 * GB, 6 * GB)),
+        (" 1GiB ,300MB,2GB ", (2**30, 300 * 10**6, 2 * GB)),
+        ("5GB,5GB", (5 * GB, 5 * GB)),  # equal sizes are fine: devices differ
+    ],
+)
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_memory_budget_one_size_or_one_per_device(text, expected, via):
+    settings = (parse_settings(["--memory-budget", text], env={}) if via == "flag"
+                else parse_settings([], env={"STUDIO_MEMORY_BUDGET": text}))
+    assert settings.memory_budget == expected
+    assert type(settings.memory_budget) is type(expected), "one size stays an int, a list becomes a tuple"
+    if isinstance(expected, tuple):
+        assert all(type(size) is int for size in settings.memory_budget)
+
+
+# (value, the words the message must hold: the bad item and a fix)
+BAD_BUDGETS = [
+    ("12GB,6XB", ["'6XB'", "item 2 of '12GB,6XB'", "6GB"]),
+    ("6XB,12GB", ["'6XB'", "item 1 of '6XB,12GB'", "6GB"]),
+    ("12GB,0", ["'0'", "at least one byte", "6GB"]),
+    ("12GB,-1GB", ["'-1GB'", "6GB"]),
+    ("12GB,", ["'12GB,'", "empty item", "12GB,6GB"]),
+    ("12GB,,6GB", ["'12GB,,6GB'", "empty item", "12GB,6GB"]),
+    (",", ["','", "empty item", "12GB,6GB"]),
+]
+
+
+@pytest.mark.parametrize(("value", "must_name"), BAD_BUDGETS, ids=[v for v, _ in BAD_BUDGETS])
+def test_bad_memory_budget_lists_name_the_item_and_the_fix(value, must_name):
+    with pytest.raises(InvalidInput) as info:
+        parse_settings(["--memory-budget", value], env={})
+    message = str(info.value)
+    assert "--memory-budget" in message and "\n" not in message
+    for part in must_name:
+        assert part in message, f"{part!r} missing from {message!r}"
+    with pytest.raises(InvalidInput) as info:
+        parse_settings([], env={"STUDIO_MEMORY_BUDGET": value})
+    assert str(info.value) == f"{message} (from the environment variable STUDIO_MEMORY_BUDGET)"
+
+
+@pytest.mark.parametrize(
+    ("budget", "count", "caps"),
+    [
+        (None, 1, (None,)),
+        (None, 3, (None, None, None)),
+        (6 * GB, 1, (6 * GB,)),
+        (6 * GB, 2, (6 * GB, 6 * GB)),  # one size caps every device
+        ((12 * GB, 6 * GB), 2, (12 * GB, 6 * GB)),
+        ((1, 2, 3), 3, (1, 2, 3)),
+    ],
+)
+def test_budget_caps(budget, count, caps):
+    assert Settings(memory_budget=budget).budget_caps(count) == caps
+
+
+@pytest.mark.parametrize(
+    ("budget", "count", "must_name"),
+    [
+        ((12 * GB, 6 * GB, 3 * GB), 2,
+         ["--memory-budget '12GB,6GB,3GB'", "gives 3 sizes", "has 2 devices", "one size for all devices",
+          "one per device", "e.g. --memory-budget 12GB,6GB"]),
+        ((12 * GB, 6 * GB), 3, ["'12GB,6GB'", "gives 2 sizes", "has 3 devices", "e.g. --memory-budget 12GB,6GB,6GB"]),
+        ((12 * GB, 6 * GB), 1, ["'12GB,6GB'", "gives 2 sizes", "has 1 device:", "give one size",
+                                 "e.g. --memory-budget 12GB"]),
+        ((int(1.5 * 2**30), GB), 3, ["'1536MiB,1GB'", "has 3 devices"]),  # the sizes written back exactly
+    ],
+)
+def test_budget_caps_refuses_a_list_of_another_length(budget, count, must_name):
+    with pytest.raises(InvalidInput) as info:
+        Settings(memory_budget=budget).budget_caps(count)
+    message = str(info.value)
+    for part in must_name:
+        assert part in message, f"{part!r} missing from {message!r}"
+
+
+def test_budget_caps_wants_at_least_one_device():
+    with pytest.raises(ValueError):
+        Settings(memory_budget=GB).budget_caps(0)
+
+
+@pytest.mark.parametrize(
+    ("text", "memory", "sizes"),
+    [
+        ("2GB", 2 * GB, (2 * GB,)),  # one size stays an int, as the single simulated device always was
+        ("4GB,2GB", (4 * GB, 2 * GB), (4 * GB, 2 * GB)),
+        ("4GB, 2GB", (4 * GB, 2 * GB), (4 * GB, 2 * GB)),
+        ("1GB,1GB,512MiB", (GB, GB, 512 * 2**20), (GB, GB, 512 * 2**20)),
+    ],
+)
+def test_simulated_memory_one_device_per_size(text, memory, sizes):
+    settings = parse_settings([], env={"STUDIO_SIMULATED_MEMORY": text})
+    assert settings.simulated_memory == memory
+    assert type(settings.simulated_memory) is type(memory)
+    assert settings.simulated_sizes == sizes
+    assert settings.known_device_count == len(sizes)
+
+
+def test_simulated_sizes_of_settings_built_directly():
+    assert Settings().simulated_sizes is None
+    assert Settings(simulated_memory=123).simulated_sizes == (123,)
+    assert Settings(simulated_memory=(4, 2)).simulated_sizes == (4, 2)
+
+
+def test_no_simulation_by_default_and_an_empty_variable_is_none():
+    assert parse_settings([], env={}).simulated_memory is None
+    assert parse_settings([], env={"STUDIO_SIMULATED_MEMORY": ""}).simulated_sizes is None
+
+
+@pytest.mark.parametrize(
+    ("value", "must_name"),
+    [
+        ("4GB,2XB", ["'2XB'", "item 2 of '4GB,2XB'", "6GB"]),
+        ("4GB,", ["'4GB,'", "empty item", "STUDIO_SIMULATED_MEMORY=4GB,2GB"]),
+        ("lots", ["'lots'", "6GB"]),
+    ],
+)
+def test_bad_simulated_memory_names_the_variable(value, must_name):
+    with pytest.raises(InvalidInput) as info:
+        parse_settings([], env={"STUDIO_SIMULATED_MEMORY": value})
+    message = str(info.value)
+    for part in ["STUDIO_SIMULATED_MEMORY", *must_name]:
+        assert part in message, f"{part!r} missing from {message!r}"
+    assert message.endswith("(from the environment variable STUDIO_SIMULATED_MEMORY)")
+
+
+@pytest.mark.parametrize(
+    ("settings", "count"),
+    [
+        (Settings(), None),  # auto: as many as are visible, unknown until the device is picked
+        (Settings(device="cuda"), None),
+        (Settings(device="cpu"), 1),
+        (Settings(device="mps"), 1),
+        (Settings(device="cuda:1"), 1),
+        (Settings(device="cuda:0,cuda:1"), 2),
+        (Settings(device="cuda:0,cuda:1,cuda:2"), 3),
+        (Settings(simulated_memory=2 * GB), 1),
+        (Settings(simulated_memory=(4 * GB, 2 * GB)), 2),
+        (Settings(device="cuda:0,cuda:1,cuda:2", simulated_memory=(4 * GB, 2 * GB)), 2),  # the simulation wins
+        (Settings(device="cpu", simulated_memory=(4 * GB, 2 * GB)), 2),
+        (Settings(device="auto", simulated_memory=GB), 1),
+    ],
+)
+def test_known_device_count(settings, count):
+    assert settings.known_device_count == count
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "budget"),
+    [
+        (["--memory-budget", "1GB,1GB"], {"STUDIO_SIMULATED_MEMORY": "4GB,2GB"}, (GB, GB)),
+        (["--memory-budget", "1GB"], {"STUDIO_SIMULATED_MEMORY": "4GB,2GB"}, GB),
+        (["--memory-budget", "3GB,2GB", "--device", "cuda:0,cuda:1"], {}, (3 * GB, 2 * GB)),
+        (["--memory-budget", "3GB,2GB,1GB"], {}, (3 * GB, 2 * GB, GB)),  # auto: unknown count, checked later
+        (["--memory-budget", "3GB,2GB", "--device", "cuda"], {}, (3 * GB, 2 * GB)),  # bare cuda: unknown too
+        (["--memory-budget", "3GB", "--device", "cpu"], {}, 3 * GB),
+    ],
+)
+def test_budgets_that_match_the_device_count_pass(argv, env, budget):
+    assert parse_settings(argv, env=env).memory_budget == budget
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "must_name", "from_var"),
+    [
+        (["--memory-budget", "1GB,1GB,1GB"], {"STUDIO_SIMULATED_MEMORY": "4GB,2GB"},
+         ["'1GB,1GB,1GB'", "3 sizes", "2 devices", "STUDIO_SIMULATED_MEMORY=4GB,2GB", "--memory-budget 1GB,1GB"],
+         None),
+        ([], {"STUDIO_MEMORY_BUDGET": "1GB,1GB,1GB", "STUDIO_SIMULATED_MEMORY": "4GB,2GB"},
+         ["'1GB,1GB,1GB'", "3 sizes", "2 devices", "STUDIO_SIMULATED_MEMORY=4GB,2GB"], "STUDIO_MEMORY_BUDGET"),
+        (["--memory-budget", "1GB,1GB"], {"STUDIO_SIMULATED_MEMORY": "4GB"},
+         ["'1GB,1GB'", "2 sizes", "1 device", "give one size"], None),
+        (["--memory-budget", "12GB,6GB,3GB", "--device", "cuda:0,cuda:1"], {},
+         ["'12GB,6GB,3GB'", "3 sizes", "2 devices", "--device cuda:0,cuda:1", "--memory-budget 12GB,6GB"], None),
+        (["--memory-budget", "12GB,6GB"], {"STUDIO_DEVICE": "cpu"},
+         ["'12GB,6GB'", "2 sizes", "1 device", "give one size", "--memory-budget 12GB"], None),
+        (["--memory-budget", "12GB,6GB", "--device", "mps"], {}, ["'12GB,6GB'", "1 device"], None),
+        (["--memory-budget", "12GB,6GB", "--device", "cuda:1"], {}, ["'12GB,6GB'", "1 device"], None),
+    ],
+    ids=["simulated-flag", "simulated-env", "one-simulated", "cuda-list", "cpu-from-env", "mps", "one-cuda"],
+)
+def test_a_budget_list_of_another_length_than_the_devices_is_refused(argv, env, must_name, from_var):
+    with pytest.raises(InvalidInput) as info:
+        parse_settings(argv, env=env)
+    message = str(info.value)
+    assert "\n" not in message
+    for part in ["--memory-budget", *must_name]:
+        assert part in message, f"{part!r} missing from {message!r}"
+    if from_var:
+        assert message.endswith(f"(from the environment variable {from_var})")
+    else:
+        assert "(from the environment variable" not in message
+
+
+def test_help_tells_about_several_devices():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    helps = {opt: action.help or "" for action in parser._actions for opt in action.option_strings}
+    assert "cuda:0,cuda:1" in helps["--device"] and "every visible CUDA device" in helps["--device"]
+    assert "12GB,6GB" in helps["--memory-budget"] and "per device" in helps["--memory-budget"]
+
+
+def test_readme_tells_about_several_devices():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    device_row = next(line for line in readme.splitlines() if line.startswith("| `--device"))
+    budget_row = next(line for line in readme.splitlines() if line.startswith("| `--memory-budget"))
+    assert "cuda:0,cuda:1" in device_row and "every visible CUDA device" in device_row
+    assert "12GB,6GB" in budget_row and "per device" in budget_row
+    assert "STUDIO_SIMULATED_MEMORY=4GB,2GB" in readme
