@@ -76,6 +76,117 @@ def test_an_empty_manager_says_models_load_on_first_use():
     assert "No model loaded yet" in panel and 'data-action="unload-all" disabled' in panel
 
 
+# Two devices: each model row names its device; each device lists its own rows and has its own bar.
+_BARK = {"id": "suno/bark", "label": "Bark", "state": "in use", "bytes": 2_000_000_000, "placement": "device",
+         "pinned": False, "last_used": 1000.0, "device": "GPU <0>"}
+_AUDIOLDM = {"id": "cvssp/audioldm2", "label": "AudioLDM 2", "state": "on device", "bytes": 9_500_000_000,
+             "placement": "device", "pinned": True, "last_used": 1000.0, "device": "GPU 1"}
+_SMALL = {"id": "suno/bark-small", "label": "Bark small", "state": "in RAM", "bytes": 0, "placement": None,
+          "pinned": False, "last_used": 1000.0 - 600, "device": None}
+_DISK = {"id": "facebook/musicgen-small", "label": "MusicGen small", "state": "on disk", "bytes": 0,
+         "placement": None, "pinned": True, "last_used": None, "device": None}
+TWO_DEVICES = {
+    "device": "2 GPUs", "device_kind": "cuda", "total_bytes": 18_000_000_000, "budget_bytes": 15_000_000_000,
+    "used_bytes": 11_500_000_000, "ram_bytes": 700_000_000, "models": [_BARK, _AUDIOLDM, _SMALL, _DISK],
+    "devices": [
+        {"name": "GPU <0>", "total_bytes": 8_000_000_000, "budget_bytes": 6_000_000_000, "used_bytes": 2_000_000_000,
+         "models": [_BARK]},
+        {"name": "GPU 1", "total_bytes": 10_000_000_000, "budget_bytes": 9_000_000_000,
+         "used_bytes": 9_500_000_000, "models": [_AUDIOLDM]},
+    ],
+}
+
+
+def _blocks(panel: str) -> list[str]:
+    """The panel cut at each device block: [before the first, device 0, device 1, ..., the off-device block]."""
+    return panel.split('<section class="mem-dev')
+
+
+def test_with_two_devices_each_has_its_bar_and_its_models_then_the_models_on_none():
+    panel = text.memory_html(TWO_DEVICES, now=1000.0)
+    first, second, rest = _blocks(panel)[1:]
+    assert _blocks(panel)[0] == '<div class="mem mem-multi">'
+    # Each device: its name (escaped), its own bar (budget and used, of its own total) and legend.
+    assert '<div class="mem-device" title="cuda">GPU &lt;0&gt;</div>' in first
+    assert 'class="mem-budget" style="width:75.00%"' in first and 'class="mem-used" style="width:25.00%"' in first
+    assert "<b>2.0 GB</b> used of 6.0 GB budget</span><span>8.0 GB total" in first
+    assert 'aria-label="2.0 GB used of 6.0 GB budget on GPU &lt;0&gt;"' in first
+    assert '<div class="mem-device" title="cuda">GPU 1</div>' in second
+    assert 'class="mem-budget" style="width:90.00%"' in second
+    assert 'class="mem-used mem-over" style="width:95.00%"' in second  # over its budget, not the total's
+    assert "<b>9.5 GB</b> used of 9.0 GB budget</span><span>10.0 GB total" in second
+    assert panel.count('<div class="mem-bar"') == 2 and "2 GPUs" not in panel  # no bar for the totals
+    # Each model once, under its device; the rows on no device once, in the last block with the RAM line.
+    for block, model in ((first, "suno/bark"), (second, "cvssp/audioldm2")):
+        assert block.count('<li class="mem-model"') == 1 and f'<li class="mem-model" data-model="{model}"' in block
+    assert rest.startswith(' mem-host"') and ">RAM and disk<" in rest
+    assert rest.count('<li class="mem-model"') == 2
+    assert '<li class="mem-model" data-model="suno/bark-small"' in rest
+    assert '<li class="mem-model" data-model="facebook/musicgen-small"' in rest
+    for model in ("suno/bark", "cvssp/audioldm2", "suno/bark-small", "facebook/musicgen-small"):
+        assert panel.count(f'<li class="mem-model" data-model="{model}"') == 1
+    assert panel.count('class="mem-ram"') == 1 and "700 MB of models kept in RAM" in rest
+    # The buttons the panel's script reads are the single-device ones; Unload all comes last, once.
+    assert 'data-action="pin" data-model="facebook/musicgen-small" data-pinned="true"' in rest
+    assert 'data-action="unload" data-model="suno/bark">Unload after run<' in first
+    assert panel.count('data-action="unload-all"') == 1
+    assert panel.endswith('<button class="mem-btn mem-unload-all" data-action="unload-all">Unload all</button></div>')
+
+
+def test_with_two_devices_a_row_no_device_lists_is_still_shown_once():
+    stray = {**_SMALL, "id": "x/stray", "device": "GPU 9"}  # names a device the snapshot does not list
+    snapshot = {**TWO_DEVICES, "ram_bytes": 0, "models": [_BARK, _AUDIOLDM, stray],
+                "devices": [{**TWO_DEVICES["devices"][0], "models": [_BARK]},
+                            {**TWO_DEVICES["devices"][1], "models": []}]}
+    first, second, rest = _blocks(text.memory_html(snapshot, now=1000.0))[1:]
+    assert "No model on this device." in second and '<li class="mem-model"' not in second
+    assert 'data-model="x/stray"' in rest and 'data-model="cvssp/audioldm2"' in rest
+    assert 'class="mem-ram"' not in rest
+    empty = text.memory_html({**snapshot, "used_bytes": 0, "models": [],
+                              "devices": [{**d, "used_bytes": 0, "models": []} for d in snapshot["devices"]]}, now=0)
+    assert empty.count('<div class="mem-bar"') == 2 and "mem-host" not in empty
+    assert empty.count("No model loaded yet") == 1 and "No model on this device" not in empty
+    assert 'data-action="unload-all" disabled' in empty
+
+
+# The single-device panel as it was before snapshots listed devices, byte for byte.
+ONE_DEVICE = {
+    "device": "GPU <0>", "device_kind": "cuda", "total_bytes": 8_000_000_000, "budget_bytes": 6_000_000_000,
+    "used_bytes": 1_000_000_000, "ram_bytes": 500_000_000,
+    "models": [{"id": "suno/bark-small", "label": "Bark small", "state": "on device", "bytes": 1_000_000_000,
+                "placement": "device", "pinned": True, "last_used": 1000.0}],
+}
+ONE_DEVICE_HTML = (
+    '<div class="mem"><div class="mem-device" title="cuda">GPU &lt;0&gt;</div><div class="mem-bar" role="img"'
+    ' aria-label="1.0 GB used of 6.0 GB budget"><div class="mem-budget" style="width:75.00%"></div>'
+    '<div class="mem-used" style="width:12.50%"></div></div><div class="mem-legend"><span><b>1.0 GB</b> used of'
+    ' 6.0 GB budget</span><span>8.0 GB total</span></div><div class="mem-ram">500 MB of models kept in RAM</div>'
+    '<ul class="mem-models"><li class="mem-model" data-model="suno/bark-small" data-state="on device">'
+    '<div class="mem-line"><span class="mem-name" title="suno/bark-small">Bark small</span>'
+    '<span class="mem-size">1.0 GB</span></div><div class="mem-line mem-sub"><span class="mem-state'
+    ' mem-state-on-device">on device</span><span class="mem-when">used just now</span></div>'
+    '<div class="mem-actions"><button class="mem-btn mem-pin" data-action="pin" data-model="suno/bark-small"'
+    ' data-pinned="true" aria-pressed="true" title="Keep this model loaded: it is never unloaded to make room">'
+    'Pinned</button><button class="mem-btn mem-unload" data-action="unload" data-model="suno/bark-small">Unload'
+    '</button></div></li></ul><button class="mem-btn mem-unload-all" data-action="unload-all">Unload all</button></div>'
+)
+
+
+def test_with_one_device_or_none_listed_the_panel_is_unchanged():
+    assert text.memory_html(ONE_DEVICE, now=1000.0) == ONE_DEVICE_HTML
+    row = {**ONE_DEVICE["models"][0], "device": "GPU <0>"}
+    listed = {**ONE_DEVICE, "models": [row], "devices": [
+        {"name": "GPU <0>", "total_bytes": 8_000_000_000, "budget_bytes": 6_000_000_000,
+         "used_bytes": 1_000_000_000, "models": [row]}]}
+    assert text.memory_html(listed, now=1000.0) == ONE_DEVICE_HTML
+    assert text.memory_html({**ONE_DEVICE, "devices": []}, now=1000.0) == ONE_DEVICE_HTML
+    # The existing snapshot too: adding a one-entry devices list changes nothing.
+    one = {**SNAPSHOT, "devices": [{"name": SNAPSHOT["device"], "total_bytes": SNAPSHOT["total_bytes"],
+                                    "budget_bytes": SNAPSHOT["budget_bytes"], "used_bytes": SNAPSHOT["used_bytes"],
+                                    "models": SNAPSHOT["models"]}]}
+    assert text.memory_html(one, now=1000.0) == text.memory_html(SNAPSHOT, now=1000.0)
+
+
 def test_unload_messages_say_what_happened():
     assert text.unload_message({"a/b": "unloaded"}) == "Unloaded a/b."
     assert text.unload_message({"a/b": "deferred"}) == "a/b is in use and will unload after the current run."

@@ -1,4 +1,4 @@
-"""The memory panel: device, a used/budget/total bar, one row per model with Pin and Unload; refreshed every second.
+"""The memory panel: per device a used/budget/total bar and its models, with Pin and Unload; refreshed every second.
 
 The panel is one gr.HTML. Gradio 6 re-renders it by diffing the DOM, so its buttons survive the refresh;
 a click becomes a `click` event carrying {action, model}, handled here.

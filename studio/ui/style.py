@@ -60,7 +60,8 @@ CSS = """
 .mem-budget { position: absolute; left: 0; top: 0; bottom: 0;
   background: color-mix(in srgb, var(--body-text-color) 12%, var(--background-fill-primary)); }
 .mem-used { position: absolute; left: 0; top: 0; bottom: 0; background: var(--color-accent); transition: width .4s ease; }
-.mem-used.mem-over { background: var(--error-text-color, #dc2626); }
+/* The icon colour: the dark theme's error text colour is near-white, which reads as free room, not "over". */
+.mem-used.mem-over { background: var(--error-icon-color, #dc2626); }
 .mem-legend { display: flex; justify-content: space-between; gap: 6px; flex-wrap: wrap; color: var(--body-text-color-subdued); }
 .mem-legend b { color: var(--body-text-color); }
 .mem-ram, .mem-empty { color: var(--body-text-color-subdued); }
@@ -85,6 +86,11 @@ CSS = """
 .mem-btn[disabled] { opacity: .45; cursor: default; }
 .mem-pin[aria-pressed="true"] { background: var(--color-accent); color: white; border-color: transparent; }
 .mem-unload-all { align-self: stretch; padding: 5px 10px; font-size: var(--text-sm); }
+/* Several devices: one block each (name, bar, its models), then the models on none; a rule between blocks. */
+.mem-multi { gap: 12px; }
+.mem-dev { display: flex; flex-direction: column; gap: 8px; min-width: 0; padding-top: 10px;
+  border-top: 1px solid var(--border-color-primary); }
+.mem-dev:first-child { padding-top: 0; border-top: none; }
 /* ---- history ---- */
 .studio-history-foot { align-items: center !important; }
 .hist-list { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 4px; }

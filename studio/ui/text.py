@@ -207,37 +207,100 @@ def _pct(part: float, whole: float) -> float:
 def memory_html(snapshot: Mapping[str, Any], *, now: float | None = None) -> str:
     """The memory panel: device, a bar of used / budget / total, then one row per model with its actions.
 
+    With two or more entries in snapshot["devices"], one block per device (its name, its own bar, the rows of the
+    models it holds), then a block for the models on no device (in RAM, on disk), then "Unload all". With one
+    device or none the panel is the single-device one, from the snapshot's totals.
     Buttons carry data-action and data-model; the panel's script turns clicks into Gradio events.
     """
     now = time.time() if now is None else now
+    devices = list(snapshot.get("devices") or [])
+    if len(devices) >= 2:
+        return _memory_html_devices(snapshot, devices, now)
     e = html.escape
-    used, budget, total = snapshot["used_bytes"], snapshot["budget_bytes"], snapshot["total_bytes"]
-    scale = max(total, budget, used, 1)
-    over = used > budget
     parts = [
         '<div class="mem">',
         f'<div class="mem-device" title="{e(str(snapshot.get("device_kind", "")))}">{e(str(snapshot["device"]))}</div>',
-        f'<div class="mem-bar" role="img" aria-label="{e(format_bytes(used))} used of {e(format_bytes(budget))} budget">'
-        f'<div class="mem-budget" style="width:{_pct(budget, scale):.2f}%"></div>'
-        f'<div class="mem-used{" mem-over" if over else ""}" style="width:{_pct(used, scale):.2f}%"></div></div>',
-        f'<div class="mem-legend"><span><b>{e(format_bytes(used))}</b> used of {e(format_bytes(budget))} budget</span>'
-        f'<span>{e(format_bytes(total))} total</span></div>',
+        _memory_bar(snapshot["used_bytes"], snapshot["budget_bytes"], snapshot["total_bytes"]),
     ]
     if snapshot.get("ram_bytes"):
-        parts.append(f'<div class="mem-ram">{e(format_bytes(snapshot["ram_bytes"]))} of models kept in RAM</div>')
+        parts.append(_ram_line(snapshot["ram_bytes"]))
     models = list(snapshot.get("models") or [])
     if not models:
         parts.append('<div class="mem-empty">No model loaded yet: each loads on first use.</div>')
     else:
-        parts.append('<ul class="mem-models">')
-        for row in models:
-            parts.append(_model_row(row, now))
-        parts.append("</ul>")
-    loaded = any(row.get("bytes") or row.get("state") in ("in use", "loading", "downloading") for row in models)
-    disabled = "" if loaded else " disabled"
-    parts.append(f'<button class="mem-btn mem-unload-all" data-action="unload-all"{disabled}>Unload all</button>')
+        parts.append(_model_list(models, now))
+    parts.append(_unload_all(models))
     parts.append("</div>")
     return "".join(parts)
+
+
+def _memory_html_devices(snapshot: Mapping[str, Any], devices: list[Mapping[str, Any]], now: float) -> str:
+    """One block per device, then the models on none. Every model in snapshot["models"] is shown once: a row no
+    device lists (device None, or a device the snapshot does not name) goes to the last block."""
+    e = html.escape
+    models = list(snapshot.get("models") or [])
+    kind = str(snapshot.get("device_kind", ""))
+    parts = ['<div class="mem mem-multi">']
+    shown: set[str] = set()
+    for device in devices:
+        name = str(device.get("name") or "")
+        rows = device.get("models")
+        if rows is None:  # a device entry without its rows: take them from the top-level list
+            rows = [row for row in models if row.get("device") == device.get("name")]
+        rows = list(rows)
+        shown.update(str(row["id"]) for row in rows)
+        parts.append(f'<section class="mem-dev" data-device="{e(name)}" aria-label="{e(name)}">')
+        parts.append(f'<div class="mem-device" title="{e(str(device.get("kind") or kind))}">{e(name)}</div>')
+        parts.append(_memory_bar(device.get("used_bytes") or 0, device.get("budget_bytes") or 0,
+                                 device.get("total_bytes") or 0, where=name))
+        if rows:
+            parts.append(_model_list(rows, now))
+        elif models:
+            parts.append('<div class="mem-empty">No model on this device.</div>')
+        parts.append("</section>")
+    rest = [row for row in models if str(row["id"]) not in shown]
+    if rest or snapshot.get("ram_bytes"):
+        parts.append('<section class="mem-dev mem-host" aria-label="RAM and disk">'
+                     '<div class="mem-device">RAM and disk</div>')
+        if snapshot.get("ram_bytes"):
+            parts.append(_ram_line(snapshot["ram_bytes"]))
+        if rest:
+            parts.append(_model_list(rest, now))
+        parts.append("</section>")
+    if not models:
+        parts.append('<div class="mem-empty">No model loaded yet: each loads on first use.</div>')
+    parts.append(_unload_all(models))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _memory_bar(used: int, budget: int, total: int, *, where: str | None = None) -> str:
+    """The used / budget / total bar and its legend; `where` names the device in the label when there are several."""
+    e = html.escape
+    scale = max(total, budget, used, 1)
+    over = used > budget
+    label = f"{format_bytes(used)} used of {format_bytes(budget)} budget" + (f" on {where}" if where else "")
+    return (
+        f'<div class="mem-bar" role="img" aria-label="{e(label)}">'
+        f'<div class="mem-budget" style="width:{_pct(budget, scale):.2f}%"></div>'
+        f'<div class="mem-used{" mem-over" if over else ""}" style="width:{_pct(used, scale):.2f}%"></div></div>'
+        f'<div class="mem-legend"><span><b>{e(format_bytes(used))}</b> used of {e(format_bytes(budget))} budget</span>'
+        f'<span>{e(format_bytes(total))} total</span></div>'
+    )
+
+
+def _ram_line(ram_bytes: int) -> str:
+    return f'<div class="mem-ram">{html.escape(format_bytes(ram_bytes))} of models kept in RAM</div>'
+
+
+def _model_list(rows: Iterable[Mapping[str, Any]], now: float) -> str:
+    return '<ul class="mem-models">' + "".join(_model_row(row, now) for row in rows) + "</ul>"
+
+
+def _unload_all(models: Iterable[Mapping[str, Any]]) -> str:
+    loaded = any(row.get("bytes") or row.get("state") in ("in use", "loading", "downloading") for row in models)
+    disabled = "" if loaded else " disabled"
+    return f'<button class="mem-btn mem-unload-all" data-action="unload-all"{disabled}>Unload all</button>'
 
 
 def _model_row(row: Mapping[str, Any], now: float) -> str:
