@@ -158,4 +158,4 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> AudioLdm2Model:
 
 
 FAMILY = Family(name="audioldm2", load=load, work_units=work_units, working_bytes=working_bytes,
-                components=components)
+                components=components, libraries=("torch", "transformers", "diffusers"))

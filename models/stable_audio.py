@@ -131,4 +131,4 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> StableAudioModel:
 
 
 FAMILY = Family(name="stable_audio", load=load, work_units=work_units, working_bytes=working_bytes,
-                components=components)
+                components=components, libraries=("torch", "transformers", "diffusers"))

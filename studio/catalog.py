@@ -178,6 +178,8 @@ class Family:
     # With int8: the top-level submodules whose nn.Linear and token nn.Embedding weights become 8-bit
     # (everything else, e.g. the audio codec, keeps the float dtype).
     int8_parts: tuple[str, ...] = ()
+    # The heavy libraries the family's code imports: the manager imports them (studio.libraries) before load.
+    libraries: tuple[str, ...] = ("torch", "transformers")
 
     def __post_init__(self) -> None:
         unknown = set(self.precisions) - set(PRECISIONS)

@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
+from studio import libraries
 from studio.errors import InvalidInput
 from studio.settings import Settings, format_bytes
 
@@ -319,6 +320,7 @@ def pick_device(settings: Settings) -> Device:
 
 
 def _detect(choice: str) -> Device:
+    libraries.ensure("torch")  # under the lock every heavy import takes (this runs on the warm-up thread too)
     import torch
 
     if choice in ("auto", "cuda") and torch.cuda.is_available():

@@ -13,6 +13,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from studio import libraries
 from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
 from studio.device import Device, is_out_of_memory
 from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable
@@ -165,10 +166,10 @@ class PipelineManager:
             resolve = getattr(self.device, "resolve", None)
             if resolve is not None:
                 resolve()
-            if not heavy_libraries_imported():
-                began = self._clock()
-                import_heavy_libraries()
-                self.calibration.record_import(self._clock() - began)
+            if not libraries.imported("torch", "transformers"):
+                seconds = libraries.ensure("torch", "transformers")
+                if seconds:  # 0.0: a load imported them while this thread waited
+                    self.calibration.record_import(seconds)
 
         thread = threading.Thread(target=work, name="studio-warm-up", daemon=True)
         thread.start()
@@ -238,7 +239,7 @@ class PipelineManager:
         cached = resident or (entry is not None and entry.model is not None) or downloaded(spec.repo_id)
         load_s = 0.0 if resident else self.calibration.load_seconds(
             self.device.kind, plan.weights, first_in_process=not self._loaded_once)
-        if not resident and not heavy_libraries_imported():
+        if not resident and not libraries.imported("torch", "transformers"):
             load_s += self.calibration.import_seconds()
         compute_s = self._predict_compute(spec, request, plan)
         return Estimate(
@@ -472,10 +473,11 @@ class PipelineManager:
         tag = self._tag(entry)
         torch_device = self.device.torch_device if plan.placement == "device" else "cpu"
         place = self.device.place if plan.placement == "device" else self.device.place_host  # offload: RAM
-        if not heavy_libraries_imported():
-            began = self._clock()
-            import_heavy_libraries()
-            self.calibration.record_import(self._clock() - began)
+        needed = self.catalog.family(spec).libraries
+        if not libraries.imported(*needed):
+            seconds = libraries.ensure(*needed)  # waits while the warm-up imports them
+            if seconds:
+                self.calibration.record_import(seconds)
         started = self._clock()
         model = None
         try:
@@ -744,18 +746,6 @@ class PipelineManager:
 def requested_precision(request: Request | None) -> str:
     """The precision a request asks for: a model's Precision setting, "auto" when it has none or none is given."""
     return request.params.get("precision", AUTO) if request is not None else AUTO
-
-
-def heavy_libraries_imported() -> bool:
-    import sys
-
-    return "transformers" in sys.modules and "torch" in sys.modules
-
-
-def import_heavy_libraries() -> None:
-    """The first load in a process pays for importing torch and transformers; timed apart from loading."""
-    import torch  # noqa: F401
-    import transformers  # noqa: F401
 
 
 def choose_evictions(candidates: list[tuple[str, int, float]], deficit: int) -> list[str] | None:
