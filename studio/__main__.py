@@ -108,21 +108,19 @@ def _check_out(out: Path, fmt: str) -> Path:
 def catalog_rows(catalog) -> list[dict]:
     """One row per model (MMS languages folded into one), with memory needs at default settings.
 
-    Sizes come from the manager's own functions: what "auto" picks on a GPU and on a CPU, the weights in that
+    Sizes come from the sizer (studio.sizer), as for a plan: what "auto" picks on a GPU and on a CPU, the weights in that
     precision (exact when downloaded, else from the parameter count) plus working memory.
     """
     from studio.catalog import fold_languages, format_parameters
     from studio.settings import format_bytes
-    from studio.weights import float_bytes, planned_weight_bytes
+    from studio.sizer import Sizer
 
     short = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "int8": "int8"}
+    sizer = Sizer(catalog)
 
-    def need(spec, family, request, kind: str) -> str:
-        dtype = family.preferred_dtypes.get(kind, "float32")
-        floating = float_bytes(dtype, kind)
-        nbytes = planned_weight_bytes(spec, dtype, floating, family.int8_parts) + \
-            family.working_bytes(spec, request, floating)
-        return f"{format_bytes(nbytes)} ({short[dtype]})"
+    def need(spec, request, kind: str) -> str:
+        sizes = sizer.sizes(spec, request, kind)
+        return f"{format_bytes(sizes.weights + sizes.working)} ({short[sizes.dtype]})"
 
     rows = []
     for stem, specs in fold_languages(catalog):
@@ -134,11 +132,10 @@ def catalog_rows(catalog) -> list[dict]:
         else:
             repo, label = spec.repo_id, spec.label
         request = catalog.make_request(spec.repo_id, "example", seed=0)
-        family = catalog.family(spec)
         rows.append({
             "repo": repo, "label": label, "tasks": ", ".join(spec.tasks),
             "params": format_parameters(spec.parameters, billions=False),
-            "gpu": need(spec, family, request, "cuda"), "cpu": need(spec, family, request, "cpu"),
+            "gpu": need(spec, request, "cuda"), "cpu": need(spec, request, "cpu"),
             "rate": f"{spec.sample_rate / 1000:g} kHz"
             + (" stereo" if spec.channels == 2 else ""), "license": spec.license,
         })

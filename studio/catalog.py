@@ -178,7 +178,7 @@ class Family:
     # With int8: the top-level submodules whose nn.Linear and token nn.Embedding weights become 8-bit
     # (everything else, e.g. the audio codec, keeps the float dtype).
     int8_parts: tuple[str, ...] = ()
-    # The heavy libraries the family's code imports: the manager imports them (studio.libraries) before load.
+    # The heavy libraries its loader imports, imported first under one lock (studio.libraries).
     libraries: tuple[str, ...] = ("torch", "transformers")
 
     def __post_init__(self) -> None:

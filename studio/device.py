@@ -8,9 +8,8 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
-from studio import libraries
 from studio.errors import InvalidInput
 from studio.settings import Settings, format_bytes
 
@@ -33,6 +32,7 @@ class Device:
     kind = "cpu"
     compute_kind = "cpu"
     torch_device = "cpu"
+    key = "cpu"  # unique among the studio's devices: the planner's name for it
     separate_memory = False  # True when evicting to RAM frees this device's memory (discrete GPUs)
     supports_offload = False  # accelerate/diffusers CPU offload makes sense (an accelerator with host RAM beside it)
 
@@ -51,9 +51,6 @@ class Device:
         import psutil
 
         return int(psutil.virtual_memory().available)
-
-    def preferred_dtype(self) -> str:
-        return "float32"
 
     # -- accounting of what the studio placed here ----------------------------------------------------
     def place(self, tag: str, nbytes: int) -> None:
@@ -166,8 +163,8 @@ class CudaDevice(Device):
         import torch
 
         self.index = index
-        self.torch_device = f"cuda:{index}"
-        super().__init__(torch.cuda.get_device_name(index))
+        self.torch_device = self.key = f"cuda:{index}"
+        super().__init__(f"{torch.cuda.get_device_name(index)} (cuda:{index})")
 
     def reading(self) -> MemoryReading:
         import torch
@@ -175,9 +172,6 @@ class CudaDevice(Device):
         free, total = torch.cuda.mem_get_info(self.index)
         cached_unused = torch.cuda.memory_reserved(self.index) - torch.cuda.memory_allocated(self.index)
         return MemoryReading(total=int(total), free=int(free + max(cached_unused, 0)))
-
-    def preferred_dtype(self) -> str:
-        return "float16"
 
     def empty_cache(self) -> None:
         import torch
@@ -207,6 +201,7 @@ class MpsDevice(Device):
     kind = "mps"
     compute_kind = "mps"
     torch_device = "mps"
+    key = "mps"
 
     def __init__(self) -> None:
         super().__init__("Apple GPU (MPS)")
@@ -219,9 +214,6 @@ class MpsDevice(Device):
         in_use = int(torch.mps.driver_allocated_memory())
         available = int(psutil.virtual_memory().available)
         return MemoryReading(total=limit, free=max(0, min(limit - in_use, available)))
-
-    def preferred_dtype(self) -> str:
-        return "float16"
 
     def empty_cache(self) -> None:
         import torch
@@ -249,8 +241,10 @@ class SimulatedDevice(Device):
     # Offload runs for real (parts move in turn, accounted one at a time); only the bytes are pretend.
     supports_offload = True
 
-    def __init__(self, capacity: int, *, host_capacity: int | None = None) -> None:
-        super().__init__(f"Simulated GPU ({format_bytes(capacity)})")
+    def __init__(self, capacity: int, *, host_capacity: int | None = None, index: int | None = None) -> None:
+        number = "" if index is None else f" {index}"
+        super().__init__(f"Simulated GPU{number} ({format_bytes(capacity)})")
+        self.key = f"sim:{index or 0}"
         self.capacity = int(capacity)
         self.host_capacity = host_capacity
         self.external = 0
@@ -303,49 +297,91 @@ class SimulatedDevice(Device):
         return self.peak
 
 
-def pick_device(settings: Settings) -> Device:
-    """The device the settings ask for; 'auto' prefers CUDA, then MPS, then the CPU.
+def pick_devices(settings: Settings) -> "Devices":
+    """The devices the settings ask for; 'auto' takes every visible CUDA device, else MPS, else the CPU.
 
     Telling CUDA and MPS apart needs torch, which takes seconds to import: for 'auto' the choice is
     deferred to first use (or to warm_up in the background), so the page is served before torch loads.
-    An explicit cuda or mps is checked at once, so a wrong flag fails at start.
+    An explicit cuda, cuda:N list or mps is checked at once, so a wrong flag fails at start.
     """
-    if settings.simulated_memory is not None:
-        return SimulatedDevice(settings.simulated_memory)
+    sizes = settings.simulated_sizes
+    if sizes is not None:
+        if len(sizes) == 1:
+            return Devices([SimulatedDevice(sizes[0])])
+        return Devices([SimulatedDevice(size, index=i) for i, size in enumerate(sizes)])
     if settings.device == "cpu":
-        return CpuDevice()
+        return Devices([CpuDevice()])
     if settings.device == "auto":
-        return DeferredDevice(lambda: _detect("auto"))  # type: ignore[return-value]
-    return _detect(settings.device)
+        return Devices(lambda: _detect("auto"))
+    return Devices(_detect(settings.device))
 
 
-def _detect(choice: str) -> Device:
-    libraries.ensure("torch")  # under the lock every heavy import takes (this runs on the warm-up thread too)
+def expected_device_count(settings: Settings) -> int:
+    """How many devices `pick_devices(settings)` gives, without importing torch (the web queue's limit is set
+    before the page is served). For 'auto' it counts the NVIDIA GPUs the driver lists; the manager queues any
+    run beyond the real count, so a wrong guess costs waiting, never two runs on one device."""
+    if settings.simulated_sizes is not None:
+        return len(settings.simulated_sizes)
+    if settings.device.startswith("cuda:"):
+        return settings.device.count(",") + 1
+    if settings.device != "auto":
+        return 1
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        listed = []
+        for item in visible.split(","):  # CUDA stops at the first invalid entry, e.g. -1
+            if not item.strip() or item.strip().startswith("-"):
+                break
+            listed.append(item)
+        return max(1, len(listed))
+    try:
+        return max(1, len(os.listdir("/proc/driver/nvidia/gpus")))
+    except OSError:
+        return 1
+
+
+def _detect(choice: str) -> list[Device]:
+    from studio import libraries
+
+    libraries.ensure("torch")
     import torch
 
-    if choice in ("auto", "cuda") and torch.cuda.is_available():
-        return CudaDevice(torch.cuda.current_device())
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if choice.startswith("cuda:"):
+        indices = [int(item.split(":", 1)[1]) for item in choice.split(",")]
+        missing = [i for i in indices if i >= count]
+        if missing:
+            seen = f"torch sees {count} CUDA device(s)" + (f" (cuda:0 to cuda:{count - 1})" if count else "")
+            raise InvalidInput(f"--device {choice} names cuda:{missing[0]}, but {seen}: name those, or use --device auto")
+        return [CudaDevice(i) for i in indices]
+    if choice in ("auto", "cuda") and count:
+        return [CudaDevice(i) for i in range(count)] if choice == "auto" else [CudaDevice(torch.cuda.current_device())]
     if choice in ("auto", "mps") and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return MpsDevice()
+        return [MpsDevice()]
     if choice != "auto":
         raise InvalidInput(f"--device {choice} was asked for but torch finds no {choice.upper()} device here: use --device auto or cpu")
-    return CpuDevice()
+    return [CpuDevice()]
 
 
-class DeferredDevice:
-    """Stands for the device 'auto' will pick; the first question about it (or warm_up) decides."""
+class Devices:
+    """The devices the studio runs on, in order; with 'auto', decided by the first question (or warm_up)."""
 
-    def __init__(self, choose) -> None:
-        self._choose = choose
-        self._device: Device | None = None
+    def __init__(self, choose: Callable[[], Sequence[Device]] | Sequence[Device]) -> None:
+        self._choose = choose if callable(choose) else None
+        self._devices: tuple[Device, ...] | None = None if callable(choose) else tuple(choose)
         self._lock = threading.Lock()
 
-    def resolve(self) -> Device:
+    @property
+    def resolved(self) -> bool:
+        return self._devices is not None
+
+    def resolve(self) -> tuple[Device, ...]:
         with self._lock:
-            if self._device is None:
-                self._device = self._choose()
-                log.info("device: %s", self._device.name)
-            return self._device
+            if self._devices is None:
+                assert self._choose is not None
+                self._devices = tuple(self._choose())
+                log.info("devices: %s", ", ".join(d.name for d in self._devices))
+            return self._devices
 
     def warm_up(self) -> threading.Thread:
         """Decide (importing torch) on a background thread, so the first real question does not wait."""
@@ -353,8 +389,14 @@ class DeferredDevice:
         thread.start()
         return thread
 
-    def __getattr__(self, name: str):
-        return getattr(self.resolve(), name)
+    def __iter__(self) -> Iterator[Device]:
+        return iter(self.resolve())
+
+    def __len__(self) -> int:
+        return len(self.resolve())
+
+    def __getitem__(self, index: int) -> Device:
+        return self.resolve()[index]
 
 
 def is_out_of_memory(error: BaseException) -> bool:

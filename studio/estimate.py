@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from studio.catalog import SpeedPrior
+from studio.catalog import ModelSpec, SpeedPrior
 from studio.settings import format_bytes
 
 log = logging.getLogger(__name__)
@@ -22,6 +22,7 @@ LOAD_PRIOR = SpeedPrior(0.5, 0.004)
 LOAD_PRIOR_FIRST = SpeedPrior(2.0, 0.004)  # the first load in a process also imports the model's code
 DEFAULT_IMPORT_SECONDS = 4.0  # importing torch + transformers, when nothing has imported them yet
 MAX_POINTS = 32
+OFFLOAD_BANDWIDTH = 10e9  # bytes per second host -> device (PCIe 4 x16 in practice), until offload runs are measured
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Estimate:
     cached: bool  # files already in the HF cache
     budget_bytes: int
     dtype: str
+    device: str | None = None  # the device the run uses, named when the studio has more than one
 
     def summary(self) -> str:
         """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.
@@ -60,6 +62,8 @@ class Estimate:
         else:
             parts.insert(0, f"does not fit the device ({format_bytes(self.weights_bytes + self.working_bytes)} "
                             f"of {format_bytes(self.budget_bytes)}): runs on the CPU")
+        if self.device is not None and self.placement != "cpu":
+            parts.append(f"on {self.device}")
         if self.dtype != "float32":
             parts.append(self.dtype)
         if not self.cached:
@@ -106,6 +110,36 @@ def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | Non
         b = sum(x * y for x, y in points) / max(sum(x * x for x, _ in points), 1e-12)
         a = 0.0
     return a, b
+
+
+class TimeEstimator:
+    """Seconds a run will take, from the calibration: loading (bytes over measured bandwidth) plus compute
+    (a fixed cost plus a cost per unit of work, fitted per model, hardware and precision)."""
+
+    def __init__(self, calibration: "Calibration") -> None:
+        self.calibration = calibration
+
+    @staticmethod
+    def speed_kind(compute_kind: str, placement: str) -> str:
+        """Calibration key part: offload runs are slower than whole-model runs on the same hardware."""
+        return f"{compute_kind}+offload" if placement == "offload" else compute_kind
+
+    def compute_seconds(self, spec: ModelSpec, units: float, *, compute_kind: str, placement: str, dtype: str,
+                        weights: int) -> float:
+        key = Calibration.key(spec.repo_id, self.speed_kind(compute_kind, placement), dtype)
+        seconds = self.calibration.compute_seconds(key, units, spec.speed_prior(compute_kind, dtype))
+        if placement == "offload" and not self.calibration.has_runs(key):
+            seconds += weights / OFFLOAD_BANDWIDTH  # until measured: every component crosses to the device once
+        return seconds
+
+    def load_seconds(self, device_kind: str, weights: int, *, first_in_process: bool, importing: bool) -> float:
+        seconds = self.calibration.load_seconds(device_kind, weights, first_in_process=first_in_process)
+        return seconds + (self.calibration.import_seconds() if importing else 0.0)
+
+    def record_run(self, spec: ModelSpec, units: float, seconds: float, *, compute_kind: str, placement: str,
+                   dtype: str) -> None:
+        key = Calibration.key(spec.repo_id, self.speed_kind(compute_kind, placement), dtype)
+        self.calibration.record_run(key, units, seconds)
 
 
 class Calibration:

@@ -1,51 +1,51 @@
-"""PipelineManager: owns every loaded model, keeps what is resident within the budget, and runs generations."""
+"""PipelineManager, the executor: locks, reference counts and leases; it loads, moves and drops models as the
+planner (studio.planner) says, and walks the plan's fallbacks when a device runs out of memory.
+
+What a request costs comes from the sizer (studio.sizer), how long it takes from the time estimator
+(studio.estimate.TimeEstimator); this module only acts.
+"""
 
 from __future__ import annotations
 
-import functools
 import gc
-import itertools
 import logging
 import threading
 import time
 import traceback
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from studio import libraries
-from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
-from studio.device import Device, is_out_of_memory
+from studio.catalog import Catalog, ModelSpec, Request
+from studio.device import Device, Devices, is_out_of_memory
 from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable
-from studio.estimate import Calibration, Estimate
+from studio.estimate import Calibration, Estimate, TimeEstimator
+from studio.planner import DeviceView, Need, Placement, Plan, Resident, State, plan
 from studio.run import Audio, LoadedModel, RunContext
-from studio.settings import DEFAULT_RESERVE, format_bytes
-from studio.weights import downloaded, float_bytes, module_bytes, planned_weight_bytes
+from studio.settings import DEFAULT_RESERVE, budget_caps, format_bytes
+from studio.sizer import Sizer, weights_label
+from studio.memory import DeviceRow, MemorySnapshot, ModelRow
+from studio.weights import describe_load_error, downloaded, float_bytes, module_bytes
 
 log = logging.getLogger(__name__)
 
-OFFLOAD_BANDWIDTH = 10e9  # bytes per second host -> device (PCIe 4 x16 in practice), until offload runs are measured
-
-ON_DISK = "on disk"
-NOT_DOWNLOADED = "not downloaded"
-DOWNLOADING = "downloading"
-LOADING = "loading"
-IN_RAM = "in RAM"
-ON_DEVICE = "on device"
-IN_USE = "in use"
-
 Loader = Callable[[ModelSpec, str, str], LoadedModel]
+CPU_SLOT = "host"  # the run slot of models running on the CPU beside the accelerators
 
 
 @dataclass
 class _Entry:
+    """One model the manager knows: its state and, while loaded, where its weights are."""
+
     spec: ModelSpec
-    state: str = ON_DISK
+    state: State = State.ON_DISK
     model: LoadedModel | None = None
-    placement: str | None = None  # "device", "offload" or "cpu" while loaded
+    placement: Placement | None = None  # while loaded
+    device: Device | None = None  # holding it (DEVICE) or running its parts (OFFLOAD); None on the CPU
     dtype: str = "float32"
     weights: int = 0  # exact once loaded
-    refs: int = 0
+    refs: int = 0  # runs and leases holding it
     pinned: bool = False
     last_used: float = 0.0  # manager clock, for LRU
     last_used_wall: float | None = None  # epoch seconds, for people
@@ -53,29 +53,7 @@ class _Entry:
 
     @property
     def idle(self) -> bool:
-        return self.refs == 0 and self.state not in (LOADING, DOWNLOADING)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    dtype: str
-    weights: int
-    working: int
-    placement: str
-    evicts: tuple[str, ...]
-    fits: bool
-    budget: int
-    blocked_by: tuple[str, ...]  # in use or pinned models that could not be moved
-    largest_component: int = 0  # with offload, the most weight bytes on the device at once
-    precision: str = AUTO  # what the request asked for; fallbacks re-decide "auto" for where they run
-    load_peak: int = 0  # bytes held while loading, when more than the weights (int8 loads float32 first)
-
-    @property
-    def need(self) -> int:
-        """Bytes the run needs where it runs: on the device (whole, or its largest part with offload), or in RAM."""
-        if self.placement == "offload":
-            return self.largest_component + self.working
-        return self.weights + self.working
+        return self.refs == 0 and self.state not in (State.LOADING, State.DOWNLOADING)
 
 
 @dataclass
@@ -88,6 +66,7 @@ class RunResult:
     peak_bytes: int | None
     placement: str
     dtype: str
+    device: str  # the name of the device that ran it ("CPU ..." for a run on the CPU)
     recoveries: list[str] = field(default_factory=list)
 
 
@@ -106,12 +85,13 @@ class Lease:
 
     @property
     def model(self) -> LoadedModel:
-        assert self._entry.model is not None  # a lease exists only for a loaded model
+        if self._entry.model is None:
+            raise RuntimeError("the leased model is not loaded")  # cannot happen while the lease is open
         return self._entry.model
 
     @property
-    def placement(self) -> str:
-        return self._entry.placement or "device"
+    def placement(self) -> Placement:
+        return self._entry.placement or Placement.DEVICE
 
     def release(self) -> None:
         if not self.released:
@@ -126,26 +106,28 @@ class Lease:
 
 
 class PipelineManager:
-    """One per process. Loads lazily, evicts idle models least-recently-used first, recovers from OOM.
+    """One per process. Loads lazily, places each model by the plan, one generation per device at a time.
 
-    Locks, always taken in this order: `_run_lock` (one generation on the device at a time),
-    `_load_lock` (one load, move or eviction at a time), `_lock` (the entries' fields).
+    Locks, always taken in this order: `_slots` (which devices run a generation), `_load_lock` (one load,
+    move or eviction at a time), `_lock` (the entries' fields).
     """
 
     def __init__(
         self,
         catalog: Catalog,
-        device: Device,
+        devices: Device | Sequence[Device] | Devices,
         *,
         calibration: Calibration | None = None,
-        budget_cap: int | None = None,
+        budget_cap: int | tuple[int, ...] | None = None,
         reserve: int = DEFAULT_RESERVE,
         loader: Loader | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
-        self.device = device
+        if isinstance(devices, Device):
+            devices = [devices]
+        self.devices = devices if isinstance(devices, Devices) else Devices(list(devices))
         self.calibration = calibration or Calibration(None)
         self.budget_cap = budget_cap
         self.reserve = reserve
@@ -155,210 +137,167 @@ class PipelineManager:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.RLock()
         self._load_lock = threading.RLock()
-        self._run_lock = threading.Lock()
-        self.max_resident_seen = 0  # the most bytes the manager ever had placed on the device
+        self._slots = threading.Condition()
+        self._busy: set[str] = set()  # run slots (device keys, or CPU_SLOT) with a generation running
+        self.max_resident_seen = 0  # the most bytes the manager ever had placed on any one device
+        self.max_resident_by_device: dict[str, int] = {}
         self._loaded_once = False
 
+    @property
+    def calibration(self) -> Calibration:
+        return self._calibration
+
+    @calibration.setter
+    def calibration(self, calibration: Calibration) -> None:
+        self._calibration = calibration
+        self.sizer = Sizer(self.catalog, calibration)
+        self.timer = TimeEstimator(calibration)
+
+    @property
+    def device(self) -> Device:
+        """The first device (the only one on most machines); host RAM is accounted on it."""
+        return self.devices[0]
+
     def warm_up(self) -> threading.Thread:
-        """Decide the device and import torch and transformers in the background, after the page is up."""
+        """Decide the devices and import torch and transformers in the background, after the page is up."""
 
         def work() -> None:
-            resolve = getattr(self.device, "resolve", None)
-            if resolve is not None:
-                resolve()
-            if not libraries.imported("torch", "transformers"):
-                seconds = libraries.ensure("torch", "transformers")
-                if seconds:  # 0.0: a load imported them while this thread waited
-                    self.calibration.record_import(seconds)
+            self.devices.resolve()
+            self._import(("torch", "transformers"))
 
         thread = threading.Thread(target=work, name="studio-warm-up", daemon=True)
         thread.start()
         return thread
 
+    def _import(self, names: tuple[str, ...]) -> None:
+        """Import the heavy libraries (waiting for an import under way elsewhere); the importer records the time."""
+        seconds = libraries.ensure(*names)
+        if seconds > 0:  # a thread that only waited for another's import reports 0: not a measure
+            self.calibration.record_import(seconds)
+
     # ---------------------------------------------------------------- memory questions
-    def budget(self) -> int:
-        """Bytes the studio may hold on the device: what it holds + what is free, minus the reserve, capped."""
-        reading = self.device.reading()
-        budget = self.device.placed_bytes() + reading.free - self.reserve
-        if self.budget_cap is not None:
-            budget = min(budget, self.budget_cap)
+    def budget(self, device: Device | None = None) -> int:
+        """Bytes the studio may hold on `device` (all devices together when None): what it holds + what is free,
+        minus the reserve, capped by --memory-budget."""
+        if device is None:
+            return sum(self.budget(d) for d in self.devices)
+        budget = device.placed_bytes() + device.reading().free - self.reserve
+        cap = self._caps()[device.key]
+        if cap is not None:
+            budget = min(budget, cap)
         return max(0, budget)
 
+    def _caps(self) -> dict[str, int | None]:
+        devices = self.devices.resolve()
+        return dict(zip((d.key for d in devices), budget_caps(self.budget_cap, len(devices))))
+
     def used_bytes(self) -> int:
-        return self.device.placed_bytes()
+        return sum(d.placed_bytes() for d in self.devices)
+
+    def memory(self) -> MemorySnapshot:
+        """The device(s), totals and one row per model known to the manager."""
+        devices = self.devices.resolve()
+        readings = {d.key: d.reading() for d in devices}
+        with self._lock:
+            entries = sorted(self._entries.values(), key=lambda e: -(e.last_used or 0))
+            rows = [(e.device, ModelRow(
+                id=e.spec.repo_id, label=e.spec.label, state=self._shown_state(e).value,
+                bytes=e.weights if e.model is not None else 0,
+                placement=e.placement.value if e.model is not None and e.placement else None,
+                dtype=e.dtype if e.model is not None else None, pinned=e.pinned, last_used=e.last_used_wall,
+                device=e.device.name if e.model is not None and e.device is not None else None,
+            )) for e in entries]
+        per_device = tuple(DeviceRow(
+            name=d.name, kind=d.kind, total_bytes=readings[d.key].total, budget_bytes=self.budget(d),
+            used_bytes=d.placed_bytes(),
+            models=tuple(row for holder, row in rows if holder is d and row.device is not None),
+        ) for d in devices)
+        return MemorySnapshot(
+            device=" + ".join(d.name for d in devices), device_kind=devices[0].kind,
+            total_bytes=sum(r.total for r in readings.values()),
+            budget_bytes=sum(d.budget_bytes for d in per_device),
+            used_bytes=sum(d.used_bytes for d in per_device), ram_bytes=self.device.host_bytes(),
+            models=tuple(row for _, row in rows), devices=per_device,
+        )
 
     def snapshot(self) -> dict:
-        """The /memory contract: device, totals and one row per model known to the manager."""
-        reading = self.device.reading()
-        with self._lock:
-            rows = [
-                {
-                    "id": e.spec.repo_id,
-                    "label": e.spec.label,
-                    "state": self._shown_state(e),
-                    "bytes": e.weights if e.model is not None else 0,
-                    "placement": e.placement,
-                    "dtype": e.dtype if e.model is not None else None,
-                    "pinned": e.pinned,
-                    "last_used": e.last_used_wall,
-                }
-                for e in sorted(self._entries.values(), key=lambda e: -(e.last_used or 0))
-            ]
-        return {
-            "device": self.device.name,
-            "device_kind": self.device.kind,
-            "total_bytes": reading.total,
-            "budget_bytes": self.budget(),
-            "used_bytes": self.used_bytes(),
-            "ram_bytes": self.device.host_bytes(),
-            "models": rows,
-        }
+        """The /memory contract as a dict (see MemorySnapshot)."""
+        return self.memory().to_dict()
 
-    def state_of(self, model_id: str) -> str:
+    def state_of(self, model_id: str) -> State:
         with self._lock:
             entry = self._entries.get(model_id)
             if entry is None:
-                return ON_DISK if downloaded(model_id) else NOT_DOWNLOADED
+                return State.ON_DISK if downloaded(model_id) else State.NOT_DOWNLOADED
             return self._shown_state(entry)
 
-    def _shown_state(self, entry: _Entry) -> str:
+    def _shown_state(self, entry: _Entry) -> State:
         if entry.model is not None:
-            return IN_USE if entry.refs > 0 else entry.state
-        if entry.state in (ON_DISK, NOT_DOWNLOADED):  # files may have come or gone since (a pin makes an entry)
-            return ON_DISK if downloaded(entry.spec.repo_id) else NOT_DOWNLOADED
+            return State.IN_USE if entry.refs > 0 else entry.state
+        if entry.state in (State.ON_DISK, State.NOT_DOWNLOADED):  # files may have come or gone (a pin makes an entry)
+            return State.ON_DISK if downloaded(entry.spec.repo_id) else State.NOT_DOWNLOADED
         return entry.state
 
-    # ---------------------------------------------------------------- estimates
-    def estimate_run(self, request: Request) -> Estimate:
-        """Memory and time for `request`, and what would be unloaded, without loading anything."""
-        spec = self.catalog.get(request.model)
+    # ---------------------------------------------------------------- planning
+    def _device(self, key: str | None) -> Device | None:
+        return next((d for d in self.devices if d.key == key), None) if key is not None else None
+
+    def _compute_kind(self, placement: Placement | None, device: Device | None) -> str:
+        return "cpu" if placement is Placement.CPU or device is None else device.compute_kind
+
+    def _plan(self, spec: ModelSpec, request: Request, *, only: str | None = None, holding: int = 0) -> Plan:
+        """The planner's answer for `request` now. `only` keeps it to one run slot (a device key, or CPU_SLOT
+        for the CPU); `holding` is how many of the model's references the caller holds itself."""
         with self._lock:
             entry = self._entries.get(spec.repo_id)
-            plan = self._plan(spec, request, entry)
-            resident = entry is not None and entry.model is not None and entry.placement == plan.placement
-        cached = resident or (entry is not None and entry.model is not None) or downloaded(spec.repo_id)
-        load_s = 0.0 if resident else self.calibration.load_seconds(
-            self.device.kind, plan.weights, first_in_process=not self._loaded_once)
-        if not resident and not libraries.imported("torch", "transformers"):
-            load_s += self.calibration.import_seconds()
-        compute_s = self._predict_compute(spec, request, plan)
+            loaded = (entry.dtype, entry.weights) if entry is not None and entry.model is not None else None
+            devices = self.devices.resolve()
+            need = Need(
+                model=spec.repo_id,
+                on_device=self.sizer.sizes(spec, request, devices[0].compute_kind, loaded=loaded),
+                on_cpu=self.sizer.sizes(spec, request, "cpu", loaded=loaded),
+                host_room=self.device.host_free() - self.reserve,
+            )
+            residents = tuple(
+                Resident(model=e.spec.repo_id, device=e.device.key if e.device is not None else None,
+                         placement=e.placement or Placement.DEVICE, dtype=e.dtype, bytes=e.weights,
+                         last_used=e.last_used, pinned=e.pinned, movable=self._movable(e),
+                         in_use=(e.refs - (holding if e is entry else 0)) > 0
+                         or e.state in (State.LOADING, State.DOWNLOADING))
+                for e in self._entries.values() if e.model is not None)
+            views = tuple(
+                DeviceView(key=d.key, budget=self.budget(d), used=d.placed_bytes(), accelerator=d.kind != "cpu",
+                           offload=d.supports_offload, separate_memory=d.separate_memory, busy=d.key in self._busy)
+                for d in devices if only is None or d.key == only)
+        return plan(need, residents, views)
+
+    def estimate_run(self, request: Request, *, only: str | None = None) -> Estimate:
+        """Memory and time for `request`, and what would be unloaded, without loading anything."""
+        spec = self.catalog.get(request.model)
+        family = self.catalog.family(spec)
+        chosen = self._plan(spec, request, only=only)
+        device = self._device(chosen.device)
+        with self._lock:
+            entry = self._entries.get(spec.repo_id)
+            loaded = entry is not None and entry.model is not None
+            resident = loaded and entry.placement == chosen.placement and entry.device is device \
+                and entry.dtype == chosen.dtype
+        load_s = 0.0 if resident else self.timer.load_seconds(
+            (device or self.device).kind, chosen.weights, first_in_process=not self._loaded_once,
+            importing=not libraries.imported(*family.libraries))
+        compute_s = self.timer.compute_seconds(
+            spec, family.work_units(spec, request), compute_kind=self._compute_kind(chosen.placement, device),
+            placement=chosen.placement.value, dtype=chosen.dtype, weights=chosen.weights)
         return Estimate(
-            model=spec.repo_id,
-            seconds=load_s + compute_s,
-            bytes=plan.need,
-            fits=plan.fits,
-            evicts=plan.evicts,
-            weights_bytes=plan.weights,
-            working_bytes=plan.working,
-            load_seconds=load_s,
-            compute_seconds=compute_s,
-            placement=plan.placement,
-            resident=resident,
-            cached=cached,
-            budget_bytes=plan.budget,
-            dtype=plan.dtype,
+            model=spec.repo_id, seconds=load_s + compute_s, bytes=chosen.need, fits=chosen.fits,
+            evicts=chosen.evicts, weights_bytes=chosen.weights, working_bytes=chosen.working, load_seconds=load_s,
+            compute_seconds=compute_s, placement=chosen.placement.value, resident=resident,
+            cached=loaded or downloaded(spec.repo_id), budget_bytes=chosen.budget, dtype=chosen.dtype,
+            device=device.name if device is not None and len(self.devices) > 1 else None,
         )
 
-    def _predict_compute(self, spec: ModelSpec, request: Request, plan: _Plan) -> float:
-        units = self.catalog.family(spec).work_units(spec, request)
-        key = Calibration.key(spec.repo_id, self._speed_kind(plan.placement), plan.dtype)
-        prior = spec.speed_prior(self._compute_kind(plan.placement), plan.dtype)
-        seconds = self.calibration.compute_seconds(key, units, prior)
-        if plan.placement == "offload" and not self.calibration.has_runs(key):
-            # Until measured: every component crosses to the device once per run.
-            seconds += plan.weights / OFFLOAD_BANDWIDTH
-        return seconds
-
-    def _compute_kind(self, placement: str) -> str:
-        return "cpu" if placement == "cpu" else self.device.compute_kind
-
-    def _speed_kind(self, placement: str) -> str:
-        """Calibration key part: offload runs are slower than whole-model runs on the same device."""
-        kind = self._compute_kind(placement)
-        return f"{kind}+offload" if placement == "offload" else kind
-
-    def _dtype(self, spec: ModelSpec, placement: str = "device", precision: str = AUTO) -> str:
-        """The precision a run uses: the one asked for, or what "auto" picks for the hardware doing the work."""
-        if precision != AUTO:
-            return precision
-        return self.catalog.family(spec).preferred_dtypes.get(self._compute_kind(placement), "float32")
-
-    def _float_bytes(self, dtype: str, placement: str) -> int:
-        """Bytes per element of what stays floating: activations, and with int8 the unquantized weights."""
-        return float_bytes(dtype, self._compute_kind(placement))
-
-    def _weights_label(self, dtype: str, placement: str) -> str:
-        """Calibration key for loaded weight bytes: int8 models differ in size on the CPU and on CUDA."""
-        return f"int8/{self._compute_kind(placement)}" if dtype == "int8" else dtype
-
-    def _weights_for(self, spec: ModelSpec, entry: _Entry | None, dtype: str, placement: str = "device") -> int:
-        if entry is not None and entry.model is not None and entry.dtype == dtype:
-            return entry.weights
-        measured = self.calibration.known_weights(spec.repo_id, self._weights_label(dtype, placement))
-        if measured is not None:
-            return measured
-        int8_parts = self.catalog.family(spec).int8_parts
-        return planned_weight_bytes(spec, dtype, self._float_bytes(dtype, placement), int8_parts)
-
-    def _load_peak(self, spec: ModelSpec, dtype: str, placement: str) -> int:
-        """Bytes held while loading beyond the final weights: int8 on the CPU loads float32, then quantizes."""
-        if dtype != "int8" or self._compute_kind(placement) != "cpu":
-            return 0
-        return self._weights_for(spec, None, "float32", placement)
-
-    def _sizes(self, spec: ModelSpec, request: Request | None, entry: _Entry | None, placement: str,
-               precision: str) -> tuple[str, int, int, int]:
-        """(dtype, weight bytes, working bytes, load peak) of running `request` with `placement`."""
-        dtype = self._dtype(spec, placement, precision)
-        weights = self._weights_for(spec, entry, dtype, placement)
-        family = self.catalog.family(spec)
-        working = family.working_bytes(spec, request, self._float_bytes(dtype, placement)) if request is not None else 0
-        return dtype, weights, working, self._load_peak(spec, dtype, placement)
-
-    def _plan(self, spec: ModelSpec, request: Request | None, entry: _Entry | None) -> _Plan:
-        """Where the run goes and what must leave the device first. Call with `_lock` held."""
-        family = self.catalog.family(spec)
-        precision = requested_precision(request)
-        dtype, weights, working, load_peak = self._sizes(spec, request, entry, "device", precision)
-        budget = self.budget()
-        on_device = entry is not None and entry.model is not None and entry.placement == "device"
-        if on_device and entry.dtype == dtype:
-            needed = working
-        else:  # loads (a model in another precision is dropped first); int8 passes through float32 on the way
-            needed = max(weights + working, load_peak) - (entry.weights if on_device else 0)
-        deficit = self.used_bytes() + needed - budget
-        others = [e for e in self._entries.values()
-                  if e.model is not None and e.placement == "device" and e.spec.repo_id != spec.repo_id]
-        blocked = tuple(e.spec.repo_id for e in others if not e.idle or e.pinned)
-        plan = functools.partial(_Plan, precision=precision, load_peak=load_peak)
-        if deficit <= 0:
-            return plan(dtype, weights, working, "device", (), True, budget, blocked)
-        candidates = [e for e in others if e.idle and not e.pinned]
-        sizes = [(e.spec.repo_id, e.weights, e.last_used) for e in candidates]
-        chosen = choose_evictions(sizes, deficit)
-        if chosen is not None:
-            return plan(dtype, weights, working, "device", tuple(chosen), True, budget, blocked)
-        if family.components is not None and self.device.supports_offload:
-            # Does not fit whole: keep the weights in RAM and bring one component at a time to the device.
-            largest = max(family.components(spec, DTYPE_BYTES[dtype]).values(), default=weights)
-            in_ram = entry is not None and entry.model is not None and entry.placement == "offload"
-            host_room = self.device.host_free() - self.reserve + (weights if in_ram else 0)
-            deficit = self.used_bytes() + largest + working - budget
-            chosen = [] if deficit <= 0 else choose_evictions(sizes, deficit)
-            if chosen is not None and weights <= host_room:
-                return plan(dtype, weights, working, "offload", tuple(chosen), True, budget, blocked, largest)
-        if self.device.kind == "cpu":
-            return plan(dtype, weights, working, "device", (), False, budget, blocked)
-        # Does not fit the accelerator: run from host RAM on the CPU instead of failing with OOM.
-        cpu_dtype, cpu_weights, cpu_working, cpu_peak = self._sizes(spec, request, entry, "cpu", precision)
-        in_ram = entry is not None and entry.model is not None and entry.placement != "device"
-        host_room = self.device.host_free() - self.reserve + (entry.weights if in_ram else 0)
-        fits = max(cpu_weights + cpu_working, cpu_peak) <= host_room
-        return _Plan(cpu_dtype, cpu_weights, cpu_working, "cpu", (), fits, budget, blocked, precision=precision,
-                     load_peak=cpu_peak)
-
     # ---------------------------------------------------------------- acquire / release
-    def acquire(self, request: Request, ctx: RunContext | None = None) -> Lease:
+    def acquire(self, request: Request, ctx: RunContext | None = None, *, only: str | None = None) -> Lease:
         """Make the request's model ready where its plan says, loading and evicting as needed; pin it while held."""
         spec = self.catalog.get(request.model)
         ctx = ctx or RunContext()
@@ -368,7 +307,10 @@ class PipelineManager:
             entry.last_used = self._clock()
         try:
             with self._load_lock:
-                recoveries = self._make_ready(entry, request, ctx)
+                chosen = self._plan(spec, request, only=only, holding=1)
+                if not chosen.fits:
+                    raise DoesNotFit(self._does_not_fit_message(spec, chosen))
+                recoveries = self._realize(entry, chosen, ctx)
         except BaseException:
             self._release(entry)
             raise
@@ -380,199 +322,196 @@ class PipelineManager:
             entry.last_used = self._clock()
             entry.last_used_wall = self._wall()
             if entry.model is not None:
-                entry.state = ON_DEVICE if entry.placement == "device" else IN_RAM
+                entry.state = State.ON_DEVICE if entry.placement is Placement.DEVICE else State.IN_RAM
         self._process_deferred_unloads()
 
-    def _make_ready(self, entry: _Entry, request: Request, ctx: RunContext) -> list[str]:
+    def _realize(self, entry: _Entry, chosen: Plan, ctx: RunContext) -> list[str]:
         """Evict, move or load as the plan says; returns the out-of-memory recoveries a load needed."""
-        with self._lock:
-            plan = self._plan(entry.spec, request, entry)
-        if not plan.fits:
-            raise DoesNotFit(self._does_not_fit_message(entry.spec, plan))
-        for model_id in plan.evicts:
-            self._evict(self._entries[model_id])
-        if entry.model is not None and entry.placement == plan.placement and entry.dtype == plan.dtype:
-            return []
-        if (entry.model is not None and entry.dtype == plan.dtype and self._movable(entry)
-                and "offload" not in (entry.placement, plan.placement)):
-            self._move(entry, plan.placement)
-            return []
-        if entry.model is not None:  # other precision, or offload hooks to add or remove: load afresh
+        self._evict(chosen)
+        target = self._device(chosen.device)
+        if entry.model is not None and entry.dtype == chosen.dtype:
+            if entry.placement == chosen.placement and entry.device is target:
+                return []
+            if self._movable(entry) and Placement.OFFLOAD not in (entry.placement, chosen.placement):
+                self._move(entry, chosen.placement, target)
+                return []
+        if entry.model is not None:  # another precision, or offload hooks to add or remove: load afresh
             self._drop(entry)
-        return self._load_with_ladder(entry, plan, ctx)
+        return self._load_with_ladder(entry, chosen, ctx)
 
-    def _load_with_ladder(self, entry: _Entry, plan: _Plan, ctx: RunContext) -> list[str]:
-        """Load; on OOM (memory taken by someone else meanwhile) evict every idle model and retry, then use the CPU.
-
-        Returns what it had to do, in words for the result's metadata: a model that ends up on the CPU is slower,
-        and the user should know why.
-        """
+    def _load_with_ladder(self, entry: _Entry, chosen: Plan, ctx: RunContext) -> list[str]:
+        """Load; on OOM (memory taken by someone else meanwhile) walk the plan's fallbacks: unload every idle model
+        and retry, then offload, then the CPU. Returns what it had to do, in words for the result's metadata: a
+        model that ends up on the CPU is slower, and the user should know why."""
         recoveries: list[str] = []
-        try:
-            self._load(entry, plan, ctx)
-            return recoveries
-        except _LoadOutOfMemory:
-            log.warning("OOM loading %s; unloading idle models and retrying", entry.spec.repo_id)
-        evicted = self._evict_idle_from_device(keep=entry)
-        recoveries.append(f"out of memory loading; unloaded {evicted} idle model(s) and loaded again")
-        try:
-            self._load(entry, plan, ctx)
-            return recoveries
-        except _LoadOutOfMemory as error:
-            if plan.placement != "device" or self.device.kind == "cpu":
-                raise DoesNotFit(
-                    f"{entry.spec.repo_id} ran out of memory while loading ({format_bytes(plan.weights)} of weights; "
-                    f"budget {format_bytes(self.budget())}): unload other models, close other programs using "
-                    f"the memory, or raise --memory-budget"
-                ) from error
-        log.warning("OOM loading %s again; loading it for the CPU instead", entry.spec.repo_id)
-        cpu_dtype, cpu_weights, _, cpu_peak = self._sizes(entry.spec, None, None, "cpu", plan.precision)
-        cpu_plan = _Plan(cpu_dtype, cpu_weights, plan.working, "cpu", (), True, plan.budget, plan.blocked_by,
-                         precision=plan.precision, load_peak=cpu_peak)
-        try:
-            self._load(entry, cpu_plan, ctx)
-        except _LoadOutOfMemory as error:
-            raise DoesNotFit(
-                f"{entry.spec.repo_id} does not fit in RAM either ({format_bytes(cpu_plan.weights)} of weights): "
-                f"close other programs or pick a smaller model"
-            ) from error
-        recoveries.append(f"out of memory loading again; loaded on the CPU instead ({cpu_dtype})")
-        return recoveries
+        steps = (chosen, *chosen.fallbacks)
+        for number, step in enumerate(steps):
+            if number == 1:
+                recoveries.append(f"out of memory loading; unloaded {len(step.evicts)} idle model(s) and loaded again")
+            elif number > 1:
+                recoveries.append("out of memory loading again; " + (
+                    "loaded with CPU offload" if step.placement is Placement.OFFLOAD
+                    else f"loaded on the CPU instead ({step.dtype})"))
+            if number:
+                log.warning("OOM loading %s: %s", entry.spec.repo_id, recoveries[-1])
+                self._evict(step)
+            try:
+                self._load(entry, step, ctx)
+                return recoveries
+            except _LoadOutOfMemory as error:
+                failed = error
+        last = steps[-1]
+        if last.placement is Placement.CPU:
+            message = (f"{entry.spec.repo_id} does not fit in RAM either ({format_bytes(last.weights)} of weights): "
+                       f"close other programs or pick a smaller model")
+        else:
+            message = (f"{entry.spec.repo_id} ran out of memory while loading ({format_bytes(last.weights)} of "
+                       f"weights; budget {format_bytes(last.budget)}): unload other models, close other programs "
+                       f"using the memory, or raise --memory-budget")
+        raise DoesNotFit(message) from failed
 
-    def _evict_idle_from_device(self, keep: _Entry) -> int:
-        with self._lock:
-            idle = [e for e in self._entries.values()
-                    if e is not keep and e.model is not None and e.placement == "device" and e.idle and not e.pinned]
-        for other in idle:
-            self._evict(other)
-        return len(idle)
-
-    def _does_not_fit_message(self, spec: ModelSpec, plan: _Plan) -> str:
-        need = plan.weights + plan.working
-        where = "in RAM" if plan.placement == "cpu" else "on the device"
-        held = ""
-        if plan.blocked_by:
-            held = f"; held by models in use or pinned: {', '.join(plan.blocked_by)}"
+    def _does_not_fit_message(self, spec: ModelSpec, chosen: Plan) -> str:
+        where = "in RAM" if chosen.placement is Placement.CPU else "on the device"
+        held = f"; held by models in use or pinned: {', '.join(chosen.blocked_by)}" if chosen.blocked_by else ""
         return (
-            f"{spec.repo_id} needs {format_bytes(need)} {where} (weights {format_bytes(plan.weights)} + working "
-            f"{format_bytes(plan.working)}) but the budget is {format_bytes(plan.budget)}{held}: unpin or unload "
-            f"models, shorten the request, raise --memory-budget, or pick a smaller model"
+            f"{spec.repo_id} needs {format_bytes(chosen.weights + chosen.working)} {where} (weights "
+            f"{format_bytes(chosen.weights)} + working {format_bytes(chosen.working)}) but the budget is "
+            f"{format_bytes(chosen.budget)}{held}: unpin or unload models, shorten the request, raise "
+            f"--memory-budget, or pick a smaller model"
         )
 
-    # ---------------------------------------------------------------- loading and moving
+    # ---------------------------------------------------------------- loading, moving, dropping
     def _tag(self, entry: _Entry) -> str:
         return f"weights:{entry.spec.repo_id}"
 
-    def _load(self, entry: _Entry, plan: _Plan, ctx: RunContext) -> None:
+    def _load(self, entry: _Entry, step: Plan, ctx: RunContext) -> None:
         spec = entry.spec
+        family = self.catalog.family(spec)
+        device = self._device(step.device)
         downloading = not downloaded(spec.repo_id)
         with self._lock:
-            entry.state = DOWNLOADING if downloading else LOADING
+            entry.state = State.DOWNLOADING if downloading else State.LOADING
         ctx.stage("downloading" if downloading else "loading")
-        self._make_host_room(max(plan.weights, plan.load_peak), exclude=entry)
+        self._make_host_room(max(step.weights, step.load_peak), exclude=entry)
         tag = self._tag(entry)
-        torch_device = self.device.torch_device if plan.placement == "device" else "cpu"
-        place = self.device.place if plan.placement == "device" else self.device.place_host  # offload: RAM
-        needed = self.catalog.family(spec).libraries
-        if not libraries.imported(*needed):
-            seconds = libraries.ensure(*needed)  # waits while the warm-up imports them
-            if seconds:
-                self.calibration.record_import(seconds)
+        whole = step.placement is Placement.DEVICE and device is not None
+        torch_device = device.torch_device if whole else "cpu"
+        place = device.place if whole else self.device.place_host  # offload and the CPU keep the weights in RAM
+        self._import(family.libraries)
         started = self._clock()
-        model = None
         try:
-            place(tag, max(plan.weights, plan.load_peak))  # claim first: a simulated device says no here, as CUDA would
-            loader = self._loader or self.catalog.family(spec).load
-            model = loader(spec, torch_device, plan.dtype)
+            place(tag, max(step.weights, step.load_peak))  # claim first: a simulated device says no here, as CUDA would
+            model = (self._loader or family.load)(spec, torch_device, step.dtype)
             weights = module_bytes(model.modules())
             place(tag, weights)  # the exact figure (non-persistent buffers included)
-            if plan.placement == "offload":
-                model.enable_offload(self.device.torch_device, self._offload_accountant(spec.repo_id))
+            if step.placement is Placement.OFFLOAD and device is not None:
+                model.enable_offload(device.torch_device, self._offload_accountant(spec.repo_id, device))
         except BaseException as error:
             model = None
-            self.device.remove(tag)
+            if device is not None:
+                device.remove(tag)
             self.device.remove_host(tag)
             with self._lock:
-                entry.state = ON_DISK if downloaded(spec.repo_id) else NOT_DOWNLOADED
-            self.device.empty_cache()
+                entry.state = State.ON_DISK if downloaded(spec.repo_id) else State.NOT_DOWNLOADED
+            (device or self.device).empty_cache()
             if is_out_of_memory(error):
                 raise _LoadOutOfMemory(str(error)) from None
             if isinstance(error, (Cancelled, DoesNotFit, ModelUnavailable, InvalidInput)):
                 raise
             raise ModelUnavailable(describe_load_error(spec, error)) from error
         elapsed = self._clock() - started
-        self._note_resident()
-        self.calibration.record_weights(spec.repo_id, self._weights_label(plan.dtype, plan.placement), weights)
+        if device is not None:
+            self._note_resident(device)
+        kind = self._compute_kind(step.placement, device)
+        self.calibration.record_weights(spec.repo_id, weights_label(step.dtype, kind), weights)
         if not downloading:
-            self.calibration.record_load(self.device.kind, weights, elapsed, first_in_process=not self._loaded_once)
+            self.calibration.record_load((device or self.device).kind, weights, elapsed,
+                                         first_in_process=not self._loaded_once)
         with self._lock:
-            entry.model = model
-            entry.placement = plan.placement
-            entry.dtype = plan.dtype
-            entry.weights = weights
-            entry.state = ON_DEVICE if plan.placement == "device" else IN_RAM
+            entry.model, entry.placement, entry.dtype, entry.weights = model, step.placement, step.dtype, weights
+            entry.device = device if step.placement is not Placement.CPU else None
+            entry.state = State.ON_DEVICE if step.placement is Placement.DEVICE else State.IN_RAM
         self._loaded_once = True
-        log.info("loaded %s (%s, %s, %s) in %.1f s", spec.repo_id, plan.placement, plan.dtype,
-                 format_bytes(weights), elapsed)
+        log.info("loaded %s (%s%s, %s, %s) in %.1f s", spec.repo_id, step.placement.value,
+                 f" on {device.name}" if device is not None and step.placement is not Placement.CPU else "",
+                 step.dtype, format_bytes(weights), elapsed)
 
-    def _offload_accountant(self, model_id: str):
+    def _offload_accountant(self, model_id: str, device: Device):
         """With offload, the device holds one component at a time: account exactly that one."""
         tag = f"offload:{model_id}"
 
         def on_component(nbytes: int) -> None:
             if nbytes:
-                self.device.place(tag, nbytes)  # replaces the previous component; a simulated device may say OOM
-                self._note_resident()
+                device.place(tag, nbytes)  # replaces the previous component; a simulated device may say OOM
+                self._note_resident(device)
             else:
-                self.device.remove(tag)
+                device.remove(tag)
 
         return on_component
 
-    def _move(self, entry: _Entry, placement: str) -> None:
+    def _move(self, entry: _Entry, placement: Placement, device: Device | None) -> None:
+        """Whole onto `device` (from RAM or another device), or to RAM for the CPU (placement CPU, device None)."""
+        if entry.model is None:
+            raise RuntimeError(f"{entry.spec.repo_id} is not loaded")
         tag = self._tag(entry)
-        assert entry.model is not None
-        if placement == "device":
-            self.device.place(tag, entry.weights)
+        source = entry.device if entry.placement is Placement.DEVICE else None
+        if placement is Placement.DEVICE and device is not None:
+            device.place(tag, entry.weights)
             try:
-                entry.model.move(self.device.torch_device)
+                entry.model.move(device.torch_device)
             except BaseException:
-                self.device.remove(tag)
-                entry.model.move("cpu")
-                self.device.empty_cache()
+                device.remove(tag)
+                entry.model.move(source.torch_device if source is not None else "cpu")
+                device.empty_cache()
                 raise
+            if source is not None and source is not device:
+                source.remove(tag)
+                source.empty_cache()
             self.device.remove_host(tag)
-            self._note_resident()
+            self._note_resident(device)
             with self._lock:
-                entry.placement, entry.state = "device", ON_DEVICE
+                entry.placement, entry.device, entry.state = Placement.DEVICE, device, State.ON_DEVICE
         else:
             entry.model.move("cpu")
-            self.device.remove(tag)
+            if source is not None:
+                source.remove(tag)
             self.device.place_host(tag, entry.weights)
-            self.device.empty_cache()
+            if source is not None:
+                source.empty_cache()
             with self._lock:
-                entry.placement, entry.state = "cpu", IN_RAM
+                entry.placement, entry.device, entry.state = Placement.CPU, None, State.IN_RAM
 
     def _movable(self, entry: _Entry) -> bool:
         """Quantized int8 modules (PyTorch's on the CPU, bitsandbytes' on CUDA) cannot change device."""
-        return entry.dtype != "int8" or self.device.torch_device == "cpu"
+        return entry.dtype != "int8" or all(d.torch_device == "cpu" for d in self.devices)
 
-    def _evict(self, entry: _Entry) -> None:
-        """Off the device: to RAM when the device has memory of its own and RAM has room, else out entirely."""
-        if (self.device.separate_memory and self._movable(entry)
-                and entry.weights <= self.device.host_free() - self.reserve):
-            log.info("moving %s from the device to RAM to make room", entry.spec.repo_id)
-            self._move(entry, "cpu")
-        else:
-            log.info("unloading %s to make room", entry.spec.repo_id)
-            self._drop(entry)
+    def _evict(self, step: Plan) -> int:
+        """Take the plan's evictions off its device: to RAM, or out entirely where the plan drops them. Models no
+        longer idle or no longer there are left alone (the plan was made a moment ago). Returns how many left."""
+        device = self._device(step.device)
+        done = 0
+        for model_id in step.evicts:
+            with self._lock:
+                entry = self._entries.get(model_id)
+                here = entry is not None and entry.model is not None and entry.idle and not entry.pinned \
+                    and entry.device is device and entry.placement is Placement.DEVICE
+            if not here:
+                continue
+            if model_id in step.drops:
+                log.info("unloading %s to make room", model_id)
+                self._drop(entry)
+            else:
+                log.info("moving %s from %s to RAM to make room", model_id, device.name if device else "the device")
+                self._move(entry, Placement.CPU, None)
+            done += 1
+        return done
 
     def _make_host_room(self, nbytes: int, *, exclude: _Entry) -> None:
         """Drop idle models kept in RAM, least recently used first, until `nbytes` fit in RAM."""
-        in_ram = sorted(
-            (e for e in self._entries.values()
-             if e is not exclude and e.model is not None and e.placement == "cpu" and e.idle and not e.pinned),
-            key=lambda e: e.last_used,
-        )
+        with self._lock:
+            in_ram = sorted((e for e in self._entries.values()
+                             if e is not exclude and e.model is not None and e.placement is Placement.CPU
+                             and e.idle and not e.pinned), key=lambda e: e.last_used)
         for victim in in_ram:
             if self.device.host_free() - self.reserve >= nbytes:
                 return
@@ -583,19 +522,21 @@ class PipelineManager:
         """Unload completely; True when a weak reference shows the weights are really gone."""
         with self._lock:
             model, entry.model = entry.model, None
+            device, entry.device = entry.device, None
             entry.placement = None
-            entry.state = ON_DISK
+            entry.state = State.ON_DISK
         if model is None:
             return True
         refs = [weakref.ref(m) for m in model.modules()]
         refs.append(weakref.ref(model))
         del model
         tag = self._tag(entry)
-        self.device.remove(tag)
-        self.device.remove(f"offload:{entry.spec.repo_id}")
+        if device is not None:
+            device.remove(tag)
+            device.remove(f"offload:{entry.spec.repo_id}")
         self.device.remove_host(tag)
         gc.collect()
-        self.device.empty_cache()
+        (device or self.device).empty_cache()
         leaked = [r() for r in refs if r() is not None]
         if leaked:
             log.warning("unloading %s left %d objects alive (a reference leak): %s",
@@ -603,8 +544,10 @@ class PipelineManager:
             return False
         return True
 
-    def _note_resident(self) -> None:
-        self.max_resident_seen = max(self.max_resident_seen, self.device.placed_bytes())
+    def _note_resident(self, device: Device) -> None:
+        placed = device.placed_bytes()
+        self.max_resident_by_device[device.key] = max(self.max_resident_by_device.get(device.key, 0), placed)
+        self.max_resident_seen = max(self.max_resident_seen, placed)
 
     # ---------------------------------------------------------------- unload and pin (user actions)
     def unload(self, model_id: str) -> str:
@@ -642,162 +585,128 @@ class PipelineManager:
 
     # ---------------------------------------------------------------- running
     def run(self, request: Request, ctx: RunContext | None = None) -> RunResult:
-        """One generation: wait for the device, make the model ready, generate with the OOM ladder, learn."""
+        """One generation: wait for its device, make the model ready, generate with the OOM ladder, learn."""
         ctx = ctx or RunContext()
         ctx.stage("queued")
-        with self._run_lock:
+        spec = self.catalog.get(request.model)
+        slot = self._claim_slot(spec, request, ctx)
+        try:
             ctx.check()
             started = self._clock()
-            estimate = self.estimate_run(request)
-            lease = self.acquire(request, ctx)  # refuses with the numbers, before running, when it cannot fit
+            estimate = self.estimate_run(request, only=slot)
+            lease = self.acquire(request, ctx, only=slot)  # refuses with the numbers, before running, when it cannot fit
             try:
                 load_s = self._clock() - started
-                audio, compute_s, peak, run_recoveries = self._generate_with_ladder(lease, request, ctx)
+                audio, compute_s, peak, run_recoveries = self._generate_with_ladder(lease, request, ctx, slot)
             except BaseException as error:
                 # The traceback's frames hold the adapter's tensors; clear them so that an unload waiting for
                 # this run (released just below) really frees the model instead of finding it still referenced.
                 traceback.clear_frames(error.__traceback__)
                 raise
             finally:
+                with self._lock:
+                    entry = lease._entry
+                    placement, dtype, device = entry.placement or lease.placement, entry.dtype, entry.device
                 lease.release()
-        spec = self.catalog.get(request.model)
-        with self._lock:
-            entry = self._entries[spec.repo_id]
-            placement, dtype = entry.placement or lease.placement, entry.dtype
+        finally:
+            self._free_slot(slot)
         if not run_recoveries:  # a retried run's time is no measure of the model's speed (a retried load's is apart)
-            units = self.catalog.family(spec).work_units(spec, request)
-            self.calibration.record_run(Calibration.key(spec.repo_id, self._speed_kind(placement), dtype), units, compute_s)
+            self.timer.record_run(spec, self.catalog.family(spec).work_units(spec, request), compute_s,
+                                  compute_kind=self._compute_kind(placement, device), placement=placement.value,
+                                  dtype=dtype)
         return RunResult(
             audio=audio, estimate=estimate, elapsed_s=self._clock() - started, load_s=load_s,
-            compute_s=compute_s, peak_bytes=peak, placement=placement, dtype=dtype,
+            compute_s=compute_s, peak_bytes=peak, placement=placement.value, dtype=dtype,
+            device=device.name if device is not None and placement is not Placement.CPU else self._cpu_name(),
             recoveries=lease.recoveries + run_recoveries,
         )
 
-    def _generate_with_ladder(self, lease: Lease, request: Request, ctx: RunContext):
-        """Generate; on OOM free intermediates and evict everything idle, retry; then retry on the CPU; then explain."""
+    def _cpu_name(self) -> str:
+        host = self.device
+        return host.name if host.kind == "cpu" else "CPU"
+
+    def _claim_slot(self, spec: ModelSpec, request: Request, ctx: RunContext) -> str:
+        """Wait until the device the plan picks has no generation running, and take it. The plan is made anew
+        each time a slot frees, so a request goes to whichever device suits it best once it can run."""
+        with self._slots:
+            while True:
+                ctx.check()
+                chosen = self._plan(spec, request)
+                slot = chosen.device or CPU_SLOT
+                if slot not in self._busy:
+                    self._busy.add(slot)
+                    return slot
+                self._slots.wait(timeout=0.25)
+
+    def _free_slot(self, slot: str) -> None:
+        with self._slots:
+            self._busy.discard(slot)
+            self._slots.notify_all()
+
+    def _generate_with_ladder(self, lease: Lease, request: Request, ctx: RunContext, slot: str):
+        """Generate; on OOM walk the plan's fallbacks (evict every idle model and retry; offload; the CPU); then
+        explain with the numbers."""
         recoveries: list[str] = []
         entry = lease._entry
-        for attempt in range(3):
-            family = self.catalog.family(entry.spec)
-            working = family.working_bytes(entry.spec, request, self._float_bytes(entry.dtype, entry.placement or "device"))
-            self.device.reset_peak()
+        spec = entry.spec
+        family = self.catalog.family(spec)
+        fallbacks = list(self._plan(spec, request, only=slot, holding=1).fallbacks)
+        while True:
+            device = entry.device if entry.placement is not Placement.CPU else None
+            working = family.working_bytes(spec, request, float_bytes(entry.dtype, self._compute_kind(
+                entry.placement, device)))
+            meter = device or self.device
+            meter.reset_peak()
             started = self._clock()
             try:
                 ctx.stage("generating")
-                if entry.placement in ("device", "offload"):
+                if device is not None:
                     try:
-                        with self.device.working(f"run:{entry.spec.repo_id}", working):
-                            self._note_resident()
+                        with device.working(f"run:{spec.repo_id}", working):
+                            self._note_resident(device)
                             audio = lease.model.generate(request, ctx)
                     finally:
-                        self.device.remove(f"offload:{entry.spec.repo_id}")  # hooks put everything back in RAM
+                        device.remove(f"offload:{spec.repo_id}")  # hooks put everything back in RAM
                 else:
                     audio = lease.model.generate(request, ctx)
-                self.device.synchronize()
-                return audio, self._clock() - started, self.device.peak_bytes(), recoveries
+                meter.synchronize()
+                return audio, self._clock() - started, meter.peak_bytes(), recoveries
             except BaseException as error:
-                self.device.peak_bytes()  # stops a CPU sampler
+                meter.peak_bytes()  # stops a CPU sampler
                 if not is_out_of_memory(error):
                     if isinstance(error, Cancelled):
-                        self.device.empty_cache()
+                        meter.empty_cache()
                     raise
                 del error  # its traceback holds the intermediates
-                self.device.empty_cache()
-                if attempt == 0:
-                    with self._load_lock:
-                        evicted = self._evict_idle_from_device(keep=entry)
-                    recoveries.append(f"out of memory; unloaded {evicted} idle model(s) and retried")
-                    log.warning("OOM running %s: %s", entry.spec.repo_id, recoveries[-1])
-                    continue
-                if attempt == 1 and entry.placement != "cpu" and self.device.kind != "cpu":
-                    with self._load_lock:
-                        placement = self._degrade(entry, requested_precision(request))
-                    recoveries.append(f"out of memory again; retried {'with CPU offload' if placement == 'offload' else 'on the CPU'}")
-                    log.warning("OOM running %s: %s", entry.spec.repo_id, recoveries[-1])
-                    continue
-                # CPU and Apple MPS share the machine's RAM with everything else; a discrete GPU's memory is its own.
-                others = "close other programs using memory" if self.device.kind in ("cpu", "mps") \
-                    else "close other GPU programs"
-                raise DoesNotFit(
-                    f"{entry.spec.repo_id} ran out of memory generating (estimated {format_bytes(entry.weights)} "
-                    f"weights + {format_bytes(working)} working; budget {format_bytes(self.budget())}, "
-                    f"in use {format_bytes(self.used_bytes())}): shorten the request, {others}, "
-                    f"or lower --memory-budget so the estimate leaves more headroom"
-                ) from None
-        raise AssertionError("unreachable")
+                meter.empty_cache()
+                if not fallbacks:
+                    raise DoesNotFit(self._ran_out_message(entry, working, meter)) from None
+                step = fallbacks.pop(0)
+                with self._load_lock:
+                    recoveries.append(self._fall_back(entry, step, ctx))
+                log.warning("OOM running %s: %s", spec.repo_id, recoveries[-1])
 
-    def _degrade(self, entry: _Entry, precision: str = AUTO) -> str:
-        """One step down the ladder: whole on the device -> CPU offload (where the family has parts) -> the CPU."""
-        family = self.catalog.family(entry.spec)
-        target = "offload" if (entry.placement == "device" and family.components is not None
-                               and self.device.supports_offload) else "cpu"
-        dtype, weights, _, load_peak = self._sizes(entry.spec, None, None, target, precision)
-        if entry.placement == "device" and target == "cpu" and entry.dtype == dtype and self._movable(entry):
-            self._move(entry, "cpu")
-            return target
-        self._drop(entry)  # the lease's reference count stays; only the weights go
-        largest = max(family.components(entry.spec, DTYPE_BYTES[dtype]).values(), default=weights) \
-            if target == "offload" else 0
-        self._load(entry, _Plan(dtype, weights, 0, target, (), True, self.budget(), (), largest, precision=precision,
-                                load_peak=load_peak), RunContext())
-        return target
+    def _fall_back(self, entry: _Entry, step: Plan, ctx: RunContext) -> str:
+        """One step down the ladder for a model in use; returns it in words."""
+        if step.placement == entry.placement and step.device == (entry.device.key if entry.device else None):
+            return f"out of memory; unloaded {self._evict(step)} idle model(s) and retried"
+        target = self._device(step.device)
+        if step.placement is Placement.CPU and entry.dtype == step.dtype and self._movable(entry) \
+                and entry.placement is Placement.DEVICE:
+            self._move(entry, Placement.CPU, None)
+        else:
+            self._drop(entry)  # the lease's reference count stays; only the weights go
+            self._load(entry, step, ctx)
+        where = "with CPU offload" if step.placement is Placement.OFFLOAD else "on the CPU"
+        log.info("%s now runs %s%s", entry.spec.repo_id, where, f" ({target.name})" if target else "")
+        return f"out of memory again; retried {where}"
 
-
-def requested_precision(request: Request | None) -> str:
-    """The precision a request asks for: a model's Precision setting, "auto" when it has none or none is given."""
-    return request.params.get("precision", AUTO) if request is not None else AUTO
-
-
-def choose_evictions(candidates: list[tuple[str, int, float]], deficit: int) -> list[str] | None:
-    """The fewest idle models that free `deficit` bytes, least recently used first among equals.
-
-    `candidates` are (id, bytes, last_used). Combinations are tried by size, each size in LRU order,
-    so a single model that frees enough beats two, and an older model beats a newer one.
-    """
-    ordered = sorted(candidates, key=lambda c: c[2])
-    if sum(c[1] for c in ordered) < deficit:
-        return None
-    if len(ordered) > 12:  # combinations explode; take LRU order
-        freed, chosen = 0, []
-        for model_id, nbytes, _ in ordered:
-            chosen.append(model_id)
-            freed += nbytes
-            if freed >= deficit:
-                return chosen
-    for size in range(1, len(ordered) + 1):
-        for combo in itertools.combinations(ordered, size):
-            if sum(c[1] for c in combo) >= deficit:
-                return [c[0] for c in combo]
-    return None
-
-
-def describe_load_error(spec: ModelSpec, error: BaseException) -> str:
-    """A load failure in words a user can act on: not cached offline, gated, corrupt files."""
-    import os
-
-    name = type(error).__name__
-    text = str(error)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    lowered = text.lower()
-    missing = name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "EntryNotFoundError") or any(
-        phrase in lowered for phrase in ("couldn't connect", "cannot find the requested files", "not fully cached",
-                                         "not cached locally", "local_files_only")) or (offline and "offline" in lowered)
-    gated = "gated" in lowered or "401" in text or "403" in text or name in ("GatedRepoError", "HfHubHTTPError")
-    if spec.gated and (gated or missing):
-        where = " (and HF_HUB_OFFLINE=1 is set, so nothing can be downloaded now)" if offline else ""
+    def _ran_out_message(self, entry: _Entry, working: int, device: Device) -> str:
+        # CPU and Apple MPS share the machine's RAM with everything else; a discrete GPU's memory is its own.
+        others = "close other programs using memory" if device.kind in ("cpu", "mps") else "close other GPU programs"
         return (
-            f"{spec.repo_id} is a gated model and its files are not in the cache{where}: accept its licence at "
-            f"https://huggingface.co/{spec.repo_id}, then run `hf auth login` or set HF_TOKEN, and try again"
+            f"{entry.spec.repo_id} ran out of memory generating (estimated {format_bytes(entry.weights)} weights + "
+            f"{format_bytes(working)} working; budget {format_bytes(self.budget(device))}, in use "
+            f"{format_bytes(device.placed_bytes())}): shorten the request, {others}, or lower --memory-budget so the "
+            f"estimate leaves more headroom"
         )
-    if missing:
-        hint = "HF_HUB_OFFLINE=1 is set: run once online or copy the model into the cache" if offline else \
-            "check your internet connection, or download it once with `hf download " + spec.repo_id + "`"
-        return f"{spec.repo_id} is not in the Hugging Face cache and could not be downloaded ({hint})"
-    if name in ("SafetensorError", "HeaderTooLarge", "UnpicklingError") or "safetensors" in lowered \
-            or "incomplete" in lowered or "truncated" in lowered:
-        return (
-            f"{spec.repo_id}'s files in the cache look corrupt or incomplete ({name}): delete them with "
-            f"`hf cache delete` (or remove the folder under HF_HOME) and download again"
-        )
-    first_line = text.strip().splitlines()[0] if text.strip() else name
-    return f"{spec.repo_id} could not be loaded: {first_line[:300]}"

@@ -7,12 +7,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from studio import __version__
 from studio.audio import check_format, output_path, remove_abandoned_writes, write_audio
 from studio.catalog import Catalog, Request, text_key
-from studio.device import Device, pick_device
+from studio.device import Device, Devices, expected_device_count, pick_devices
 from studio.errors import StudioError
 from studio.estimate import Calibration, Estimate
 from studio.history import History
@@ -33,19 +33,32 @@ class Generation:
 class Studio:
     """Owns the catalog, the device and the one PipelineManager; the CLI and the web app both go through it."""
 
-    def __init__(self, settings: Settings, *, catalog: Catalog | None = None, device: Device | None = None,
-                 manager: PipelineManager | None = None, history: History | None = None) -> None:
+    def __init__(self, settings: Settings, *, catalog: Catalog | None = None,
+                 device: Device | Sequence[Device] | Devices | None = None, manager: PipelineManager | None = None,
+                 history: History | None = None) -> None:
         self.settings = settings
         self.history = history if history is not None else History(settings.history_db, settings.output_dir)
         remove_abandoned_writes(settings.output_dir)  # temporaries and placeholders of a run killed while saving
         self.catalog = catalog or Catalog.discover("models")
-        self.device = device or pick_device(settings)
         self.manager = manager or PipelineManager(
-            self.catalog, self.device,
+            self.catalog, device if device is not None else pick_devices(settings),
             calibration=Calibration(settings.calibration_file),
             budget_cap=settings.memory_budget,
             reserve=settings.memory_reserve,
         )
+
+    @property
+    def device(self) -> Device:
+        """The first device (the only one on most machines)."""
+        return self.manager.device
+
+    @property
+    def devices(self) -> Devices:
+        return self.manager.devices
+
+    def run_slots(self) -> int:
+        """How many generations may run at once: one per device."""
+        return len(self.devices) if self.devices.resolved else expected_device_count(self.settings)
 
     def request(self, task: str | None, model: Any, prompt: Any, *, seed: Any = None,
                 params: Mapping[str, Any] | None = None) -> Request:
@@ -80,7 +93,7 @@ class Studio:
             "peak_bytes": result.peak_bytes,
             "settings": dict(request.params),
             "format": fmt,
-            "device": self.device.name,
+            "device": result.device,
             "placement": result.placement,
             "dtype": result.dtype,
             "recoveries": result.recoveries,

@@ -67,6 +67,24 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def budget_caps(budget: int | tuple[int, ...] | None, count: int, *, where: str = "") -> tuple[int | None, ...]:
+    """The memory cap of each of `count` devices: None where there is no budget, one size for every device,
+    or the listed sizes when there is one per device; a list of another length is refused (`where` says
+    where the device count comes from, for the message)."""
+    if count < 1:
+        raise ValueError(f"budget_caps needs at least one device, not {count}")
+    if budget is None or not isinstance(budget, tuple):
+        return (budget,) * count
+    if len(budget) == count:
+        return budget
+    example = (budget + budget[-1:] * count)[:count]
+    fix = ("give one size for all devices or one per device" if count > 1 else "give one size")
+    raise InvalidInput(
+        f"--memory-budget {_sizes_text(budget)!r} gives {_plural(len(budget), 'size')} but the studio has "
+        f"{_plural(count, 'device')}{where}: {fix}, e.g. --memory-budget {_sizes_text(example)}"
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -111,28 +129,14 @@ class Settings:
         return len(self.device_list)
 
     def budget_caps(self, count: int) -> tuple[int | None, ...]:
-        """The memory cap of each of `count` devices: None where there is no budget, one size for every device,
-        or the listed sizes when there is one per device; a list of another length is refused."""
-        if count < 1:
-            raise ValueError(f"budget_caps needs at least one device, not {count}")
-        budget = self.memory_budget
-        if budget is None or not isinstance(budget, tuple):
-            return (budget,) * count
-        if len(budget) == count:
-            return budget
-        example = (budget + budget[-1:] * count)[:count]
+        """`budget_caps` of these settings, naming where a known device count comes from."""
+        where = ""
         if count == self.known_device_count:  # say where the count comes from, since it may not be obvious
             if self.simulated_sizes is not None:
                 where = f" (STUDIO_SIMULATED_MEMORY={_sizes_text(self.simulated_memory)})"
             else:
                 where = f" (--device {self.device})"
-        else:
-            where = ""
-        fix = ("give one size for all devices or one per device" if count > 1 else "give one size")
-        raise InvalidInput(
-            f"--memory-budget {_sizes_text(budget)!r} gives {_plural(len(budget), 'size')} but the studio has "
-            f"{_plural(count, 'device')}{where}: {fix}, e.g. --memory-budget {_sizes_text(example)}"
-        )
+        return budget_caps(self.memory_budget, count, where=where)
 
     @property
     def history_db(self) -> Path:

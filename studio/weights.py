@@ -1,4 +1,4 @@
-"""Exact weight sizes: from the safetensors headers in the Hugging Face cache before a load, from the tensors after."""
+"""What is cached and how big it is: safetensors headers, weight bytes before a load, and load failures in words."""
 
 from __future__ import annotations
 
@@ -260,3 +260,33 @@ def component_bytes(repo_id: str, dtype_bytes: int) -> dict[str, int]:
         if size:
             sizes[folder.name] = size
     return sizes
+
+
+def describe_load_error(spec: ModelSpec, error: BaseException) -> str:
+    """A load failure in words a user can act on: not cached offline, gated, corrupt files."""
+    name = type(error).__name__
+    text = str(error)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    lowered = text.lower()
+    missing = name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "EntryNotFoundError") or any(
+        phrase in lowered for phrase in ("couldn't connect", "cannot find the requested files", "not fully cached",
+                                         "not cached locally", "local_files_only")) or (offline and "offline" in lowered)
+    gated = "gated" in lowered or "401" in text or "403" in text or name in ("GatedRepoError", "HfHubHTTPError")
+    if spec.gated and (gated or missing):
+        where = " (and HF_HUB_OFFLINE=1 is set, so nothing can be downloaded now)" if offline else ""
+        return (
+            f"{spec.repo_id} is a gated model and its files are not in the cache{where}: accept its licence at "
+            f"https://huggingface.co/{spec.repo_id}, then run `hf auth login` or set HF_TOKEN, and try again"
+        )
+    if missing:
+        hint = "HF_HUB_OFFLINE=1 is set: run once online or copy the model into the cache" if offline else \
+            "check your internet connection, or download it once with `hf download " + spec.repo_id + "`"
+        return f"{spec.repo_id} is not in the Hugging Face cache and could not be downloaded ({hint})"
+    if name in ("SafetensorError", "HeaderTooLarge", "UnpicklingError") or "safetensors" in lowered \
+            or "incomplete" in lowered or "truncated" in lowered:
+        return (
+            f"{spec.repo_id}'s files in the cache look corrupt or incomplete ({name}): delete them with "
+            f"`hf cache delete` (or remove the folder under HF_HOME) and download again"
+        )
+    first_line = text.strip().splitlines()[0] if text.strip() else name
+    return f"{spec.repo_id} could not be loaded: {first_line[:300]}"

@@ -7,12 +7,12 @@ import threading
 import weakref
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from studio.device import CpuDevice
 from studio.errors import DoesNotFit
-from studio.manager import IN_RAM, IN_USE, ON_DEVICE, choose_evictions
+from studio.planner import State
+
+IN_RAM, IN_USE, ON_DEVICE = State.IN_RAM, State.IN_USE, State.ON_DEVICE
 from studio.run import RunContext
 from tests.oom import loader_out_of_memory
 
@@ -46,14 +46,6 @@ def _budget_for(studio, models_resident: int, model=SAME_SIZE[0]) -> int:
 
 def _states(studio) -> dict[str, str]:
     return {row["id"]: row["state"] for row in studio.manager.snapshot()["models"]}
-
-
-def test_choose_evictions_prefers_fewest_then_least_recent():
-    models = [("a", 10, 1.0), ("b", 10, 2.0), ("c", 30, 3.0)]
-    assert choose_evictions(models, 5) == ["a"]
-    assert choose_evictions(models, 15) == ["c"]  # one bigger model beats two smaller ones
-    assert choose_evictions(models, 35) == ["a", "c"]
-    assert choose_evictions(models, 51) is None
 
 
 def test_lru_idle_model_is_evicted_first(make_studio):
@@ -255,31 +247,6 @@ def test_one_generation_at_a_time(make_studio):
     for t in threads:
         t.join()
     assert not overlaps
-
-
-MODELS = list(SAME_SIZE) + ["facebook/musicgen-stereo-small", "facebook/mms-tts-eng", "suno/bark-small"]
-
-
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    sequence=st.lists(st.sampled_from(MODELS), min_size=2, max_size=5),
-    resident=st.integers(min_value=1, max_value=3),
-    pin_first=st.booleans(),
-)
-def test_resident_bytes_never_exceed_the_budget(make_studio, sequence, resident, pin_first):
-    budget = _budget_for(make_studio(4096 * MB), resident, "suno/bark-small")
-    capacity = 4096 * MB
-    studio = make_studio(capacity, budget=budget, host_capacity=60 * MB)
-    if pin_first:
-        studio.manager.pin(sequence[0])
-    for model in sequence:
-        try:
-            studio.manager.run(_request(studio, model))
-        except DoesNotFit:
-            pass  # refused before running is allowed; going over is not
-        assert studio.manager.used_bytes() <= budget
-    assert studio.device.peak <= budget
-    assert studio.manager.max_resident_seen <= budget
 
 
 def test_unload_deferred_by_a_run_frees_the_model_even_when_the_run_is_cancelled(make_studio, caplog):

@@ -363,7 +363,7 @@ def test_a_list_of_logins_is_passed_on_as_is():
 
 def test_building_the_page_asks_the_device_nothing(catalog, tmp_path):
     """With --device auto, asking the device anything imports torch: the page must be up before that."""
-    from studio.device import CpuDevice, DeferredDevice
+    from studio.device import CpuDevice, Devices
     from studio.service import Studio
     from studio.ui.app import build_app
 
@@ -371,8 +371,8 @@ def test_building_the_page_asks_the_device_nothing(catalog, tmp_path):
 
     def choose():
         asked.append(True)
-        return CpuDevice()
+        return [CpuDevice()]
 
-    studio = Studio(Settings(output_dir=tmp_path / "out"), catalog=catalog, device=DeferredDevice(choose))
+    studio = Studio(Settings(output_dir=tmp_path / "out"), catalog=catalog, device=Devices(choose))
     build_app(studio)
     assert asked == []

@@ -42,7 +42,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 handle.run.then(fn, inputs, outputs, **LIGHT)  # a new result appears in History at once
 
         for task in TASKS:
-            gr.api(endpoints.api_generate(task), api_name=task, concurrency_id="device", concurrency_limit=1)
+            gr.api(endpoints.api_generate(task), api_name=task, concurrency_id="device",
+                   concurrency_limit=endpoints.run_slots())
         gr.api(endpoints.api_estimate(), api_name="estimate", concurrency_limit=None)
         gr.api(endpoints.api_memory(), api_name="memory", concurrency_limit=None)
     demo.queue(default_concurrency_limit=None)

@@ -97,6 +97,10 @@ class Endpoints:
             prompt = "music" if "music" in spec.tasks else "sound"  # the prompt does not change a music or sound estimate
         return self.studio.estimate(self.studio.request(task, spec.repo_id, prompt, seed=0, params=params))
 
+    def run_slots(self) -> int:
+        """Generations the web queue lets run at once (one per device); the rest wait with their place shown."""
+        return self.studio.run_slots()
+
     def memory(self) -> dict:
         return self.studio.manager.snapshot()
 

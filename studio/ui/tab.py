@@ -281,7 +281,8 @@ def build_tab(demo: gr.Blocks, task: str, endpoints: Endpoints) -> TabHandle | N
     last_seed.click(on_last_seed, last, seed, **LIGHT)
     run = generate.click(
         on_generate, {model, language, prompt, seed, fmt, *widgets}, [audio, actions, download, details, last],
-        concurrency_id="device", concurrency_limit=1, api_visibility="private", show_progress_on=[audio],
+        concurrency_id="device", concurrency_limit=endpoints.run_slots(), api_visibility="private",
+        show_progress_on=[audio],
     )
     run.then(estimate_text, inputs, estimate, **LIGHT)  # the model is resident now: no load time
     # No `cancels=[run]`: that would free Gradio's device slot at once while the run's thread still works;

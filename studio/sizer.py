@@ -1,0 +1,63 @@
+"""What a request costs in bytes, and which precision "auto" picks: the one home of both.
+
+The CLI's models table, the README's, the estimate and the plan all ask here. Weight bytes are exact
+from the cached safetensors headers (or from the loaded tensors, remembered by the calibration), else
+from the catalog's parameter count.
+"""
+
+from __future__ import annotations
+
+from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
+from studio.estimate import Calibration
+from studio.planner import Sizes
+from studio.weights import float_bytes, planned_weight_bytes
+
+
+class Sizer:
+    def __init__(self, catalog: Catalog, calibration: Calibration | None = None) -> None:
+        self.catalog = catalog
+        self.calibration = calibration or Calibration(None)
+
+    def dtype(self, spec: ModelSpec, compute_kind: str, precision: str = AUTO) -> str:
+        """The precision a run uses: the one asked for, or what "auto" picks for the hardware doing the work."""
+        if precision != AUTO:
+            return precision
+        return self.catalog.family(spec).preferred_dtypes.get(compute_kind, "float32")
+
+    def sizes(self, spec: ModelSpec, request: Request, compute_kind: str, *,
+              loaded: tuple[str, int] | None = None) -> Sizes:
+        """Bytes of running `request` on `compute_kind` ("cpu", "cuda", "mps") in the request's precision.
+
+        `loaded` is (dtype, bytes) of the model as it is loaded now, the exact figure when the dtype matches.
+        """
+        family = self.catalog.family(spec)
+        dtype = self.dtype(spec, compute_kind, requested_precision(request))
+        floating = float_bytes(dtype, compute_kind)
+        weights = self.weights(spec, dtype, compute_kind, loaded=loaded)
+        load_peak = 0
+        if dtype == "int8" and compute_kind == "cpu":  # loads float32, then quantizes
+            load_peak = self.weights(spec, "float32", compute_kind)
+        largest = None
+        if family.components is not None:
+            largest = max(family.components(spec, DTYPE_BYTES[dtype]).values(), default=weights)
+        return Sizes(dtype=dtype, weights=weights, working=family.working_bytes(spec, request, floating),
+                     load_peak=load_peak, largest_part=largest)
+
+    def weights(self, spec: ModelSpec, dtype: str, compute_kind: str, *, loaded: tuple[str, int] | None = None) -> int:
+        if loaded is not None and loaded[0] == dtype:
+            return loaded[1]
+        measured = self.calibration.known_weights(spec.repo_id, weights_label(dtype, compute_kind))
+        if measured is not None:
+            return measured
+        int8_parts = self.catalog.family(spec).int8_parts
+        return planned_weight_bytes(spec, dtype, float_bytes(dtype, compute_kind), int8_parts)
+
+
+def weights_label(dtype: str, compute_kind: str) -> str:
+    """Calibration key for loaded weight bytes: int8 models differ in size on the CPU and on CUDA."""
+    return f"int8/{compute_kind}" if dtype == "int8" else dtype
+
+
+def requested_precision(request: Request | None) -> str:
+    """The precision a request asks for: a model's Precision setting, "auto" when it has none or none is given."""
+    return request.params.get("precision", AUTO) if request is not None else AUTO
