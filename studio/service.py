@@ -46,6 +46,10 @@ class Studio:
             budget_cap=settings.memory_budget,
             reserve=settings.memory_reserve,
         )
+        if isinstance(settings.memory_budget, tuple):
+            # One budget per device: check the count now, even if that means deciding 'auto' (importing torch)
+            # before the page is served; a mismatch found later would fail every memory reading on the page.
+            settings.budget_caps(len(self.devices))
 
     @property
     def device(self) -> Device:

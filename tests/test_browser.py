@@ -70,7 +70,7 @@ def _open(browser, url: str, *, dark: bool = False):
     page.set_default_timeout(20 * SECOND)
     page.goto(url + ("?__theme=dark" if dark else ""))
     page.locator("#music-estimate .studio-estimate").wait_for()
-    page.locator("#memory-panel .mem-device").wait_for()
+    page.locator("#memory-panel .mem-device").first.wait_for()
     return page
 
 
@@ -307,3 +307,24 @@ def test_restore_a_history_item_into_its_tab(server, browser):
     _expect_text(page.locator("#history-count"), r"Nothing matches", 10)
     assert studio.history.get(item.id) is None and not studio.history.path_of(item).exists()
     page.close()
+
+
+def test_two_devices_show_two_budget_bars_and_the_run_names_its_device(browser, catalog, tiny_cache, tmp_path):
+    from studio.device import pick_devices
+    from studio.service import Studio
+    from studio.settings import Settings
+    from tests.serving import launched
+
+    settings = Settings(output_dir=tmp_path / "out", memory_reserve=0, simulated_memory=(4 * 10**9, 2 * 10**9))
+    studio = Studio(settings, catalog=catalog, device=pick_devices(settings))
+    with launched(studio) as url:
+        page = _open(browser, url + "/")
+        blocks = page.locator("#memory-panel section.mem-dev")
+        _expect_text(page.locator("#memory-panel"), r"Simulated GPU 0 \(4\.0 GB\)[\s\S]*Simulated GPU 1 \(2\.0 GB\)")
+        assert blocks.count() >= 2
+        # The estimate line names the device a run will use when there is more than one.
+        _expect_text(page.locator("#music-estimate"), r"on Simulated GPU 0 \(4\.0 GB\)")
+        _generate(page, "music", "a drone", duration=0.5)
+        _expect_text(page.locator("#memory-panel section.mem-dev").first, r"MusicGen small", 120)
+        page.screenshot(path=str(ARTIFACTS / "two-devices.png"), full_page=True)
+        page.close()

@@ -188,12 +188,62 @@ def test_simulated_memory_list_through_the_api_runs_music_and_speech_at_once(tmp
     assert memory["total_bytes"] == 6 * 10**9 and {"device", "budget_bytes", "used_bytes", "models"} <= set(memory)
 
 
-@pytest.mark.parametrize("budget, message", [
-    ((10**9, 10**9, 10**9), "gives 3 sizes but the studio has 2 devices"),
-])
-def test_a_budget_list_that_does_not_match_the_devices_is_refused_with_the_fix(tmp_path, catalog, budget, message):
+def test_a_budget_list_is_checked_against_the_devices_auto_finds_before_the_page_is_served(tmp_path, catalog):
     from studio.errors import InvalidInput
 
-    studio, _ = _studio(tmp_path, catalog, [10**9, 10**9], budget=budget)
-    with pytest.raises(InvalidInput, match=message):
-        studio.manager.budget()
+    settings = Settings(output_dir=tmp_path / "out", device="cpu", memory_budget=(10**9, 2 * 10**9))
+    with pytest.raises(InvalidInput, match=r"gives 2 sizes but the studio has 1 device \(--device cpu\)"):
+        Studio(settings, catalog=catalog)
+
+
+def test_the_manager_refuses_a_budget_list_that_does_not_match_its_devices(catalog):
+    from studio.errors import InvalidInput
+
+    devices = [SimulatedDevice(10**9, index=0), SimulatedDevice(10**9, index=1)]
+    manager = PipelineManager(catalog, devices, reserve=0, budget_cap=(10**9, 10**9, 10**9))
+    with pytest.raises(InvalidInput, match=r"gives 3 sizes but the studio has 2 devices: give one size for all"):
+        manager.budget()
+
+
+def test_a_second_run_of_a_model_in_use_waits_for_its_device_and_can_be_cancelled_there(tmp_path, catalog, tiny_cache):
+    from studio.errors import Cancelled
+    from studio.run import RunContext
+
+    release, started, generated = threading.Event(), threading.Event(), []
+
+    def holding_loader(spec, torch_device, dtype):
+        model = catalog.family(spec).load(spec, torch_device, dtype)
+        inner = model.generate
+
+        def generate(request, ctx):
+            generated.append(request.seed)
+            started.set()
+            release.wait(60)
+            return inner(request, ctx)
+
+        model.generate = generate
+        return model
+
+    studio, devices = _studio(tmp_path, catalog, [1024 * MB, 1024 * MB], loader=holding_loader)
+    first = threading.Thread(target=lambda: studio.manager.run(_request(studio, MUSIC)))
+    first.start()
+    assert started.wait(60)
+    stages, ctx = [], RunContext(on_stage=lambda s: stages.append(s))
+    outcome = []
+
+    def second():
+        try:
+            studio.manager.run(_request(studio, MUSIC), ctx)  # the model is in use: it may not run elsewhere
+        except Cancelled as error:
+            outcome.append(error)
+
+    waiting = threading.Thread(target=second)
+    waiting.start()
+    waiting.join(timeout=1.5)
+    assert waiting.is_alive() and stages == ["queued"] and generated == [1]  # it waits for the busy device
+    ctx.cancel.set()
+    waiting.join(timeout=5)
+    assert not waiting.is_alive() and outcome and generated == [1]  # left the queue without running
+    release.set()
+    first.join(timeout=60)
+    assert studio.generate(_request(studio, MUSIC)).metadata["device"] == devices[0].name  # the device is free again
