@@ -597,7 +597,7 @@ class PipelineManager:
             lease = self.acquire(request, ctx, only=slot)  # refuses with the numbers, before running, when it cannot fit
             try:
                 load_s = self._clock() - started
-                audio, compute_s, peak, run_recoveries = self._generate_with_ladder(lease, request, ctx, slot)
+                audio, compute_s, peak, run_recoveries = self._generate_with_ladder(lease, request, ctx)
             except BaseException as error:
                 # The traceback's frames hold the adapter's tensors; clear them so that an unload waiting for
                 # this run (released just below) really frees the model instead of finding it still referenced.
@@ -643,14 +643,15 @@ class PipelineManager:
             self._busy.discard(slot)
             self._slots.notify_all()
 
-    def _generate_with_ladder(self, lease: Lease, request: Request, ctx: RunContext, slot: str):
+    def _generate_with_ladder(self, lease: Lease, request: Request, ctx: RunContext):
         """Generate; on OOM walk the plan's fallbacks (evict every idle model and retry; offload; the CPU); then
         explain with the numbers."""
         recoveries: list[str] = []
         entry = lease._entry
         spec = entry.spec
         family = self.catalog.family(spec)
-        fallbacks = list(self._plan(spec, request, only=slot, holding=1).fallbacks)
+        # The model is in use (by this run) from here on: the planner's ladder for a model that stays where it is.
+        fallbacks = list(self._plan(spec, request).fallbacks)
         while True:
             device = entry.device if entry.placement is not Placement.CPU else None
             working = family.working_bytes(spec, request, float_bytes(entry.dtype, self._compute_kind(
