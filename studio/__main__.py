@@ -41,13 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _params(args: argparse.Namespace) -> dict:
+def _params(args: argparse.Namespace, spec) -> dict:
+    from studio.catalog import echo
+
     params: dict = {}
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise StudioError(f"--set {item!r} must look like NAME=VALUE, e.g. --set guidance_scale=4")
-        params[name.strip()] = _number_or_text(value)
+            raise StudioError(f"--set {echo(item)} must look like NAME=VALUE, e.g. --set guidance_scale=4")
+        param = spec.param(name.strip())
+        params[name.strip()] = _number_or_text(value, param.kind if param is not None else str)
     if args.duration is not None:
         params["duration"] = args.duration
     if args.voice is not None:
@@ -55,10 +58,13 @@ def _params(args: argparse.Namespace) -> dict:
     return params
 
 
-def _number_or_text(value: str):
-    """Numbers stay text: each setting's own validation parses them and names the setting when it can't."""
+def _number_or_text(value: str, kind: type):
+    """Numbers stay text: each setting's own validation parses them and names the setting when it can't.
+
+    "true" and "false" become booleans for a true-or-false setting only: for a text one (a negative prompt)
+    they are words."""
     lowered = value.strip().lower()
-    return lowered == "true" if lowered in ("true", "false") else value.strip()
+    return lowered == "true" if kind is bool and lowered in ("true", "false") else value.strip()
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -74,8 +80,8 @@ def _generate(args: argparse.Namespace) -> int:
     fmt = check_format(args.format)
     out = _check_out(Path(args.out), fmt)
     catalog = Catalog.discover("models")
-    params = _params(args)
     spec = catalog.get(args.model)
+    params = _params(args, spec)
     if "duration" in params and spec.param("duration") is None:
         raise StudioError(f"{spec.repo_id} makes speech whose length follows the text; drop --duration")
     if "voice" in params and spec.param("voice") is None:
@@ -94,14 +100,25 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+PATH_CHARS = 300  # of a path quoted in a message: longer than any sensible one, short of a flood
+
+
 def _check_out(out: Path, fmt: str) -> Path:
+    from studio.catalog import echo
+
+    shown = echo(str(out), PATH_CHARS)
     if out.suffix.lower().lstrip(".") not in ("", fmt):
-        raise StudioError(f"--out {str(out)!r} ends in {out.suffix} but --format is {fmt}: make them agree")
-    if out.is_dir():
-        raise StudioError(f"--out {str(out)!r} is a directory: name a file, e.g. {out / ('clip.' + fmt)}")
+        raise StudioError(f"--out {shown} ends in {echo(out.suffix)} but --format is {fmt}: make them agree")
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise StudioError(f"--out {str(out)!r}: the folder {str(parent)!r} does not exist; create it or choose another")
+    try:
+        if out.is_dir():
+            example = echo(str(out / f"clip.{fmt}"), PATH_CHARS)
+            raise StudioError(f"--out {shown} is a directory: name a file, e.g. {example}")
+        if not parent.is_dir():
+            raise StudioError(f"--out {shown}: the folder {echo(str(parent), PATH_CHARS)} does not exist; "
+                              "create it or choose another")
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise StudioError(f"--out {shown}: {error.strerror}; choose another file name") from None
     return out
 
 

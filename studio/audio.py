@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from studio import __version__
-from studio.catalog import metadata_text
+from studio.catalog import echo, metadata_text
 from studio.errors import InvalidInput, StorageError
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def check_format(name: str) -> str:
     key = name.strip().lower().lstrip(".") if isinstance(name, str) else None
     if key not in FORMATS:
         raise InvalidInput(
-            f"Output format {name!r} is not supported; choose one of {', '.join(FORMATS)}."
+            f"Output format {echo(name)} is not supported; choose one of {', '.join(FORMATS)}."
         )
     return key
 

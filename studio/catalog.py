@@ -49,7 +49,7 @@ class Param:
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
-            raise InvalidInput(f"{self.name} must be true or false{where}, but is {value!r}")
+            raise InvalidInput(f"{self.name} must be true or false{where}, but is {echo(value)}")
         if self.kind in (int, float):
             number = _to_number(value, self.kind, self.name, where)
             low = self.minimum if self.minimum is not None else -math.inf
@@ -60,9 +60,12 @@ class Param:
                     f"but is {_fmt(number)}: pick a value in that range"
                 )
             return number
-        text = str(value)
+        if not isinstance(value, str):
+            hint = f"one of: {', '.join(self.choices)}" if self.choices is not None else "a string"
+            raise InvalidInput(f"{self.name} must be text{where}, but is {type(value).__name__}: send {hint}")
+        text = clean_text(value)
         if self.choices is not None and text not in self.choices:
-            raise InvalidInput(f"{self.name} {text!r} is not available{where}; choose one of: {', '.join(self.choices)}")
+            raise InvalidInput(f"{self.name} {echo(text)} is not available{where}; choose one of: {', '.join(self.choices)}")
         return text
 
 
@@ -74,16 +77,16 @@ def _fmt(x: float | None) -> str:
 
 def _to_number(value: Any, kind: type, name: str, where: str) -> float | int:
     if isinstance(value, bool):
-        raise InvalidInput(f"{name} must be a number{where}, but is {value!r}")
+        raise InvalidInput(f"{name} must be a number{where}, but is {echo(value)}")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be a number{where}, but is {value!r}") from None
+        raise InvalidInput(f"{name} must be a number{where}, but is {echo(value)}") from None
     if not math.isfinite(number):
-        raise InvalidInput(f"{name} must be a finite number{where}, but is {value!r}")
+        raise InvalidInput(f"{name} must be a finite number{where}, but is {echo(value)}")
     if kind is int:
         if number != int(number):
-            raise InvalidInput(f"{name} must be a whole number{where}, but is {value!r}")
+            raise InvalidInput(f"{name} must be a whole number{where}, but is {echo(value)}")
         return int(number)
     return number
 
@@ -261,9 +264,9 @@ class Catalog:
         if spec is None or (task is not None and task not in spec.tasks):
             kind = f"{TASK_LABELS.get(task, task).lower()} " if task else ""
             if not self.ids(task):
-                raise InvalidInput(f"there are no {kind}models in the catalog yet; model {_clip(repo_id)!r} is not one")
+                raise InvalidInput(f"there are no {kind}models in the catalog yet; model {echo(repo_id)} is not one")
             raise InvalidInput(
-                f"model {_clip(repo_id)!r} is not a {kind}model in the catalog; choose one of: {self.describe_ids(task)}"
+                f"model {echo(repo_id)} is not a {kind}model in the catalog; choose one of: {self.describe_ids(task)}"
             )
         return spec
 
@@ -304,13 +307,13 @@ class Catalog:
         unknown = sorted(set(params) - {p.name for p in spec.params})
         if unknown:
             names = ", ".join(p.name for p in spec.params)
-            raise InvalidInput(f"{spec.repo_id} has no setting {unknown[0]!r}; its settings are: {names}")
+            raise InvalidInput(f"{spec.repo_id} has no setting {echo(unknown[0])}; its settings are: {names}")
         values = {p.name: p.validate(params.get(p.name), model=spec.repo_id) for p in spec.params}
         if "voice" in values and values["voice"] not in (None, ""):
             voices = self.voices(spec)
             if values["voice"] not in voices:
                 raise InvalidInput(
-                    f"voice {_clip(values['voice'])!r} is not a voice of {spec.repo_id}; choose one of: {', '.join(voices)}"
+                    f"voice {echo(values['voice'])} is not a voice of {spec.repo_id}; choose one of: {', '.join(voices)}"
                 )
         return Request(model=spec.repo_id, task=task, prompt=text, seed=_check_seed(seed, random_seed), params=values)
 
@@ -329,9 +332,31 @@ def metadata_text(metadata: Mapping[str, Any]) -> tuple[str, Any]:
     return key, metadata.get(key, "")
 
 
-def _clip(value: Any, limit: int = 80) -> str:
-    text = str(value)
+ECHO_CHARS = 80
+
+
+def echo(value: Any, limit: int = ECHO_CHARS) -> str:
+    """What a user sent, as an error message quotes it: its repr, with at most `limit` characters of it.
+
+    Every message that repeats user input goes through here, so a 100,000-character value comes back as its
+    start and an ellipsis, never whole. Text is cut before it is quoted, so the quotes stay balanced.
+    """
+    if isinstance(value, str):
+        return repr(value if len(value) <= limit else value[:limit] + "…")
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.get_int_max_str_digits)
+        return f"a {type(value).__name__} too long to show"
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def clean_text(text: str) -> str:
+    """Text fit for a model: control characters (but newline and tab) and lone surrogates dropped, ends stripped.
+
+    The prompt and every other text setting (negative_prompt, a voice, a choice) are cleaned here. Lone surrogates
+    are not valid Unicode (they cannot be written as UTF-8) and, like control characters, are not printable.
+    """
+    return "".join(ch for ch in text if ch in "\n\t" or ch.isprintable()).strip()
 
 
 def _check_prompt(prompt: Any, spec: ModelSpec, task: str) -> str:
@@ -339,7 +364,7 @@ def _check_prompt(prompt: Any, spec: ModelSpec, task: str) -> str:
     if not isinstance(prompt, str):
         raise InvalidInput(f"the {what} must be text, but is {type(prompt).__name__}")
     # Control characters other than newline and tab can't be spoken or tokenized meaningfully.
-    text = "".join(ch for ch in prompt if ch in "\n\t" or ch.isprintable()).strip()
+    text = clean_text(prompt)
     if not text:
         raise InvalidInput(f"the {what} is empty: describe what you want to hear")
     if len(text) > spec.max_prompt_chars:
@@ -350,15 +375,17 @@ def _check_prompt(prompt: Any, spec: ModelSpec, task: str) -> str:
 
 
 def _check_seed(seed: Any, random_seed: Callable[[], int] | None) -> int:
-    if seed is None or (isinstance(seed, str) and not seed.strip()) or seed == -1:
+    """A seed in [0, MAX_SEED]; nothing, blank text or -1 (a number or text such as " -1 ") picks a random one."""
+    blank = seed is None or (isinstance(seed, str) and not seed.strip())
+    value = None if blank else _to_number(seed, int, "seed", "")
+    if value is None or value == -1:
         if random_seed is None:
             import secrets
 
             return secrets.randbelow(MAX_SEED + 1)
         return random_seed()
-    value = _to_number(seed, int, "seed", "")
     if not 0 <= value <= MAX_SEED:
-        raise InvalidInput(f"seed must be between 0 and {MAX_SEED} (or -1 for a random one), but is {seed!r}")
+        raise InvalidInput(f"seed must be between 0 and {MAX_SEED} (or -1 for a random one), but is {echo(seed)}")
     return value
 
 

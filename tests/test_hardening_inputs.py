@@ -484,3 +484,181 @@ def test_unload_while_generating_is_deferred(served, reliability):
         assert _wait_for(lambda: manager.state_of(MUSIC) not in ("in use", "on device"))
         assert served.endpoints.unload("nope/unknown") == "not loaded"
     reliability.note(f"unload during the run: 'deferred' ({message}); the run finished, then the model was unloaded")
+
+
+# ---------------------------------------------------------------------- long values, non-text text, seed -1
+
+LONG = "x" * 100_000
+SHORT_MESSAGE = 500  # characters: a refused 100,000-character value must not come back whole
+NUMBER, CHOICE = ("must be a number",), ("choose one of",)
+# (task, model, field, fragments of the message besides the field's name); every field that echoes what it is given.
+LONG_FIELDS = [
+    ("music", MUSIC, "duration", NUMBER), ("music", MUSIC, "guidance_scale", NUMBER),
+    ("music", MUSIC, "temperature", NUMBER), ("music", MUSIC, "top_k", NUMBER), ("music", MUSIC, "top_p", NUMBER),
+    ("music", MUSIC, "precision", CHOICE), ("speech", SPEECH, "speaking_rate", NUMBER),
+    ("speech", SPEECH, "noise_scale", NUMBER), ("sfx", SFX, "steps", NUMBER), ("sfx", SFX, "waveforms", NUMBER),
+    ("sfx", SFX, "guidance_scale", NUMBER), ("sfx", SFX, "scheduler", CHOICE), ("sfx", SFX, "precision", CHOICE),
+    ("speech", BARK, "text_temperature", NUMBER), ("speech", BARK, "max_chunk_seconds", NUMBER),
+    ("speech", BARK, "voice", CHOICE), ("speech", SPEECH, "seed", NUMBER),
+    ("speech", SPEECH, "format", ("wav, flac, mp3, ogg",)), ("music", MUSIC, "model", CHOICE),
+]
+
+
+def _long_request(task: str, model: str, name: str) -> tuple[dict, dict]:
+    """(API keyword arguments, page handler keyword arguments) with `name` set to the 100,000-character value."""
+    api = {"model": model, TEXT_ARG[task]: "hi", **{k: v for k, v in FAST[task].items() if k != name}}
+    page = {"task": task, "model": model, "prompt": "hi", "seed": -1, "fmt": "wav",
+            "params": {k: v for k, v in FAST[task].items() if k != name}}
+    if name in ("model", "seed"):
+        page[name] = LONG
+    elif name == "format":
+        page["fmt"] = LONG
+    else:
+        page["params"][name] = LONG
+    api[name] = LONG
+    return api, page
+
+
+@pytest.mark.parametrize("task, model, name, expect", [
+    pytest.param(*row, id=f"{row[2]} ({row[1]})", marks=pytest.mark.reliability(
+        "Bad input", f"100,000-character {row[2]} ({row[1]})", f"API /{row[0]}, page handler"))
+    for row in LONG_FIELDS])
+def test_a_huge_value_is_echoed_clipped(task, model, name, expect, served, reliability):
+    """The message names the field and the fix, and quotes at most the start of what was sent (not 100 kB)."""
+    import gradio as gr
+    from gradio_client.exceptions import AppError
+
+    from studio.ui.endpoints import user_errors
+
+    api, page = _long_request(task, model, name)
+    with pytest.raises(AppError) as api_error:
+        served.client.predict(**api, api_name=f"/{task}")
+    with pytest.raises(gr.Error) as page_error:
+        user_errors(served.endpoints.generate)(page.pop("task"), page.pop("model"), page.pop("prompt"), **page)
+    for message in (str(api_error.value), str(page_error.value.__cause__)):
+        assert len(message) < SHORT_MESSAGE, f"{len(message):,} characters: {message[:300]}…"
+        _contains_all(message, (name if name != "format" else "format", "xxxxxxxx", *expect))
+    assert served.client.predict(api_name="/memory")["device"]
+    reliability.note(f"{len(str(api_error.value))} characters: {str(api_error.value)[:160]}")
+
+
+@pytest.mark.reliability("Bad input", "100,000-character values on the command line",
+                         "CLI --duration, --seed, --format, --set precision=, --set temperature=, "
+                         "--set without =, --out")
+def test_a_huge_value_is_echoed_clipped_by_the_cli(cli_dir, reliability):
+    cases = {
+        "duration": (["--duration", LONG], ("duration", "must be a number")),
+        "seed": (["--seed", LONG], ("seed", "must be a number")),
+        "format": (["--format", LONG], ("format", "wav, flac, mp3, ogg")),
+        "precision": (["--set", f"precision={LONG}"], ("precision", "choose one of")),
+        "temperature": (["--set", f"temperature={LONG}"], ("temperature", "must be a number")),
+        "set": (["--set", LONG], ("--set", "NAME=VALUE")),
+        "out": (["--out", str(cli_dir / LONG[:4000] / "x.wav")], ("--out", "choose another")),
+    }
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = {name: pool.submit(_run_cli, ["--model", MUSIC, "--prompt", "hi", "--out",
+                                             str(cli_dir / f"long-{name}.wav"), *args], cli_dir)
+                for name, (args, _) in cases.items()}
+        for name, (_, expect) in cases.items():
+            proc = runs[name].result(timeout=CLI_TIMEOUT_S)
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            assert len(proc.stderr) < SHORT_MESSAGE, f"{name}: {len(proc.stderr):,} characters on stderr"
+            _contains_all(proc.stderr, expect)
+            assert not (cli_dir / f"long-{name}.wav").exists()
+    reliability.note("exit 2, one short line on stderr for each")
+
+
+NOT_TEXT = [("negative_prompt", [1, 2]), ("negative_prompt", {"a": 1}), ("negative_prompt", True),
+            ("negative_prompt", 3), ("scheduler", ["DDIM"]), ("precision", False)]
+
+
+@pytest.mark.parametrize("name, value", [
+    pytest.param(name, value, id=f"{name}={value!r}", marks=pytest.mark.reliability(
+        "Bad input", f"sfx {name} {value!r} (not text)", "API /sfx, page handler")) for name, value in NOT_TEXT])
+def test_a_text_setting_refuses_what_is_not_text(name, value, served, reliability):
+    import gradio as gr
+    from gradio_client.exceptions import AppError
+
+    from studio.ui.endpoints import user_errors
+
+    expect = (name, "must be text", type(value).__name__)
+    with pytest.raises(AppError) as api_error:
+        served.client.predict(model=SFX, prompt="glass", **FAST["sfx"], **{name: value}, api_name="/sfx")
+    _contains_all(str(api_error.value), expect)
+    with pytest.raises(gr.Error) as page_error:
+        user_errors(served.endpoints.generate)("sfx", SFX, "glass", seed=1, params={**FAST["sfx"], name: value})
+    _contains_all(str(page_error.value.__cause__), expect)
+    assert served.client.predict(api_name="/memory")["device"]
+    reliability.note(f"message: {str(api_error.value)[:160]}")
+
+
+def _call_raw(served: Served, task: str, **given: Any) -> dict:
+    """POST /gradio_api/call/<task> with JSON escaped as ASCII (\\ud800 as such: gradio_client cannot send a lone
+    surrogate) and read the event stream; returns the metadata of the result, or raises AssertionError with the
+    error event's message."""
+    import inspect
+
+    import httpx
+
+    signature = inspect.signature(served.endpoints.api_generate(task))
+    values = signature.bind_partial(**given)
+    values.apply_defaults()
+    data = [values.arguments[name] for name in signature.parameters if name != "request"]
+    url = served.client.src.rstrip("/")
+    with httpx.Client(base_url=url, timeout=120) as http:
+        posted = http.post(f"/gradio_api/call/{task}", content=json.dumps({"data": data}, ensure_ascii=True),
+                           headers={"content-type": "application/json"})
+        assert posted.status_code == 200, posted.text
+        stream = http.get(f"/gradio_api/call/{task}/{posted.json()['event_id']}").text
+    event = data_line = None
+    for line in stream.splitlines():
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            data_line = line.split(":", 1)[1].strip()
+        if event in ("complete", "error") and data_line is not None:
+            break
+    assert event == "complete", f"{event}: {data_line!r}"
+    return json.loads(data_line)[1]
+
+
+@pytest.mark.reliability("Bad input", "lone surrogate and control characters in the negative prompt",
+                         "API /sfx (raw HTTP: JSON \\ud800), page handler")
+def test_the_negative_prompt_is_cleaned_like_the_prompt(served, reliability):
+    with nothing_lost(served, reliability, new_files=10):
+        for value, stored in (("\ud800", ""), ("soft\ud800 hiss\x07", "soft hiss"), ("  \x00 ", "")):
+            meta = _call_raw(served, "sfx", model=SFX, prompt="glass", negative_prompt=value, seed=1, **FAST["sfx"])
+            assert meta["settings"]["negative_prompt"] == stored, meta
+        meta = _call_raw(served, "sfx", model=SFX, prompt="glass\ud800 shatter", seed=1, **FAST["sfx"])
+        assert meta["prompt"] == "glass shatter"  # the prompt's own cleaning, which the negative prompt now shares
+        result = served.endpoints.generate("sfx", SFX, "glass", seed=1,
+                                           params={**FAST["sfx"], "negative_prompt": "\ud800quiet\x1b"})
+        assert result.metadata["settings"]["negative_prompt"] == "quiet"
+    reliability.note("surrogates and control characters dropped, as in the prompt; the run is served")
+
+
+@pytest.mark.reliability("Bad input", "seed '-1' as text (random)", "API /speech, page handler")
+@pytest.mark.parametrize("seed", ["-1", " -1 ", -1.0])
+def test_seed_minus_one_as_text_picks_a_random_seed(seed, served, reliability):
+    _, meta = served.client.predict(model=SPEECH, text="random seed", seed=seed, api_name="/speech")
+    assert 0 <= meta["seed"] <= 2**32 - 1
+    result = served.endpoints.generate("speech", SPEECH, "random seed", seed=seed)
+    assert 0 <= result.metadata["seed"] <= 2**32 - 1
+    reliability.note(f"seed {seed!r} became {meta['seed']} and {result.metadata['seed']}")
+
+
+@pytest.mark.reliability("Bad input", "--seed -1 on the command line (random)", "CLI --seed -1 and --seed=-1")
+def test_cli_seed_minus_one_picks_a_random_seed(cli_dir, reliability):
+    forms = {"separate": ["--seed", "-1"], "joined": ["--seed=-1"]}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = {name: pool.submit(_run_cli, ["--model", SPEECH, "--prompt", "hi", *args, "--out",
+                                             str(cli_dir / f"seed-{name}.wav"), "--output-dir",
+                                             str(cli_dir / "outputs")], cli_dir)
+                for name, args in forms.items()}
+        seeds = {}
+        for name in forms:
+            proc = runs[name].result(timeout=CLI_TIMEOUT_S)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            seeds[name] = json.loads(proc.stdout)["seed"]
+            assert 0 <= seeds[name] <= 2**32 - 1 and (cli_dir / f"seed-{name}.wav").is_file()
+    reliability.note(f"random seeds {seeds}")
