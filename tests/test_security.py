@@ -357,3 +357,61 @@ def test_uploads_and_prompts_are_limited(open_app, reliability):
     finally:
         client.close()
     reliability.note(f"uploads over {MAX_UPLOAD_BYTES:,} bytes get HTTP 413; prompts over 2,000 characters refused")
+
+
+# ---------------------------------------------------------------------- the queue route
+
+BAD_FN_INDEX = {"unknown 9999": 9999, "negative -1": -1, "text 'abc'": "abc", "missing": None, "huge 2**70": 2**70,
+                "a list": [0]}
+
+
+def _join(http, fn_index, session: str = "probe"):
+    body = {"data": [SPEECH, "hello"], "session_hash": session}
+    if fn_index is not None:
+        body["fn_index"] = fn_index
+    return http.post("/gradio_api/queue/join", json=body)
+
+
+@pytest.mark.reliability("Security", "queue join with a bad fn_index",
+                         "raw HTTP POST /gradio_api/queue/join: fn_index 9999, -1, 'abc', 2**70, [0], missing; "
+                         "then gradio_client")
+@pytest.mark.parametrize("name", list(BAD_FN_INDEX))
+def test_a_bad_fn_index_is_a_client_error(name, open_app, reliability):
+    import httpx
+    from gradio_client import Client
+
+    url, _, _ = open_app
+    with httpx.Client(base_url=url, timeout=10) as http:
+        response = _join(http, BAD_FN_INDEX[name])
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json().get("detail"), response.text[:300]
+
+    client = Client(url + "/", verbose=False)  # the queue still serves the page and the client
+    try:
+        assert client.predict(api_name="/memory")["device"]
+        path, meta = client.predict(model=SPEECH, text="still served", seed=1, api_name="/speech")
+        assert Path(path).is_file() and meta["model"] == SPEECH
+    finally:
+        client.close()
+    reliability.note(f"HTTP {response.status_code}: {response.text[:120]}; the next client call is served")
+
+
+@pytest.mark.reliability("Security", "queue join with a bad fn_index when --auth is set",
+                         "raw HTTP POST /gradio_api/queue/join with fn_index 9999 and -1, without and with the login")
+def test_a_bad_fn_index_with_auth_is_401_then_a_client_error(locked_app, reliability):
+    import httpx
+
+    url, _ = locked_app
+    codes = {}
+    with httpx.Client(base_url=url, timeout=10) as http:
+        for fn_index in (9999, -1):
+            codes[f"{fn_index} without login"] = _join(http, fn_index).status_code
+        assert http.post("/login", data={"username": LOGIN[0], "password": LOGIN[1]}).status_code == 200
+        for fn_index in (9999, -1):
+            response = _join(http, fn_index)
+            codes[f"{fn_index} with login"] = response.status_code
+            assert response.json().get("detail"), response.text[:300]
+    assert codes["9999 without login"] == codes["-1 without login"] == 401, codes
+    assert all(400 <= code < 500 for code in codes.values()), codes
+    reliability.note(f"{codes}")

@@ -7,8 +7,11 @@ import logging
 import secrets
 from typing import Any, Sequence
 
+from starlette.middleware import Middleware
+
 from studio.errors import InvalidInput
 from studio.settings import Settings
+from studio.ui.queue_check import QueueJoinCheck
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ def launch_options(settings: Settings, auth: Login | list[Login] | None) -> dict
         "allowed_paths": [str(settings.output_dir.expanduser().resolve())],
         "footer_links": ["api", "settings"],
         "max_file_size": MAX_UPLOAD_BYTES,
+        # A queue join with an fn_index the app does not have is a 400, not Gradio's 500 (studio.ui.queue_check).
+        "app_kwargs": {"middleware": [Middleware(QueueJoinCheck)]},
     }
     if settings.mcp:
         if mcp_available():
