@@ -18,6 +18,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # no advisory locks (Windows): abandoned writes are recognised by their age alone
+    fcntl = None
+
 import numpy as np
 import soundfile as sf
 
@@ -31,6 +36,7 @@ MAX_CHANNELS = 8
 TITLE_CHARS = 200
 SLUG_CHARS = 32
 STORAGE_FIX = "Free disk space or choose another --output-dir."
+PERMISSION_FIX = "Give this user write permission on {folder}, or choose another --output-dir."
 
 # libsndfile 1.2.2 accepts only these rates for MPEG audio; anything else fails at open.
 MP3_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
@@ -239,10 +245,18 @@ def write_audio(path: Path, samples: np.ndarray, sample_rate: int, fmt: str, met
     tmp_audio = _temp_name(path)
     tmp_side = _temp_name(sidecar)
     renamed = False
+    # Every file of a write in progress is locked (fcntl.flock) until it is renamed into place, so a start-up in
+    # another process sharing the folder (remove_abandoned_writes) can tell this write from one killed midway.
+    held: list[int] = []
     try:
-        _encode(tmp_audio, frames, sample_rate, info, tags)
+        placeholder = _lock_existing(path)  # output_path's empty reservation, if it is one
+        if placeholder is not None:
+            held.append(placeholder)
+        held.append(_create_locked(tmp_audio))
+        _encode(tmp_audio, frames, sample_rate, info, tags, held[-1])
         text = json.dumps(_jsonable(metadata), ensure_ascii=False, indent=2) + "\n"
-        _write_durably(tmp_side, text.encode("utf-8"))
+        held.append(_create_locked(tmp_side))
+        _write_all(held[-1], text.encode("utf-8"))
         os.replace(tmp_audio, path)
         renamed = True
         os.replace(tmp_side, sidecar)
@@ -254,6 +268,9 @@ def write_audio(path: Path, samples: np.ndarray, sample_rate: int, fmt: str, met
     except BaseException:
         _remove_quietly(tmp_audio, tmp_side)
         raise
+    finally:
+        for fd in held:
+            os.close(fd)  # releases its lock
     logger.info("Wrote %s (%s, %d Hz, %d ch, %d frames).", path, info.ext, sample_rate, *frames.shape[::-1])
     return path
 
@@ -400,20 +417,17 @@ def _tags(info: FormatInfo, metadata: Mapping[str, Any], comment_json: str) -> d
     return {k: v for k, v in tags.items() if v}
 
 
-def _encode(tmp: Path, frames: np.ndarray, sample_rate: int, info: FormatInfo, tags: Mapping[str, str]) -> None:
-    """Encode `frames` into the new file `tmp` (created exclusively, umask permissions) and fsync it."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        # closefd=False: we close the descriptor ourselves, exactly once, after fsync.
-        with sf.SoundFile(
-            fd, "w", sample_rate, frames.shape[1], info.subtype, format=info.sf_format, closefd=False
-        ) as out:
-            for name, value in tags.items():  # tags must precede the audio (Vorbis/ID3 headers)
-                setattr(out, name, value)
-            out.write(frames)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _encode(tmp: Path, frames: np.ndarray, sample_rate: int, info: FormatInfo, tags: Mapping[str, str],
+            fd: int) -> None:
+    """Encode `frames` into the new, empty file `tmp`, open as `fd` (the caller closes it), and fsync it."""
+    # closefd=False: the caller keeps the descriptor (and the lock on it) until the file is renamed into place.
+    with sf.SoundFile(
+        fd, "w", sample_rate, frames.shape[1], info.subtype, format=info.sf_format, closefd=False
+    ) as out:
+        for name, value in tags.items():  # tags must precede the audio (Vorbis/ID3 headers)
+            setattr(out, name, value)
+        out.write(frames)
+    os.fsync(fd)
     # libsndfile reports most write failures, but check that what landed decodes as written.
     got = sf.info(str(tmp))
     if (got.frames, got.samplerate, got.channels) != (frames.shape[0], sample_rate, frames.shape[1]):
@@ -424,15 +438,38 @@ def _encode(tmp: Path, frames: np.ndarray, sample_rate: int, info: FormatInfo, t
         )
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def _create_locked(path: Path) -> int:
+    """Create `path` exclusively (umask permissions) and lock it; the descriptor, whose closing releases the lock."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made by us: nobody else can hold it
+        except OSError:
+            pass  # a filesystem without locks: the clean-up at start falls back to the file's age
+    return fd
+
+
+def _lock_existing(path: Path) -> int | None:
+    """A locked descriptor of the existing file `path` (output_path's placeholder), or None if there is none."""
+    if fcntl is None:
+        return None
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)  # held elsewhere, or no locks here: the write itself does not need it
+        return None
+    return fd
 
 
 def sidecar_path(path: Path) -> Path:
@@ -445,18 +482,22 @@ def _temp_name(path: Path) -> Path:
 
 
 _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")  # what _temp_name makes
-ABANDONED_AFTER_S = 60.0
+ABANDONED_AFTER_S = 60.0  # without advisory locks, a leftover this old is taken as abandoned
+WRITE_GRACE_S = 2.0  # younger than this, an unlocked file may be a write that has not taken its lock yet
 
 
 def remove_abandoned_writes(out_dir: Path, *, older_than_s: float = ABANDONED_AFTER_S) -> list[Path]:
-    """Remove what writes killed midway left in `out_dir` (top level); return the paths removed.
+    """Remove what writes killed midway left in `out_dir` (top level); return the paths removed. Called at start.
 
     That is the hidden temporaries of write_audio and the empty placeholders of output_path whose audio never
-    arrived (no sidecar). Only files untouched for `older_than_s` go: a younger one may be a write in progress
-    in another process (the CLI, a second app) sharing the folder. Called once at start.
+    arrived (no sidecar). Several processes may share the folder (the page, a `python -m studio` run), so a
+    write in progress must stay: every writer holds an advisory lock (fcntl.flock) on its files until they are
+    renamed into place, and a file goes only if its lock can be taken (its writer is gone) and it is older than
+    WRITE_GRACE_S (the moment between creating a file and locking it). Where there are no advisory locks
+    (Windows, or a filesystem without them), only files untouched for `older_than_s` go.
     """
     exts = {info.ext for info in FORMATS.values()}
-    cutoff = datetime.now().timestamp() - older_than_s
+    now = datetime.now().timestamp()
     removed = []
     try:
         entries = list(os.scandir(out_dir))
@@ -476,15 +517,50 @@ def remove_abandoned_writes(out_dir: Path, *, older_than_s: float = ABANDONED_AF
         temp = _TEMP_RE.match(entry.name) is not None
         placeholder = (stat.st_size == 0 and entry.name.rpartition(".")[2].lower() in exts
                        and sidecar_path(Path(entry.path)).name not in names)
-        if (temp or placeholder) and stat.st_mtime < cutoff:
-            path = Path(entry.path)
-            _remove_quietly(path)
-            if not path.exists():
-                removed.append(path)
+        if not (temp or placeholder):
+            continue
+        path = Path(entry.path)
+        if _remove_if_abandoned(path, stat.st_mtime, now, older_than_s, placeholder=placeholder):
+            removed.append(path)
     if removed:
         logger.warning("Removed %d file(s) left by interrupted writes in %s: %s", len(removed), out_dir,
                        ", ".join(p.name for p in removed[:5]) + (", ..." if len(removed) > 5 else ""))
     return removed
+
+
+def _remove_if_abandoned(path: Path, mtime: float, now: float, older_than_s: float, *, placeholder: bool) -> bool:
+    """Remove `path` if no live writer holds it (see remove_abandoned_writes); True if it is gone now."""
+    if fcntl is None:
+        if mtime >= now - older_than_s:
+            return False
+        _remove_quietly(path)
+        return not path.exists()
+    if mtime > now - WRITE_GRACE_S:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live writer holds it
+        except OSError:
+            if mtime >= now - older_than_s:  # no locks on this filesystem: its age decides
+                return False
+        # Under the lock: still the same file (not renamed over by a write that just finished), still unfinished.
+        held, current = os.fstat(fd), os.lstat(path)
+        if (held.st_dev, held.st_ino) != (current.st_dev, current.st_ino):
+            return False
+        if placeholder and (current.st_size != 0 or sidecar_path(path).exists()):
+            return False
+        _remove_quietly(path)
+        return not path.exists()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _is_empty_file(path: Path) -> bool:
@@ -514,10 +590,16 @@ def _storage_error(path: Path, exc: BaseException) -> StorageError:
         # libsndfile reports a failed write(2), e.g. a full disk, as code 2 with no text and no errno.
         detail = (getattr(exc, "error_string", "") or "the system refused the write").rstrip(".")
         reason = f"{detail} (libsndfile error {getattr(exc, 'code', '?')}){_free_space(path)}"
-    fix = STORAGE_FIX
+    return StorageError(f"Could not write {path}: {reason}. {storage_fix(exc, path.parent)}")
+
+
+def storage_fix(exc: BaseException, folder: Path) -> str:
+    """What to do about `exc`, a failed write in `folder`, by its cause: a missing folder, permission, or space."""
     if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
-        fix = f"Create the folder {path.parent} or choose another one."
-    return StorageError(f"Could not write {path}: {reason}. {fix}")
+        return f"Create the folder {folder} or choose another one."
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM):
+        return PERMISSION_FIX.format(folder=folder)
+    return STORAGE_FIX
 
 
 def _free_space(path: Path) -> str:

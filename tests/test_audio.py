@@ -497,6 +497,30 @@ def test_final_name_never_holds_a_partial_file(tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
+@pytest.mark.skipif(os.name == "nt", reason="advisory locks (fcntl) only; Windows keeps the age rule")
+def test_a_write_in_progress_is_locked_against_the_clean_up_at_start(tmp_path, monkeypatch):
+    """Another process starting on the folder mid-write (remove_abandoned_writes) must leave this write alone."""
+    from studio.audio import remove_abandoned_writes
+
+    path = output_path(tmp_path, task="speech", model_id="m/x", seed=1, prompt="busy", ext="flac")
+    removed: list[Path] = []
+    real_write = sf.SoundFile.write
+
+    def clean_up_meanwhile(self, data):
+        real_write(self, data)
+        unfinished = [p for p in tmp_path.iterdir() if p.name.endswith(".part")] + [path]
+        old = datetime.now().timestamp() - 120  # older than any age rule: only the writer's lock protects them
+        for p in unfinished:
+            os.utime(p, (old, old))
+        removed.extend(remove_abandoned_writes(tmp_path))
+
+    monkeypatch.setattr(sf.SoundFile, "write", clean_up_meanwhile)
+    write_audio(path, np.zeros(1000), 16000, "flac", {"prompt": "busy"})
+    assert removed == []
+    assert sf.info(str(path)).frames == 1000 and path.with_name(path.name + ".json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.name + ".json"])
+
+
 def test_output_path_retries_on_a_taken_name(tmp_path, monkeypatch):
     import studio.audio
 

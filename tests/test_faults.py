@@ -457,8 +457,8 @@ def test_kill_during_a_run_then_restart_keeps_the_history_whole(tiny_cache, tmp_
             process.wait()
 
     # What a kill while saving would leave (the run above died while generating, before any file existed):
-    # write_audio's hidden temporaries and output_path's empty placeholder. A fresh one may be another process's
-    # write in progress and must stay.
+    # write_audio's hidden temporaries and output_path's empty placeholder. One whose lock a live process holds is
+    # another process's write in progress and must stay.
     old = time.time() - 3600
     leftovers = [out / ".20260101-000000-music-x.wav.0123abcd.part", out / ".20260101-000000-music-x.wav.json.89abcdef.part",
                  out / "20260101-000000-music-musicgen-small-s9-x-abcdef.wav"]
@@ -466,7 +466,7 @@ def test_kill_during_a_run_then_restart_keeps_the_history_whole(tiny_cache, tmp_
         path.write_bytes(b"partial" if path.name.endswith(".part") else b"")
         os.utime(path, (old, old))
     in_progress = out / ".20260101-000001-music-y.wav.fedcba98.part"
-    in_progress.write_bytes(b"being written")
+    writer = _hold_lock(in_progress)  # another process's write in progress: it holds the file's lock
 
     process = _start_app(port, out, tiny_cache, log)
     try:
@@ -486,6 +486,70 @@ def test_kill_during_a_run_then_restart_keeps_the_history_whole(tiny_cache, tmp_
         client.close()
     finally:
         _stop(process)
+        _release(writer)
     reliability.note(f"{len(finished)} finished files present and listed after kill -9 and restart; "
                      "integrity_check ok; the interrupted run not listed and left no file; 3 leftovers of a write "
-                     "killed midway removed at start, a fresh temporary (another writer's) kept; next request served")
+                     "killed midway removed at start, a temporary locked by another live writer kept; next request "
+                     "served")
+
+
+# ---------------------------------------------------------------------------------------- (e) leftovers and locks
+HOLDER = r"""
+import fcntl, os, sys, time
+fds = []
+for name in sys.argv[1:]:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what write_audio holds while it writes
+    fds.append(fd)
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def _hold_lock(*paths: Path) -> subprocess.Popen:
+    """A live process writing `paths`: it created them and holds their locks until it is stopped."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, *map(str, paths)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def _release(holder: subprocess.Popen) -> None:
+    if holder.poll() is None:
+        holder.kill()
+    holder.wait(timeout=30)
+
+
+def _age(seconds: float, *paths: Path) -> None:
+    then = time.time() - seconds
+    for path in paths:
+        os.utime(path, (then, then))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory locks (fcntl) only; Windows keeps the age rule")
+@pytest.mark.reliability("Faults", "leftovers of a killed write, younger than 60 s",
+                         "hidden .part temporaries and a 0-byte placeholder 10 s old in the output folder at start, "
+                         "next to ones a live second process holds locked (a write in progress)")
+def test_leftovers_of_a_killed_write_go_at_start_unless_a_live_writer_holds_them(make_studio, tmp_path, reliability):
+    from studio.audio import remove_abandoned_writes
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".20260101-000000-speech-x.wav.0123abcd.part", out / ".20260101-000000-speech-x.wav.json.89abcdef.part",
+             out / "20260101-000000-speech-mms-tts-eng-s1-x-abcdef.wav"]
+    for path in stale:
+        path.write_bytes(b"partial" if path.name.endswith(".part") else b"")
+    live = [out / ".20260101-000001-speech-y.wav.fedcba98.part", out / "20260101-000001-speech-mms-tts-eng-s2-y-123456.wav"]
+    writer = _hold_lock(*live)
+    try:
+        _age(10, *stale, *live)  # younger than the old 60 s rule, older than a lock takes to be taken
+        studio = make_studio()  # the start cleans up
+        assert [p.name for p in stale if p.exists()] == []
+        assert all(p.exists() for p in live)
+        generation = studio.generate(studio.request(None, SPEECH, "next to a live writer", seed=3))
+        assert generation.path.is_file() and all(p.exists() for p in live)
+    finally:
+        _release(writer)
+    _age(10, *live)
+    assert sorted(remove_abandoned_writes(out)) == sorted(live)  # its writer is gone: the next start removes them
+    reliability.note("3 leftovers 10 s old removed at start; a .part and a placeholder locked by a live second "
+                     "process kept (and a generation beside them served); removed once that process was gone")
