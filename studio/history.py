@@ -4,12 +4,25 @@ One row per finished file, added by the caller only after the audio and its side
 The sidecars are the source of truth: the database is an index of them that can always be rebuilt
 (`History.rebuild_from_sidecars`), so a lost or corrupt database costs nothing but a rescan.
 
+- **Nothing finished goes missing.** Every open reconciles the index with the folder: a sidecar without a row
+  (its row could not be written: the database was locked, or the writer was killed between the sidecar and
+  the row) gets one; rows whose files vanished are kept as below. The check is by file name (one query and
+  one directory listing); only the sidecars of files without a row are read.
+- **Busy.** A generation's row (`record`) waits for SQLite's busy timeout; if another process still holds
+  the database (a second studio, a CLI run, a backup tool), the row is queued and a background thread keeps
+  trying until it is written, without blocking the generation or the page. A database held at start is
+  opened by that thread once it is free (the studio starts all the same, saying which file is held).
+- **Deleted or replaced.** Before each use the database file is compared with the one open (existence and
+  inode); if it was deleted (say, with the output folder) or replaced, it is opened (created) again and
+  reconciled, instead of writing on into a file nobody else can see.
+
 Choices, so the UI can rely on them:
 - **Threads and processes.** One connection shared under a lock (`check_same_thread=False`), so the
   Gradio worker threads take turns; other processes (the CLI, a second app) meet it through SQLite's
   own locking, with WAL, `synchronous=NORMAL` and a busy timeout. Every write is one
   `BEGIN IMMEDIATE` transaction: a kill -9 loses at most the write in progress, never a committed
-  row (a power cut may lose the last commits, which the sidecars bring back).
+  row (a power cut may lose the last commits, which the sidecars bring back). The file name is a unique
+  key, so processes indexing the same folder at once never duplicate a file.
 - **Missing files.** Rows whose audio file is gone are kept (a drive may come back), but `list()` and
   `count()` skip them and log each one once; `get()` still returns them, so a link to one can say
   what is gone. `delete()` removes the row whether or not the file exists.
@@ -30,12 +43,14 @@ Choices, so the UI can rely on them:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,11 +65,17 @@ from studio.errors import InvalidInput, StorageError, StudioError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT_MS = 10_000  # how long a call waits for another process's write to finish
+RECORD_WAIT_MS = 2_000  # a generation's row waits this long, then is queued for the background thread
+START_WAIT_MS = 2_000  # opening at start waits this long, then the background thread takes over
+RETRY_WAIT_MS = 250  # each background attempt waits this long (holding the connection: the page waits too)
+RETRY_FIRST_S, RETRY_MAX_S = 0.25, 2.0  # pause between background attempts: doubling, up to the maximum
 MAX_LIMIT = 1_000
 _FEW = 200  # above this many rows, checking which files exist scans the folder once instead of a stat per row
 AUDIO_EXTS = ("wav", "flac", "mp3", "ogg")
 FIX = "check disk space and permissions of --output-dir"
+PERMISSION_FIX = "give this user write permission on --output-dir (and history.sqlite3 in it), or choose another"
+SPACE_FIX = "free disk space or choose another --output-dir"
 
 # Each entry takes the database from version (index) to version (index + 1).
 _MIGRATIONS: list[list[str]] = [
@@ -112,6 +133,10 @@ class HistoryItem:
     metadata: dict  # the full metadata dict as written to the sidecar
 
 
+class HistoryBusy(StorageError):
+    """Another process holds the database: the call may succeed later (`History.record` queues its row)."""
+
+
 class History:
     """The generations in `output_dir`, indexed in the SQLite file `db_path`. Safe to share between threads."""
 
@@ -121,33 +146,69 @@ class History:
         self._lock = threading.RLock()
         self._reported_missing: set[int] = set()
         self._conn: sqlite3.Connection | None = None
-        try:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"Could not create the folder for the history {self.db_path}: {exc}; {FIX}.") from exc
-        fresh = not self.db_path.exists()
-        try:
-            self._conn = self._open()
-        except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
-                raise self._error("open", exc) from exc
-            self._move_aside(str(exc))
-            fresh = True
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the database file `_conn` has open
+        self._closed = False
+        self._wait_ms = BUSY_TIMEOUT_MS
+        self._waiting: str | None = None  # why the database is not open yet (another process holds it)
+        self._pending: dict[str, tuple[Path, dict]] = {}  # rows of finished files that wait for the database
+        self._needs_reconcile = False
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_problem = ""
+        self._make_folders()
+        with self._lock, self._busy_wait(START_WAIT_MS):
             try:
-                self._conn = self._open()
-            except sqlite3.Error as exc2:
-                raise self._error("create", exc2) from exc2
-        if fresh:
-            try:
-                restored = self.rebuild_from_sidecars()
-            except StudioError as exc:  # the history works; what it could not restore stays on disk for later
-                log.error("Could not restore the history from the sidecars in %s: %s", self.output_dir, exc)
-            else:
-                if restored:
-                    log.warning("Restored %d history entries from the sidecars in %s.", restored, self.output_dir)
+                self._connect()
+            except HistoryBusy as exc:
+                self._waiting = str(exc)
+                log.warning("%s", exc)
+                self._kick()
 
     # ------------------------------------------------------------------ public API
+    def record(self, path: Path, metadata: Mapping) -> HistoryItem | None:
+        """`add` for a generation just written: the row, or None if the database is busy and the row is queued.
+
+        A queued row is written by a background thread as soon as the database is free (and, should this
+        process end first, by the reconcile at the next start: the sidecar is on disk). Errors that waiting
+        cannot cure (bad metadata, a refused row) are raised as from `add`.
+        """
+        path = Path(path)
+        try:
+            with self._lock, self._busy_wait(RECORD_WAIT_MS):
+                return self.add(path, metadata)
+        except StorageError as exc:
+            if not (isinstance(exc, HistoryBusy) or isinstance(exc.__cause__, sqlite3.OperationalError)):
+                raise
+            if not path.is_file():
+                raise
+            with self._lock:
+                if self._closed:
+                    raise
+                self._pending[self._key(path)] = (path, dict(metadata))
+                self._kick()
+            if isinstance(exc, HistoryBusy):
+                log.warning("%s is written; another process holds the history %s for now, so its entry is added in "
+                            "the background as soon as the database is free.", path, self.db_path)
+            else:
+                log.warning("%s is written, but the history cannot take its entry yet (%s); it is added in the "
+                            "background as soon as it can.", path, exc)
+            return None
+
+    def pending(self) -> int:
+        """How many finished files wait for their row (see `record`)."""
+        with self._lock:
+            return len(self._pending)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the background thread to write what waits; True if nothing waits now."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                idle = self._conn is not None and not self._pending and not self._needs_reconcile
+            if idle or time.monotonic() >= deadline:
+                return idle
+            time.sleep(0.05)
+
     def add(self, path: Path, metadata: Mapping) -> HistoryItem:
         """Record the finished file `path` (which must exist) with its sidecar `metadata`; return the row."""
         path = Path(path)
@@ -228,7 +289,7 @@ class History:
                 except IsADirectoryError:
                     pass  # not ours to remove
                 except OSError as exc:
-                    raise StorageError(f"Could not delete {path}: {exc}; {FIX}.") from exc
+                    raise StorageError(f"Could not delete {path}: {exc}; {_os_fix(exc)}.") from exc
         with self._write() as conn:
             gone = conn.execute("DELETE FROM generations WHERE id = ?", (item.id,)).rowcount
             if not delete_file:
@@ -258,14 +319,28 @@ class History:
         for start in range(0, len(rows), 500):  # short transactions: adds from other threads go in between
             with self._write() as conn:
                 for row in rows[start:start + 500]:
+                    # Checked again inside the transaction: another process may have forgotten or deleted it since.
+                    if conn.execute("SELECT 1 FROM forgotten WHERE file = ?", (row["file"],)).fetchone():
+                        continue
+                    if not os.path.isfile(self._path(row["file"])):
+                        continue
                     added += conn.execute(_INSERT + " ON CONFLICT (file) DO NOTHING", row).rowcount
         return added
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            self._stop.set()
+            worker, self._worker = self._worker, None
+            if self._pending:
+                log.warning("Closing the history with %d entries not yet written; the next start adds them from "
+                            "their sidecars.", len(self._pending))
+                self._pending.clear()
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=5)
 
     def __enter__(self) -> History:
         return self
@@ -274,12 +349,62 @@ class History:
         self.close()
 
     # ------------------------------------------------------------------ opening and recovery
+    def _make_folders(self) -> None:
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"Could not create the folder for the history {self.db_path}: {exc}; {_os_fix(exc)}.") from exc
+
+    def _connect(self) -> None:
+        """Open (or create) the database, moving a corrupt one aside, then reconcile it with the sidecars.
+
+        HistoryBusy if another process holds it; StorageError for what waiting cannot cure. Under `_lock`.
+        """
+        fresh = not self.db_path.exists()
+        try:
+            conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corrupt(exc):
+                raise self._error("open", exc) from exc
+            self._move_aside(str(exc))
+            fresh = True
+            try:
+                conn = self._open()
+            except sqlite3.Error as exc2:
+                raise self._error("create", exc2) from exc2
+        self._conn = conn
+        self._identity = self._file_identity()
+        self._reported_missing.clear()  # ids of another file
+        self._waiting = None
+        self._reconcile(fresh=fresh)
+
+    def _reconcile(self, *, fresh: bool = False) -> None:
+        """Index the sidecars that have no row; if the database is busy, the background thread does it later."""
+        self._needs_reconcile = True
+        try:
+            added = self.rebuild_from_sidecars()
+        except HistoryBusy:
+            self._kick()
+            return
+        except StudioError as exc:  # the history works; what it could not restore stays on disk for later
+            self._needs_reconcile = False
+            log.error("Could not restore the history from the sidecars in %s: %s", self.output_dir, exc)
+            return
+        self._needs_reconcile = False
+        if added and fresh:
+            log.warning("Restored %d history entries from the sidecars in %s.", added, self.output_dir)
+        elif added:
+            log.warning("Added %d files of %s to the history that were written without their entry (the database "
+                        "was busy or the writer stopped in between).", added, self.output_dir)
+
     def _open(self) -> sqlite3.Connection:
         """Connect, configure, migrate and check the database; sqlite3.DatabaseError if it is unreadable."""
-        conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+        conn = sqlite3.connect(self.db_path, timeout=self._wait_ms / 1000, isolation_level=None,
                                check_same_thread=False)
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {self._wait_ms:d}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":  # e.g. a network drive without shared memory
                 log.warning("History %s runs in %s journal mode (WAL unavailable); it still works.", self.db_path, mode)
@@ -292,6 +417,121 @@ class History:
             conn.close()
             raise
         return conn
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.db_path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _reopen_if_replaced(self) -> None:
+        """If the database file open is no longer the one at `db_path` (deleted, replaced), open that one."""
+        try:
+            st = os.stat(self.db_path)
+        except (FileNotFoundError, NotADirectoryError):
+            reason = "deleted"
+        except OSError:
+            return  # cannot tell: carry on with the open file
+        else:
+            if self._identity is None or (st.st_dev, st.st_ino) == self._identity:
+                return
+            reason = "replaced"
+        log.warning("The history %s was %s while in use; opening it again and indexing the sidecars in %s.",
+                    self.db_path, reason, self.output_dir)
+        old, self._conn = self._conn, None
+        try:
+            # Closed before a new file is made under its name: SQLite removes the old file's -wal and -shm by name.
+            old.close()
+        except sqlite3.Error:
+            pass
+        self._make_folders()
+        try:
+            self._connect()
+        except HistoryBusy as exc:
+            self._waiting = str(exc)
+            self._kick()
+            raise
+
+    # ------------------------------------------------------------------ the background thread
+    def _kick(self) -> None:
+        """Start the background thread that opens the database and writes what waits, if it is not running."""
+        with self._lock:
+            if self._closed or (self._worker is not None and self._worker.is_alive()):
+                return
+            self._stop.clear()
+            self._worker = threading.Thread(target=self._run, name="history-retry", daemon=True)
+            self._worker.start()
+
+    def _run(self) -> None:
+        delay = RETRY_FIRST_S
+        while not self._stop.wait(delay):
+            self._attempt()
+            with self._lock:
+                if self._closed or (self._conn is not None and not self._pending and not self._needs_reconcile):
+                    if self._worker is threading.current_thread():
+                        self._worker = None
+                    return
+            delay = min(delay * 2, RETRY_MAX_S)
+
+    def _attempt(self) -> None:
+        """One try at what waits: opening the database, reconciling it, writing the queued rows."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                with self._busy_wait(RETRY_WAIT_MS):
+                    if self._conn is None:
+                        self._connect()
+                        log.warning("The history %s is free again and open.", self.db_path)
+                    else:
+                        self._connection()  # reopens a deleted or replaced file
+                        if self._needs_reconcile:
+                            self._reconcile()
+                    self._write_pending()
+            except HistoryBusy:
+                return
+            except StudioError as exc:
+                if str(exc) != self._last_problem:  # said once, not at every try
+                    self._last_problem = str(exc)
+                    log.error("The history still cannot be written (trying again in the background): %s", exc)
+
+    def _write_pending(self) -> None:
+        for key, (path, metadata) in list(self._pending.items()):
+            if not path.is_file():
+                log.info("Not adding %s to the history: it was deleted while its entry waited.", path)
+            else:
+                try:
+                    self.add(path, metadata)
+                except HistoryBusy:
+                    raise
+                except StorageError as exc:
+                    if isinstance(exc.__cause__, sqlite3.OperationalError):
+                        raise  # the disk, the permissions: try again later
+                    log.error("%s was written but not added to the history: %s", path, exc)
+                except StudioError as exc:
+                    log.error("%s was written but not added to the history: %s", path, exc)
+                else:
+                    log.info("Added %s to the history (it waited for the database).", path)
+            self._pending.pop(key, None)
+
+    @contextmanager
+    def _busy_wait(self, ms: int) -> Iterator[None]:
+        """Within the block, SQLite waits at most `ms` for another process's lock. Under `_lock`."""
+        saved = self._wait_ms
+        self._set_busy_timeout(ms)
+        try:
+            yield
+        finally:
+            self._set_busy_timeout(saved)
+
+    def _set_busy_timeout(self, ms: int) -> None:
+        self._wait_ms = ms
+        if self._conn is not None:
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {ms:d}")
+            except sqlite3.Error:
+                pass
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -331,7 +571,7 @@ class History:
         except OSError as exc:
             raise StorageError(
                 f"The history {self.db_path} is unreadable ({reason}) and could not be moved aside: {exc}; "
-                f"{FIX}, or delete the file."
+                f"{_os_fix(exc)}, or delete the file."
             ) from exc
         log.warning("The history %s was unreadable (%s); moved it to %s and rebuilding it from the sidecars.",
                     self.db_path, reason, aside.name)
@@ -364,12 +604,39 @@ class History:
                 raise self._error("write to", exc) from exc
 
     def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
+        if self._closed:
             raise StorageError(f"The history {self.db_path} is closed; open a new History.")
+        if self._conn is None:
+            raise HistoryBusy(self._waiting or self._busy_message())
+        self._reopen_if_replaced()
         return self._conn
 
+    def _busy_message(self) -> str:
+        return (f"Another process holds the history database {self.db_path} (another Audio Studio on the same "
+                f"--output-dir, a `python -m studio` run or a backup tool): waiting for it in the background. "
+                f"Generating goes on; finished files are saved in {self.output_dir} and appear in History once it "
+                f"is free.")
+
     def _error(self, action: str, exc: sqlite3.Error) -> StorageError:
-        return StorageError(f"Could not {action} the history {self.db_path}: {exc}; {FIX}.")
+        if _is_busy(exc):
+            return HistoryBusy(self._busy_message())
+        return StorageError(f"Could not {action} the history {self.db_path}: {exc}; {self._fix(exc)}.")
+
+    def _fix(self, exc: sqlite3.Error) -> str:
+        """What to do about a SQLite error, by its cause where SQLite names one."""
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH):
+            return PERMISSION_FIX
+        if code == sqlite3.SQLITE_FULL:
+            return SPACE_FIX
+        if code == sqlite3.SQLITE_CANTOPEN:
+            folder = self.db_path.parent
+            if not folder.is_dir():
+                return f"create the folder {folder} or choose another --output-dir"
+            if not os.access(folder, os.W_OK | os.X_OK) or (
+                    self.db_path.exists() and not os.access(self.db_path, os.R_OK | os.W_OK)):
+                return PERMISSION_FIX
+        return FIX
 
     def _key(self, path: Path) -> str:
         """How `path` is stored: relative (posix) inside the output directory, else absolute."""
@@ -557,6 +824,24 @@ def _check_int(value: Any, name: str, low: int, high: int | None) -> int:
         bound = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise InvalidInput(f"{name} must be a whole number {bound}, but is {value!r}.")
     return value
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "database is locked" in str(exc) or "database table is locked" in str(exc)
+
+
+def _os_fix(exc: OSError) -> str:
+    """What to do about a failed file operation in the output folder, by its cause."""
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return "create the folder or choose another --output-dir"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return PERMISSION_FIX
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return SPACE_FIX
+    return FIX
 
 
 def _is_corrupt(exc: sqlite3.DatabaseError) -> bool:

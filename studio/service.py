@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class Generation:
     path: Path
     metadata: dict[str, Any]
-    history_id: int | None = None  # None if the history could not record it (the file is written all the same)
+    history_id: int | None = None  # None if the history has no row for it yet (the file is written all the same)
 
 
 class Studio:
@@ -115,8 +115,10 @@ class Studio:
         log.info("wrote %s (%.1f s of audio in %.1f s)", path, audio.duration, metadata["elapsed_s"])
         history_id = None
         try:
-            history_id = self.history.add(path, metadata).id
-        except StudioError as error:  # the file is safe on disk; a rebuild from its sidecar can index it later
+            # None while the database is held by another process: the row is then written in the background.
+            item = self.history.record(path, metadata)
+            history_id = item.id if item is not None else None
+        except StudioError as error:  # the file is safe on disk; the next start indexes it from its sidecar
             log.error("%s was written but not added to the history: %s", path, error)
         except Exception:
             log.exception("%s was written but not added to the history", path)

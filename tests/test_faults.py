@@ -553,3 +553,51 @@ def test_leftovers_of_a_killed_write_go_at_start_unless_a_live_writer_holds_them
     assert sorted(remove_abandoned_writes(out)) == sorted(live)  # its writer is gone: the next start removes them
     reliability.note("3 leftovers 10 s old removed at start; a .part and a placeholder locked by a live second "
                      "process kept (and a generation beside them served); removed once that process was gone")
+
+
+@pytest.mark.reliability("Faults", "history locked by another process when the app starts",
+                         "python app.py in a subprocess while another process holds history.sqlite3 in exclusive "
+                         "locking mode; API /speech meanwhile; then the lock is released")
+def test_the_app_starts_and_serves_while_another_process_holds_the_history(tiny_cache, tmp_path, reliability):
+    from studio.history import History
+
+    out, log = tmp_path / "out", tmp_path / "app.log"
+    History(out / "history.sqlite3", out).close()
+    db = out / "history.sqlite3"
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT OR IGNORE INTO forgotten (file) VALUES ('held')")
+    holder.execute("COMMIT")  # the lock stays until the connection closes
+    port = _free_port()
+    process = _start_app(port, out, tiny_cache, log)
+    try:
+        client = _connect(port, process, log)  # the app did not exit
+        said = [line for line in log.read_text().splitlines() if "Another process holds the history" in line]
+        assert said, log.read_text()[-3000:]
+        path, meta = client.predict(model=SPEECH, text="served while locked", seed=4, api_name="/speech")
+        assert Path(path).exists() and meta["history_id"] is None
+        holder.close()
+
+        def listed() -> list[str]:
+            conn = sqlite3.connect(db)  # read the file as another process would; no History, which would reconcile
+            try:
+                return [f for (f,) in conn.execute("SELECT file FROM generations")]
+            except sqlite3.OperationalError:
+                return []
+            finally:
+                conn.close()
+
+        deadline = time.monotonic() + 30
+        while listed() != [meta["file"]] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert listed() == [meta["file"]], log.read_text()[-3000:]
+        path, meta = client.predict(model=SPEECH, text="after the release", seed=5, api_name="/speech")
+        assert meta["history_id"] is not None
+        client.close()
+    finally:
+        holder.close()
+        _stop(process)
+    reliability.note(f"the app served; console: {said[0][:170]}")
+    reliability.note("the generation made meanwhile had history_id None and its row appeared once the lock was "
+                     "released, without a restart; the next one was recorded at once")

@@ -536,3 +536,262 @@ def test_a_history_failure_does_not_lose_the_generation(make_studio, caplog):
     conn.close()
     assert studio.history.rebuild_from_sidecars() == 1
     assert studio.history.list()[0].prompt == "kept anyway"
+
+
+# ------------------------------------------------------------------ the sidecars are the truth: busy, killed, deleted
+
+SPEECH = "facebook/mms-tts-eng"  # the fastest tiny model
+
+
+def _rows_for(db: Path, name: str) -> int:
+    """How many rows the database file itself holds for `name`, read as another process would (no History)."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM generations WHERE file = ?", (name,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _eventually(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+@pytest.mark.reliability("Faults", "history locked by another process during a generation",
+                         "Studio.generate (MMS-TTS) while another sqlite3 connection holds BEGIN EXCLUSIVE on "
+                         "history.sqlite3; then the lock is released, no restart")
+def test_a_row_blocked_by_another_process_is_added_once_the_lock_is_released(make_studio, caplog, reliability):
+    studio = make_studio()
+    db = studio.settings.history_db
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # a backup tool, a second studio, a CLI run in the middle of a write
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING):
+            generation = studio.generate(studio.request(None, SPEECH, "written while locked", seed=21))
+        took = time.monotonic() - started
+        assert generation.path.is_file() and generation.path.with_name(generation.path.name + ".json").is_file()
+        assert generation.history_id is None  # pending, not failed
+        assert any("another process holds the history" in r.getMessage() for r in caplog.records)
+        assert studio.history.count() == 0
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert _eventually(lambda: studio.history.count("written while locked") == 1), "the row never appeared"
+    assert _rows_for(db, generation.path.name) == 1
+    assert studio.history.pending() == 0
+    reliability.note(f"generate returned in {took:.1f} s with history_id None (row queued); after COMMIT the "
+                     "background retry added it: 1 row, no restart")
+
+
+def test_a_write_that_keeps_failing_on_a_constraint_is_not_retried(history, out):
+    conn = sqlite3.connect(out / "history.sqlite3")
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON generations BEGIN SELECT RAISE(ABORT, 'no'); END")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError):
+        history.record(_file(out, "refused.wav", _meta(1)), _meta(1))
+    assert history.pending() == 0
+
+
+@pytest.mark.reliability("Faults", "killed between the sidecar and the row",
+                         "a finished file + sidecar written as write_audio does, with no row (the writer killed "
+                         "before its commit), in a folder whose history already exists; then a start")
+def test_a_finished_file_without_its_row_is_listed_once_after_the_next_start(out, reliability):
+    with History(out / "history.sqlite3", out) as first:
+        kept = first.add(_real_clip(out, 1), _meta(1, format="flac", sample_rate=16000, prompt="real 1"))
+    orphan = _real_clip(out, 2)  # on disk with its sidecar; its row never committed
+    tag_only = _real_clip(out, 3)
+    tag_only.with_name(tag_only.name + ".json").unlink()  # killed between the two renames: the tag has it
+
+    with History(out / "history.sqlite3", out) as restarted:
+        assert sorted(i.prompt for i in restarted.list()) == ["real 1", "real 2", "real 3"]
+        assert restarted.get(kept.id) == kept  # the rows it had keep their ids
+    with History(out / "history.sqlite3", out) as again:
+        assert again.count() == 3
+    for path in (orphan, tag_only):
+        assert _rows_for(out / "history.sqlite3", path.name) == 1
+    reliability.note("the existing database (not new, not corrupt) was reconciled at start: 2 files without a row "
+                     "listed once each, the existing row kept its id; a second start added nothing")
+
+
+@pytest.mark.reliability("Faults", "output folder deleted while the server runs",
+                         "Studio.generate (MMS-TTS), then the whole output folder deleted, generate again, read "
+                         "history.sqlite3 as another process, then a new Studio on the folder (a restart)")
+def test_deleting_the_output_folder_under_a_running_studio_loses_nothing_later(make_studio, caplog, reliability):
+    import shutil
+
+    studio = make_studio()
+    out, db = studio.settings.output_dir, studio.settings.history_db
+    studio.generate(studio.request(None, SPEECH, "before the delete", seed=1))
+    shutil.rmtree(out)
+    with caplog.at_level(logging.WARNING, logger="studio.history"):
+        later = [studio.generate(studio.request(None, SPEECH, f"after the delete {n}", seed=2 + n)) for n in range(2)]
+    assert all(g.history_id is not None for g in later)
+    assert db.is_file(), "the database was not created again"
+    assert all(_rows_for(db, g.path.name) == 1 for g in later)  # in the file on disk, not in a deleted one
+    assert any("was deleted while in use" in r.getMessage() for r in caplog.records)
+    assert sorted(i.prompt for i in studio.history.list()) == ["after the delete 0", "after the delete 1"]
+
+    restarted = make_studio()
+    assert sorted(i.prompt for i in restarted.history.list()) == ["after the delete 0", "after the delete 1"]
+    assert restarted.history.count() == 2
+    reliability.note("the running studio noticed the deleted database, created it again and wrote its later "
+                     "generations into the file on disk; after a restart both are listed, once each")
+
+
+WRITER = r"""
+import json, sys
+from pathlib import Path
+from studio.history import History
+
+out, tag, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+history = History(out / "history.sqlite3", out)
+for k in range(n):
+    path = out / f"{tag}-{k}.wav"
+    meta = {"model": "m/x", "task": "music", "prompt": f"{tag} {k}", "seed": k, "duration": 1.0,
+            "sample_rate": 16000, "settings": {}}
+    path.write_bytes(b"RIFF")
+    path.with_name(path.name + ".json").write_text(json.dumps(meta))
+    if k % 5 == 4:
+        continue  # as if killed between the sidecar and the row: the next start must index it
+    history.record(path, meta)
+    if k % 10 == 0:
+        history.close()
+        history = History(out / "history.sqlite3", out)  # a start: reconciles while the other process writes
+assert history.wait_idle(30)
+history.close()
+print("done", flush=True)
+"""
+
+
+@pytest.mark.reliability("Faults", "two processes writing into one folder at once",
+                         "2 subprocesses each write 60 files + sidecars into one output folder, recording rows "
+                         "(every 5th left without a row, as if killed) and restarting their History every 10 files")
+def test_two_processes_on_one_folder_list_everything_once(out, reliability):
+    out.mkdir(parents=True)
+    n = 60
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    children = [subprocess.Popen([sys.executable, "-c", WRITER, str(out), tag, str(n)], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    results = []
+    for child in children:
+        try:
+            results.append(child.communicate(timeout=120))
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    for child, (stdout, stderr) in zip(children, results):
+        assert child.returncode == 0 and stdout.strip() == "done", stderr[-3000:]
+
+    with History(out / "history.sqlite3", out) as history:
+        listed = [i.file for i in history.list(limit=1000)]
+    assert len(listed) == len(set(listed)) == 2 * n
+    assert set(listed) == {f"{tag}-{k}.wav" for tag in ("a", "b") for k in range(n)}
+    conn = sqlite3.connect(out / "history.sqlite3")
+    assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT file) FROM generations").fetchone() == (2 * n, 2 * n)
+    conn.close()
+    reliability.note(f"{2 * n} files from 2 processes (each restarting its history 6 times meanwhile, 24 left "
+                     "without a row): all listed, none twice")
+
+
+def _hold_exclusively(db: Path) -> sqlite3.Connection:
+    """Another connection that keeps every other one out, readers too (exclusive locking mode)."""
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT OR IGNORE INTO forgotten (file) VALUES ('held')")
+    holder.execute("COMMIT")  # in exclusive locking mode the lock stays until the connection closes
+    return holder
+
+
+@pytest.mark.reliability("Faults", "history locked by another process at start",
+                         "Studio(...) while another connection holds history.sqlite3 in exclusive locking mode; "
+                         "generate (MMS-TTS) meanwhile; then the lock is released")
+def test_a_history_locked_at_start_does_not_stop_the_studio(make_studio, caplog, reliability):
+    from studio.history import HistoryBusy
+
+    first = make_studio()
+    before = first.generate(first.request(None, SPEECH, "made before the lock", seed=1))
+    first.history.close()
+    holder = _hold_exclusively(first.settings.history_db)
+    try:
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="studio.history"):
+            studio = make_studio()  # must not raise
+        took = time.monotonic() - started
+        said = [r.getMessage() for r in caplog.records if "Another process holds the history" in r.getMessage()]
+        assert said, [r.getMessage() for r in caplog.records]
+        with pytest.raises(HistoryBusy, match="Another process holds"):
+            studio.history.list()  # the page says why, at once
+        generation = studio.generate(studio.request(None, SPEECH, "made while locked", seed=2))
+        assert generation.path.is_file() and generation.history_id is None
+    finally:
+        holder.close()
+    assert studio.history.wait_idle(20), "the history never caught up"
+    assert sorted(i.prompt for i in studio.history.list()) == ["made before the lock", "made while locked"]
+    assert studio.history.get(before.history_id).prompt == "made before the lock"
+    assert _rows_for(studio.settings.history_db, generation.path.name) == 1
+    reliability.note(f"started in {took:.1f} s; message: {said[0][:150]}")
+    reliability.note("a generation meanwhile was saved (history_id None); once released, the background thread "
+                     "opened the history and both files are listed, once each")
+
+
+@pytest.mark.reliability("Faults", "read-only output folder: the message",
+                         "write_audio and History with the OS / SQLite refusing for permission (EACCES, EPERM, "
+                         "SQLITE_READONLY) and, for contrast, for space (ENOSPC, SQLITE_FULL)")
+def test_a_permission_error_names_permission_not_disk_space(out, monkeypatch, reliability):
+    import errno
+
+    import studio.audio as audio
+    from studio.audio import write_audio
+
+    def refusing(code):
+        def encode(tmp, *args, **kwargs):
+            raise OSError(code, os.strerror(code), str(tmp))
+        return encode
+
+    out.mkdir(parents=True)
+    messages = {}
+    for code in (errno.EACCES, errno.EPERM, errno.ENOSPC):
+        monkeypatch.setattr(audio, "_encode", refusing(code))
+        with pytest.raises(StorageError) as caught:
+            write_audio(out / f"x-{code}.wav", np.zeros(100), 16000, "wav", {})
+        messages[errno.errorcode[code]] = str(caught.value).replace(str(out), "OUT")  # the test's path says "permission"
+    monkeypatch.undo()
+    for name in ("EACCES", "EPERM"):
+        assert "permission" in messages[name].lower() and "disk space" not in messages[name].lower(), messages[name]
+        assert "--output-dir" in messages[name]
+    assert "free disk space" in messages["ENOSPC"].lower() and "permission" not in messages["ENOSPC"].lower()
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    with pytest.raises(StorageError) as caught:
+        History(out / "history.sqlite3", out)
+    monkeypatch.undo()
+    messages["History, mkdir"] = str(caught.value).replace(str(out), "OUT")
+
+    for code, name in ((sqlite3.SQLITE_READONLY, "attempt to write a readonly database"),
+                       (sqlite3.SQLITE_FULL, "database or disk is full")):
+        def refuse(self, name=name, code=code):
+            error = sqlite3.OperationalError(name)
+            error.sqlite_errorcode = code
+            raise error
+        monkeypatch.setattr(History, "_open", refuse)
+        with pytest.raises(StorageError) as caught:
+            History(out / "history.sqlite3", out)
+        monkeypatch.undo()
+        messages[f"History, {name}"] = str(caught.value).replace(str(out), "OUT")
+    for key in ("History, mkdir", "History, attempt to write a readonly database"):
+        assert "permission" in messages[key].lower() and "disk space" not in messages[key].lower(), messages[key]
+        assert "--output-dir" in messages[key]
+    assert "disk space" in messages["History, database or disk is full"]
+    reliability.note("EACCES: " + messages["EACCES"][-110:])
+    reliability.note("SQLITE_READONLY: " + messages["History, attempt to write a readonly database"][-110:])
