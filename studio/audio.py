@@ -37,6 +37,7 @@ TITLE_CHARS = 200
 SLUG_CHARS = 32
 STORAGE_FIX = "Free disk space or choose another --output-dir."
 PERMISSION_FIX = "Give this user write permission on {folder}, or choose another --output-dir."
+READ_ONLY_FIX = "{folder} is on a read-only file system: remount it writable, or choose another --output-dir."
 
 # libsndfile 1.2.2 accepts only these rates for MPEG audio; anything else fails at open.
 MP3_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
@@ -599,6 +600,8 @@ def storage_fix(exc: BaseException, folder: Path) -> str:
         return f"Create the folder {folder} or choose another one."
     if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM):
         return PERMISSION_FIX.format(folder=folder)
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return READ_ONLY_FIX.format(folder=folder)
     return STORAGE_FIX
 
 

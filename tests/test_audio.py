@@ -449,8 +449,12 @@ def test_disk_full_during_encode_leaves_nothing(tmp_path, monkeypatch, fmt):
     assert list(tmp_path.iterdir()) == []  # no temp file, no sidecar, no empty placeholder
 
 
-@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only file system")])
-def test_os_error_on_rename_keeps_previous_file_intact(tmp_path, monkeypatch, code, reason):
+@pytest.mark.parametrize("code, reason, fix", [
+    (errno.ENOSPC, "No space left on device", "free disk space or choose another --output-dir"),
+    # A read-only file system is not a full disk: the fix names the real cause only.
+    (errno.EROFS, "Read-only file system", "read-only file system: remount it writable, or choose another --output-dir"),
+])
+def test_os_error_on_rename_keeps_previous_file_intact(tmp_path, monkeypatch, code, reason, fix):
     path = tmp_path / "keep.wav"
     path.write_bytes(b"previous take")
 
@@ -460,8 +464,10 @@ def test_os_error_on_rename_keeps_previous_file_intact(tmp_path, monkeypatch, co
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(StorageError) as exc:
         write_audio(path, np.zeros(100), 16000, "wav", {})
-    assert_storage_message(exc.value, path, reason)
+    assert_storage_message(exc.value, path, reason, fix)
     assert errno.errorcode[code] in str(exc.value)
+    if code == errno.EROFS:
+        assert "disk space" not in str(exc.value).lower()
     assert path.read_bytes() == b"previous take"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"]
 
