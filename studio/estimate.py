@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -154,12 +155,15 @@ class Calibration:
         if path is not None and path.exists():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
-                self._runs = {k: [tuple(p) for p in v][-MAX_POINTS:] for k, v in data.get("runs", {}).items()}
-                self._import_seconds = float(data.get("import_seconds", DEFAULT_IMPORT_SECONDS))
-                self._weights = {k: int(v) for k, v in data.get("weights", {}).items()}
-            except (OSError, ValueError, TypeError) as error:
+            except (OSError, ValueError) as error:
                 log.warning("ignoring unreadable calibration file %s (%s); estimates start from published figures",
                             path, error)
+                return
+            self._runs, self._import_seconds, self._weights, dropped = validated(data)
+            if dropped:  # one warning for the whole file: what was dropped, and that the rest is used
+                shown = "; ".join(dropped[:5]) + (f"; and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+                log.warning("calibration file %s: dropped %d bad entr%s (%s); estimates for those start from "
+                            "published figures", path, len(dropped), "y" if len(dropped) == 1 else "ies", shown)
 
     @staticmethod
     def key(model: str, device_kind: str, dtype: str) -> str:
@@ -168,14 +172,14 @@ class Calibration:
     def compute_seconds(self, key: str, units: float, prior: SpeedPrior) -> float:
         with self._lock:
             points = list(self._runs.get(key, ()))
+        guess = prior.fixed_s + prior.per_unit_s * units
         line = fit_line(points)
         if line is not None:
             a, b = line
-            return a + b * units
-        guess = prior.fixed_s + prior.per_unit_s * units
+            return _sane(a + b * units, guess)
         if points:  # one length seen so far: keep the prior's shape, take the measured scale
             scale = sum(y / max(prior.fixed_s + prior.per_unit_s * x, 1e-9) for x, y in points) / len(points)
-            return guess * scale
+            return _sane(guess * scale, guess)
         return guess
 
     def has_runs(self, key: str) -> bool:
@@ -183,6 +187,9 @@ class Calibration:
             return bool(self._runs.get(key))
 
     def record_run(self, key: str, units: float, seconds: float) -> None:
+        if not (_number(units, MAX_UNITS) and _number(seconds, MAX_SECONDS)):
+            log.warning("not recording a run of %s with %r units in %r s: not a sane measurement", key, units, seconds)
+            return
         with self._lock:
             points = self._runs.setdefault(key, [])
             points.append((float(units), float(seconds)))
@@ -210,6 +217,8 @@ class Calibration:
             return self._import_seconds
 
     def record_import(self, seconds: float) -> None:
+        if not _number(seconds, MAX_SECONDS):
+            return
         with self._lock:
             self._import_seconds = float(seconds)
         self._save()
@@ -220,6 +229,8 @@ class Calibration:
             return self._weights.get(f"{model}|{dtype}")
 
     def record_weights(self, model: str, dtype: str, nbytes: int) -> None:
+        if not _weight(nbytes):
+            return
         with self._lock:
             changed = self._weights.get(f"{model}|{dtype}") != nbytes
             self._weights[f"{model}|{dtype}"] = int(nbytes)
@@ -235,7 +246,89 @@ class Calibration:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".calibration-", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh)
+                json.dump(data, fh, allow_nan=False)  # strict JSON: what is read back is what was measured
             os.replace(tmp, self.path)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             log.warning("could not save calibration to %s: %s", self.path, error)
+
+
+# What a calibration file may hold: measurements, so finite, not negative, and within what a machine can do.
+MAX_SECONDS = 1e7  # about four months: no run or load takes longer
+MAX_UNITS = 1e12  # units of work (tokens, steps, characters, megabytes loaded)
+MAX_WEIGHT_BYTES = 10**14  # 100 TB of weights: far beyond any model here
+
+
+def _number(value: object, upper: float) -> bool:
+    """A finite real number in [0, upper] (bool is not a number here)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and 0 <= value <= upper)
+
+
+def _weight(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and 0 < value < MAX_WEIGHT_BYTES
+
+
+def _sane(seconds: float, fallback: float) -> float:
+    """A fitted figure if it is finite and not negative, else the prior's (itself finite for finite units)."""
+    return seconds if math.isfinite(seconds) and 0 <= seconds <= MAX_SECONDS * 10 else fallback
+
+
+def validated(data: object) -> tuple[dict[str, list[tuple[float, float]]], float, dict[str, int], list[str]]:
+    """The usable parts of a calibration file's JSON: (runs, import seconds, weights, what was dropped and why).
+
+    The schema: {"runs": {key: [[units, seconds], ...]}, "import_seconds": seconds, "weights": {key: bytes}}, every
+    part optional. Whatever does not fit is dropped entry by entry (a bad point, a bad weight), so one broken entry
+    costs only its own model's calibration.
+    """
+    dropped: list[str] = []
+    runs: dict[str, list[tuple[float, float]]] = {}
+    weights: dict[str, int] = {}
+    import_seconds = DEFAULT_IMPORT_SECONDS
+    if not isinstance(data, dict):
+        return runs, import_seconds, weights, [f"the file holds {_kind(data)}, not an object"]
+    raw_runs = data.get("runs", {})
+    if not isinstance(raw_runs, dict):
+        dropped.append(f"'runs' is {_kind(raw_runs)}, not an object")
+        raw_runs = {}
+    for key, points in raw_runs.items():
+        if not isinstance(points, list):
+            dropped.append(f"runs {key!r}: {_kind(points)}, not a list of points")
+            continue
+        good = []
+        for point in points:
+            if isinstance(point, list) and len(point) == 2 and _number(point[0], MAX_UNITS) \
+                    and _number(point[1], MAX_SECONDS):
+                good.append((float(point[0]), float(point[1])))
+            else:
+                dropped.append(f"runs {key!r}: point {_short(point)} is not [units, seconds] >= 0")
+        if good:
+            runs[key] = good[-MAX_POINTS:]
+    if "import_seconds" in data:
+        if _number(data["import_seconds"], MAX_SECONDS):
+            import_seconds = float(data["import_seconds"])
+        else:
+            dropped.append(f"import_seconds {_short(data['import_seconds'])} is not seconds >= 0")
+    raw_weights = data.get("weights", {})
+    if not isinstance(raw_weights, dict):
+        dropped.append(f"'weights' is {_kind(raw_weights)}, not an object")
+        raw_weights = {}
+    for key, value in raw_weights.items():
+        if _weight(value):
+            weights[key] = int(value)
+        else:
+            dropped.append(f"weights {key!r}: {_short(value)} is not a byte count in (0, {MAX_WEIGHT_BYTES:.0e})")
+    return runs, import_seconds, weights, dropped
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a value's type."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)

@@ -109,3 +109,154 @@ def test_estimate_for_an_uncached_model_says_it_downloads(make_studio):
                                           (7200, "2.0 h")])
 def test_format_seconds(seconds, text):
     assert format_seconds(seconds) == text
+
+
+# ---------------------------------------------------------------------------------------- a calibration file of the wrong shape
+SPEECH = "facebook/mms-tts-eng"
+_RUN_KEY = f"{SPEECH}|cpu|float32"
+# Valid JSON (Python's reading of it: NaN and Infinity included) that is not a calibration: each once crashed the
+# app and the CLI at start-up, broke /estimate for the model, or made the estimate negative or NaN.
+BAD_CALIBRATIONS = {
+    "a list": "[]",
+    "null": "null",
+    "runs a number": '{"runs": 5}',
+    "points that are strings": '{"runs": {"%s": ["ab", "cd"], "load|cpu|first": "fast"}}' % _RUN_KEY,
+    "points too short": '{"runs": {"%s": [[1], [2]], "load|cpu|first": [[3]]}}' % _RUN_KEY,
+    "negative times": '{"runs": {"%s": [[10, -5], [20, -9]], "load|cpu|first": [[1, -1], [2, -3]]}, '
+                      '"import_seconds": -3}' % _RUN_KEY,
+    "NaN and infinite times": '{"runs": {"%s": [[10, NaN], [20, Infinity]], "load|cpu|first": [[1, NaN], [5, 1]]}, '
+                              '"import_seconds": NaN}' % _RUN_KEY,
+    "a weight of 10^30 bytes": '{"weights": {"%s|float32": 1e30, "%s|float32": 1e30}}' % (SPEECH, MODEL),
+}
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, which are not JSON (Python writes and reads them by default)."""
+    import json
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not valid JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _finite_numbers(value) -> bool:
+    import math
+
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite_numbers(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_finite_numbers(v) for v in value)
+    return True
+
+
+@pytest.mark.parametrize("shape", [
+    pytest.param(shape, marks=pytest.mark.reliability(
+        "Faults", f"calibration.json: {shape}", "Calibration(path) read at start-up; every figure it returns after"))
+    for shape in BAD_CALIBRATIONS
+])
+def test_a_calibration_file_of_the_wrong_shape_is_dropped_with_one_warning(shape, tmp_path, caplog, reliability):
+    import logging
+    import math
+
+    path = tmp_path / "calibration.json"
+    path.write_text(BAD_CALIBRATIONS[shape])
+    with caplog.at_level(logging.WARNING, logger="studio.estimate"):
+        calibration = Calibration(path)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "studio.estimate"]
+    assert len(warnings) == 1 and str(path) in warnings[0], warnings
+    prior = SpeedPrior(1.0, 0.1)
+    # What was dropped estimates from the priors; everything returned is a finite, non-negative number.
+    assert calibration.compute_seconds(_RUN_KEY, 100, prior) == pytest.approx(11.0)
+    for first in (True, False):
+        seconds = calibration.load_seconds("cpu", 50 * 10**6, first_in_process=first)
+        assert math.isfinite(seconds) and seconds >= 0
+    assert math.isfinite(calibration.import_seconds()) and calibration.import_seconds() >= 0
+    assert calibration.known_weights(SPEECH, "float32") is None
+    # New measurements are kept and saved as strict JSON.
+    calibration.record_run(_RUN_KEY, 100, 5.5)
+    assert calibration.compute_seconds(_RUN_KEY, 200, prior) == pytest.approx(10.5)
+    assert _strict_json(path.read_text())["runs"][_RUN_KEY] == [[100.0, 5.5]]
+    reliability.note(f"one warning: {warnings[0][:200]}")
+
+
+def test_recording_never_writes_nan_or_infinity(tmp_path):
+    import math
+
+    path = tmp_path / "calibration.json"
+    calibration = Calibration(path)
+    calibration.record_run(_RUN_KEY, 100, 5.0)
+    for units, seconds in ((100, math.nan), (math.inf, 3.0), (100, -1.0), (100, math.inf)):
+        calibration.record_run(_RUN_KEY, units, seconds)
+    calibration.record_import(math.nan)
+    calibration.record_import(math.inf)
+    calibration.record_weights(SPEECH, "float32", 10**30)
+    data = _strict_json(path.read_text())
+    assert data["runs"] == {_RUN_KEY: [[100.0, 5.0]]} and data["import_seconds"] == 4.0 and data["weights"] == {}
+    assert Calibration(path).compute_seconds(_RUN_KEY, 100, SpeedPrior(1.0, 0.1)) == pytest.approx(5.0)
+
+
+@pytest.mark.reliability("Faults", "calibration.json of the wrong shape, /estimate",
+                         "each bad shape in OUTPUT_DIR/calibration.json before the studio starts; API /estimate for "
+                         "the model it names, with a 60 s timeout")
+def test_estimate_answers_through_the_api_with_any_calibration_shape(make_studio, tmp_path, reliability):
+    import concurrent.futures
+    import math
+
+    from tests.serving import serving
+
+    studio = make_studio()
+    path = studio.settings.calibration_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    answers = {}
+    with serving(studio) as client:
+        for shape, text in BAD_CALIBRATIONS.items():
+            path.write_text(text)
+            studio.manager.calibration = Calibration(path)  # as a start-up reads it
+            for model, kwargs in ((SPEECH, {"text": "hello there"}), (MODEL, {"duration": 2.0})):
+                job = client.submit(model=model, api_name="/estimate", **kwargs)
+                try:
+                    estimate = job.result(timeout=60)
+                except concurrent.futures.TimeoutError:
+                    raise AssertionError(f"{shape}: /estimate for {model} did not answer in 60 s") from None
+                assert math.isfinite(estimate["seconds"]) and estimate["seconds"] >= 0, (shape, estimate)
+                assert _finite_numbers(estimate) and estimate["fits"], (shape, estimate)
+                answers[(shape, model)] = estimate["summary"]
+    reliability.note(f"{len(answers)} of {2 * len(BAD_CALIBRATIONS)} estimates answered, finite; e.g. "
+                     f"{answers[('a weight of 10^30 bytes', SPEECH)]!r}")
+
+
+def _cli_with_calibration(shape: str, workdir) -> "subprocess.CompletedProcess":
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    outputs = workdir / shape.replace(" ", "-").replace("^", "") / "outputs"
+    outputs.mkdir(parents=True)
+    (outputs / "calibration.json").write_text(BAD_CALIBRATIONS[shape])
+    argv = [sys.executable, "-m", "studio", "generate", "--model", SPEECH, "--prompt", "hello there", "--seed", "1",
+            "--out", str(outputs.parent / "clip.wav"), "--output-dir", str(outputs)]
+    return subprocess.run(argv, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=240,
+                          check=False)
+
+
+@pytest.mark.reliability("Faults", "calibration.json of the wrong shape, CLI",
+                         "each bad shape in --output-dir's calibration.json; `python -m studio generate` with the "
+                         "tiny MMS model, two processes at a time")
+def test_the_cli_starts_and_prints_strict_json_with_any_calibration_shape(tiny_cache, tmp_path, reliability):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = dict(zip(BAD_CALIBRATIONS, pool.map(lambda s: _cli_with_calibration(s, tmp_path), BAD_CALIBRATIONS)))
+    for shape, run in runs.items():
+        assert run.returncode == 0, f"{shape}: exit {run.returncode}\n{run.stderr[-2000:]}"
+        metadata = _strict_json(run.stdout)  # NaN or Infinity would not parse
+        assert _finite_numbers(metadata) and metadata["estimated_s"] >= 0, (shape, metadata)
+        assert "Traceback" not in run.stderr, run.stderr
+        assert run.stderr.count("calibration.json") == 1, (shape, run.stderr)  # one warning, naming the file
+    reliability.note(f"{len(runs)} of {len(runs)} CLI runs exit 0 with strict JSON on stdout and one warning on "
+                     "stderr naming the file")
