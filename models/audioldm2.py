@@ -11,8 +11,8 @@ from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior, durati
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, component_bytes
 
-from models.common import SAFE_LOAD, DiffusersPipelineModel, rank_by_clap, seed_everything, step_callback, \
-    torch_dtype
+from models.common import SAFE_LOAD, DiffusersPipelineModel, check_tokenizer, rank_by_clap, seed_everything, \
+    step_callback, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,8 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> AudioLdm2Model:
                                                      dtype=torch_dtype(dtype), **SAFE_LOAD)
     pipe = AudioLDM2Pipeline.from_pretrained(spec.repo_id, language_model=language_model,
                                              dtype=torch_dtype(dtype), **SAFE_LOAD)
+    check_tokenizer(spec, pipe.tokenizer, "tokenizer/", pipe.text_encoder.config.text_config.vocab_size)
+    check_tokenizer(spec, pipe.tokenizer_2, "tokenizer_2/", pipe.text_encoder_2.config.vocab_size)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device)
     # The UNet's and VAE's convolutions run faster on channels-last tensors (1.07x on this CPU, the same
@@ -158,4 +160,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> AudioLdm2Model:
 
 
 FAMILY = Family(name="audioldm2", load=load, work_units=work_units, working_bytes=working_bytes,
-                components=components, libraries=("torch", "transformers", "diffusers"))
+                components=components, libraries=("torch", "transformers", "diffusers"),
+                # CLAP's RoBERTa tokenizer (either form) and the T5 tokenizer of the second text encoder.
+                files=(("tokenizer/tokenizer.json", "tokenizer/vocab.json + tokenizer/merges.txt"),
+                       ("tokenizer_2/tokenizer.json",)))

@@ -9,7 +9,7 @@ from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import (OneModuleModel, SAFE_LOAD, join_with_pauses, load_pretrained, seed_everything,
+from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, join_with_pauses, load_pretrained, seed_everything,
                            split_text, to_float32_numpy, token_progress)
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> BarkModelAdapter:
     model = load_pretrained(BarkModel, spec, torch_device, dtype, int8_parts=INT8_PARTS, keep_float=("codec_model",))
     use_fused_attention(model)
     processor = BarkProcessor.from_pretrained(spec.repo_id, **SAFE_LOAD)
+    check_tokenizer(spec, processor.tokenizer, "tokenizer.json or vocab.txt", model.config.semantic_config.input_vocab_size)
     return BarkModelAdapter(spec, model, processor, torch_device)
 
 
@@ -219,4 +220,5 @@ FAMILY = Family(
     # int8 on a CPU: 1.6x faster than float32 on bark-small (docs/benchmarks.md); EnCodec stays float.
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
+    files=(("tokenizer.json", "vocab.txt"),),  # BERT's tokenizer, from either file
 )

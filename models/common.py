@@ -6,7 +6,7 @@ import functools
 import logging
 from typing import Any, Callable
 
-from studio.errors import InvalidInput
+from studio.errors import InvalidInput, ModelUnavailable
 from studio.run import RunContext
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,29 @@ def load_pretrained(model_class, spec, torch_device: str, dtype: str, *, int8_pa
     model = model_class.from_pretrained(spec.repo_id, dtype=torch.float32, **SAFE_LOAD).eval()
     quantize_int8(model, int8_parts)
     return model
+
+
+MIN_TOKENS = 32  # ordinary tokens (not special, not added) a working text tokenizer has at the least
+
+
+def check_tokenizer(spec, tokenizer, files: str, vocab_size: int | None = None) -> None:
+    """Refuse a tokenizer that knows (almost) no words: what transformers builds, silently, when the files it
+    reads are missing or emptied. Then every word of a prompt becomes the unknown token and the audio ignores it.
+
+    Plausible: at least MIN_TOKENS ordinary tokens, or half the model's `vocab_size` for models with fewer
+    (MMS-TTS spells with a few dozen characters). `files` names what the tokenizer reads, for the message.
+    """
+    from studio.weights import repair_hint
+
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    ordinary = len(tokenizer) - len(special)
+    needed = min(MIN_TOKENS, (vocab_size or 2 * MIN_TOKENS) // 2)
+    if ordinary < needed:
+        raise ModelUnavailable(
+            f"{spec.repo_id}'s tokenizer in the cache knows {max(ordinary, 0)} word piece(s) besides its special "
+            f"tokens (the model has {vocab_size or 'many'}): its files ({files}) are missing or damaged, and every "
+            f"word of a prompt would become unknown: {repair_hint(spec.repo_id)}"
+        )
 
 
 def quantize_int8(model, parts: tuple[str, ...]) -> None:

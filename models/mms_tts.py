@@ -9,8 +9,8 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import OneModuleModel, SAFE_LOAD, join_with_pauses, seed_everything, split_text, to_float32_numpy, \
-    torch_dtype
+from models.common import OneModuleModel, SAFE_LOAD, check_tokenizer, join_with_pauses, seed_everything, split_text, \
+    to_float32_numpy, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MmsTtsModel:
     model = VitsModel.from_pretrained(spec.repo_id, dtype=torch_dtype(dtype), **SAFE_LOAD)
     model.eval().to(torch_device)
     tokenizer = VitsTokenizer.from_pretrained(spec.repo_id, **SAFE_LOAD)
+    check_tokenizer(spec, tokenizer, "vocab.json", model.config.vocab_size)
     return MmsTtsModel(spec, model, tokenizer, torch_device)
 
 
@@ -114,4 +115,5 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MmsTtsModel:
 FAMILY = Family(
     name="mms_tts", load=load, work_units=work_units, working_bytes=working_bytes,
     preferred_dtypes={"cuda": "float32", "mps": "float32", "cpu": "float32"}, precisions=("float32",),
+    files=(("vocab.json",),),  # VitsTokenizer's characters
 )

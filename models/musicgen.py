@@ -9,7 +9,8 @@ from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior, durati
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import OneModuleModel, SAFE_LOAD, load_pretrained, seed_everything, to_float32_numpy, token_progress
+from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, load_pretrained, seed_everything,
+                           to_float32_numpy, token_progress)
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MusicgenModel:
     model_class = MusicgenMelodyForConditionalGeneration if "melody" in spec.repo_id else MusicgenForConditionalGeneration
     model = load_pretrained(model_class, spec, torch_device, dtype, int8_parts=INT8_PARTS, keep_float=("audio_encoder",))
     tokenizer = AutoTokenizer.from_pretrained(spec.repo_id, **SAFE_LOAD)
+    check_tokenizer(spec, tokenizer, "tokenizer.json", model.config.text_encoder.vocab_size)
     return MusicgenModel(spec, model, tokenizer, torch_device)
 
 
@@ -164,4 +166,6 @@ FAMILY = Family(
     # int8 on a CPU: 3.8x faster than float32 on musicgen-small (docs/benchmarks.md); EnCodec stays float.
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
+    # The T5 tokenizer: transformers 5 reads tokenizer.json (spiece.model alone needs a converter it may lack).
+    files=(("tokenizer.json",),),
 )

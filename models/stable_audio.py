@@ -12,7 +12,7 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, component_bytes
 
-from models.common import SAFE_LOAD, DiffusersPipelineModel, seed_everything, step_callback, torch_dtype
+from models.common import SAFE_LOAD, DiffusersPipelineModel, check_tokenizer, seed_everything, step_callback, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,12 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> StableAudioModel:
     from diffusers import StableAudioPipeline
 
     pipe = StableAudioPipeline.from_pretrained(spec.repo_id, dtype=torch_dtype(dtype), **SAFE_LOAD)
+    check_tokenizer(spec, pipe.tokenizer, "tokenizer/", pipe.text_encoder.config.vocab_size)
     pipe.set_progress_bar_config(disable=True)
     pipe.to(torch_device)
     return StableAudioModel(spec, pipe, torch_device)
 
 
 FAMILY = Family(name="stable_audio", load=load, work_units=work_units, working_bytes=working_bytes,
-                components=components, libraries=("torch", "transformers", "diffusers"))
+                components=components, libraries=("torch", "transformers", "diffusers"),
+                files=(("tokenizer/tokenizer.json",),))  # the T5 tokenizer

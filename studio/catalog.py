@@ -183,6 +183,10 @@ class Family:
     int8_parts: tuple[str, ...] = ()
     # The heavy libraries its loader imports, imported first under one lock (studio.libraries).
     libraries: tuple[str, ...] = ("torch", "transformers")
+    # Files of the repo its loader reads besides the configs and weights (the tokenizer's), checked in the cache
+    # before and after a load: each entry a tuple of alternatives, an alternative "a + b" needing both files.
+    # transformers builds a tokenizer that knows no words when they are missing, without a word of warning.
+    files: tuple[tuple[str, ...], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.precisions) - set(PRECISIONS)

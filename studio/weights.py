@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any, Iterable
@@ -262,8 +263,68 @@ def component_bytes(repo_id: str, dtype_bytes: int) -> dict[str, int]:
     return sizes
 
 
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def cache_folder(repo_id: str) -> Path:
+    """The repo's folder in the HF cache (HF_HOME/hub/models--owner--name), whether or not it exists."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+
+
+def repair_hint(repo_id: str) -> str:
+    """How to replace a repo's damaged or missing cached files: download them again, or start its folder over."""
+    return (f"run `hf download {repo_id} --force-download`, or delete the folder {cache_folder(repo_id)} and "
+            f"download the model again")
+
+
+def missing_files(repo_id: str, needs: Iterable[tuple[str, ...]]) -> list[str]:
+    """Which of the files a family's loader reads are not in the repo's cached snapshot.
+
+    `needs` is a list of groups; a group is met when one of its alternatives is present, an alternative
+    "a + b" when both are. An unmet group is returned as "first (or second or ...)". Nothing is missing
+    from a repo that is not cached at all: that is a download, not damage.
+    """
+    snapshot = cached_snapshot(repo_id)
+    if snapshot is None:
+        return []
+    missing = []
+    for group in needs:
+        if not any(all((snapshot / name).is_file() for name in alternative.split(" + ")) for alternative in group):
+            missing.append(group[0] + (f" (or {' or '.join(group[1:])})" if len(group) > 1 else ""))
+    return missing
+
+
+def describe_missing_files(spec: ModelSpec, missing: list[str]) -> str:
+    files = " and ".join(missing)
+    verb = "is" if len(missing) == 1 else "are"
+    return (f"{spec.repo_id}'s cached files are incomplete: {files} {verb} missing, and the model cannot read its "
+            f"prompt without {'it' if len(missing) == 1 else 'them'} (every word would become unknown): "
+            f"{repair_hint(spec.repo_id)}")
+
+
+_MAX_JSON_BYTES = 64 * 1024**2
+
+
+def broken_json_files(repo_id: str) -> list[str]:
+    """The JSON files of the repo's cached snapshot that do not parse, relative to the snapshot (after a failure)."""
+    snapshot = cached_snapshot(repo_id)
+    if snapshot is None:
+        return []
+    broken = []
+    for path in sorted(snapshot.rglob("*.json")):
+        try:
+            if path.stat().st_size <= _MAX_JSON_BYTES:
+                json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            broken.append(path.relative_to(snapshot).as_posix())
+    return broken
+
+
 def describe_load_error(spec: ModelSpec, error: BaseException) -> str:
-    """A load failure in words a user can act on: not cached offline, gated, corrupt files."""
+    """A load failure in words a user can act on: not cached offline, gated, corrupt files, JSON that does not parse."""
     name = type(error).__name__
     text = str(error)
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
@@ -282,11 +343,20 @@ def describe_load_error(spec: ModelSpec, error: BaseException) -> str:
         hint = "HF_HUB_OFFLINE=1 is set: run once online or copy the model into the cache" if offline else \
             "check your internet connection, or download it once with `hf download " + spec.repo_id + "`"
         return f"{spec.repo_id} is not in the Hugging Face cache and could not be downloaded ({hint})"
+    if name in ("JSONDecodeError", "UnicodeDecodeError") or "not a valid json" in lowered:
+        broken = broken_json_files(spec.repo_id)
+        if not broken:
+            named = re.search(r"'([^']+\.json)'", text)
+            broken = [Path(named.group(1)).name] if named else []
+        if broken:
+            verb = "is" if len(broken) == 1 else "are"
+            return (f"{spec.repo_id}'s {', '.join(broken)} in the cache {verb} not valid JSON (damaged or cut short): "
+                    f"{repair_hint(spec.repo_id)}")
     if name in ("SafetensorError", "HeaderTooLarge", "UnpicklingError") or "safetensors" in lowered \
             or "incomplete" in lowered or "truncated" in lowered:
         return (
-            f"{spec.repo_id}'s files in the cache look corrupt or incomplete ({name}): delete them with "
-            f"`hf cache delete` (or remove the folder under HF_HOME) and download again"
+            f"{spec.repo_id}'s files in the cache look corrupt or incomplete ({name}): delete them and download "
+            f"again: {repair_hint(spec.repo_id)}"
         )
     first_line = text.strip().splitlines()[0] if text.strip() else name
     return f"{spec.repo_id} could not be loaded: {first_line[:300]}"

@@ -601,3 +601,109 @@ def test_the_app_starts_and_serves_while_another_process_holds_the_history(tiny_
     reliability.note(f"the app served; console: {said[0][:170]}")
     reliability.note("the generation made meanwhile had history_id None and its row appeared once the lock was "
                      "released, without a restart; the next one was recorded at once")
+
+
+# ---------------------------------------------------------------------------------------- (f) files missing or not JSON
+def _folder(hf_home: Path, repo_id: str) -> str:
+    return str(hf_home / "hub" / f"models--{repo_id.replace('/', '--')}")
+
+
+def _assert_repair_hint(message: str, hf_home: Path, repo_id: str) -> None:
+    assert f"hf download {repo_id} --force-download" in message, message
+    assert _folder(hf_home, repo_id) in message, message  # the folder to delete, named
+    assert "Traceback" not in message
+
+
+def _load_refused(make_studio, repo_id: str, precision: str | None = None) -> str:
+    """Load `repo_id` through the manager on the CPU; returns the refusal, after checking nothing is left claimed."""
+    from studio.errors import ModelUnavailable
+
+    studio = make_studio()
+    params = {"precision": precision} if precision else {}
+    request = studio.request(None, repo_id, "upbeat electronic dance", seed=1, params=params)
+    with pytest.raises(ModelUnavailable) as raised:
+        with studio.manager.acquire(request):
+            pass
+    assert studio.manager.state_of(repo_id) in ("on disk", "not downloaded")
+    _nothing_claimed(studio)
+    return str(raised.value)
+
+
+BARK = "suno/bark-small"
+STABLE_AUDIO, AUDIOLDM2 = "stabilityai/stable-audio-open-1.0", "cvssp/audioldm2"
+# (repo, files deleted from its cached snapshot, the file the message must name, precision)
+MISSING_TOKENIZER = {
+    "musicgen without tokenizer.json": (MUSIC, ("tokenizer.json",), "tokenizer.json", "float32"),
+    # Without spiece.model either, transformers builds a T5 tokenizer of special tokens only, without a word.
+    "musicgen without tokenizer.json and spiece.model": (MUSIC, ("tokenizer.json", "spiece.model"), "tokenizer.json",
+                                                        "float32"),
+    "bark without tokenizer.json and vocab.txt": (BARK, ("tokenizer.json", "vocab.txt"), "vocab.txt", "float32"),
+    "MMS-TTS without vocab.json": (SPEECH, ("vocab.json",), "vocab.json", None),
+    "stable audio without tokenizer/tokenizer.json": (STABLE_AUDIO, ("tokenizer/tokenizer.json", "tokenizer/spiece.model"),
+                                                      "tokenizer/tokenizer.json", None),
+    "audioldm2 without tokenizer_2/tokenizer.json": (AUDIOLDM2, ("tokenizer_2/tokenizer.json", "tokenizer_2/spiece.model"),
+                                                     "tokenizer_2/tokenizer.json", None),
+}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.reliability(
+        "Faults", f"model files: {case}", "the files deleted from the cached snapshot (restored after), offline; a "
+                                          "load through the manager"))
+    for case in MISSING_TOKENIZER
+])
+def test_a_missing_tokenizer_file_is_named_with_the_fix(case, make_studio, tiny_cache, tmp_path, reliability):
+    repo_id, deleted, named, precision = MISSING_TOKENIZER[case]
+    with _broken(tiny_cache, repo_id, tmp_path) as snapshot:
+        for name in deleted:
+            (snapshot / name).unlink()
+        message = _load_refused(make_studio, repo_id, precision)
+    assert repo_id in message and named in message and "missing" in message, message
+    _assert_repair_hint(message, tiny_cache, repo_id)
+    reliability.note(f"message: {message[:260]}")
+
+
+@pytest.mark.reliability("Faults", "model files: a tokenizer that knows no words",
+                         f"{BARK}'s vocab.txt cut to its 5 special tokens and tokenizer.json deleted: every file "
+                         "present, the tokenizer built from them has no word; then the files restored")
+def test_a_tokenizer_without_words_is_refused_and_the_repaired_files_load(make_studio, tiny_cache, tmp_path,
+                                                                         reliability):
+    with _broken(tiny_cache, BARK, tmp_path) as snapshot:
+        (snapshot / "tokenizer.json").unlink()
+        (snapshot / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n", encoding="utf-8")
+        message = _load_refused(make_studio, BARK, "float32")
+    assert BARK in message and "vocab.txt" in message and "unknown" in message, message
+    _assert_repair_hint(message, tiny_cache, BARK)
+    studio = make_studio()
+    with studio.manager.acquire(studio.request(None, BARK, "hello", seed=1, params={"precision": "float32"})) as lease:
+        assert len(lease.model.preprocess.tokenizer) > 100  # the restored files load
+    reliability.note(f"message: {message[:260]}")
+    reliability.note("nothing left claimed; with the files restored the same model loads")
+
+
+def _not_json(snapshot: Path, name: str) -> None:
+    (snapshot / name).write_text('{"model_type": "cut short', encoding="utf-8")
+
+
+# (repo, the file made not JSON, precision)
+NOT_JSON = {
+    "config.json": (SPEECH, "config.json", None),
+    "a diffusers component's config.json": (STABLE_AUDIO, "transformer/config.json", None),
+    "tokenizer_config.json": (MUSIC, "tokenizer_config.json", "float32"),  # the error names no file
+}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.reliability(
+        "Faults", f"model files: {case} not JSON", "the file overwritten with text cut short (restored after), "
+                                                   "offline; a load through the manager"))
+    for case in NOT_JSON
+])
+def test_a_json_file_that_does_not_parse_is_named_with_the_fix(case, make_studio, tiny_cache, tmp_path, reliability):
+    repo_id, name, precision = NOT_JSON[case]
+    with _broken(tiny_cache, repo_id, tmp_path) as snapshot:
+        _not_json(snapshot, name)
+        message = _load_refused(make_studio, repo_id, precision)
+    assert repo_id in message and name in message and "not valid JSON" in message, message
+    _assert_repair_hint(message, tiny_cache, repo_id)
+    reliability.note(f"message: {message[:260]}")
