@@ -193,9 +193,12 @@ def test_recording_never_writes_nan_or_infinity(tmp_path):
     calibration.record_import(math.nan)
     calibration.record_import(math.inf)
     calibration.record_weights(SPEECH, "float32", 10**30)
+    calibration.record_run(_RUN_KEY, 200, 9.0)  # a good measurement after the bad ones is kept and saved
     data = _strict_json(path.read_text())
-    assert data["runs"] == {_RUN_KEY: [[100.0, 5.0]]} and data["import_seconds"] == 4.0 and data["weights"] == {}
-    assert Calibration(path).compute_seconds(_RUN_KEY, 100, SpeedPrior(1.0, 0.1)) == pytest.approx(5.0)
+    assert data["runs"] == {_RUN_KEY: [[100.0, 5.0], [200.0, 9.0]]}, data
+    assert data["import_seconds"] == 4.0 and data["weights"] == {}
+    assert calibration.compute_seconds(_RUN_KEY, 300, SpeedPrior(1.0, 0.1)) == pytest.approx(13.0)
+    assert Calibration(path).compute_seconds(_RUN_KEY, 300, SpeedPrior(1.0, 0.1)) == pytest.approx(13.0)
 
 
 @pytest.mark.reliability("Faults", "calibration.json of the wrong shape, /estimate",
