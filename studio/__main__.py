@@ -94,10 +94,20 @@ def _generate(args: argparse.Namespace) -> int:
     ctx = RunContext()
     if args.verbose:
         ctx.on_stage = lambda stage: log.info("%s", stage)
-    result = Studio(settings, catalog=catalog).generate(request, fmt=fmt, out=out, ctx=ctx)
+    studio = Studio(settings, catalog=catalog)
+    result = studio.generate(request, fmt=fmt, out=out, ctx=ctx)
     json.dump(result.metadata, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")
+    sys.stdout.flush()
+    if not studio.history.wait_idle(HISTORY_WAIT_S):  # another process holds the database: give it a moment
+        inside = result.path.resolve().parent == settings.output_dir.expanduser().resolve()
+        print(f"note: another process holds {settings.history_db}; this result will be listed in History "
+              + ("at the studio's next start" if inside else
+                 f"only if its file and sidecar are moved into {settings.output_dir}"), file=sys.stderr)
     return 0
+
+
+HISTORY_WAIT_S = 10.0  # how long a CLI run waits for a busy history database before leaving its row to the next start
 
 
 PATH_CHARS = 300  # of a path quoted in a message: longer than any sensible one, short of a flood

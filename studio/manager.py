@@ -26,8 +26,7 @@ from studio.run import Audio, LoadedModel, RunContext
 from studio.settings import DEFAULT_RESERVE, budget_caps, format_bytes
 from studio.sizer import Sizer, weights_label
 from studio.memory import DeviceRow, MemorySnapshot, ModelRow
-from studio.weights import (describe_load_error, describe_missing_files, downloaded, float_bytes, missing_files,
-                            module_bytes, offline)
+from studio.weights import downloaded, explain_load_failure, float_bytes, module_bytes, offline, require_files
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +68,6 @@ class RunResult:
     dtype: str
     device: str  # the name of the device that ran it ("CPU ..." for a run on the CPU)
     recoveries: list[str] = field(default_factory=list)
-
-
-def _require_files(spec: ModelSpec, needs: tuple[tuple[str, ...], ...]) -> None:
-    missing = missing_files(spec.repo_id, needs)
-    if missing:
-        raise ModelUnavailable(describe_missing_files(spec, missing))
 
 
 class _LoadOutOfMemory(DoesNotFit):
@@ -408,10 +401,10 @@ class PipelineManager:
         started = self._clock()
         try:
             if offline():  # nothing can fetch a missing file: say which before reading any weights
-                _require_files(spec, family.files)
+                require_files(spec, family.files)
             place(tag, max(step.weights, step.load_peak))  # claim first: a simulated device says no here, as CUDA would
             model = (self._loader or family.load)(spec, torch_device, step.dtype)
-            _require_files(spec, family.files)  # online, the load fetched them; if it could not, refuse the result
+            require_files(spec, family.files)  # online, the load fetched them; if it could not, refuse the result
             weights = module_bytes(model.modules())
             place(tag, weights)  # the exact figure (non-persistent buffers included)
             if step.placement is Placement.OFFLOAD and device is not None:
@@ -428,9 +421,7 @@ class PipelineManager:
                 raise _LoadOutOfMemory(str(error)) from None
             if isinstance(error, (Cancelled, DoesNotFit, ModelUnavailable, InvalidInput)):
                 raise
-            missing = missing_files(spec.repo_id, family.files)
-            message = describe_missing_files(spec, missing) if missing else describe_load_error(spec, error)
-            raise ModelUnavailable(message) from error
+            raise ModelUnavailable(explain_load_failure(spec, family.files, error)) from error
         elapsed = self._clock() - started
         if device is not None:
             self._note_resident(device)

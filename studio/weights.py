@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from studio.catalog import DTYPE_BYTES, ModelSpec
+from studio.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -360,3 +361,16 @@ def describe_load_error(spec: ModelSpec, error: BaseException) -> str:
         )
     first_line = text.strip().splitlines()[0] if text.strip() else name
     return f"{spec.repo_id} could not be loaded: {first_line[:300]}"
+
+
+def require_files(spec: ModelSpec, needs: tuple[tuple[str, ...], ...]) -> None:
+    """Refuse, naming the file and the fix, when a file the family reads is missing from the cached repo."""
+    missing = missing_files(spec.repo_id, needs)
+    if missing:
+        raise ModelUnavailable(describe_missing_files(spec, missing))
+
+
+def explain_load_failure(spec: ModelSpec, needs: tuple[tuple[str, ...], ...], error: BaseException) -> str:
+    """Why a load failed, in words a user can act on: a missing file first, else what the error says."""
+    missing = missing_files(spec.repo_id, needs)
+    return describe_missing_files(spec, missing) if missing else describe_load_error(spec, error)

@@ -795,3 +795,30 @@ def test_a_permission_error_names_permission_not_disk_space(out, monkeypatch, re
     assert "disk space" in messages["History, database or disk is full"]
     reliability.note("EACCES: " + messages["EACCES"][-110:])
     reliability.note("SQLITE_READONLY: " + messages["History, attempt to write a readonly database"][-110:])
+
+
+@pytest.mark.reliability("Faults", "history locked while a headless CLI run finishes",
+                         "another connection holds BEGIN EXCLUSIVE on history.sqlite3 while `python -m studio generate` "
+                         "runs; released 3 s after the run printed its result")
+def test_a_cli_run_waits_for_a_busy_history_and_writes_its_row_before_leaving(tmp_path, tiny_cache, reliability):
+    out_dir = tmp_path / "outputs"
+    History(out_dir / "history.sqlite3", out_dir).close()  # the database exists, as after any earlier run
+    holder = sqlite3.connect(out_dir / "history.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    proc = subprocess.Popen([sys.executable, "-m", "studio", "generate", "--model", "facebook/mms-tts-eng", "--prompt",
+                             "hello", "--seed", "3", "--output-dir", str(out_dir), "--out", str(out_dir / "hi.wav")],
+                            cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        printed = proc.stdout.readline()  # the metadata: the file is written, its row waits for the lock
+        assert json.loads(printed)["history_id"] is None
+        time.sleep(3)
+        assert proc.poll() is None  # still waiting for the database, not gone with the row unwritten
+        holder.execute("ROLLBACK")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        holder.close()
+        if proc.poll() is None:
+            proc.kill()
+    rows = sqlite3.connect(out_dir / "history.sqlite3").execute("SELECT file FROM generations").fetchall()
+    assert rows == [("hi.wav",)]  # written by the run itself, before the next start of anything
+    reliability.note("the run printed its result at once, waited for the lock, wrote its row and exited 0")
