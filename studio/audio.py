@@ -457,12 +457,17 @@ def _create_locked(path: Path) -> int:
     return fd
 
 
+def _open_existing(path: Path) -> int:
+    """A read-only descriptor of `path`, to take its lock: it never follows a symlink and never blocks."""
+    return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+
+
 def _lock_existing(path: Path) -> int | None:
     """A locked descriptor of the existing file `path` (output_path's placeholder), or None if there is none."""
     if fcntl is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = _open_existing(path)
     except OSError:
         return None
     try:
@@ -539,7 +544,7 @@ def _remove_if_abandoned(path: Path, mtime: float, now: float, older_than_s: flo
     if mtime > now - WRITE_GRACE_S:
         return False
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        fd = _open_existing(path)
     except OSError:
         return False
     try:
