@@ -26,6 +26,12 @@ Choices, so the UI can rely on them:
 - **Missing files.** Rows whose audio file is gone are kept (a drive may come back), but `list()` and
   `count()` skip them and log each one once; `get()` still returns them, so a link to one can say
   what is gone. `delete()` removes the row whether or not the file exists.
+- **Trash.** `delete()` never removes a file: it moves the audio and its sidecar into
+  `OUTPUT_DIR/.trash/<session>/<id>/` (hidden, so neither the reconcile, which reads the top level only,
+  nor the clean-up of abandoned writes sees them) and `undo_delete()` moves both back and writes the
+  row again, with the same id. Each History holds an advisory lock on its own session folder while it
+  is open; a start empties the session folders of the Histories that are gone (made before the start
+  and unlocked), so a second process starting on the same folder never takes the Undo of a running one.
 - **Search** is a case-insensitive substring match over the prompt (or the text spoken) and the model
   id. Both sides are Unicode case-folded ("STRASSE" finds "Straße"); the user's text is a bound LIKE
   parameter with `\\`, `%` and `_` escaped, so it only ever matches itself (NUL, where SQLite's LIKE
@@ -48,6 +54,8 @@ import json
 import logging
 import math
 import os
+import secrets
+import shutil
 import sqlite3
 import threading
 import time
@@ -59,6 +67,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from studio.audio import read_metadata, sidecar_path, valid_unicode
+
+try:
+    import fcntl
+except ImportError:  # Windows: an open file cannot be deleted there, which is the lock
+    fcntl = None  # type: ignore[assignment]
 from studio.catalog import metadata_text
 from studio.errors import InvalidInput, StorageError, StudioError
 
@@ -76,6 +89,10 @@ AUDIO_EXTS = ("wav", "flac", "mp3", "ogg")
 FIX = "check disk space and permissions of --output-dir"
 PERMISSION_FIX = "give this user write permission on --output-dir (and history.sqlite3 in it), or choose another"
 SPACE_FIX = "free disk space or choose another --output-dir"
+TRASH = ".trash"  # inside the output directory: deleted files wait here for an Undo until the next start
+TRASH_LOCK = ".lock"  # in each session folder: held (flock) by the History that deletes into it
+TRASH_ENTRY = "entry.json"  # in each item's trash folder: its id, where it was and its metadata
+TRASH_MAKING_S = 60.0  # a session folder still being made (hidden name) older than this was abandoned
 
 # Each entry takes the database from version (index) to version (index + 1).
 _MIGRATIONS: list[list[str]] = [
@@ -155,7 +172,10 @@ class History:
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_problem = ""
+        self._trash_session: Path | None = None  # this History's folder in the trash, made at its first delete
+        self._trash_fd: int | None = None  # holds the session's lock while this History is open
         self._make_folders()
+        self.empty_trash()
         with self._lock, self._busy_wait(START_WAIT_MS):
             try:
                 self._connect()
@@ -273,28 +293,112 @@ class History:
         return _item_from_db(row) if row else None
 
     def delete(self, item_id: int, *, delete_file: bool = True) -> bool:
-        """Remove the entry; with `delete_file`, also its audio and sidecar. False if there was no such entry.
+        """Remove the entry; with `delete_file`, move its audio and sidecar into the trash, from where
+        `undo_delete` brings them back until the next start. False if there was no such entry.
 
-        The files go first: if one cannot be removed, StorageError is raised and the entry stays, so the
-        history never loses track of a file still on disk.
+        The files go first: if one cannot be moved, StorageError is raised and the entry and its files
+        stay as they were, so the history never loses track of a file still on disk.
         """
         item = self.get(item_id)
         if item is None:
             return False
-        if delete_file:
-            audio = self.path_of(item)
-            for path in (audio, sidecar_path(audio)):
+        entry = self._to_trash(item) if delete_file else None
+        try:
+            with self._write() as conn:
+                gone = conn.execute("DELETE FROM generations WHERE id = ?", (item.id,)).rowcount
+                if not delete_file:
+                    conn.execute("INSERT OR IGNORE INTO forgotten (file) VALUES (?)", (item.file,))
+        except BaseException:
+            if entry is not None:  # the row stays, so its files come back beside it
                 try:
-                    path.unlink(missing_ok=True)
-                except IsADirectoryError:
-                    pass  # not ours to remove
-                except OSError as exc:
-                    raise StorageError(f"Could not delete {path}: {exc}; {_os_fix(exc)}.") from exc
-        with self._write() as conn:
-            gone = conn.execute("DELETE FROM generations WHERE id = ?", (item.id,)).rowcount
-            if not delete_file:
-                conn.execute("INSERT OR IGNORE INTO forgotten (file) VALUES (?)", (item.file,))
+                    self._out_of_trash(entry, item.file)
+                    _remove_tree(entry)
+                except StudioError as exc:
+                    log.error("%s; undo the delete to get it back before the next start.", exc)
+            raise
         return gone > 0
+
+    def in_trash(self, item_id: int) -> bool:
+        """Whether this History deleted the entry `item_id` into its trash and can still `undo_delete` it."""
+        entry = self._trash_entry(item_id)
+        return entry is not None and (entry / TRASH_ENTRY).is_file()
+
+    def undo_delete(self, item_id: int) -> HistoryItem | None:
+        """Move a file `delete` put in the trash (and its sidecar) back, and list it again with the same id.
+
+        None if this History has no such file in its trash (never deleted here, already undone, or
+        emptied by a restart). The row is written from the sidecar, the record; if the database is busy,
+        the files are back all the same and the row is queued as in `record` (StorageError says so).
+        """
+        entry = self._trash_entry(item_id)
+        if entry is None or not (entry / TRASH_ENTRY).is_file():
+            return None
+        try:
+            saved = json.loads((entry / TRASH_ENTRY).read_text(encoding="utf-8"))
+            file, metadata = str(saved["file"]), saved["metadata"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"Cannot undo: the trash entry {entry} is unreadable ({exc}); its files are in "
+                               f"that folder until the next start.") from exc
+        audio = self._out_of_trash(entry, file)
+        _remove_tree(entry)
+        metadata = _read_sidecar(audio) or metadata
+        row = _row(metadata, file, audio)
+        try:
+            with self._write() as conn:
+                existing = conn.execute(f"SELECT {_COLUMNS} FROM generations WHERE file = ?", (file,)).fetchone()
+                if existing:  # another process indexed it as soon as it was back
+                    return _item_from_db(existing)
+                conn.execute("DELETE FROM forgotten WHERE file = ?", (file,))
+                if conn.execute("SELECT 1 FROM generations WHERE id = ?", (item_id,)).fetchone():
+                    new_id = conn.execute(_INSERT, row).lastrowid
+                else:
+                    conn.execute(_INSERT_WITH_ID, {**row, "id": item_id})
+                    new_id = item_id
+        except HistoryBusy:
+            with self._lock:
+                self._pending[file] = (audio, dict(metadata))
+                self._kick()
+            raise
+        return _item_from(row, new_id)
+
+    def empty_trash(self) -> int:
+        """Remove for good what Histories that are gone left in the trash (see the module notes); how many
+        session folders went. Called at start; the session of a History still open is never touched."""
+        trash = self.output_dir / TRASH
+        try:
+            entries = list(os.scandir(trash))
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            log.warning("Could not read the trash %s: %s", trash, exc)
+            return 0
+        started = time.time()
+        emptied = 0
+        for entry in entries:
+            path = Path(entry.path)
+            if self._trash_session is not None and path == self._trash_session:
+                continue
+            if entry.name.startswith("."):  # a session being made (see _session): only if long abandoned
+                try:
+                    if entry.stat(follow_symlinks=False).st_mtime > started - TRASH_MAKING_S:
+                        continue
+                except OSError:
+                    continue
+            if entry.is_dir(follow_symlinks=False):
+                fd = _take_trash_lock(path / TRASH_LOCK)
+                if fd is False:
+                    continue  # a live History holds it: its Undo still works
+                try:
+                    _remove_tree(path)
+                finally:
+                    if isinstance(fd, int):
+                        os.close(fd)
+            else:
+                _remove_quietly(path)
+            emptied += not os.path.lexists(path)
+        if emptied:
+            log.info("Emptied the trash %s: %d folder(s) of files deleted before this start.", trash, emptied)
+        return emptied
 
     def path_of(self, item: HistoryItem) -> Path:
         """Absolute path of the entry's audio file (which may no longer exist)."""
@@ -330,6 +434,9 @@ class History:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            if self._trash_fd is not None:  # the next start empties this session's trash
+                os.close(self._trash_fd)
+                self._trash_fd = None
             self._stop.set()
             worker, self._worker = self._worker, None
             if self._pending:
@@ -673,6 +780,87 @@ class History:
             shown = ", ".join(f for _, f in new[:5]) + (", ..." if len(new) > 5 else "")
             log.warning("Hiding %d history entries whose audio file is gone: %s", len(new), shown)
 
+    # ------------------------------------------------------------------ the trash
+    def _session(self) -> Path:
+        """This History's folder in the trash, made and locked at the first delete. Under `_lock`."""
+        if self._trash_session is not None and self._trash_session.is_dir():
+            return self._trash_session
+        if self._trash_fd is not None:
+            os.close(self._trash_fd)
+            self._trash_fd = None
+        name = f"{os.getpid()}-{secrets.token_hex(4)}"
+        session = self.output_dir / TRASH / name
+        if fcntl is None:  # Windows: the open lock file is the lock, from the moment it exists
+            session.mkdir(parents=True)
+            lock = os.open(session / TRASH_LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        else:  # made under a hidden name and locked before it gets its name: a start never sees it unlocked
+            making = session.with_name(f".{name}")
+            making.mkdir(parents=True)
+            lock = os.open(making / TRASH_LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pass  # a filesystem without advisory locks: a start may empty it; Undo then says so
+            try:
+                os.replace(making, session)
+            except OSError:
+                os.close(lock)
+                raise
+        self._trash_session, self._trash_fd = session, lock
+        return session
+
+    def _trash_entry(self, item_id: Any) -> Path | None:
+        if isinstance(item_id, bool) or not isinstance(item_id, int) or self._trash_session is None:
+            return None
+        return self._trash_session / str(item_id)
+
+    def _to_trash(self, item: HistoryItem) -> Path | None:
+        """Move the item's audio and sidecar into this session's trash; the item's trash folder, or None if
+        neither file is there. StorageError (with everything put back) if a file cannot be moved."""
+        audio = self.path_of(item)
+        files = [p for p in (audio, sidecar_path(audio)) if p.is_file() or p.is_symlink()]
+        if not files:
+            return None
+        with self._lock:
+            try:
+                entry = self._session() / str(item.id)
+                if os.path.lexists(entry):  # left by an undo that failed: kept aside until the next start
+                    os.replace(entry, entry.with_name(f"{item.id}.{secrets.token_hex(4)}"))
+                entry.mkdir()
+                (entry / TRASH_ENTRY).write_text(
+                    json.dumps({"id": item.id, "file": item.file, "metadata": item.metadata}, ensure_ascii=False),
+                    encoding="utf-8")
+            except OSError as exc:
+                raise StorageError(f"Could not delete {audio} (it goes to the trash {self.output_dir / TRASH} "
+                                   f"first, for Undo): {exc}; {_os_fix(exc)}.") from exc
+        moved: list[Path] = []
+        try:
+            for path in files:
+                _move(path, entry / path.name)
+                moved.append(path)
+        except OSError as exc:
+            for path in moved:
+                _move(entry / path.name, path)
+            _remove_tree(entry)
+            raise StorageError(f"Could not delete {path}: {exc}; {_os_fix(exc)}.") from exc
+        return entry
+
+    def _out_of_trash(self, entry: Path, file: str) -> Path:
+        """Move an item's files from its trash folder back to where they were (sidecar first); the audio path."""
+        audio = self._path(file)
+        for path in (sidecar_path(audio), audio):  # the audio last: a reconcile meanwhile finds it whole
+            held = entry / path.name
+            if not os.path.lexists(held):
+                continue
+            if os.path.lexists(path):
+                raise StorageError(f"Cannot undo: {path} exists again; the deleted file stays in {entry} until "
+                                   f"the next start.")
+            try:
+                _move(held, path)
+            except OSError as exc:
+                raise StorageError(f"Could not move {held} back to {path}: {exc}; {_os_fix(exc)}.") from exc
+        return audio
+
     def _finished_files(self, known: set[str]) -> Iterator[tuple[Path, dict]]:
         try:
             names = sorted(os.listdir(self.output_dir))
@@ -697,6 +885,60 @@ _INSERT = (
     "elapsed_s, estimated_s, peak_bytes, metadata, search) VALUES (:created, :task, :model, :prompt, :seed, "
     ":settings, :format, :file, :duration, :sample_rate, :elapsed_s, :estimated_s, :peak_bytes, :metadata, :search)"
 )
+
+_INSERT_WITH_ID = _INSERT.replace("INSERT INTO generations (", "INSERT INTO generations (id, ").replace(
+    "VALUES (", "VALUES (:id, ")
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename `source` to `target`; across drives (a file outside the output folder), copy then remove."""
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.move(source, target)
+
+
+def _take_trash_lock(lock: Path) -> int | None | bool:
+    """The lock of a trash session folder: a descriptor holding it, None if there is no lock to take (no lock
+    file, or no advisory locks here and the file is gone), False if a live History holds it."""
+    if fcntl is None:
+        try:
+            lock.unlink(missing_ok=True)  # Windows refuses while the owner has it open
+        except OSError:
+            return False
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    except OSError:
+        pass  # no advisory locks on this filesystem: nothing tells a live History's folder apart
+    return fd
+
+
+def _remove_tree(path: Path) -> None:
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("Could not remove %s from the trash: %s", path, exc)
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("Could not remove %s from the trash: %s", path, exc)
 
 
 def _row(metadata: Mapping, file: str, path: Path) -> dict[str, Any]:

@@ -822,3 +822,137 @@ def test_a_cli_run_waits_for_a_busy_history_and_writes_its_row_before_leaving(tm
     rows = sqlite3.connect(out_dir / "history.sqlite3").execute("SELECT file FROM generations").fetchall()
     assert rows == [("hi.wav",)]  # written by the run itself, before the next start of anything
     reliability.note("the run printed its result at once, waited for the lock, wrote its row and exited 0")
+
+
+# ------------------------------------------------------------------ delete into the trash, and undo
+
+
+def _trashed(out: Path) -> list[str]:
+    """Names of the files in the trash (any session, any item)."""
+    trash = out / ".trash"
+    return sorted(p.name for p in trash.rglob("*") if p.is_file() and p.name not in (".lock", "entry.json")) \
+        if trash.exists() else []
+
+
+def test_delete_moves_the_file_and_its_sidecar_into_the_trash(history, out):
+    keep = _add(history, out, 1)
+    item = history.add(_file(out, "lofi.wav", _meta(2)), _meta(2))
+    assert history.delete(item.id) is True
+    assert not (out / "lofi.wav").exists() and not (out / "lofi.wav.json").exists()
+    assert _trashed(out) == ["lofi.wav", "lofi.wav.json"]
+    assert [i.id for i in history.list()] == [keep.id] and history.count() == 1
+    assert history.get(item.id) is None and history.in_trash(item.id)
+    assert history.rebuild_from_sidecars() == 0 and history.count() == 1  # the reconcile does not see the trash
+
+
+def test_undo_lists_it_again_with_its_file_its_sidecar_and_its_id(history, out):
+    item = history.add(_file(out, "lofi.wav", _meta(2)), _meta(2))
+    sidecar = (out / "lofi.wav.json").read_text()
+    history.delete(item.id)
+    back = history.undo_delete(item.id)
+    assert back == item  # same id, same content
+    assert [i.id for i in history.list()] == [item.id]
+    assert (out / "lofi.wav").read_bytes() == b"RIFF-not-really-audio"
+    assert (out / "lofi.wav.json").read_text() == sidecar
+    assert _trashed(out) == [] and not history.in_trash(item.id)
+    assert history.undo_delete(item.id) is None  # nothing left to undo
+    assert history.undo_delete(10_000) is None and history.undo_delete("1") is None
+    # and it can be deleted and undone again
+    assert history.delete(item.id) is True and history.undo_delete(item.id) == item
+
+
+def test_undo_survives_a_lost_database_and_the_reconcile_keeps_the_undone_file(out):
+    history = History(out / "history.sqlite3", out)
+    item = history.add(_file(out, "lofi.wav", _meta(2)), _meta(2))
+    history.delete(item.id)
+    history.undo_delete(item.id)
+    history.close()
+    for name in ("history.sqlite3", "history.sqlite3-wal", "history.sqlite3-shm"):
+        (out / name).unlink(missing_ok=True)
+    with History(out / "history.sqlite3", out) as again:
+        assert [i.prompt for i in again.list()] == [item.prompt]
+
+
+def test_a_restart_empties_the_trash_and_the_deleted_item_stays_gone(out, caplog):
+    history = History(out / "history.sqlite3", out)
+    keep = _add(history, out, 1)
+    item = history.add(_file(out, "lofi.wav", _meta(2)), _meta(2))
+    history.delete(item.id)
+    assert _trashed(out) == ["lofi.wav", "lofi.wav.json"]
+    history.close()
+    with caplog.at_level(logging.INFO, logger="studio.history"), History(out / "history.sqlite3", out) as again:
+        assert _trashed(out) == [] and list((out / ".trash").iterdir()) == []
+        assert [i.id for i in again.list()] == [keep.id]
+        assert again.get(item.id) is None and again.undo_delete(item.id) is None
+    assert any("Emptied the trash" in r.getMessage() for r in caplog.records)
+    with History(out / "history.sqlite3", out) as third:  # and after yet another start
+        assert [i.id for i in third.list()] == [keep.id]
+
+
+def test_the_reconcile_at_start_does_not_bring_a_trashed_item_back(out):
+    history = History(out / "history.sqlite3", out)
+    item = history.add(_real_clip(out, 1), _meta(1, format="flac", sample_rate=16000, prompt="real 1"))
+    history.delete(item.id)
+    # A second start on the same folder while the first is still open (and could still Undo), even with the
+    # database gone: nothing comes back, and the first one's trash stays.
+    for name in ("history.sqlite3", "history.sqlite3-wal", "history.sqlite3-shm"):
+        (out / name).unlink(missing_ok=True)
+    with History(out / "history.sqlite3", out) as second:
+        assert second.count() == 0 and second.list() == []
+    assert _trashed(out) == ["real-1.flac", "real-1.flac.json"]
+    assert history.undo_delete(item.id).prompt == "real 1"
+    assert history.count() == 1
+    history.close()
+
+
+def test_the_clean_up_of_abandoned_writes_leaves_the_trash_alone(history, out):
+    from studio.audio import remove_abandoned_writes
+
+    item = history.add(_file(out, "lofi.wav", _meta(2)), _meta(2))
+    (out / "lofi.wav").write_bytes(b"")  # as empty as a placeholder, once in the trash without its sidecar
+    history.delete(item.id)
+    for path in (out / ".trash").rglob("*"):
+        os.utime(path, (0, 0))
+    assert remove_abandoned_writes(out, older_than_s=0) == []
+    assert _trashed(out) == ["lofi.wav", "lofi.wav.json"]
+
+
+DELETER = r"""
+import sys
+from pathlib import Path
+from studio.history import History
+
+out = Path(sys.argv[1])
+history = History(out / "history.sqlite3", out)
+[item] = history.list("deleted elsewhere")
+assert history.delete(item.id)
+print("deleted", item.id, flush=True)
+sys.stdin.readline()  # the other process starts meanwhile
+back = history.undo_delete(item.id)
+print("undone", back.id, flush=True)
+history.close()
+"""
+
+
+def test_a_delete_in_one_process_is_respected_by_the_other_s_reconcile(out):
+    with History(out / "history.sqlite3", out) as history:
+        meta = _meta(3, prompt="deleted elsewhere")
+        item = history.add(_file(out, "elsewhere.wav", meta), meta)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", DELETER, str(out)], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().split() == ["deleted", str(item.id)], child.stderr.read()
+        with History(out / "history.sqlite3", out) as other:  # a start: reconcile and empty the trash
+            assert other.count() == 0 and other.get(item.id) is None
+            assert other.rebuild_from_sidecars() == 0
+            assert _trashed(out) == ["elsewhere.wav", "elsewhere.wav.json"]  # the live process's Undo still works
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.stdout.readline().split() == ["undone", str(item.id)], child.stderr.read()
+            assert [i.id for i in other.list()] == [item.id] and (out / "elsewhere.wav").exists()
+        assert child.wait(timeout=30) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
