@@ -376,3 +376,10 @@ def test_building_the_page_asks_the_device_nothing(catalog, tmp_path):
     studio = Studio(Settings(output_dir=tmp_path / "out"), catalog=catalog, device=Devices(choose))
     build_app(studio)
     assert asked == []
+
+
+def test_the_undo_line_names_the_deleted_prompt_as_text():
+    line = text.deleted_html("<b>lofi</b> " + "beat " * 40)
+    assert "&lt;b&gt;lofi&lt;/b&gt;" in line and "<b>" not in line and "…" in line
+    assert "Deleted" in line and "trash" in line
+    assert "the generation" in text.deleted_html("")

@@ -10,6 +10,7 @@ import functools
 import html
 import inspect
 import logging
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import gradio as gr
@@ -121,6 +122,39 @@ class Endpoints:
     def history(self) -> Any:
         """The studio's history store (studio.history.History), or None where it is not available."""
         return getattr(self.studio, "history", None)
+
+    # -------------------------------------------------------------- the History tab (history store required)
+    def history_page(self, query: str, task: str | None, limit: int) -> tuple[list[Any], int]:
+        """The newest `limit` items matching `query` and `task`, and how many match in all."""
+        return self.history.list(query, task=task, limit=limit), self.history.count(query, task=task)
+
+    def history_item(self, item_id: Any) -> Any:
+        """The item with this id, or None."""
+        return self.history.get(item_id) if isinstance(item_id, int) and not isinstance(item_id, bool) else None
+
+    def history_file(self, item: Any) -> Any:
+        """The item's audio file as a path string the page may serve (inside the output folder), or None."""
+        output_dir = Path(self.studio.settings.output_dir).expanduser().resolve()
+        path = Path(self.history.path_of(item)).resolve()
+        if not path.is_file():
+            return None
+        return str(path) if path.is_relative_to(output_dir) else None  # the only folder the server serves
+
+    def history_delete(self, item_id: int) -> tuple[Any, bool]:
+        """Delete an item, its file into the trash: (the item deleted or None if it was gone, whether Undo can
+        bring it back)."""
+        item = self.history_item(item_id)
+        if item is None or not self.history.delete(item.id):
+            return None, False
+        return item, self.history.in_trash(item.id)
+
+    def history_undo(self, item_id: int) -> Any:
+        """Bring a deleted item back from the trash; the item listed again, or None if there is nothing to undo."""
+        return self.history.undo_delete(item_id)
+
+    def model_labels(self) -> dict[str, str]:
+        """Model id -> the name the page shows."""
+        return {spec.repo_id: spec.label for spec in self.studio.catalog}
 
     # -------------------------------------------------------------- the named API
     def api_generate(self, task: str) -> Callable:

@@ -1,9 +1,16 @@
 """The History tab: past generations from the studio's SQLite history, newest first; search, play, download,
-delete, and restore one into its tab."""
+delete (into the trash, with Undo), and restore one into its tab.
+
+Three parts, as gradio's guides lay out a Blocks page: `layout` makes the components and returns them as a
+`HistoryView`; the handlers are top-level functions that take the `Endpoints` facade first and everything else
+as event inputs (no page state held in closures); `wire` connects them.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +20,7 @@ from studio.catalog import TASK_LABELS, TASKS, text_key
 from studio.errors import InvalidInput, StudioError
 from studio.ui.endpoints import Endpoints, user_errors
 from studio.ui.tab import TabHandle
-from studio.ui.text import history_html, metadata_markdown
+from studio.ui.text import deleted_html, history_html, metadata_markdown
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +52,54 @@ def item_metadata(item: Any) -> dict[str, Any]:
     return metadata
 
 
-def build_history_tab(demo: gr.Blocks, endpoints: Endpoints, tabs: gr.Tabs,
-                      handles: dict[str, TabHandle]) -> tuple[Any, list[Any], list[Any]] | None:
-    """The History tab, or a note where the history store is not available.
+# ---------------------------------------------------------------------- layout
 
-    Returns (refresh function, its inputs, its outputs), so each Generate can refresh the list when it is done.
-    """
-    history = endpoints.history
-    output_dir = Path(endpoints.studio.settings.output_dir).expanduser().resolve()
-    labels = {spec.repo_id: spec.label for spec in endpoints.studio.catalog}
+
+@dataclass(frozen=True)
+class HistoryView:
+    """The History tab's components."""
+
+    tab: gr.Tab
+    query: gr.Textbox
+    task: gr.Dropdown
+    undo_bar: gr.Row  # "Deleted 'lofi beat' · Undo", after a delete
+    undo_note: gr.HTML
+    undo: gr.Button
+    listing: gr.HTML
+    count: gr.Markdown
+    refresh: gr.Button
+    audio: gr.Audio
+    actions: gr.Row
+    restore: gr.Button
+    download: gr.DownloadButton
+    delete: gr.Button
+    details: gr.Markdown
+    selected: gr.State  # the id of the item shown, or None
+    deleted: gr.State  # the id of the item the Undo button brings back, or None
+
+    @property
+    def filters(self) -> list[Any]:
+        return [self.query, self.task]
+
+    @property
+    def listed(self) -> list[Any]:
+        """What `list_history` fills."""
+        return [self.listing, self.count]
+
+    @property
+    def shown(self) -> list[Any]:
+        """What `show_item` / `nothing_selected` fill."""
+        return [self.audio, self.actions, self.download, self.details, self.selected]
+
+    @property
+    def undo_parts(self) -> list[Any]:
+        """What `undo_offer` / `no_undo` fill."""
+        return [self.undo_bar, self.undo_note, self.deleted]
+
+
+def layout() -> HistoryView:
+    """The tab's components, inside the gr.Tabs being built."""
     with gr.Tab("History", id="history", elem_id="tab-history") as tab:
-        if history is None:
-            gr.Markdown("History is not available in this build: results are still saved in the output folder, "
-                        "each with its settings beside it.", elem_classes="studio-empty")
-            return None
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=420):
                 with gr.Row():
@@ -66,6 +107,9 @@ def build_history_tab(demo: gr.Blocks, endpoints: Endpoints, tabs: gr.Tabs,
                                        elem_id="history-search")
                     task = gr.Dropdown([("All", ALL), *[(TASK_LABELS[t], t) for t in TASKS]], value=ALL,
                                        label="Kind", scale=1, min_width=130, elem_id="history-task")
+                with gr.Row(visible=False, elem_id="history-undo", elem_classes="studio-history-foot") as undo_bar:
+                    undo_note = gr.HTML(elem_id="history-undo-note", padding=False)
+                    undo = gr.Button("Undo", size="sm", scale=0, min_width=90, elem_id="history-undo-button")
                 listing = gr.HTML(js_on_load=LIST_JS, elem_id="history-list", elem_classes="studio-history",
                                   max_height=520)
                 with gr.Row(elem_classes="studio-history-foot"):
@@ -83,84 +127,160 @@ def build_history_tab(demo: gr.Blocks, endpoints: Endpoints, tabs: gr.Tabs,
                                        elem_id="history-delete")
                 details = gr.Markdown(HINT, elem_classes="studio-details", elem_id="history-details")
         selected = gr.State(None)
+        deleted = gr.State(None)
+    return HistoryView(tab=tab, query=query, task=task, undo_bar=undo_bar, undo_note=undo_note, undo=undo,
+                       listing=listing, count=count, refresh=refresh, audio=audio, actions=actions, restore=restore,
+                       download=download, delete=delete, details=details, selected=selected, deleted=deleted)
 
-    def list_items(text: str, kind: str, chosen: int | None) -> list[Any]:
-        kind_arg = None if kind in (None, "", ALL) else kind
-        items = history.list(text or "", task=kind_arg, limit=PAGE)
-        total = history.count(text or "", task=kind_arg)
-        if total == 0:
-            note = "Nothing matches: try other words or another kind." if (text or kind_arg) else \
-                "No generations yet: what you make in the other tabs appears here, and stays after a restart."
-        else:
-            note = f"{total} generation{'s' if total != 1 else ''}" + \
-                (f", the newest {len(items)} shown" if total > len(items) else "")
-        return [history_html(items, selected=chosen, labels=labels), note]
 
-    def on_refresh(text: str, kind: str, chosen: int | None) -> list[Any]:
-        try:
-            return list_items(text, kind, chosen)
-        except StudioError as error:
-            gr.Warning(str(error))
-            return [gr.update(), gr.update()]
+# ---------------------------------------------------------------------- handlers
 
-    def servable(item: Any) -> str | None:
-        path = Path(history.path_of(item)).resolve()
-        if not path.is_file():
-            return None
-        return str(path) if path.is_relative_to(output_dir) else None  # the only folder the server serves
 
-    def show(item: Any) -> list[Any]:
-        path = servable(item)
-        note = "" if path else "\n\nThe file is missing or outside the output folder, so the page cannot play it."
-        return [path, gr.update(visible=True),
-                gr.update(value=path, label=f"Download {item.format.upper()}", interactive=bool(path)),
-                metadata_markdown(item_metadata(item)) + note, item.id]
+def _kind(kind: str | None) -> str | None:
+    return None if kind in (None, "", ALL) else kind
 
-    def nothing_selected() -> list[Any]:
-        return [None, gr.update(visible=False), gr.update(value=None), HINT, None]
 
-    def on_select(text: str, kind: str, evt: gr.EventData) -> list[Any]:
-        item_id = (getattr(evt, "_data", None) or {}).get("id")
-        item = history.get(int(item_id)) if isinstance(item_id, (int, float)) else None
-        if item is None:
-            gr.Info("That generation is gone (deleted elsewhere).")
-            return [*nothing_selected(), *on_refresh(text, kind, None)]
-        return [*show(item), *on_refresh(text, kind, item.id)]
+def list_history(endpoints: Endpoints, text: str, kind: str, chosen: int | None) -> list[Any]:
+    """[the list's HTML, the count line] for this search, with `chosen` marked."""
+    items, total = endpoints.history_page(text or "", _kind(kind), PAGE)
+    if total == 0:
+        note = "Nothing matches: try other words or another kind." if (text or _kind(kind)) else \
+            "No generations yet: what you make in the other tabs appears here, and stays after a restart."
+    else:
+        note = f"{total} generation{'s' if total != 1 else ''}" + \
+            (f", the newest {len(items)} shown" if total > len(items) else "")
+    return [history_html(items, selected=chosen, labels=endpoints.model_labels()), note]
 
-    @user_errors
-    def on_delete(item_id: int | None, text: str, kind: str) -> list[Any]:
-        if item_id is None:
-            raise InvalidInput("select a generation first")
-        deleted = history.delete(item_id, delete_file=True)
-        gr.Info("Deleted, with its file." if deleted else "It was already gone.")
-        return [*nothing_selected(), *list_items(text, kind, None)]
 
-    restore_targets = [tabs]
+def refresh(endpoints: Endpoints, text: str, kind: str, chosen: int | None) -> list[Any]:
+    """The list again; on a storage problem, a warning and the list as it was."""
+    try:
+        return list_history(endpoints, text, kind, chosen)
+    except StudioError as error:
+        gr.Warning(str(error))
+        return [gr.update(), gr.update()]
+
+
+def show_item(endpoints: Endpoints, item: Any) -> list[Any]:
+    """The player, the actions, the download, the details and the selection for `item`."""
+    path = endpoints.history_file(item)
+    note = "" if path else "\n\nThe file is missing or outside the output folder, so the page cannot play it."
+    return [path, gr.update(visible=True),
+            gr.update(value=path, label=f"Download {item.format.upper()}", interactive=bool(path)),
+            metadata_markdown(item_metadata(item)) + note, item.id]
+
+
+def nothing_selected() -> list[Any]:
+    return [None, gr.update(visible=False), gr.update(value=None), HINT, None]
+
+
+def undo_offer(item: Any) -> list[Any]:
+    return [gr.update(visible=True), deleted_html(item.prompt), item.id]
+
+
+def no_undo() -> list[Any]:
+    return [gr.update(visible=False), "", None]
+
+
+def clicked_id(evt: gr.EventData | None) -> int | None:
+    """The item id a click on the list carries (see LIST_JS), or None."""
+    item_id = (getattr(evt, "_data", None) or {}).get("id")
+    return int(item_id) if isinstance(item_id, (int, float)) and not isinstance(item_id, bool) else None
+
+
+def select(endpoints: Endpoints, item_id: int | None, text: str, kind: str) -> list[Any]:
+    """Show the clicked item: [*shown, *listed]."""
+    item = endpoints.history_item(item_id) if item_id is not None else None
+    if item is None:
+        gr.Info("That generation is gone (deleted elsewhere).")
+        return [*nothing_selected(), *refresh(endpoints, text, kind, None)]
+    return [*show_item(endpoints, item), *refresh(endpoints, text, kind, item.id)]
+
+
+@user_errors
+def delete(endpoints: Endpoints, item_id: int | None, text: str, kind: str) -> list[Any]:
+    """Move the selected item's file into the trash and offer Undo: [*shown, *listed, *undo_parts]."""
+    if item_id is None:
+        raise InvalidInput("select a generation first")
+    item, undoable = endpoints.history_delete(item_id)
+    if item is None:
+        gr.Info("It was already gone.")
+    elif not undoable:
+        gr.Info("Deleted from the history; its file was already gone, so there is nothing to undo.")
+    offer = undo_offer(item) if item is not None and undoable else no_undo()
+    return [*nothing_selected(), *list_history(endpoints, text, kind, None), *offer]
+
+
+@user_errors
+def undo(endpoints: Endpoints, item_id: int | None, text: str, kind: str) -> list[Any]:
+    """Bring the last deleted item back from the trash and select it: [*shown, *listed, *undo_parts]."""
+    item = endpoints.history_undo(item_id) if item_id is not None else None
+    if item is None:
+        raise InvalidInput("nothing to undo: the trash is emptied when the studio starts again")
+    return [*show_item(endpoints, item), *list_history(endpoints, text, kind, item.id), *no_undo()]
+
+
+def restore_targets(tabs: gr.Tabs, handles: dict[str, TabHandle]) -> list[Any]:
+    """What `restore` fills: the tabs, then each tab's restore outputs in `handles` order."""
+    targets: list[Any] = [tabs]
     for handle in handles.values():
-        restore_targets += handle.restore_outputs()
+        targets += handle.restore_outputs()
+    return targets
 
-    @user_errors
-    def on_restore(item_id: int | None) -> list[Any]:
-        item = history.get(item_id) if item_id is not None else None
-        if item is None:
-            raise InvalidInput("select a generation first")
-        target = handles.get(item.task)
-        if target is None:
-            raise InvalidInput(f"this studio has no {TASK_LABELS.get(item.task, item.task).lower()} tab to restore into")
-        updates: list[Any] = [gr.Tabs(selected=item.task)]
-        for task_name, handle in handles.items():
-            if task_name == item.task:
-                updates += handle.restore_updates(item.model, item.prompt, item.seed, item.settings, item.format)
-            else:
-                updates += [gr.skip() for _ in handle.restore_outputs()]
-        return updates
 
-    listed = [listing, count]
-    shown = [audio, actions, download, details, selected]
-    gr.on([query.change, task.change], on_refresh, [query, task, selected], listed, trigger_mode="always_last",
-          **LIGHT)
-    gr.on([refresh.click, tab.select, demo.load], on_refresh, [query, task, selected], listed, **LIGHT)
-    listing.click(on_select, [query, task], [*shown, *listed], **LIGHT)
-    delete.click(on_delete, [selected, query, task], [*shown, *listed], **LIGHT)
-    restore.click(on_restore, selected, restore_targets, **LIGHT)
-    return on_refresh, [query, task, selected], listed
+@user_errors
+def restore(endpoints: Endpoints, handles: dict[str, TabHandle], item_id: int | None) -> list[Any]:
+    """Open the item's tab with its model, words, seed, settings and format (see `restore_targets`)."""
+    item = endpoints.history_item(item_id) if item_id is not None else None
+    if item is None:
+        raise InvalidInput("select a generation first")
+    target = handles.get(item.task)
+    if target is None:
+        raise InvalidInput(f"this studio has no {TASK_LABELS.get(item.task, item.task).lower()} tab to restore into")
+    updates: list[Any] = [gr.Tabs(selected=item.task)]
+    for task_name, handle in handles.items():
+        if task_name == item.task:
+            updates += handle.restore_updates(item.model, item.prompt, item.seed, item.settings, item.format)
+        else:
+            updates += [gr.skip() for _ in handle.restore_outputs()]
+    return updates
+
+
+# ---------------------------------------------------------------------- wiring
+
+
+def wire(demo: gr.Blocks, view: HistoryView, endpoints: Endpoints, tabs: gr.Tabs,
+         handles: dict[str, TabHandle]) -> None:
+    """Connect the view's events to the handlers."""
+    v = view
+    on_refresh = functools.partial(refresh, endpoints)
+
+    def on_click(text: str, kind: str, evt: gr.EventData) -> list[Any]:  # gradio passes EventData by annotation
+        return select(endpoints, clicked_id(evt), text, kind)
+
+    gr.on([v.query.change, v.task.change], on_refresh, [*v.filters, v.selected], v.listed,
+          trigger_mode="always_last", **LIGHT)
+    gr.on([v.refresh.click, v.tab.select, demo.load], on_refresh, [*v.filters, v.selected], v.listed, **LIGHT)
+    v.listing.click(on_click, v.filters, [*v.shown, *v.listed], **LIGHT)
+    v.delete.click(functools.partial(delete, endpoints), [v.selected, *v.filters],
+                   [*v.shown, *v.listed, *v.undo_parts], **LIGHT)
+    v.undo.click(functools.partial(undo, endpoints), [v.deleted, *v.filters],
+                 [*v.shown, *v.listed, *v.undo_parts], **LIGHT)
+    v.restore.click(functools.partial(restore, endpoints, handles), v.selected, restore_targets(tabs, handles),
+                    **LIGHT)
+
+
+def build_history_tab(demo: gr.Blocks, endpoints: Endpoints, tabs: gr.Tabs,
+                      handles: dict[str, TabHandle]) -> tuple[Any, list[Any], list[Any]] | None:
+    """The History tab, or a note where the history store is not available.
+
+    Returns (refresh function, its inputs, its outputs), so each Generate can refresh the list when it is done.
+    """
+    if endpoints.history is None:
+        with gr.Tab("History", id="history", elem_id="tab-history"):
+            gr.Markdown("History is not available in this build: results are still saved in the output folder, "
+                        "each with its settings beside it.", elem_classes="studio-empty")
+        return None
+    view = layout()
+    wire(demo, view, endpoints, tabs, handles)
+    return functools.partial(refresh, endpoints), [*view.filters, view.selected], view.listed

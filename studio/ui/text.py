@@ -390,3 +390,10 @@ def history_html(items: Iterable[Any], *, selected: int | None = None, labels: M
     if not rows:
         return ""
     return f'<ul class="hist-list">{"".join(rows)}</ul>'
+
+
+def deleted_html(prompt: str) -> str:
+    """The line beside History's Undo button after a delete: what went, and where it waits."""
+    words = _clip(prompt or "", 60) or "the generation"
+    return (f'<p class="hist-deleted" role="status" style="margin: 0; font-size: var(--text-sm); line-height: 1.4">'
+            f'Deleted <strong>“{html.escape(words)}”</strong> · its file waits in the trash until the next start</p>')
