@@ -383,3 +383,34 @@ def test_the_undo_line_names_the_deleted_prompt_as_text():
     assert "&lt;b&gt;lofi&lt;/b&gt;" in line and "<b>" not in line and "…" in line
     assert "Deleted" in line and "trash" in line
     assert "the generation" in text.deleted_html("")
+
+
+def test_history_handlers_delete_into_the_trash_and_undo_through_the_facade(make_studio):
+    import json
+
+    from studio.ui import history_tab
+    from studio.ui.endpoints import Endpoints
+
+    studio = make_studio()
+    out = studio.settings.output_dir
+    path = out / "lofi.wav"
+    meta = {"model": "facebook/mms-tts-eng", "task": "speech", "text": "lofi beat", "seed": 1, "duration": 1.0,
+            "sample_rate": 16000, "settings": {}, "format": "wav"}
+    path.write_bytes(b"RIFF")
+    path.with_name("lofi.wav.json").write_text(json.dumps(meta))
+    item = studio.history.add(path, meta)
+    endpoints = Endpoints(studio)
+
+    after = history_tab.delete(endpoints, item.id, "", history_tab.ALL)
+    shown, listed, undo_parts = after[:5], after[5:7], after[7:]
+    assert shown[-1] is None and listed[0] == "" and "No generations yet" in listed[1]
+    assert undo_parts[0]["visible"] is True and "lofi beat" in undo_parts[1] and undo_parts[2] == item.id
+    assert not path.exists() and studio.history.get(item.id) is None
+
+    back = history_tab.undo(endpoints, undo_parts[2], "", history_tab.ALL)
+    shown, listed, undo_parts = back[:5], back[5:7], back[7:]
+    assert shown[0] == str(path.resolve()) and shown[-1] == item.id  # selected again, its file served
+    assert f'data-id="{item.id}"' in listed[0] and listed[1] == "1 generation"
+    assert undo_parts[0]["visible"] is False and undo_parts[2] is None
+    with pytest.raises(Exception, match="nothing to undo"):
+        history_tab.undo(endpoints, item.id, "", history_tab.ALL)
