@@ -7,18 +7,26 @@ import gradio as gr
 
 from studio.catalog import TASKS
 from studio.service import Studio
+from studio.ui.common import LIGHT
 from studio.ui.endpoints import Endpoints
 from studio.ui.history_tab import build_history_tab
 from studio.ui.memory_panel import build_memory_panel
 from studio.ui.style import CSS, page_theme
 from studio.ui.tab import TabHandle, build_tab
 
-LIGHT = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
-
 
 def page_options() -> dict:
     """The look of the page, which gradio 6 takes at launch: `demo.launch(**page_options(), ...)`."""
     return {"css": CSS, "theme": page_theme()}
+
+
+def memory_version(snapshot: dict) -> str:
+    """What of the memory an estimate depends on (which models are where, in which state and precision), as a
+    string that changes only when that does: not with the seconds since a model was last used."""
+    rows = sorted((m["id"], m["state"], m["placement"] or "", m["dtype"] or "", m["device"] or "", m["bytes"])
+                  for m in snapshot.get("models", ()))
+    budgets = [(d["name"], d["budget_bytes"]) for d in snapshot.get("devices", ())]
+    return repr((rows, budgets, snapshot.get("budget_bytes")))
 
 
 def build_app(studio: Studio) -> gr.Blocks:
@@ -28,7 +36,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Row(elem_classes="studio-header"):
             gr.Markdown("# Audio Studio\nMusic, speech and sound effects with open models, on this machine.")
         with gr.Sidebar(position="right", width=300, open=True, elem_id="memory-sidebar"):
-            build_memory_panel(demo, endpoints)
+            panel = build_memory_panel(demo, endpoints)
         handles: dict[str, TabHandle] = {}
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             for task in TASKS:
@@ -36,6 +44,12 @@ def build_app(studio: Studio) -> gr.Blocks:
                 if handle is not None:
                     handles[task] = handle
             refresh = build_history_tab(demo, endpoints, tabs, handles)
+        # Each tab's estimate follows the panel when the loaded models change (a load, Unload, Unload all),
+        # not on every refresh of the panel.
+        loaded = gr.State("")
+        panel.change(lambda: memory_version(endpoints.memory()), None, loaded, queue=False, **LIGHT)
+        for handle in handles.values():
+            handle.follow(loaded.change)
         if refresh is not None:
             fn, inputs, outputs = refresh
             for handle in handles.values():

@@ -1,9 +1,15 @@
-"""Controls built from a model's Params, and the updates that retarget them when the model changes."""
+"""Controls built from a model's Params, and the updates that retarget them when the model changes.
+
+A control never holds a value outside its own bounds, not even while hidden: gradio checks every slider's
+value against its bounds on each event, and a hidden slider left at 0 with a minimum of 1 would make every
+event of the tab fail with "Value 0 is less than minimum value 1".
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import gradio as gr
 
@@ -23,11 +29,15 @@ def widget_kind(param: Param) -> str:
 
 @dataclass
 class Control:
-    """One widget standing for the setting `name` of every model of a tab that has it with this kind of widget."""
+    """One widget standing for the setting `name` of every model of a tab that has it with this kind of widget.
+
+    `home` is the first of the tab's models that has it: a hidden control keeps that model's bounds and default.
+    """
 
     name: str
     kind: str
     advanced: bool
+    home: ModelSpec | None = None
     component: Any = None
 
 
@@ -55,14 +65,17 @@ def plan_controls(specs: list[ModelSpec]) -> list[Control]:
     for spec in specs:
         for param in spec.params:
             key = (param.name, widget_kind(param))
-            controls.setdefault(key, Control(param.name, key[1], param.advanced))
+            controls.setdefault(key, Control(param.name, key[1], param.advanced, home=spec))
     return list(controls.values())
 
 
 def render(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
-    """Create the widget, shown and set for `spec` when it has the setting, hidden otherwise."""
-    param = _param_for(control, spec)
-    props = _props(param, spec, catalog) if param is not None else {"visible": False}
+    """Create the widget, shown and set for `spec` when it has the setting; otherwise hidden, but set for the
+    first model that has it, so its value is inside its bounds."""
+    owner = spec if _param_for(control, spec) is not None else control.home
+    param = _param_for(control, owner) if owner is not None else None
+    props = _props(param, owner, catalog) if param is not None else {}
+    props["visible"] = owner is spec
     props.setdefault("label", control.name.replace("_", " ").capitalize())
     if control.kind == "checkbox":
         component = gr.Checkbox(**props)
@@ -80,10 +93,59 @@ def render(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
 
 def retarget(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
     """The update that shows the control with `spec`'s bounds and default, or hides it."""
-    param = _param_for(control, spec)
+    return carry(control, None, spec, catalog, None)[0]
+
+
+def carry(control: Control, old: ModelSpec | None, new: ModelSpec, catalog: Catalog, value: Any) -> tuple[Any, str | None]:
+    """The update that moves the control from model `old` to model `new`, and a note when it changed the value.
+
+    The value the control holds is kept where `new` has the setting and accepts it (a number out of `new`'s
+    range is brought into it, and the note says so); a setting `old` did not have, or an advanced one still at
+    `old`'s default (a tuning of that model, such as its guidance), takes `new`'s default. A setting `new` does
+    not have is hidden.
+    """
+    param = _param_for(control, new)
     if param is None:
-        return gr.update(visible=False)
-    return gr.update(**_props(param, spec, catalog))
+        return gr.update(visible=False), None
+    props = _props(param, new, catalog)
+    before = _param_for(control, old) if old is not None else None
+    note = None
+    if before is not None and value is not None and not (before.advanced and value == before.default):
+        props["value"], note = fit(param, new, value, props.get("choices"))
+    return gr.update(**props), note
+
+
+def fit(param: Param, spec: ModelSpec, value: Any, choices: Iterable[Any] | None = None) -> tuple[Any, str | None]:
+    """`value` made acceptable to `param` of `spec`, and a note when that changed it (None when it did not)."""
+    if param.kind in (int, float) and not isinstance(value, bool) and isinstance(value, (int, float)):
+        low = param.minimum if param.minimum is not None else value
+        high = param.maximum if param.maximum is not None else value
+        fitted = param.kind(min(max(value, low), high))
+        if fitted == value:
+            return fitted, None
+        name, unit = _name_and_unit(param.label)
+        return fitted, (f"{name} is {fitted:g}{unit} now: {spec.label} takes {_g(low)}–{_g(high)}{unit} "
+                        f"(it was {value:g}{unit}).")
+    if choices is not None:
+        values = [c[1] if isinstance(c, (tuple, list)) else c for c in choices]
+        if value not in values:
+            name, _ = _name_and_unit(param.label)
+            return param.default, f"{name} is back to {spec.label}'s default: it has no {value}."
+    if param.kind is bool and not isinstance(value, bool):
+        return param.default, None
+    if param.kind is str and not isinstance(value, str):
+        return param.default, None
+    return value, None
+
+
+def _g(number: float) -> str:
+    return f"{number:g}"
+
+
+def _name_and_unit(label: str) -> tuple[str, str]:
+    """'Duration (s)' -> ('Duration', ' s'); 'Guidance' -> ('Guidance', '')."""
+    found = re.fullmatch(r"(.*?)\s*\(([^()]+)\)", label)
+    return (found.group(1), f" {found.group(2)}") if found else (label, "")
 
 
 def restore(control: Control, spec: ModelSpec, catalog: Catalog, settings: dict[str, Any]) -> Any:
@@ -93,7 +155,7 @@ def restore(control: Control, spec: ModelSpec, catalog: Catalog, settings: dict[
         return gr.update(visible=False)
     props = _props(param, spec, catalog)
     if settings.get(control.name) is not None:
-        props["value"] = settings[control.name]
+        props["value"] = fit(param, spec, settings[control.name], props.get("choices"))[0]
     return gr.update(**props)
 
 

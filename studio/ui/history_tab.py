@@ -18,6 +18,7 @@ import gradio as gr
 
 from studio.catalog import TASK_LABELS, TASKS, text_key
 from studio.errors import InvalidInput, StudioError
+from studio.ui.common import LIGHT
 from studio.ui.endpoints import Endpoints, user_errors
 from studio.ui.tab import TabHandle
 from studio.ui.text import deleted_html, history_html, metadata_markdown
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 PAGE = 50
 ALL = "all"
-LIGHT = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
 HINT = "Select a generation to play it, download it, delete it or restore its settings into its tab."
 
 # A click on a row becomes a `click` event carrying the item id; delegated from the list's root element.

@@ -1,10 +1,17 @@
-"""One tab per task: model (and language), prompt, the model's settings, estimate, generate/cancel, the result."""
+"""One tab per task: model (and language), prompt, the model's settings, estimate, generate/cancel, the result.
+
+Three parts, in this order: the layout (`lay_out`, which returns the tab's components as a `TabLayout`), the
+handlers (top-level functions that take the tab's `TabHandle` first and reach the studio only through its
+Endpoints facade), and the wiring (`wire`, which binds the handlers to the components' events).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import gradio as gr
 
@@ -13,6 +20,7 @@ from studio.catalog import TASK_LABELS, Catalog, ModelSpec, format_parameters, m
 from studio.errors import Cancelled, InvalidInput, StudioError
 from studio.settings import format_bytes
 from studio.ui import controls as ctl
+from studio.ui.common import LIGHT
 from studio.ui.endpoints import NO_MODELS, Endpoints, session_of, user_errors
 from studio.ui.picker import ModelGroup, find_group, group_models
 from studio.ui.runs import gradio_queued
@@ -44,37 +52,159 @@ EXAMPLES = {
         ["footsteps on gravel, walking at a steady pace", 6],
     ],
 }
-SAMPLE_TEXT = "Hello! This is about how long a short sentence takes to say."  # sizes the speech models' memory need
-LIGHT = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
+# The estimate's box keeps this height from the start (a two-line figure with its meter), so Generate below it
+# does not move when the figure arrives or changes.
+ESTIMATE_MIN_HEIGHT = 96
+ESTIMATE_PENDING = "Working out memory and time…"
+
+
+# ------------------------------------------------------------------ layout
 
 
 @dataclass
-class TabHandle:
-    """A built tab: its components, and the updates that put a past run's settings back into them."""
+class TabLayout:
+    """The components of one task tab."""
 
-    task: str
-    endpoints: Endpoints
-    groups: list[ModelGroup]
-    model: Any
-    language: Any
-    note: Any
-    prompt: Any
-    seed: Any
-    fmt: Any
-    estimate: Any
-    plan: list[ctl.Control]
-    run: Any = None  # the Generate event, for .then() chains
-
-    @property
-    def catalog(self) -> Catalog:
-        return self.endpoints.studio.catalog
+    model: gr.Dropdown
+    note: gr.Markdown
+    prompt: gr.Textbox
+    language: gr.Dropdown
+    fmt: gr.Dropdown
+    adjusted: gr.Markdown  # says which settings a model switch had to change
+    seed: gr.Number
+    random_seed: gr.Button
+    last_seed: gr.Button
+    estimate: gr.HTML
+    generate: gr.Button
+    cancel: gr.Button
+    audio: gr.Audio
+    actions: gr.Row
+    download: gr.DownloadButton
+    reuse: gr.Button
+    details: gr.Markdown
+    shown: gr.State  # the repo id the settings are set for: a model switch carries them from it
+    last: gr.State  # the metadata of this session's last result in this tab
+    plan: list[ctl.Control] = field(default_factory=list)
 
     @property
     def widgets(self) -> list[Any]:
         return [c.component for c in self.plan]
 
+    def settings_inputs(self) -> set[Any]:
+        """What an estimate reads: the model, language, prompt and every setting."""
+        return {self.model, self.language, self.prompt, *self.widgets}
+
+
+def choice_label(group: ModelGroup) -> str:
+    """The model dropdown's label for `group`: 'MusicGen small · 587M parameters · CC-BY-NC-4.0'.
+
+    Known when the page is built and never changed afterwards; the memory a run needs is the estimate's.
+    """
+    label = group.label if not group.by_language or len(group.specs) == 1 else \
+        f"{group.label} ({len(group.specs)} languages)"
+    spec = group.default
+    return model_choice_label(f"{label} · {format_parameters(spec.parameters)} parameters", None, spec.license)
+
+
+def group_choices(groups: list[ModelGroup]) -> list[tuple[str, str]]:
+    """The model dropdown's (label, value) pairs."""
+    return [(choice_label(group), group.key) for group in groups]
+
+
+def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalog: Catalog) -> TabLayout:
+    """Create the tab's components in the current container (a gr.Tab), set for the first group's default model."""
+    first_group = groups[0]
+    first = first_group.default
+    with gr.Row(equal_height=False, elem_classes="studio-tab"):
+        with gr.Column(scale=11, min_width=360):
+            model = gr.Dropdown(group_choices(groups), value=first_group.key, label="Model",
+                                filterable=True, elem_id=f"{task}-model")
+            note = gr.Markdown(model_note(first), elem_classes="studio-note", elem_id=f"{task}-note")
+            label, placeholder = PROMPT[task]
+            prompt = gr.Textbox(label=label, placeholder=placeholder, lines=3, max_lines=10, elem_id=f"{task}-prompt")
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3, min_width=200):
+                    language = gr.Dropdown(first_group.languages() if first_group.by_language else [],
+                                           value=first.repo_id if first_group.by_language else None,
+                                           label="Language", info="Each language is a model of its own",
+                                           filterable=True, visible=first_group.by_language,
+                                           elem_id=f"{task}-language")
+                    for control in plan:
+                        if not control.advanced:
+                            ctl.render(control, first, catalog)
+                fmt = gr.Dropdown(format_choices(FORMATS), value="wav", label="Format", scale=1, min_width=110,
+                                  elem_id=f"{task}-format")
+            adjusted = gr.Markdown(visible=False, elem_classes="studio-note", elem_id=f"{task}-adjusted")
+            with gr.Accordion("Advanced", open=False, elem_id=f"{task}-advanced"):
+                with gr.Row(equal_height=False, elem_classes="studio-seed-row"):
+                    seed = gr.Number(-1, label="Seed", info="-1 picks a random one; reuse one to repeat a result",
+                                     precision=0, minimum=-1, scale=4, elem_id=f"{task}-seed")
+                    random_seed = gr.Button("Random", size="sm", scale=1, min_width=80, elem_id=f"{task}-seed-random")
+                    last_seed = gr.Button("Last seed", size="sm", scale=1, min_width=90, elem_id=f"{task}-seed-last")
+                for control in plan:
+                    if control.advanced:
+                        ctl.render(control, first, catalog)
+        with gr.Column(scale=10, min_width=340):
+            # Filled on page load (building the page asks the device nothing); its height is kept from the start.
+            estimate = gr.HTML(estimate_html(None, problem=ESTIMATE_PENDING), min_height=ESTIMATE_MIN_HEIGHT,
+                               elem_id=f"{task}-estimate", apply_default_css=False)
+            with gr.Row(equal_height=True):
+                generate = gr.Button("Generate", variant="primary", scale=4, elem_id=f"{task}-generate")
+                # Enabled only while a run of this tab (in this browser tab) waits or works.
+                cancel = gr.Button("Cancel", variant="secondary", scale=1, min_width=90, interactive=False,
+                                   elem_id=f"{task}-cancel")
+            # One way to download: the button below, which names the format and size.
+            audio = gr.Audio(type="filepath", label="Result", interactive=False, buttons=[], elem_id=f"{task}-audio")
+            with gr.Row(visible=False, elem_id=f"{task}-result-actions", elem_classes="studio-actions") as actions:
+                download = gr.DownloadButton("Download", size="sm", elem_id=f"{task}-download")
+                reuse = gr.Button("Reuse these settings", size="sm", elem_id=f"{task}-reuse")
+            details = gr.Markdown(elem_classes="studio-details", elem_id=f"{task}-details")
+    duration = next((c.component for c in plan if c.name == "duration" and c.kind == "slider"), None)
+    example_inputs = [prompt] if duration is None or task == "speech" else [prompt, duration]
+    gr.Examples(EXAMPLES[task], example_inputs, label="Examples: click one to fill the prompt", examples_per_page=4)
+    return TabLayout(model=model, note=note, prompt=prompt, language=language, fmt=fmt, adjusted=adjusted, seed=seed,
+                     random_seed=random_seed, last_seed=last_seed, estimate=estimate, generate=generate,
+                     cancel=cancel, audio=audio, actions=actions, download=download, reuse=reuse, details=details,
+                     shown=gr.State(first.repo_id), last=gr.State(None), plan=plan)
+
+
+# ------------------------------------------------------------------ the tab, as other parts of the page see it
+
+
+@dataclass
+class TabHandle:
+    """A built tab: its task, models, components and the Endpoints facade its handlers use; and the updates that
+    put a past run's settings back into it."""
+
+    task: str
+    endpoints: Endpoints
+    groups: list[ModelGroup]
+    ui: TabLayout
+    run: Any = None  # the Generate event, for .then() chains
+    generate_fn: Callable | None = None  # the bound on_generate, to find this tab's requests in gradio's queue
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.endpoints.studio.catalog
+
+    # The components the history and the tests reach for.
+    model = property(lambda self: self.ui.model)
+    language = property(lambda self: self.ui.language)
+    note = property(lambda self: self.ui.note)
+    prompt = property(lambda self: self.ui.prompt)
+    seed = property(lambda self: self.ui.seed)
+    fmt = property(lambda self: self.ui.fmt)
+    estimate = property(lambda self: self.ui.estimate)
+    plan = property(lambda self: self.ui.plan)
+    widgets = property(lambda self: self.ui.widgets)
+
+    def run_key(self, session: str) -> str:
+        return f"{session}:{self.task}"  # Cancel in one tab leaves the session's runs in other tabs alone
+
     def restore_outputs(self) -> list[Any]:
-        return [self.model, self.language, self.note, self.prompt, self.seed, self.fmt, *self.widgets, self.estimate]
+        ui = self.ui
+        return [ui.model, ui.language, ui.note, ui.prompt, ui.seed, ui.fmt, *ui.widgets, ui.estimate, ui.shown,
+                ui.adjusted]
 
     def restore_updates(self, model_id: str, prompt: str, seed: Any, settings: Mapping[str, Any] | None,
                         fmt: str | None) -> list[Any]:
@@ -84,6 +214,9 @@ class TabHandle:
             raise InvalidInput(f"{model_id} is not a {TASK_LABELS[self.task].lower()} model of this studio any more")
         spec = self.catalog.get(model_id if model_id != group.key else group.default.repo_id, self.task)
         settings = dict(settings or {})
+        widgets = [ctl.restore(c, spec, self.catalog, settings) for c in self.plan]
+        restored = {name: value for name, value in settings.items() if spec.param(name) is not None}
+        restored.update({c.name: u["value"] for c, u in zip(self.plan, widgets) if "value" in u})
         return [
             gr.update(value=group.key),
             language_update(group, spec),
@@ -91,8 +224,10 @@ class TabHandle:
             gr.update(value=prompt),
             gr.update(value=seed if seed is not None else -1),
             gr.update(value=fmt) if fmt in FORMATS else gr.update(),
-            *[ctl.restore(c, spec, self.catalog, settings) for c in self.plan],
-            self.estimate_for(spec, prompt, {k: v for k, v in settings.items() if spec.param(k) is not None}),
+            *widgets,
+            self.estimate_for(spec, prompt, restored),
+            spec.repo_id,
+            gr.update(value="", visible=False),
         ]
 
     def spec_of(self, model_key: Any, language: Any) -> ModelSpec:
@@ -101,11 +236,21 @@ class TabHandle:
             return self.catalog.get(model_key, self.task)
         return group.spec_for(language) if group.by_language else group.specs[0]
 
+    def current(self, values: Mapping[Any, Any]) -> tuple[ModelSpec, dict[str, Any]]:
+        """The model and settings the tab's `values` stand for."""
+        spec = self.spec_of(values[self.ui.model], values[self.ui.language])
+        return spec, ctl.active_settings(self.plan, spec, dict(values))
+
     def estimate_for(self, spec: ModelSpec, prompt: Any, settings: Mapping[str, Any]) -> str:
         try:
             return estimate_html(self.endpoints.estimate(self.task, spec.repo_id, prompt, settings))
         except StudioError as error:  # shown in place of the figure while the input is incomplete
             return estimate_html(None, problem=_sentence(str(error)))
+
+    def follow(self, trigger: Any) -> None:
+        """Refresh the estimate on `trigger` (an event, such as the loaded models changing)."""
+        gr.on([trigger], bind(estimate_now, self), self.ui.settings_inputs(), self.ui.estimate,
+              trigger_mode="always_last", **LIGHT)
 
 
 def language_update(group: ModelGroup, spec: ModelSpec) -> Any:
@@ -114,193 +259,175 @@ def language_update(group: ModelGroup, spec: ModelSpec) -> Any:
     return gr.update(visible=True, choices=group.languages(), value=spec.repo_id)
 
 
-def default_need(endpoints: Endpoints, task: str, spec: ModelSpec) -> int | None:
-    """Bytes a run at the default settings needs (weights + working memory), for the dropdown label."""
+# ------------------------------------------------------------------ handlers
+
+
+def estimate_now(tab: TabHandle, values: dict) -> str:
     try:
-        prompt = SAMPLE_TEXT if task == "speech" else "sample"
-        estimate = endpoints.estimate(task, spec.repo_id, prompt, None)
-        return estimate.weights_bytes + estimate.working_bytes
+        spec, settings = tab.current(values)
+    except StudioError as error:
+        return estimate_html(None, problem=_sentence(str(error)))
+    return tab.estimate_for(spec, values[tab.ui.prompt], settings)
+
+
+def on_model(tab: TabHandle, values: dict) -> dict[Any, Any]:
+    """Another model: its language picker and note; the settings carried over where it has them (brought into
+    its ranges, with a note saying so), its defaults for the rest; the estimate."""
+    ui = tab.ui
+    group = next((g for g in tab.groups if g.key == values[ui.model]), None)
+    if group is None:
+        return {ui.estimate: estimate_now(tab, values)}
+    spec = group.spec_for(values[ui.language]) if group.by_language else group.specs[0]
+    try:
+        old = tab.catalog.get(values[ui.shown], tab.task) if values[ui.shown] else None
     except StudioError:
-        return None
+        old = None
+    updates: dict[Any, Any] = {ui.language: language_update(group, spec), ui.note: model_note(spec),
+                               ui.shown: spec.repo_id}
+    notes, fresh = [], dict(values)
+    for control in ui.plan:
+        update, note = ctl.carry(control, old, spec, tab.catalog, values[control.component])
+        updates[control.component] = update
+        if "value" in update:
+            fresh[control.component] = update["value"]
+        if note:
+            notes.append(note)
+    updates[ui.adjusted] = gr.update(value=" ".join(notes), visible=bool(notes))
+    updates[ui.estimate] = tab.estimate_for(spec, values[ui.prompt], ctl.active_settings(ui.plan, spec, fresh))
+    return updates
 
 
-def group_choices(endpoints: Endpoints | None, task: str, groups: list[ModelGroup]) -> list[tuple[str, str]]:
-    """The model dropdown's (label, value) pairs; with `endpoints`, each label says the memory a default run needs.
+def on_language(tab: TabHandle, values: dict) -> dict[Any, Any]:
+    spec, settings = tab.current(values)
+    return {tab.ui.note: model_note(spec), tab.ui.shown: spec.repo_id,
+            tab.ui.estimate: tab.estimate_for(spec, values[tab.ui.prompt], settings)}
 
-    Without it (while the page is built, before the device is known) the labels carry the parameter count.
-    """
-    choices = []
-    for group in groups:
-        label = group.label if not group.by_language or len(group.specs) == 1 else \
-            f"{group.label} ({len(group.specs)} languages)"
-        spec = group.default
-        size = default_need(endpoints, task, spec) if endpoints is not None else None
-        if size is None:
-            label = f"{label} · {format_parameters(spec.parameters)} parameters"
-        choices.append((model_choice_label(label, size, spec.license), group.key))
-    return choices
+
+def hide_adjusted() -> Any:
+    return gr.update(visible=False)
+
+
+def on_start() -> Any:
+    """Generate was pressed: Cancel can reach the run from now on."""
+    return gr.update(interactive=True)
+
+
+@user_errors
+def on_generate(tab: TabHandle, values: dict, request: gr.Request, progress=gr.Progress()) -> dict[Any, Any]:
+    ui = tab.ui
+    spec, settings = tab.current(values)
+    try:
+        result = tab.endpoints.generate(
+            tab.task, spec.repo_id, values[ui.prompt], seed=values[ui.seed], params=settings, fmt=values[ui.fmt],
+            session=tab.run_key(session_of(request)), progress=progress,
+        )
+    except Cancelled:  # the user asked for it and Cancel already said so: not an error; nothing changes
+        return {ui.audio: gr.skip()}
+    size = format_bytes(Path(result.path).stat().st_size)
+    return {ui.audio: str(result.path), ui.actions: gr.update(visible=True),
+            ui.download: gr.update(value=str(result.path), label=f"Download {str(values[ui.fmt]).upper()} · {size}"),
+            ui.details: metadata_markdown(result.metadata), ui.last: result.metadata}
+
+
+def on_run_end(tab: TabHandle, values: dict, request: gr.Request) -> dict[Any, Any]:
+    """A run ended (done, failed or cancelled): the estimate without the load time now that the model is
+    resident; Cancel stays enabled only while another run of this tab is still waiting or working."""
+    session = session_of(request)
+    busy = tab.endpoints.runs.active(tab.run_key(session)) or gradio_queued(session, tab.generate_fn)
+    return {tab.ui.estimate: estimate_now(tab, values), tab.ui.cancel: gr.update(interactive=bool(busy))}
+
+
+def on_cancel(tab: TabHandle, request: gr.Request) -> None:
+    session = session_of(request)
+    key = tab.run_key(session)
+    if tab.endpoints.cancel(key):
+        gr.Info("Cancelled: the studio is ready for the next run.")
+    elif gradio_queued(session, tab.generate_fn):
+        tab.endpoints.runs.cancel_queued(key)
+        gr.Info("Cancelled: the request leaves the queue without running.")
+    else:
+        gr.Info("Nothing to cancel: no run of this tab is in progress.")
+
+
+@user_errors
+def on_reuse(tab: TabHandle, metadata: dict | None) -> list[Any]:
+    if not metadata:
+        raise InvalidInput("there is no result to reuse yet: generate something first")
+    return tab.restore_updates(metadata["model"], metadata_text(metadata)[1],
+                               metadata.get("seed"), metadata.get("settings"), metadata.get("format"))
+
+
+def on_last_seed(metadata: dict | None) -> Any:
+    if not metadata:
+        gr.Info("No result yet in this tab: the last seed is kept once you generate.")
+        return gr.update()
+    return metadata.get("seed", -1)
+
+
+def random_seed() -> int:
+    return -1
+
+
+# ------------------------------------------------------------------ wiring
+
+
+def bind(handler: Callable, tab: TabHandle) -> Callable:
+    """`handler` with its first argument (the tab) given, in a form gradio inspects like the handler itself
+    (functools.partial hides the gr.Request and gr.Progress parameters from gradio)."""
+
+    @functools.wraps(handler)
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        return handler(tab, *args, **kwargs)
+
+    signature = inspect.signature(handler)
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])  # type: ignore[attr-defined]
+    return bound
+
+
+def wire(demo: gr.Blocks, tab: TabHandle) -> None:
+    ui = tab.ui
+    inputs = ui.settings_inputs()
+    widgets = ui.widgets
+    # The model and language follow the user's choice (.input), so restoring a past run (which sets them
+    # programmatically) does not reset the settings it restores.
+    ui.model.input(bind(on_model, tab), {*inputs, ui.shown},
+                   [ui.language, ui.note, *widgets, ui.adjusted, ui.estimate, ui.shown], **LIGHT)
+    ui.language.input(bind(on_language, tab), inputs, [ui.note, ui.shown, ui.estimate], **LIGHT)
+    gr.on([ui.prompt.change, *[w.change for w in widgets]], bind(estimate_now, tab), inputs, ui.estimate,
+          trigger_mode="always_last", **LIGHT)
+    gr.on([w.input for w in widgets], hide_adjusted, None, ui.adjusted, queue=False, **LIGHT)
+    ui.random_seed.click(random_seed, None, ui.seed, **LIGHT)
+    ui.last_seed.click(on_last_seed, ui.last, ui.seed, **LIGHT)
+
+    tab.generate_fn = bind(on_generate, tab)
+    started = ui.generate.click(on_start, None, ui.cancel, queue=False, **LIGHT)
+    tab.run = started.then(
+        tab.generate_fn, {ui.model, ui.language, ui.prompt, ui.seed, ui.fmt, *widgets},
+        [ui.audio, ui.actions, ui.download, ui.details, ui.last],
+        concurrency_id="device", concurrency_limit=tab.endpoints.run_slots(), api_visibility="private",
+        show_progress_on=[ui.audio],
+    )
+    tab.run.then(bind(on_run_end, tab), inputs, [ui.estimate, ui.cancel], **LIGHT)
+    # No `cancels=[run]`: that would free Gradio's device slot at once while the run's thread still works;
+    # the Event stops the run at its next step, and the run then ends as a normal (skipped) update.
+    ui.cancel.click(bind(on_cancel, tab), None, None, **LIGHT)  # queued (so its message reaches the page), never waits
+    ui.reuse.click(bind(on_reuse, tab), ui.last, tab.restore_outputs(), **LIGHT)
+    # The device is known by now (asking decides it).
+    demo.load(bind(estimate_now, tab), inputs, ui.estimate, **LIGHT)
 
 
 def build_tab(demo: gr.Blocks, task: str, endpoints: Endpoints) -> TabHandle | None:
     """Lay out and wire the tab for `task`; call inside `demo`'s gr.Tabs. None when the task has no models."""
-    catalog = endpoints.studio.catalog
     specs = endpoints.specs(task)
     with gr.Tab(TASK_LABELS[task], id=task, elem_id=f"tab-{task}"):
         if not specs:
             gr.Markdown(NO_MODELS.get(task, "No models for this task are installed."), elem_classes="studio-empty")
             return None
         groups = group_models(specs)
-        first_group = groups[0]
-        first = first_group.default
-        plan = ctl.plan_controls(specs)
-        with gr.Row(equal_height=False, elem_classes="studio-tab"):
-            with gr.Column(scale=11, min_width=360):
-                model = gr.Dropdown(group_choices(None, task, groups), value=first_group.key, label="Model",
-                                    filterable=True, elem_id=f"{task}-model")
-                note = gr.Markdown(model_note(first), elem_classes="studio-note", elem_id=f"{task}-note")
-                label, placeholder = PROMPT[task]
-                prompt = gr.Textbox(label=label, placeholder=placeholder, lines=3, max_lines=10,
-                                    elem_id=f"{task}-prompt")
-                with gr.Row(equal_height=False):
-                    with gr.Column(scale=3, min_width=200):
-                        language = gr.Dropdown(first_group.languages() if first_group.by_language else [],
-                                               value=first.repo_id if first_group.by_language else None,
-                                               label="Language", info="Each language is a model of its own",
-                                               filterable=True, visible=first_group.by_language,
-                                               elem_id=f"{task}-language")
-                        for control in plan:
-                            if not control.advanced:
-                                ctl.render(control, first, catalog)
-                    fmt = gr.Dropdown(format_choices(FORMATS), value="wav", label="Format", scale=1, min_width=110,
-                                      elem_id=f"{task}-format")
-                with gr.Accordion("Advanced", open=False, elem_id=f"{task}-advanced"):
-                    with gr.Row(equal_height=False, elem_classes="studio-seed-row"):
-                        seed = gr.Number(-1, label="Seed", info="-1 picks a random one; reuse one to repeat a result",
-                                         precision=0, minimum=-1, scale=4, elem_id=f"{task}-seed")
-                        random_seed = gr.Button("Random", size="sm", scale=1, min_width=80,
-                                                elem_id=f"{task}-seed-random")
-                        last_seed = gr.Button("Last seed", size="sm", scale=1, min_width=90,
-                                              elem_id=f"{task}-seed-last")
-                    for control in plan:
-                        if control.advanced:
-                            ctl.render(control, first, catalog)
-            with gr.Column(scale=10, min_width=340):
-                estimate = gr.HTML(elem_id=f"{task}-estimate", apply_default_css=False)
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary", scale=3, elem_id=f"{task}-generate")
-                    cancel = gr.Button("Cancel", variant="stop", scale=1, elem_id=f"{task}-cancel")
-                audio = gr.Audio(type="filepath", label="Result", interactive=False, buttons=["download"],
-                                 elem_id=f"{task}-audio")
-                with gr.Row(visible=False, elem_id=f"{task}-result-actions", elem_classes="studio-actions") as actions:
-                    download = gr.DownloadButton("Download", size="sm", elem_id=f"{task}-download")
-                    reuse = gr.Button("Reuse these settings", size="sm", elem_id=f"{task}-reuse")
-                details = gr.Markdown(elem_classes="studio-details", elem_id=f"{task}-details")
-        duration = next((c.component for c in plan if c.name == "duration" and c.kind == "slider"), None)
-        example_inputs = [prompt] if duration is None or task == "speech" else [prompt, duration]
-        gr.Examples(EXAMPLES[task], example_inputs, label="Examples: click one to fill the prompt",
-                    examples_per_page=4)
-        last = gr.State(None)  # the metadata of this session's last result in this tab
-
-    handle = TabHandle(task, endpoints, groups, model, language, note, prompt, seed, fmt, estimate, plan)
-    widgets = handle.widgets
-    inputs = {model, language, prompt, *widgets}
-
-    def run_key(session: str) -> str:
-        return f"{session}:{task}"  # Cancel in one tab leaves the session's runs in other tabs alone
-
-    def current(values: dict) -> tuple[ModelSpec, dict[str, Any]]:
-        spec = handle.spec_of(values[model], values[language])
-        return spec, ctl.active_settings(plan, spec, values)
-
-    def estimate_text(values: dict) -> str:
-        try:
-            spec, settings = current(values)
-        except StudioError as error:
-            return estimate_html(None, problem=_sentence(str(error)))
-        return handle.estimate_for(spec, values[prompt], settings)
-
-    def on_model(values: dict) -> list[Any]:
-        group = next((g for g in groups if g.key == values[model]), None)
-        if group is None:
-            return [gr.update(), gr.update(), *[gr.update() for _ in plan], estimate_text(values)]
-        spec = group.spec_for(values[language]) if group.by_language else group.specs[0]
-        fresh = {**values, **{c.component: _default(c, spec) for c in plan}}
-        return [language_update(group, spec), model_note(spec), *[ctl.retarget(c, spec, catalog) for c in plan],
-                handle.estimate_for(spec, values[prompt], ctl.active_settings(plan, spec, fresh))]
-
-    def on_language(values: dict) -> list[Any]:
-        spec, settings = current(values)
-        return [model_note(spec), handle.estimate_for(spec, values[prompt], settings)]
-
-    @user_errors
-    def on_generate(values: dict, request: gr.Request, progress=gr.Progress()) -> list[Any]:
-        spec, settings = current(values)
-        try:
-            result = endpoints.generate(
-                task, spec.repo_id, values[prompt], seed=values[seed], params=settings, fmt=values[fmt],
-                session=run_key(session_of(request)), progress=progress,
-            )
-        except Cancelled:  # the user asked for it and Cancel already said so: not an error
-            return [gr.skip() for _ in range(5)]
-        metadata = result.metadata
-        size = format_bytes(Path(result.path).stat().st_size)
-        return [str(result.path), gr.update(visible=True),
-                gr.update(value=str(result.path), label=f"Download {str(values[fmt]).upper()} · {size}"),
-                metadata_markdown(metadata), metadata]
-
-    def on_cancel(request: gr.Request) -> None:
-        session = session_of(request)
-        if endpoints.cancel(run_key(session)):
-            gr.Info("Cancelled: the studio is ready for the next run.")
-        elif gradio_queued(session, on_generate):
-            endpoints.runs.cancel_queued(run_key(session))
-            gr.Info("Cancelled: the request leaves the queue without running.")
-        else:
-            gr.Info("Nothing to cancel: no run of this tab is in progress.")
-
-    @user_errors
-    def on_reuse(metadata: dict | None) -> list[Any]:
-        if not metadata:
-            raise InvalidInput("there is no result to reuse yet: generate something first")
-        return handle.restore_updates(metadata["model"], metadata_text(metadata)[1],
-                                      metadata.get("seed"), metadata.get("settings"), metadata.get("format"))
-
-    def on_last_seed(metadata: dict | None) -> Any:
-        if not metadata:
-            gr.Info("No result yet in this tab: the last seed is kept once you generate.")
-            return gr.update()
-        return metadata.get("seed", -1)
-
-    # The model and language follow the user's choice (.input), so restoring a past run (which sets them
-    # programmatically) does not reset the settings it restores.
-    model.input(on_model, inputs, [language, note, *widgets, estimate], **LIGHT)
-    language.input(on_language, inputs, [note, estimate], **LIGHT)
-    gr.on([prompt.change, *[w.change for w in widgets]], estimate_text, inputs, estimate,
-          trigger_mode="always_last", **LIGHT)
-    random_seed.click(lambda: -1, None, seed, **LIGHT)
-    last_seed.click(on_last_seed, last, seed, **LIGHT)
-    run = generate.click(
-        on_generate, {model, language, prompt, seed, fmt, *widgets}, [audio, actions, download, details, last],
-        concurrency_id="device", concurrency_limit=endpoints.run_slots(), api_visibility="private",
-        show_progress_on=[audio],
-    )
-    run.then(estimate_text, inputs, estimate, **LIGHT)  # the model is resident now: no load time
-    # No `cancels=[run]`: that would free Gradio's device slot at once while the run's thread still works;
-    # the Event stops the run at its next step, and the run then ends as a normal (skipped) update.
-    cancel.click(on_cancel, None, None, **LIGHT)  # queued (so its message reaches the page), never waits
-    reuse.click(on_reuse, last, handle.restore_outputs(), **LIGHT)
-    def on_load(values: dict) -> list[Any]:
-        # The device is known by now (asking decides it): the labels get each model's memory need.
-        return [gr.update(choices=group_choices(endpoints, task, groups)), estimate_text(values)]
-
-    demo.load(on_load, inputs, [model, estimate], **LIGHT)
-    handle.run = run
-    return handle
-
-
-def _default(control: ctl.Control, spec: ModelSpec) -> Any:
-    param = spec.param(control.name)
-    return param.default if param is not None else None
+        ui = lay_out(task, groups, ctl.plan_controls(specs), endpoints.studio.catalog)
+    tab = TabHandle(task, endpoints, groups, ui)
+    wire(demo, tab)
+    return tab
 
 
 def _sentence(text: str) -> str:

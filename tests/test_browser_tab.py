@@ -1,0 +1,174 @@
+"""A task tab in Debian's Chromium, driven by Playwright: switching models shows no error and keeps the
+settings the new model accepts, the estimate follows Unload all, and the layout stays put.
+
+The app is served in-process over the tiny checkpoints with a simulated 8 GB GPU (as in test_browser.py).
+Every toast the page shows is recorded from the moment it appears (a MutationObserver set before the page
+loads), so a toast that flashes by is still caught.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(shutil.which("chromium") is None,
+                       reason="Debian's chromium is not installed (apt-get install chromium); browser tests skipped"),
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+VIEWPORT = {"width": 1280, "height": 800}
+TABS = {"music": "Music", "speech": "Speech", "sfx": "Sound effects", "history": "History"}
+SECOND = 1000  # Playwright timeouts are in milliseconds
+
+# Records every toast (gradio's `.toast-body`, with its kind as a class: error, warning, info, success).
+WATCH_TOASTS = """
+window.__toasts = [];
+new MutationObserver(() => {
+  for (const el of document.querySelectorAll('.toast-body')) {
+    if (el.__seen) continue;
+    el.__seen = true;
+    window.__toasts.push(el);
+  }
+}).observe(document, {subtree: true, childList: true});
+"""
+READ_TOASTS = "() => (window.__toasts || []).map(el => ({cls: el.className, text: el.textContent.trim()}))"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, catalog, tiny_cache):
+    """(url, studio): the app on a free port, a simulated 8 GB GPU, output in a temporary folder."""
+    from studio.device import SimulatedDevice
+    from studio.service import Studio
+    from studio.settings import Settings
+    from studio.ui.app import build_app, page_options
+    from studio.ui.launch import launch_options
+
+    settings = Settings(port=_free_port(), output_dir=tmp_path_factory.mktemp("browser-tab-out"), memory_reserve=0)
+    studio = Studio(settings, catalog=catalog, device=SimulatedDevice(8 * 10**9))
+    demo = build_app(studio)
+    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, None))
+    try:
+        yield f"http://127.0.0.1:{settings.port}/", studio
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _open(browser, url: str, *, dark: bool = False, wait_estimate: bool = True):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(20 * SECOND)
+    page.add_init_script(WATCH_TOASTS)
+    page.goto(url + ("?__theme=dark" if dark else ""))
+    if wait_estimate:
+        page.locator("#music-estimate .studio-estimate").wait_for()
+    page.locator("#memory-panel .mem-device").first.wait_for()
+    return page
+
+
+def _toasts(page, kind: str | None = None) -> list[dict]:
+    toasts = page.evaluate(READ_TOASTS)
+    return [t for t in toasts if kind is None or kind in t["cls"].split()]
+
+
+def _tab(page, task: str) -> None:
+    page.get_by_role("tab", name=TABS[task], exact=True).click()
+
+
+def _expect_text(locator, pattern: str, timeout_s: float = 20) -> str:
+    """Wait until the locator's text matches `pattern` (a regex); returns the text."""
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while time.monotonic() < deadline:
+        try:
+            text = locator.inner_text(timeout=1000)
+        except Exception:
+            text = ""
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"{pattern!r} never appeared; last text: {text!r}")
+
+
+def _options(page, dropdown: str) -> list[str]:
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option").first.wait_for()
+    options = page.get_by_role("option").evaluate_all("els => els.map(e => e.getAttribute('aria-label'))")
+    page.locator(f"{dropdown} input").blur()  # closes the list (Escape would leave it half-open)
+    page.get_by_role("option").first.wait_for(state="detached")
+    return options
+
+
+def _pick(page, dropdown: str, option: str) -> None:
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+
+
+def _duration_box(page, task: str):
+    return page.locator(f"#tab-{task} input[type=number][aria-label*='Duration' i]").first
+
+
+def _set_duration(page, task: str, seconds: float) -> None:
+    box = _duration_box(page, task)
+    box.fill(str(seconds))
+    box.press("Enter")
+
+
+def _settle(page, task: str) -> None:
+    """Wait until the tab's pending events are done (no progress shown), then a little more."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(f"() => !document.querySelector('#tab-{task} .wrap.pending, #tab-{task} .eta-bar')",
+                           timeout=10 * SECOND)
+    page.wait_for_timeout(300)
+
+
+# ------------------------------------------------------------------ item 1: no error a user did not cause
+
+
+def test_switching_through_every_model_shows_no_error(server, browser):
+    url, studio = server
+    page = _open(browser, url)
+    seen = []
+    for task in ("music", "speech", "sfx"):
+        _tab(page, task)
+        options = _options(page, f"#{task}-model")
+        assert len(options) == len({g for g in options}), options
+        for option in options[1:] + options[:1]:  # every model once, ending where the tab started
+            _pick(page, f"#{task}-model", option)
+            _settle(page, task)
+            seen.append((task, option))
+            if page.locator(f"#{task}-language").is_visible():
+                for language in _options(page, f"#{task}-language"):
+                    _pick(page, f"#{task}-language", language)
+                    page.wait_for_timeout(100)
+                _settle(page, task)
+            errors = _toasts(page, "error")
+            assert not errors, f"switching to {option} ({task}) showed {errors}"
+    assert len(seen) >= len(studio.catalog.for_task("music")) + 2
+    assert not _toasts(page, "error") and not _toasts(page, "warning")
+    page.close()
