@@ -172,3 +172,132 @@ def test_switching_through_every_model_shows_no_error(server, browser):
     assert len(seen) >= len(studio.catalog.for_task("music")) + 2
     assert not _toasts(page, "error") and not _toasts(page, "warning")
     page.close()
+
+
+# ------------------------------------------------------------------ item 2: a model switch keeps the settings
+
+
+def _model_option(page, task: str, name: str) -> str:
+    return next(o for o in _options(page, f"#{task}-model") if o.startswith(name))
+
+
+def _duration(page, task: str) -> float:
+    return float(_duration_box(page, task).input_value())
+
+
+def test_switching_models_keeps_the_settings_the_new_model_accepts(server, browser):
+    url, _ = server
+    page = _open(browser, url)
+    adjusted = page.locator("#music-adjusted")
+    _set_duration(page, "music", 12)
+    _expect_text(page.locator("#music-estimate"), r"about .* · needs")
+    _pick(page, "#music-model", _model_option(page, "music", "MusicGen stereo small"))
+    _settle(page, "music")
+    _expect_text(page.locator("#music-note"), r"facebook/musicgen-stereo-small", 5)
+    assert _duration(page, "music") == 12
+    assert not adjusted.is_visible()  # nothing had to change
+
+    # 40 s on Stable Audio Open (up to 47.55 s), then MusicGen small (up to 30 s): 30 s, and a note says so.
+    _pick(page, "#music-model", _model_option(page, "music", "Stable Audio Open"))
+    _settle(page, "music")
+    assert _duration(page, "music") == 12
+    _set_duration(page, "music", 40)
+    _settle(page, "music")
+    assert _duration(page, "music") == 40
+    _pick(page, "#music-model", _model_option(page, "music", "MusicGen small"))
+    _settle(page, "music")
+    assert _duration(page, "music") == 30
+    note = _expect_text(adjusted, r"Duration is 30 s now: MusicGen small takes 0\.5–30 s \(it was 40 s\)", 5)
+    assert "rror" not in note
+    page.locator("#tab-music").screenshot(path=str(ARTIFACTS / "tab-music-clamped.png"))
+
+    # An advanced setting still at the old model's default takes the new model's (MusicGen guidance 3, Stable
+    # Audio's 7); the note goes once the user changes a setting.
+    page.locator("#music-advanced").get_by_text("Advanced").first.click()
+    guidance = page.locator("#music-advanced input[type=number][aria-label*='Guidance' i]").first
+    assert float(guidance.input_value()) == 3
+    _pick(page, "#music-model", _model_option(page, "music", "Stable Audio Open"))
+    _settle(page, "music")
+    assert float(guidance.input_value()) == 7 and _duration(page, "music") == 30
+    _set_duration(page, "music", 20)
+    adjusted.wait_for(state="hidden", timeout=5 * SECOND)
+    assert not _toasts(page, "error")
+    page.close()
+
+
+# ------------------------------------------------------------------ item 7: the estimate follows Unload all
+
+
+def test_the_estimate_follows_unload_all_without_touching_a_control(server, browser):
+    url, studio = server
+    page = _open(browser, url)
+    estimate = page.locator("#music-estimate")
+    page.locator("#music-prompt textarea").fill("a short drone")
+    _set_duration(page, "music", 0.5)
+    _expect_text(estimate, r"loads in")
+    page.locator("#music-generate").click()
+    _expect_text(page.locator("#music-details"), r"Seed", 60)
+    _expect_text(estimate, r"\A(?![\s\S]*loads in)[\s\S]*about .* · needs", 10)  # resident: no load time
+    page.locator("#memory-panel button[data-action=unload-all]").click()
+    _expect_text(estimate, r"loads in", 10)
+    assert studio.manager.state_of("facebook/musicgen-small") == "on disk"
+    assert not _toasts(page, "error")
+    page.close()
+
+
+# ------------------------------------------------------------------ item 9: a steady layout, one download, Cancel
+
+
+def test_generate_stays_put_and_labels_stay_the_same_while_the_page_loads(server, browser):
+    url, _ = server
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(20 * SECOND)
+    page.add_init_script(WATCH_TOASTS)
+    page.goto(url)
+    generate = page.locator("#music-generate")
+    generate.wait_for()
+    before = generate.bounding_box()
+    labels_before = _options(page, "#music-model")
+    _expect_text(page.locator("#music-estimate"), r"about .* · needs")
+    page.wait_for_timeout(500)
+    after = generate.bounding_box()
+    assert abs(after["y"] - before["y"]) <= 4, (before, after)
+    assert _options(page, "#music-model") == labels_before
+    assert all(re.search(r"parameters", label) for label in labels_before), labels_before
+    page.close()
+
+
+def test_one_download_and_cancel_only_while_a_run_of_the_tab_is_on(server, browser):
+    url, _ = server
+    page = _open(browser, url)
+    cancel = page.locator("#music-cancel")
+    assert cancel.is_disabled()
+    assert "secondary" in cancel.get_attribute("class") and "stop" not in cancel.get_attribute("class")
+    generate_box, cancel_box = page.locator("#music-generate").bounding_box(), cancel.bounding_box()
+    assert cancel_box["width"] < generate_box["width"] / 2
+    page.locator("#music-prompt textarea").fill("a short drone")
+    _set_duration(page, "music", 0.5)
+    page.locator("#music-generate").click()
+    page.wait_for_function("() => !document.querySelector('#music-cancel').disabled", timeout=5 * SECOND)
+    _expect_text(page.locator("#music-details"), r"Seed", 60)
+    page.wait_for_function("() => document.querySelector('#music-cancel').disabled", timeout=10 * SECOND)
+    # The result: the Download button (format and size), and no second download in the player's toolbar.
+    _expect_text(page.locator("#music-download"), r"Download WAV · ", 5)
+    assert page.locator("#music-audio a[download], #music-audio button[aria-label*='ownload' i]").count() == 0
+    assert not _toasts(page, "error")
+    page.close()
+
+
+# ------------------------------------------------------------------ screenshots to look at
+
+
+def test_screenshots_of_every_tab_light_and_dark(server, browser):
+    url, _ = server
+    for dark in (False, True):
+        page = _open(browser, url, dark=dark)
+        for task in TABS:
+            _tab(page, task)
+            page.wait_for_timeout(600)
+            page.screenshot(path=str(ARTIFACTS / f"tab-after-{task}{'-dark' if dark else ''}.png"))
+        assert not _toasts(page, "error")
+        page.close()

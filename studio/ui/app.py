@@ -47,7 +47,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         # Each tab's estimate follows the panel when the loaded models change (a load, Unload, Unload all),
         # not on every refresh of the panel.
         loaded = gr.State("")
-        panel.change(lambda: memory_version(endpoints.memory()), None, loaded, queue=False, **LIGHT)
+        panel.change(lambda: memory_version(endpoints.memory()), None, loaded, **LIGHT)
         for handle in handles.values():
             handle.follow(loaded.change)
         if refresh is not None:

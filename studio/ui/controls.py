@@ -1,8 +1,10 @@
 """Controls built from a model's Params, and the updates that retarget them when the model changes.
 
-A control never holds a value outside its own bounds, not even while hidden: gradio checks every slider's
-value against its bounds on each event, and a hidden slider left at 0 with a minimum of 1 would make every
-event of the tab fail with "Value 0 is less than minimum value 1".
+A control never holds a value outside its own bounds, not even while hidden (a hidden slider left at 0 with a
+minimum of 1 made every event of the tab fail with "Value 0 is less than minimum value 1"). And a value that
+was inside the bounds when the page sent it is not an error when the bounds changed on its way (a model switch
+narrows a range while an estimate is in flight): the sliders take it, and the studio's own checks of the
+model's ranges (Param.validate) are the ones that refuse a run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,18 @@ import gradio as gr
 
 from studio.catalog import Catalog, ModelSpec, Param
 from studio.ui.text import voice_choices
+
+
+class Slider(gr.Slider):
+    """gr.Slider whose value is not refused for being out of bounds on arrival: the bounds may have changed
+    since the page sent it. Estimates bring it into the model's range (`active_settings`); a run is checked
+    by the studio against the model's range, with a message that names the model."""
+
+    def get_block_name(self) -> str:
+        return "slider"  # the frontend's slider
+
+    def preprocess(self, payload: float) -> float:
+        return gr.Number.round_to_precision(payload, self.precision)
 
 
 def widget_kind(param: Param) -> str:
@@ -82,7 +96,7 @@ def render(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
     elif control.kind == "dropdown":
         component = gr.Dropdown(filterable=True, **props)
     elif control.kind == "slider":
-        component = gr.Slider(**props)
+        component = Slider(**props)
     elif control.kind == "number":
         component = gr.Number(**props)
     else:
@@ -166,12 +180,18 @@ def _param_for(control: Control, spec: ModelSpec) -> Param | None:
     return param
 
 
-def active_settings(controls: list[Control], spec: ModelSpec, values: dict[Any, Any]) -> dict[str, Any]:
-    """The values of the controls that belong to `spec`: hidden ones of other models are left out."""
+def active_settings(controls: list[Control], spec: ModelSpec, values: dict[Any, Any], *,
+                    fitted: bool = False) -> dict[str, Any]:
+    """The values of the controls that belong to `spec`: hidden ones of other models are left out.
+
+    `fitted` brings numbers into `spec`'s ranges, as the controls show them once a model switch has arrived
+    (for an estimate computed from values sent before it had).
+    """
     settings: dict[str, Any] = {}
     for control in controls:
-        if _param_for(control, spec) is not None:
+        param = _param_for(control, spec)
+        if param is not None:
             value = values.get(control.component)
             if value is not None:
-                settings[control.name] = value
+                settings[control.name] = fit(param, spec, value)[0] if fitted and control.kind == "slider" else value
     return settings

@@ -236,10 +236,10 @@ class TabHandle:
             return self.catalog.get(model_key, self.task)
         return group.spec_for(language) if group.by_language else group.specs[0]
 
-    def current(self, values: Mapping[Any, Any]) -> tuple[ModelSpec, dict[str, Any]]:
-        """The model and settings the tab's `values` stand for."""
+    def current(self, values: Mapping[Any, Any], *, fitted: bool = False) -> tuple[ModelSpec, dict[str, Any]]:
+        """The model and settings the tab's `values` stand for (`fitted`: see ctl.active_settings)."""
         spec = self.spec_of(values[self.ui.model], values[self.ui.language])
-        return spec, ctl.active_settings(self.plan, spec, dict(values))
+        return spec, ctl.active_settings(self.plan, spec, dict(values), fitted=fitted)
 
     def estimate_for(self, spec: ModelSpec, prompt: Any, settings: Mapping[str, Any]) -> str:
         try:
@@ -264,7 +264,7 @@ def language_update(group: ModelGroup, spec: ModelSpec) -> Any:
 
 def estimate_now(tab: TabHandle, values: dict) -> str:
     try:
-        spec, settings = tab.current(values)
+        spec, settings = tab.current(values, fitted=True)
     except StudioError as error:
         return estimate_html(None, problem=_sentence(str(error)))
     return tab.estimate_for(spec, values[tab.ui.prompt], settings)
@@ -278,6 +278,8 @@ def on_model(tab: TabHandle, values: dict) -> dict[Any, Any]:
     if group is None:
         return {ui.estimate: estimate_now(tab, values)}
     spec = group.spec_for(values[ui.language]) if group.by_language else group.specs[0]
+    if values[ui.shown] == spec.repo_id:  # already switched (the dropdown may send its input twice, the second
+        return {ui.estimate: gr.skip()}  # with the values from before the first's answer): nothing to carry
     try:
         old = tab.catalog.get(values[ui.shown], tab.task) if values[ui.shown] else None
     except StudioError:
