@@ -3,8 +3,9 @@
 A control never holds a value outside its own bounds, not even while hidden (a hidden slider left at 0 with a
 minimum of 1 made every event of the tab fail with "Value 0 is less than minimum value 1"). And a value that
 was inside the bounds when the page sent it is not an error when the bounds changed on its way (a model switch
-narrows a range while an estimate is in flight): the sliders take it, and the studio's own checks of the
-model's ranges (Param.validate) are the ones that refuse a run.
+narrows a range while an estimate is in flight): the tab's events other than Generate take the values as
+sent (preprocess=False) and bring them into the model's ranges themselves (`fit`); a run is checked by the
+studio against the model's ranges (Param.validate), with a message that names the model.
 """
 
 from __future__ import annotations
@@ -17,18 +18,6 @@ import gradio as gr
 
 from studio.catalog import Catalog, ModelSpec, Param
 from studio.ui.text import voice_choices
-
-
-class Slider(gr.Slider):
-    """gr.Slider whose value is not refused for being out of bounds on arrival: the bounds may have changed
-    since the page sent it. Estimates bring it into the model's range (`active_settings`); a run is checked
-    by the studio against the model's range, with a message that names the model."""
-
-    def get_block_name(self) -> str:
-        return "slider"  # the frontend's slider
-
-    def preprocess(self, payload: float) -> float:
-        return gr.Number.round_to_precision(payload, self.precision)
 
 
 def widget_kind(param: Param) -> str:
@@ -96,7 +85,7 @@ def render(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
     elif control.kind == "dropdown":
         component = gr.Dropdown(filterable=True, **props)
     elif control.kind == "slider":
-        component = Slider(**props)
+        component = gr.Slider(**props)
     elif control.kind == "number":
         component = gr.Number(**props)
     else:

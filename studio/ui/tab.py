@@ -52,6 +52,10 @@ EXAMPLES = {
         ["footsteps on gravel, walking at a steady pace", 6],
     ],
 }
+# The tab's own events other than Generate take the values as the page sent them: a model switch narrows a
+# slider's range while other events are on their way, and gradio would refuse their (then out of range) values
+# with an error toast. The handlers fit the values into the model's ranges themselves.
+AS_SENT = {**LIGHT, "preprocess": False}
 # The estimate's box keeps this height from the start (a two-line figure with its meter), so Generate below it
 # does not move when the figure arrives or changes.
 ESTIMATE_MIN_HEIGHT = 96
@@ -250,7 +254,7 @@ class TabHandle:
     def follow(self, trigger: Any) -> None:
         """Refresh the estimate on `trigger` (an event, such as the loaded models changing)."""
         gr.on([trigger], bind(estimate_now, self), self.ui.settings_inputs(), self.ui.estimate,
-              trigger_mode="always_last", **LIGHT)
+              trigger_mode="always_last", **AS_SENT)
 
 
 def language_update(group: ModelGroup, spec: ModelSpec) -> Any:
@@ -300,7 +304,7 @@ def on_model(tab: TabHandle, values: dict) -> dict[Any, Any]:
 
 
 def on_language(tab: TabHandle, values: dict) -> dict[Any, Any]:
-    spec, settings = tab.current(values)
+    spec, settings = tab.current(values, fitted=True)
     return {tab.ui.note: model_note(spec), tab.ui.shown: spec.repo_id,
             tab.ui.estimate: tab.estimate_for(spec, values[tab.ui.prompt], settings)}
 
@@ -393,10 +397,10 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
     # The model and language follow the user's choice (.input), so restoring a past run (which sets them
     # programmatically) does not reset the settings it restores.
     ui.model.input(bind(on_model, tab), {*inputs, ui.shown},
-                   [ui.language, ui.note, *widgets, ui.adjusted, ui.estimate, ui.shown], **LIGHT)
-    ui.language.input(bind(on_language, tab), inputs, [ui.note, ui.shown, ui.estimate], **LIGHT)
+                   [ui.language, ui.note, *widgets, ui.adjusted, ui.estimate, ui.shown], **AS_SENT)
+    ui.language.input(bind(on_language, tab), inputs, [ui.note, ui.shown, ui.estimate], **AS_SENT)
     gr.on([ui.prompt.change, *[w.change for w in widgets]], bind(estimate_now, tab), inputs, ui.estimate,
-          trigger_mode="always_last", **LIGHT)
+          trigger_mode="always_last", **AS_SENT)
     gr.on([w.input for w in widgets], hide_adjusted, None, ui.adjusted, queue=False, **LIGHT)
     ui.random_seed.click(random_seed, None, ui.seed, **LIGHT)
     ui.last_seed.click(on_last_seed, ui.last, ui.seed, **LIGHT)
@@ -409,13 +413,13 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
         concurrency_id="device", concurrency_limit=tab.endpoints.run_slots(), api_visibility="private",
         show_progress_on=[ui.audio],
     )
-    tab.run.then(bind(on_run_end, tab), inputs, [ui.estimate, ui.cancel], **LIGHT)
+    tab.run.then(bind(on_run_end, tab), inputs, [ui.estimate, ui.cancel], **AS_SENT)
     # No `cancels=[run]`: that would free Gradio's device slot at once while the run's thread still works;
     # the Event stops the run at its next step, and the run then ends as a normal (skipped) update.
     ui.cancel.click(bind(on_cancel, tab), None, None, **LIGHT)  # queued (so its message reaches the page), never waits
     ui.reuse.click(bind(on_reuse, tab), ui.last, tab.restore_outputs(), **LIGHT)
     # The device is known by now (asking decides it).
-    demo.load(bind(estimate_now, tab), inputs, ui.estimate, **LIGHT)
+    demo.load(bind(estimate_now, tab), inputs, ui.estimate, **AS_SENT)
 
 
 def build_tab(demo: gr.Blocks, task: str, endpoints: Endpoints) -> TabHandle | None:
