@@ -199,7 +199,9 @@ class PipelineManager:
         devices = self.devices.resolve()
         readings = {d.key: d.reading() for d in devices}
         with self._lock:
-            entries = sorted(self._entries.values(), key=lambda e: -(e.last_used or 0))
+            # Listed: what holds memory or is about to (loaded, loading, downloading) and what is pinned. A model
+            # unloaded, or whose download or load failed, leaves no row.
+            entries = sorted((e for e in self._entries.values() if self._listed(e)), key=lambda e: -(e.last_used or 0))
             rows = [(e.device, ModelRow(
                 id=e.spec.repo_id, label=e.spec.label, state=self._shown_state(e).value,
                 bytes=e.weights if e.model is not None else 0,
@@ -230,6 +232,14 @@ class PipelineManager:
             if entry is None:
                 return State.ON_DISK if downloaded(model_id) else State.NOT_DOWNLOADED
             return self._shown_state(entry)
+
+    @staticmethod
+    def _loaded(entry: _Entry) -> bool:
+        """Holding memory now or about to: loaded, loading or downloading."""
+        return entry.model is not None or entry.state in (State.LOADING, State.DOWNLOADING)
+
+    def _listed(self, entry: _Entry) -> bool:
+        return self._loaded(entry) or entry.pinned
 
     def _shown_state(self, entry: _Entry) -> State:
         if entry.model is not None:
@@ -554,10 +564,14 @@ class PipelineManager:
 
     # ---------------------------------------------------------------- unload and pin (user actions)
     def unload(self, model_id: str) -> str:
-        """Unload now if idle ('unloaded'); if it is loading or generating, once it is done ('deferred')."""
+        """Unload now if idle ('unloaded'); if it is loading or generating, once it is done ('deferred'); 'not
+        loaded' when there is nothing to unload. An explicit unload also unpins: the user's action wins."""
         with self._lock:
             entry = self._entries.get(model_id)
-            if entry is None or (entry.model is None and entry.idle):
+            if entry is None:
+                return "not loaded"
+            entry.pinned = False
+            if entry.model is None and entry.idle:
                 return "not loaded"
             entry.unload_requested = True
         self._process_deferred_unloads()
@@ -565,14 +579,30 @@ class PipelineManager:
             return "deferred" if entry.unload_requested else "unloaded"
 
     def unload_all(self) -> dict[str, str]:
+        """Unload every model that is not pinned; a pinned model that is loaded stays ('pinned'), and stays pinned."""
         with self._lock:
-            ids = list(self._entries)
-        return {model_id: self.unload(model_id) for model_id in ids}
+            entries = list(self._entries.items())
+        outcome = {}
+        for model_id, entry in entries:
+            with self._lock:
+                pinned, loaded = entry.pinned, self._loaded(entry) or not entry.idle
+            if pinned:
+                outcome[model_id] = "pinned" if loaded else "not loaded"
+            else:
+                outcome[model_id] = self.unload(model_id)
+        return outcome
 
-    def pin(self, model_id: str, pinned: bool = True) -> None:
+    def pin(self, model_id: str, pinned: bool = True) -> str:
+        """Pin (never unloaded to make room for another model) or unpin. A model that is not loaded may be pinned
+        ahead: the pin takes effect once it loads. Returns 'pinned' (loaded or loading now), 'pinned once loaded'
+        or 'unpinned'."""
         spec = self.catalog.get(model_id)
         with self._lock:
-            self._entries.setdefault(spec.repo_id, _Entry(spec=spec)).pinned = bool(pinned)
+            entry = self._entries.setdefault(spec.repo_id, _Entry(spec=spec))
+            entry.pinned = bool(pinned)
+            if not pinned:
+                return "unpinned"
+            return "pinned" if self._loaded(entry) or not entry.idle else "pinned once loaded"
 
     def _process_deferred_unloads(self) -> None:
         if not self._load_lock.acquire(blocking=False):

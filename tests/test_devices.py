@@ -130,7 +130,8 @@ def test_pin_and_unload_act_on_the_device_holding_the_model(tmp_path, catalog, t
     assert studio.manager.unload(c) == "unloaded"
     assert second.placed_bytes() == 0 and first.placed_bytes() > 0  # only c's device was freed
     rows = {m["id"]: m for m in studio.manager.snapshot()["models"]}
-    assert rows[a]["device"] == first.name and rows[a]["pinned"] and rows[c]["device"] is None
+    assert rows[a]["device"] == first.name and rows[a]["pinned"] and c not in rows  # unloaded: no row
+    assert studio.manager.state_of(c) == State.ON_DISK
 
 
 MODELS = list(SAME_SIZE) + ["facebook/musicgen-stereo-small", SPEECH, "suno/bark-small"]

@@ -70,7 +70,8 @@ def test_eviction_drops_from_ram_under_ram_pressure(make_studio):
     a, b = SAME_SIZE[:2]
     studio.manager.run(_request(studio, a))
     studio.manager.run(_request(studio, b))
-    assert _states(studio) == {b: ON_DEVICE, a: "on disk"}
+    # An unloaded model leaves no row (/memory and the panel list what holds memory, or is pinned).
+    assert _states(studio) == {b: ON_DEVICE} and studio.manager.state_of(a) == "on disk"
 
 
 def test_a_model_in_use_is_never_evicted(make_studio):
@@ -87,7 +88,8 @@ def test_a_model_in_use_is_never_evicted(make_studio):
         assert _states(studio)[a] == IN_USE
     finally:
         lease.release()
-    assert _states(studio)[a] == "on disk"  # the deferred unload happened at release
+    assert a not in _states(studio)  # the deferred unload happened at release: no row left
+    assert studio.manager.state_of(a) == "on disk"
 
 
 def test_on_a_cpu_only_machine_a_model_that_cannot_fit_is_refused_before_running(make_studio, catalog):
@@ -208,7 +210,7 @@ def test_unload_really_frees(make_studio):
     gc.collect()
     assert ref() is None
     assert studio.manager.used_bytes() == 0
-    assert studio.manager.snapshot()["models"][0]["bytes"] == 0
+    assert studio.manager.snapshot()["models"] == []  # unloaded: no row left
 
 
 def test_pinned_models_are_kept(make_studio):
@@ -268,7 +270,65 @@ def test_unload_deferred_by_a_run_frees_the_model_even_when_the_run_is_cancelled
     with caplog.at_level("WARNING", logger="studio.manager"):
         with pytest.raises(Cancelled):
             studio.manager.run(_request(studio, model, duration=1.0), ctx)
-    assert _states(studio)[model] == "on disk"
+    assert model not in _states(studio) and studio.manager.state_of(model) == "on disk"
     assert "reference leak" not in caplog.text
     gc.collect()
     assert refs and refs[0]() is None
+
+
+# ---------------------------------------------------------------- what the memory panel and /memory list (rules)
+
+
+def _rows(studio) -> dict[str, dict]:
+    return {row["id"]: row for row in studio.manager.snapshot()["models"]}
+
+
+def test_a_failed_download_leaves_no_row(make_studio, tiny_cache, tmp_path):
+    """A model whose files are missing (offline: the download cannot happen) is not listed afterwards."""
+    import shutil
+
+    from studio.errors import ModelUnavailable
+
+    studio = make_studio(1024 * MB)
+    model = "suno/bark-small"
+    (snapshot,) = (tiny_cache / "hub" / "models--suno--bark-small" / "snapshots").iterdir()
+    backup = tmp_path / "weights"
+    shutil.move(snapshot / "model.safetensors", backup)
+    try:
+        with pytest.raises(ModelUnavailable):
+            studio.manager.run(_request(studio, model))
+        assert studio.manager.state_of(model) == "not downloaded"
+        assert model not in _rows(studio)
+    finally:
+        shutil.move(backup, snapshot / "model.safetensors")
+
+
+def test_pin_takes_effect_once_loaded_and_unload_all_keeps_pinned_models(make_studio):
+    studio = make_studio(1024 * MB)
+    a, b = SAME_SIZE[:2]
+    assert studio.manager.pin(a) == "pinned once loaded"  # not loaded: listed as pinned, pinned once it loads
+    assert _rows(studio)[a]["pinned"] and _rows(studio)[a]["state"] == "on disk"
+    studio.manager.run(_request(studio, a))
+    studio.manager.run(_request(studio, b))
+    assert studio.manager.pin(a) == "pinned"
+    outcome = studio.manager.unload_all()
+    assert outcome == {a: "pinned", b: "unloaded"}
+    rows = _rows(studio)
+    assert set(rows) == {a} and rows[a]["pinned"] and rows[a]["state"] == ON_DEVICE and rows[a]["bytes"] > 0
+    assert studio.manager.unload_all() == {a: "pinned", b: "not loaded"}  # again: still kept
+    assert studio.manager.pin(a, False) == "unpinned"
+    assert studio.manager.unload_all() == {a: "unloaded", b: "not loaded"} and _rows(studio) == {}
+
+
+def test_an_explicit_unload_of_a_pinned_model_unloads_and_unpins_it(make_studio):
+    studio = make_studio(1024 * MB)
+    a = SAME_SIZE[0]
+    studio.manager.run(_request(studio, a))
+    studio.manager.pin(a)
+    assert studio.manager.unload(a) == "unloaded"
+    assert _rows(studio) == {} and studio.manager.state_of(a) == "on disk"  # no "Pinned · on disk" left
+    with studio.manager._lock:
+        assert not studio.manager._entries[a].pinned
+    # A pin made ahead (not loaded) is cancelled by Unload too.
+    assert studio.manager.pin(a) == "pinned once loaded" and set(_rows(studio)) == {a}
+    assert studio.manager.unload(a) == "not loaded" and _rows(studio) == {}

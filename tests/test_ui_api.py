@@ -81,7 +81,7 @@ def test_estimate_and_memory_agree_and_one_model_fits_at_a_time(make_studio, tmp
         assert memory["used_bytes"] <= budget
         rows = {row["id"]: row for row in memory["models"]}
         assert rows[BARK]["bytes"] > 0 and rows[BARK]["last_used"] is not None
-        assert rows[MUSIC]["state"] in ("in RAM", "on disk")
+        assert MUSIC not in rows or rows[MUSIC]["state"] == "in RAM"  # an unloaded model leaves no row
 
 
 def test_bad_input_is_a_readable_error_and_the_next_request_works(make_studio):

@@ -3,6 +3,7 @@ registry and its cancel paths, history rows, restoring settings into a tab, and 
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 
@@ -66,9 +67,13 @@ def test_the_memory_panel_has_a_row_with_actions_per_model_and_escapes_everythin
     assert "<img" not in panel and "<b>Evil" not in panel and "&lt;b&gt;Evil" in panel
     assert "Unload after run" in panel  # the model in use goes when its run ends
     assert 'data-pinned="true" aria-pressed="true"' in panel and ">Pinned<" in panel
-    assert "used 10 min ago" in panel and "used just now" in panel
+    assert "used 10 min ago" in panel  # an idle model says when it was last used
+    bark = panel[panel.index('data-model="suno/bark-small"'):panel.index("</li>")]
+    assert ">in use now<" in bark and "used" not in bark.replace("data-action", "")  # in use: not "used N ago"
     musicgen = panel[panel.index('data-model="facebook/musicgen-small"'):]
     assert 'data-action="unload" data-model="facebook/musicgen-small" disabled' in musicgen  # nothing to unload
+    assert 'data-action="pin" data-model="facebook/musicgen-small"' in musicgen and \
+        'title="Only a loaded model can be pinned; it loads on first use" disabled>Pin<' in musicgen
 
 
 def test_an_empty_manager_says_models_load_on_first_use():
@@ -149,7 +154,7 @@ def test_with_two_devices_a_row_no_device_lists_is_still_shown_once():
     assert 'data-action="unload-all" disabled' in empty
 
 
-# The single-device panel as it was before snapshots listed devices, byte for byte.
+# The single-device panel, byte for byte (a snapshot listing its one device must give the same).
 ONE_DEVICE = {
     "device": "GPU <0>", "device_kind": "cuda", "total_bytes": 8_000_000_000, "budget_bytes": 6_000_000_000,
     "used_bytes": 1_000_000_000, "ram_bytes": 500_000_000,
@@ -160,15 +165,18 @@ ONE_DEVICE_HTML = (
     '<div class="mem"><div class="mem-device" title="cuda">GPU &lt;0&gt;</div><div class="mem-bar" role="img"'
     ' aria-label="1.0 GB used of 6.0 GB budget"><div class="mem-budget" style="width:75.00%"></div>'
     '<div class="mem-used" style="width:12.50%"></div></div><div class="mem-legend"><span><b>1.0 GB</b> used of'
-    ' 6.0 GB budget</span><span>8.0 GB total</span></div><div class="mem-ram">500 MB of models kept in RAM</div>'
+    ' 6.0 GB budget</span><span>8.0 GB total</span></div><div class="mem-note">Budget: what the studio may use of'
+    ' the total, after the reserve and other programs.</div><div class="mem-ram">500 MB of models kept in RAM</div>'
     '<ul class="mem-models"><li class="mem-model" data-model="suno/bark-small" data-state="on device">'
     '<div class="mem-line"><span class="mem-name" title="suno/bark-small">Bark small</span>'
     '<span class="mem-size">1.0 GB</span></div><div class="mem-line mem-sub"><span class="mem-state'
     ' mem-state-on-device">on device</span><span class="mem-when">used just now</span></div>'
     '<div class="mem-actions"><button class="mem-btn mem-pin" data-action="pin" data-model="suno/bark-small"'
-    ' data-pinned="true" aria-pressed="true" title="Keep this model loaded: it is never unloaded to make room">'
-    'Pinned</button><button class="mem-btn mem-unload" data-action="unload" data-model="suno/bark-small">Unload'
-    '</button></div></li></ul><button class="mem-btn mem-unload-all" data-action="unload-all">Unload all</button></div>'
+    ' data-pinned="true" aria-pressed="true" title="Pinned: never unloaded to make room for another model. Click to'
+    ' unpin; Unload still unloads it">Pinned</button><button class="mem-btn mem-unload" data-action="unload"'
+    ' data-model="suno/bark-small" title="Unload it and unpin it">Unload</button></div></li></ul>'
+    # Unload all skips pinned models: with only a pinned one loaded it has nothing to do.
+    '<button class="mem-btn mem-unload-all" data-action="unload-all" disabled>Unload all</button></div>'
 )
 
 
@@ -191,6 +199,99 @@ def test_unload_messages_say_what_happened():
     assert text.unload_message({"a/b": "unloaded"}) == "Unloaded a/b."
     assert text.unload_message({"a/b": "deferred"}) == "a/b is in use and will unload after the current run."
     assert text.unload_message({"a/b": "not loaded"}) == "Nothing to unload: no model is loaded."
+
+
+def _row(state: str, *, pinned: bool = False, size: int = 0, last_used: float | None = 1000.0 - 600) -> dict:
+    return {"id": "facebook/musicgen-small", "label": "MusicGen small", "state": state, "bytes": size,
+            "placement": "device" if size else None, "pinned": pinned, "last_used": last_used}
+
+
+def _panel(*rows: dict) -> str:
+    return text.memory_html({**SNAPSHOT, "models": list(rows)}, now=1000.0)
+
+
+def test_pin_is_offered_only_while_the_model_is_loaded_and_unload_all_skips_pinned_models():
+    pin = 'data-action="pin" data-model="facebook/musicgen-small"'
+    for state, size in (("on device", 10**9), ("in RAM", 10**9), ("loading", 0), ("downloading", 0), ("in use", 10**9)):
+        assert f'{pin} data-pinned="false" aria-pressed="false" title="Pin: never unload this model to make room for ' \
+               f'another model">Pin<' in _panel(_row(state, size=size)), state
+    for state in ("on disk", "not downloaded"):
+        assert 'disabled>Pin<' in _panel(_row(state)), state
+    # Pinned ahead and not loaded yet: it says so, and Pin (to unpin) stays enabled; Unload has nothing to do.
+    ahead = _panel(_row("on disk", pinned=True))
+    assert "pinned: stays loaded once it loads" in ahead and 'disabled>Pinned<' not in ahead and '>Pinned<' in ahead
+    assert 'data-action="unload" data-model="facebook/musicgen-small" disabled' in ahead
+    # Unload all is there for what it would unload: a loaded model that is not pinned.
+    assert 'data-action="unload-all" disabled' in _panel(_row("on device", pinned=True, size=10**9))
+    assert 'data-action="unload-all">' in _panel(_row("on device", size=10**9))
+    assert 'title="Unload it and unpin it"' in _panel(_row("on device", pinned=True, size=10**9))
+
+
+def test_a_model_in_use_says_in_use_now_and_an_idle_one_when_it_was_used():
+    busy = _panel(_row("in use", size=10**9, last_used=1000.0 - 540))
+    assert ">in use now<" in busy and "min ago" not in busy and 'data-state="in use"' in busy
+    for state in ("loading", "downloading"):
+        assert "min ago" not in _panel(_row(state, last_used=1000.0 - 540)), state
+    assert "used 9 min ago" in _panel(_row("on device", size=10**9, last_used=1000.0 - 540))
+
+
+def test_toasts_name_models_by_their_label_and_say_what_pinning_does():
+    labels = {"facebook/musicgen-small": "MusicGen small", "suno/bark-small": "Bark small",
+              "cvssp/audioldm2": "AudioLDM 2"}
+    assert text.unload_message({"suno/bark-small": "unloaded"}, labels) == "Unloaded Bark small."
+    assert text.unload_message({"facebook/musicgen-small": "unloaded"}, labels, ["facebook/musicgen-small"]) == \
+        "Unloaded MusicGen small and unpinned it."
+    assert text.unload_message({"suno/bark-small": "deferred"}, labels, ["suno/bark-small"]) == \
+        "Bark small is in use and will unload after the current run; unpinned."
+    everything = {"facebook/musicgen-small": "pinned", "suno/bark-small": "unloaded", "cvssp/audioldm2": "not loaded"}
+    assert text.unload_message(everything, labels) == \
+        "Unloaded Bark small. Kept 1 pinned model: MusicGen small (its own Unload unloads it)."
+    two = {"facebook/musicgen-small": "pinned", "cvssp/audioldm2": "pinned"}
+    assert text.unload_message(two, labels) == \
+        "Kept 2 pinned models: MusicGen small, AudioLDM 2 (each one's Unload unloads it)."
+    assert text.unload_message({"facebook/musicgen-small": "not loaded"}, labels, ["facebook/musicgen-small"]) == \
+        "MusicGen small was not loaded; unpinned it."
+    assert text.pin_message("MusicGen small", "pinned") == \
+        "Pinned MusicGen small: it is never unloaded to make room for another model (Unload still unloads it)."
+    assert text.pin_message("MusicGen small", "pinned once loaded") == \
+        "Pinned MusicGen small, which is not loaded now: once it loads, it is never unloaded to make room."
+    assert text.pin_message("MusicGen small", "unpinned") == \
+        "Unpinned MusicGen small: it may be unloaded when another model needs the room."
+
+
+def test_the_budget_is_explained_once_under_the_first_bar():
+    note = "Budget: what the studio may use of the total, after the reserve and other programs."
+    single = text.memory_html(SNAPSHOT, now=1000.0)
+    assert single.count(note) == 1 and single.index("8.0 GB total") < single.index(note)
+    multi = text.memory_html(TWO_DEVICES, now=1000.0)
+    first = _blocks(multi)[1]
+    assert multi.count(note) == 1 and note in first
+
+
+GB = 10**9
+
+
+def test_a_cpu_budget_does_not_flicker_and_a_gpu_budget_is_exact():
+    shown: dict[str, int] = {}
+    seen = []
+    # Free RAM moving by a few hundred MB each second around 22.9 GB: the figure shown stays put.
+    for exact in (22.9, 23.1, 22.8, 23.2, 22.95, 23.05, 22.7):
+        snapshot = {**SNAPSHOT, "device_kind": "cpu", "total_bytes": 32 * GB, "budget_bytes": int(exact * GB)}
+        panel = text.memory_html(text.steady_snapshot(snapshot, shown), now=1000.0)
+        seen += re.findall(r"</b> used of (.+?) budget</span>", panel)
+    assert seen == ["23.0 GB"] * len(seen), seen
+    # A real change (a program took 3 GB) shows at once, rounded to 0.5 GB.
+    snapshot = text.steady_snapshot({**SNAPSHOT, "device_kind": "cpu", "budget_bytes": int(19.8 * GB)}, shown)
+    assert snapshot["budget_bytes"] == int(20 * GB)
+    assert text.steady_budget(int(3.27 * GB), None, "mps") == int(3.3 * GB)  # 0.1 GB steps under 5 GB
+    # A GPU's own memory: exact. Each device of several is steadied apart; the exact figures are not changed.
+    assert text.steady_budget(7_612_345_678, 7_600_000_000, "cuda") == 7_612_345_678
+    devices = {**TWO_DEVICES, "device_kind": "cpu",
+               "devices": [{**d, "kind": "cpu", "budget_bytes": d["budget_bytes"] + 123_456_789}
+                           for d in TWO_DEVICES["devices"]]}
+    steady = text.steady_snapshot(devices, {})
+    assert [d["budget_bytes"] for d in steady["devices"]] == [6 * GB, 9 * GB]
+    assert devices["devices"][0]["budget_bytes"] == 6_123_456_789
 
 
 # ------------------------------------------------------------------ estimate and progress

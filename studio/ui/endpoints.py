@@ -106,14 +106,23 @@ class Endpoints:
         return self.studio.manager.snapshot()
 
     def unload(self, model_id: str) -> str:
-        """'unloaded', 'deferred' (in use: after the current run) or 'not loaded'."""
+        """'unloaded', 'deferred' (in use: after the current run) or 'not loaded'; it also unpins."""
         return self.studio.manager.unload(model_id)
 
     def unload_all(self) -> dict[str, str]:
+        """Per model: as unload, or 'pinned' for a loaded pinned model, which stays."""
         return self.studio.manager.unload_all()
 
-    def pin(self, model_id: str, pinned: bool) -> None:
-        self.studio.manager.pin(model_id, pinned)
+    def pin(self, model_id: str, pinned: bool) -> str:
+        """'pinned', 'pinned once loaded' (not loaded now) or 'unpinned'."""
+        return self.studio.manager.pin(model_id, pinned)
+
+    def label(self, model_id: str) -> str:
+        """The catalog's name for a model (as the panel shows it); the id itself for one not in the catalog."""
+        try:
+            return self.studio.catalog.get(model_id).label
+        except StudioError:
+            return model_id
 
     def cancel(self, session: str) -> int:
         return self.runs.cancel(session)

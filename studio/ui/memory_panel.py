@@ -12,7 +12,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.ui.endpoints import Endpoints
-from studio.ui.text import memory_html, unload_message
+from studio.ui.text import memory_html, pin_message, steady_snapshot, unload_message
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +34,24 @@ element.addEventListener('click', (event) => {
 def build_memory_panel(demo: gr.Blocks, endpoints: Endpoints) -> gr.HTML:
     """Lay out the panel in the current container and wire its timer and buttons; returns the HTML component."""
 
+    shown: dict[str, int] = {}  # the budgets shown last, so that a CPU's does not flicker (see steady_budget)
+
     def render() -> str:
-        return memory_html(endpoints.memory())
+        return memory_html(steady_snapshot(endpoints.memory(), shown))
 
     def act(evt: gr.EventData) -> str:
         data = dict(getattr(evt, "_data", None) or {})
         action, model = data.get("action"), str(data.get("model") or "")
         try:
             if action == "unload-all":
-                gr.Info(unload_message(endpoints.unload_all()))
+                outcome = endpoints.unload_all()
+                gr.Info(unload_message(outcome, {m: endpoints.label(m) for m in outcome}))
             elif action == "unload" and model:
-                gr.Info(unload_message({model: endpoints.unload(model)}))
+                pinned = any(row["id"] == model and row["pinned"] for row in endpoints.memory()["models"])
+                outcome = {model: endpoints.unload(model)}
+                gr.Info(unload_message(outcome, {model: endpoints.label(model)}, [model] if pinned else ()))
             elif action == "pin" and model:
-                pinned = bool(data.get("pinned"))
-                endpoints.pin(model, pinned)
-                gr.Info(f"{model} is kept loaded: it is never unloaded to make room." if pinned
-                        else f"{model} may be unloaded again when another model needs the room.")
+                gr.Info(pin_message(endpoints.label(model), endpoints.pin(model, bool(data.get("pinned")))))
         except StudioError as error:
             gr.Warning(str(error))
         return render()

@@ -64,7 +64,8 @@ CSS = """
 .mem-used.mem-over { background: var(--error-icon-color, #dc2626); }
 .mem-legend { display: flex; justify-content: space-between; gap: 6px; flex-wrap: wrap; color: var(--body-text-color-subdued); }
 .mem-legend b { color: var(--body-text-color); }
-.mem-ram, .mem-empty { color: var(--body-text-color-subdued); }
+.mem-ram, .mem-empty, .mem-note { color: var(--body-text-color-subdued); }
+.mem-note { font-size: var(--text-xs); line-height: 1.35; margin-top: -4px; }
 .mem-models { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 6px; }
 .mem-model { border: 1px solid var(--border-color-primary); border-radius: var(--radius-md); padding: 6px 8px;
   background: var(--block-background-fill); margin: 0; }

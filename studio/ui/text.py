@@ -222,6 +222,7 @@ def memory_html(snapshot: Mapping[str, Any], *, now: float | None = None) -> str
         f'<div class="mem-device" title="{e(str(snapshot.get("device_kind", "")))}">{e(str(snapshot["device"]))}</div>',
         _memory_bar(snapshot["used_bytes"], snapshot["budget_bytes"], snapshot["total_bytes"]),
     ]
+    parts.append(BUDGET_NOTE)
     if snapshot.get("ram_bytes"):
         parts.append(_ram_line(snapshot["ram_bytes"]))
     models = list(snapshot.get("models") or [])
@@ -242,7 +243,7 @@ def _memory_html_devices(snapshot: Mapping[str, Any], devices: list[Mapping[str,
     kind = str(snapshot.get("device_kind", ""))
     parts = ['<div class="mem mem-multi">']
     shown: set[str] = set()
-    for device in devices:
+    for number, device in enumerate(devices):
         name = str(device.get("name") or "")
         rows = device.get("models")
         if rows is None:  # a device entry without its rows: take them from the top-level list
@@ -253,6 +254,8 @@ def _memory_html_devices(snapshot: Mapping[str, Any], devices: list[Mapping[str,
         parts.append(f'<div class="mem-device" title="{e(str(device.get("kind") or kind))}">{e(name)}</div>')
         parts.append(_memory_bar(device.get("used_bytes") or 0, device.get("budget_bytes") or 0,
                                  device.get("total_bytes") or 0, where=name))
+        if number == 0:  # under the first bar only
+            parts.append(BUDGET_NOTE)
         if rows:
             parts.append(_model_list(rows, now))
         elif models:
@@ -272,6 +275,39 @@ def _memory_html_devices(snapshot: Mapping[str, Any], devices: list[Mapping[str,
     parts.append(_unload_all(models))
     parts.append("</div>")
     return "".join(parts)
+
+
+# Under the (first) bar: what "budget" means beside "total".
+BUDGET_NOTE = ('<div class="mem-note">Budget: what the studio may use of the total, after the reserve and other '
+               'programs.</div>')
+
+
+def steady_budget(exact: int, shown: int | None, kind: str) -> int:
+    """The budget the panel shows. On a CPU or Apple MPS the budget follows the free RAM, which other programs
+    move all the time: there it is rounded (to 0.5 GB, or 0.1 GB under 5 GB) and the figure shown stays until
+    the exact one is a whole step away from it, so the panel does not flicker between 22.9 and 23.1 GB.
+    Elsewhere (a GPU's own memory) it is the exact figure. /memory keeps the exact bytes."""
+    if kind not in ("cpu", "mps") or exact <= 0:
+        return exact
+    step = 500_000_000 if exact >= 5_000_000_000 else 100_000_000
+    if shown is not None and abs(exact - shown) < step:
+        return shown
+    return max(step, round(exact / step) * step)
+
+
+def steady_snapshot(snapshot: Mapping[str, Any], shown: dict[str, int]) -> dict[str, Any]:
+    """The snapshot with each budget as `steady_budget` shows it; `shown` keeps the figures shown last (per
+    device name, and '' for the total) and is updated."""
+    kind = str(snapshot.get("device_kind") or "")
+    devices = []
+    for device in snapshot.get("devices") or ():
+        name = str(device.get("name") or "")
+        budget = steady_budget(int(device.get("budget_bytes") or 0), shown.get(name), str(device.get("kind") or kind))
+        shown[name] = budget
+        devices.append({**device, "budget_bytes": budget})
+    total = steady_budget(int(snapshot.get("budget_bytes") or 0), shown.get(""), kind)
+    shown[""] = total
+    return {**snapshot, "budget_bytes": total, **({"devices": devices} if "devices" in snapshot else {})}
 
 
 def _memory_bar(used: int, budget: int, total: int, *, where: str | None = None) -> str:
@@ -297,33 +333,56 @@ def _model_list(rows: Iterable[Mapping[str, Any]], now: float) -> str:
     return '<ul class="mem-models">' + "".join(_model_row(row, now) for row in rows) + "</ul>"
 
 
+def _holds_memory(row: Mapping[str, Any]) -> bool:
+    """Loaded (on a device, in RAM, in use) or about to be (loading, downloading)."""
+    return bool(row.get("bytes")) or row.get("state") in ("in use", "loading", "downloading", "on device", "in RAM")
+
+
 def _unload_all(models: Iterable[Mapping[str, Any]]) -> str:
-    loaded = any(row.get("bytes") or row.get("state") in ("in use", "loading", "downloading") for row in models)
+    """Enabled while it has something to unload: a loaded model that is not pinned (pinned ones stay)."""
+    loaded = any(_holds_memory(row) and not row.get("pinned") for row in models)
     disabled = "" if loaded else " disabled"
     return f'<button class="mem-btn mem-unload-all" data-action="unload-all"{disabled}>Unload all</button>'
 
 
+PIN_TITLES = {
+    "pinned": "Pinned: never unloaded to make room for another model. Click to unpin; Unload still unloads it",
+    "loaded": "Pin: never unload this model to make room for another model",
+    "unloaded": "Only a loaded model can be pinned; it loads on first use",
+}
+
+
 def _model_row(row: Mapping[str, Any], now: float) -> str:
+    """A model's row: its label and size; its state (an idle one says when it was last used; one in use says so, not
+    when; a pinned one not loaded yet says it stays once loaded); Pin (enabled while loaded, or to unpin) and
+    Unload (enabled while loaded; for a pinned model it also unpins)."""
     e = html.escape
     model_id = str(row["id"])
     state = str(row.get("state") or "")
     pinned = bool(row.get("pinned"))
-    loaded = bool(row.get("bytes")) or state in ("in use", "loading", "downloading")
+    loaded = _holds_memory(row)
     size = format_bytes(row["bytes"]) if row.get("bytes") else ""
-    details = [d for d in (_placement_note(row), ago(row.get("last_used"), now)) if d]
+    busy = state in ("in use", "loading", "downloading")
+    when = None if busy or not loaded else ago(row.get("last_used"), now)
+    details = [d for d in (_placement_note(row), when) if d]
+    if pinned and not loaded:
+        details.append("pinned: stays loaded once it loads")
     state_class = state.replace(" ", "-").lower()
+    shown_state = "in use now" if state == "in use" else state
     unload_label = "Unload" if state != "in use" else "Unload after run"
+    pin_title = PIN_TITLES["pinned" if pinned else "loaded" if loaded else "unloaded"]
+    unload_title = ' title="Unload it and unpin it"' if pinned and loaded else ""
     return (
         f'<li class="mem-model" data-model="{e(model_id)}" data-state="{e(state)}">'
         f'<div class="mem-line"><span class="mem-name" title="{e(model_id)}">{e(str(row.get("label") or model_id))}</span>'
         f'<span class="mem-size">{e(size)}</span></div>'
-        f'<div class="mem-line mem-sub"><span class="mem-state mem-state-{e(state_class)}">{e(state)}</span>'
+        f'<div class="mem-line mem-sub"><span class="mem-state mem-state-{e(state_class)}">{e(shown_state)}</span>'
         f'<span class="mem-when">{e(" · ".join(details))}</span></div>'
         f'<div class="mem-actions">'
         f'<button class="mem-btn mem-pin" data-action="pin" data-model="{e(model_id)}" data-pinned="{str(pinned).lower()}"'
-        f' aria-pressed="{str(pinned).lower()}" title="Keep this model loaded: it is never unloaded to make room">'
+        f' aria-pressed="{str(pinned).lower()}" title="{e(pin_title)}"{"" if loaded or pinned else " disabled"}>'
         f'{"Pinned" if pinned else "Pin"}</button>'
-        f'<button class="mem-btn mem-unload" data-action="unload" data-model="{e(model_id)}"'
+        f'<button class="mem-btn mem-unload" data-action="unload" data-model="{e(model_id)}"{unload_title}'
         f'{"" if loaded else " disabled"}>{unload_label}</button>'
         f"</div></li>"
     )
@@ -337,17 +396,50 @@ def _placement_note(row: Mapping[str, Any]) -> str | None:
     return None
 
 
-def unload_message(outcome: Mapping[str, str]) -> str:
-    """What Unload / Unload all did, in one sentence."""
+def _names(ids: list[str], labels: Mapping[str, str]) -> str:
+    return ", ".join(labels.get(m, m) for m in ids)
+
+
+def unload_message(outcome: Mapping[str, str], labels: Mapping[str, str] | None = None,
+                   unpinned: Iterable[str] = ()) -> str:
+    """What Unload / Unload all did, in one or two sentences, naming models by their label (as the panel does).
+
+    `outcome` is per model id: 'unloaded', 'deferred' (in use: after the current run), 'pinned' (kept by Unload
+    all) or 'not loaded'; `unpinned` are the ids an explicit Unload unpinned.
+    """
+    labels = labels or {}
+    unpinned = set(unpinned)
     unloaded = [m for m, what in outcome.items() if what == "unloaded"]
     deferred = [m for m, what in outcome.items() if what == "deferred"]
+    kept = [m for m, what in outcome.items() if what == "pinned"]
     parts = []
     if unloaded:
-        parts.append(f"Unloaded {', '.join(unloaded)}." if len(unloaded) <= 2 else f"Unloaded {len(unloaded)} models.")
+        names = _names(unloaded, labels) if len(unloaded) <= 2 else f"{len(unloaded)} models"
+        parts.append(f"Unloaded {names}" + (" and unpinned it." if len(unloaded) == 1 and unloaded[0] in unpinned
+                                          else "."))
     if deferred:
-        parts.append(f"{', '.join(deferred)} {'is' if len(deferred) == 1 else 'are'} in use and will unload after "
-                     f"the current run.")
-    return " ".join(parts) or "Nothing to unload: no model is loaded."
+        one = len(deferred) == 1
+        parts.append(f"{_names(deferred, labels)} {'is' if one else 'are'} in use and will unload after the current "
+                     f"run" + ("; unpinned." if one and deferred[0] in unpinned else "."))
+    if len(kept) == 1:
+        parts.append(f"Kept 1 pinned model: {_names(kept, labels)} (its own Unload unloads it).")
+    elif kept:
+        parts.append(f"Kept {len(kept)} pinned models: {_names(kept, labels)} (each one's Unload unloads it).")
+    if not parts:
+        gone = [m for m in outcome if m in unpinned]
+        if gone:
+            return f"{_names(gone, labels)} was not loaded; unpinned it."
+        return "Nothing to unload: no model is loaded."
+    return " ".join(parts)
+
+
+def pin_message(label: str, outcome: str) -> str:
+    """What Pin did: 'pinned', 'pinned once loaded' (the model is not loaded now) or 'unpinned'."""
+    if outcome == "pinned":
+        return f"Pinned {label}: it is never unloaded to make room for another model (Unload still unloads it)."
+    if outcome == "pinned once loaded":
+        return f"Pinned {label}, which is not loaded now: once it loads, it is never unloaded to make room."
+    return f"Unpinned {label}: it may be unloaded when another model needs the room."
 
 
 # ------------------------------------------------------------------ history
