@@ -38,7 +38,7 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Sidebar(position="right", width=300, open=True, elem_id="memory-sidebar"):
             panel = build_memory_panel(demo, endpoints)
         handles: dict[str, TabHandle] = {}
-        with gr.Tabs(elem_id="studio-tabs") as tabs:
+        with gr.Tabs(elem_id="studio-tabs", overflow_behavior="wrap") as tabs:  # no tab hidden behind "…"
             for task in TASKS:
                 handle = build_tab(demo, task, endpoints)
                 if handle is not None:

@@ -20,6 +20,11 @@ REFRESH_S = 1.0
 STARTING = '<div class="mem"><div class="mem-empty">Finding the device…</div></div>'
 
 # Clicks anywhere in the panel are delegated from its root element, which outlives every re-render.
+# On a narrow screen gradio's sidebar, once open, covers the whole page (its own CSS, up to 768 px): there the
+# panel starts closed. gr.Sidebar(open=...) is fixed when the page is built and gradio opens the sidebar just
+# after mounting it, so the script waits for that and closes it once with the sidebar's own toggle (which keeps
+# gradio's state right); the toggle gets a name and, in style.py, a thumb-sized target.
+NARROW = "(max-width: 768px)"
 PANEL_JS = """
 element.addEventListener('click', (event) => {
   const button = event.target.closest('button[data-action]');
@@ -28,7 +33,26 @@ element.addEventListener('click', (event) => {
   if (data.action === 'pin') data.pinned = button.dataset.pinned !== 'true';
   trigger('click', data);
 });
-"""
+const sidebar = element.closest('.sidebar');
+const toggle = sidebar && sidebar.querySelector(':scope > .toggle-button');
+if (toggle) {
+  toggle.setAttribute('aria-label', 'Memory panel');
+  toggle.title = 'Show or hide the memory panel';
+  if (window.matchMedia('%s').matches) {
+    let closed = false;
+    const observer = new MutationObserver(() => close());
+    const close = () => {
+      if (closed || !sidebar.classList.contains('open')) return;
+      closed = true;
+      observer.disconnect();
+      toggle.click();
+    };
+    observer.observe(sidebar, {attributes: true, attributeFilter: ['class']});
+    close();
+    setTimeout(() => observer.disconnect(), 10000);
+  }
+}
+""" % NARROW
 
 
 def build_memory_panel(demo: gr.Blocks, endpoints: Endpoints) -> gr.HTML:

@@ -92,6 +92,18 @@ CSS = """
 .mem-dev { display: flex; flex-direction: column; gap: 8px; min-width: 0; padding-top: 10px;
   border-top: 1px solid var(--border-color-primary); }
 .mem-dev:first-child { padding-top: 0; border-top: none; }
+/* ---- dropdowns: gradio draws the caret over the input's right end, so long text ran under it; the caret moves
+   to the edge and the text stops before it (with an ellipsis), leaving a narrow box ("WAV") its room ---- */
+.secondary-wrap > input[role="combobox"] { padding-right: 14px; text-overflow: ellipsis; }
+.secondary-wrap > input[role="combobox"] + .icon-wrap { right: 8px; }
+
+/* ---- narrow screens (a phone): gradio's sidebar then covers the whole page when open; it starts closed
+   (memory_panel.py), its toggle is a thumb-sized target, and nothing sits under it. ---- */
+@media (max-width: 768px) {
+  #memory-sidebar > .toggle-button { width: 44px; height: 44px; }
+  #memory-sidebar .sidebar-content { padding-left: 56px !important; }
+  .studio-header { padding-right: 48px; }
+}
 /* ---- history ---- */
 .studio-history-foot { align-items: center !important; }
 .hist-list { list-style: none; margin: 0; padding: 0; display: flex; flex-direction: column; gap: 4px; }
