@@ -70,6 +70,14 @@ class RunResult:
     recoveries: list[str] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A run waiting in `_claim_slot`: the slot its plan wants now, and its own estimated seconds."""
+
+    slot: str
+    seconds: float
+
+
 class _LoadOutOfMemory(DoesNotFit):
     """The device ran out of memory during a load; the load ladder decides what next."""
 
@@ -139,6 +147,8 @@ class PipelineManager:
         self._load_lock = threading.RLock()
         self._slots = threading.Condition()
         self._busy: set[str] = set()  # run slots (device keys, or CPU_SLOT) with a generation running
+        self._running: dict[str, tuple[float, float]] = {}  # slot -> (started, estimated seconds) of its run
+        self._waiting: list[_Waiter] = []  # runs waiting for a slot, first come first served
         self.max_resident_seen = 0  # the most bytes the manager ever had placed on any one device
         self.max_resident_by_device: dict[str, int] = {}
         self._loaded_once = False
@@ -627,6 +637,9 @@ class PipelineManager:
             ctx.check()
             started = self._clock()
             estimate = self.estimate_run(request, only=slot)
+            with self._slots:  # what runs waiting for this slot are told to expect
+                self._running[slot] = (started, estimate.seconds)
+            ctx.planned(estimate)
             lease = self.acquire(request, ctx, only=slot)  # refuses with the numbers, before running, when it cannot fit
             try:
                 load_s = self._clock() - started
@@ -660,20 +673,63 @@ class PipelineManager:
 
     def _claim_slot(self, spec: ModelSpec, request: Request, ctx: RunContext) -> str:
         """Wait until the device the plan picks has no generation running, and take it. The plan is made anew
-        each time a slot frees, so a request goes to whichever device suits it best once it can run."""
+        each time a slot frees, so a request goes to whichever device suits it best once it can run. Runs waiting
+        for the same slot take it in the order they came; meanwhile each is told, through `ctx.waiting`, how many
+        runs are ahead of it and their estimated seconds left (see `queue_ahead`)."""
+        waiter: _Waiter | None = None
+        claimed = False
         with self._slots:
-            while True:
-                ctx.check()
-                chosen = self._plan(spec, request)
-                slot = chosen.device or CPU_SLOT
-                if slot not in self._busy:
-                    self._busy.add(slot)
-                    return slot
-                self._slots.wait(timeout=0.25)
+            try:
+                while True:
+                    ctx.check()
+                    chosen = self._plan(spec, request)
+                    slot = chosen.device or CPU_SLOT
+                    if slot not in self._busy and not self._earlier_waiter(waiter, slot):
+                        self._busy.add(slot)
+                        self._running[slot] = (self._clock(), waiter.seconds if waiter is not None else 0.0)
+                        claimed = True
+                        return slot
+                    if waiter is None:
+                        waiter = _Waiter(slot, self.estimate_run(request, only=slot).seconds)
+                        self._waiting.append(waiter)
+                    waiter.slot = slot
+                    ctx.waiting(*self.queue_ahead(waiter))
+                    self._slots.wait(timeout=0.25)
+            finally:
+                if waiter is not None:
+                    self._waiting.remove(waiter)
+                    if not claimed:  # a cancelled waiter: the next one in line need not wait for a poll
+                        self._slots.notify_all()
+
+    def _earlier_waiter(self, waiter: _Waiter | None, slot: str) -> bool:
+        """Whether a run that came before `waiter` (before any new run, when None) waits for `slot`."""
+        for other in self._waiting:
+            if other is waiter:
+                return False
+            if other.slot == slot:
+                return True
+        return False
+
+    def queue_ahead(self, waiter: _Waiter) -> tuple[int, float]:
+        """(runs ahead of `waiter` for its slot, their estimated seconds left): the run on the slot (its estimate
+        minus the time it has run, never below 0) plus the runs that came earlier for the same slot (their
+        estimates). Call with `_slots` held."""
+        now = self._clock()
+        ahead, seconds = 0, 0.0
+        if waiter.slot in self._busy:
+            started, estimated = self._running.get(waiter.slot, (now, 0.0))
+            ahead, seconds = 1, max(0.0, estimated - (now - started))
+        for other in self._waiting:
+            if other is waiter:
+                break
+            if other.slot == waiter.slot:
+                ahead, seconds = ahead + 1, seconds + other.seconds
+        return ahead, seconds
 
     def _free_slot(self, slot: str) -> None:
         with self._slots:
             self._busy.discard(slot)
+            self._running.pop(slot, None)
             self._slots.notify_all()
 
     def _generate_with_ladder(self, lease: Lease, request: Request, ctx: RunContext):

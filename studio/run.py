@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -18,12 +18,22 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[int, int], None] = lambda done, total: None
     on_stage: Callable[[str], None] = lambda stage: None
+    # While the run waits for its device: how many runs are ahead of it there, and their estimated seconds left.
+    on_wait: Callable[[int, float], None] = lambda ahead, seconds: None
+    # Once the run has its device: the estimate it runs by (an Estimate), made when it leaves the queue.
+    on_estimate: Callable[[Any], None] = lambda estimate: None
 
     def progress(self, done: int, total: int) -> None:
         self.on_progress(done, total)
 
     def stage(self, name: str) -> None:
         self.on_stage(name)
+
+    def waiting(self, ahead: int, seconds: float) -> None:
+        self.on_wait(ahead, seconds)
+
+    def planned(self, estimate: Any) -> None:
+        self.on_estimate(estimate)
 
     def check(self) -> None:
         """Call between steps: raises Cancelled once the user has asked to stop."""

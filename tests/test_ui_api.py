@@ -7,6 +7,7 @@ and leave the server working; a queued request has a place; job.cancel() stops t
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -114,15 +115,20 @@ def test_a_queued_request_has_a_place_and_job_cancel_stops_the_run(make_studio):
         assert studio.manager.state_of(MUSIC) == "in use"
 
         queued = client.submit(model=SPEECH, text="after the drone", api_name="/speech")
-        ranks = []
+        # It waits in the studio's queue (inside the handler, so Gradio reports it as running), and its status
+        # says its place and the time the drone has left: first in line, one run ahead.
+        waits = []
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             status = queued.status()
-            if status.code == Status.IN_QUEUE and status.rank is not None:
-                ranks.append(status.rank)
+            said = [unit.desc for unit in status.progress_data or () if unit.desc]
+            if status.code == Status.PROGRESS and said and said[-1].startswith("Waiting for the device"):
+                waits.append(said[-1])
                 break
             time.sleep(0.05)
-        assert ranks == [0], "the second request should wait first in line for the device"
+        assert waits and re.fullmatch(r"Waiting for the device: 1 run ahead, (about .+|finishing)", waits[0]), \
+            "the second request should wait first in line for the device, and say so"
+        assert studio.manager.state_of(SPEECH) != "in use"  # waiting, not loading or running
 
         started = time.monotonic()
         assert long_run.cancel()

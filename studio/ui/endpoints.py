@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # other settings follow them.
 LENGTH_ARG = {"music": ("duration", float), "speech": ("voice", str), "sfx": ("duration", float)}
 RESERVED = {"model", "prompt", "text", "seed", "format", "request"}
+# Requests per device that wait in the studio's own queue (a worker thread each), where the page says how long.
+WAITING_PER_DEVICE = 7
 NO_MODELS = {
     "sfx": "No sound-effect models are installed yet: they arrive with the diffusion families (AudioLDM2, Stable Audio Open).",
 }
@@ -83,9 +85,10 @@ class Endpoints:
         or when Gradio drops the event (the page's Cancel, an API client's job.cancel())."""
         self._check_task(task)
         request = self.studio.request(task, model, prompt, seed=seed, params=params)
-        estimated = self.studio.estimate(request).seconds
+        estimated = self.studio.estimate(request)
         with self.runs.track(session) as cancel, \
-                ProgressBridge(cancel, progress, estimated_s=estimated, cancelled=gradio_event_cancelled()) as bridge:
+                ProgressBridge(cancel, progress, estimate=estimated, cancelled=gradio_event_cancelled(),
+                               waiting=lambda queued: self.runs.set_waiting(cancel, queued)) as bridge:
             return self.studio.generate(request, fmt=fmt, ctx=bridge.context)
 
     def estimate(self, task: str | None, model: Any, prompt: Any, params: Mapping[str, Any] | None = None) -> Estimate:
@@ -99,8 +102,11 @@ class Endpoints:
         return self.studio.estimate(self.studio.request(task, spec.repo_id, prompt, seed=0, params=params))
 
     def run_slots(self) -> int:
-        """Generations the web queue lets run at once (one per device); the rest wait with their place shown."""
-        return self.studio.run_slots()
+        """Generation requests Gradio's queue lets into the studio at once: per device, the one running and up to
+        WAITING_PER_DEVICE waiting for it in the manager (which tells each how many runs are ahead and how long
+        they take, shown as 'Waiting for the device: 1 run ahead, about 15 s'). Beyond those, requests wait in
+        Gradio's queue. The manager runs one generation per device whatever this number is."""
+        return self.studio.run_slots() * (1 + WAITING_PER_DEVICE)
 
     def memory(self) -> dict:
         return self.studio.manager.snapshot()

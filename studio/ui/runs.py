@@ -10,7 +10,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from studio.run import RunContext
-from studio.ui.text import progress_desc, remaining_seconds
+from studio.ui.text import TAIL_SHARE, progress_desc, remaining_seconds, waiting_desc
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class RunRegistry:
         self._lock = threading.Lock()
         self._runs: dict[str, set[threading.Event]] = {}
         self._pending: dict[str, float] = {}
+        self._waiting: set[threading.Event] = set()  # runs still waiting for their device
         self._clock = clock
 
     @contextlib.contextmanager
@@ -44,6 +45,7 @@ class RunRegistry:
             with self._lock:
                 events = self._runs.get(key, set())
                 events.discard(event)
+                self._waiting.discard(event)
                 if not events:
                     self._runs.pop(key, None)
 
@@ -59,6 +61,20 @@ class RunRegistry:
         """Stop `key`'s next run as soon as it starts (it is still waiting in the queue)."""
         with self._lock:
             self._pending[key] = self._clock()
+
+    def set_waiting(self, event: threading.Event, queued: bool) -> None:
+        """Note whether the run of `event` waits for its device (in the studio's queue) or has started."""
+        with self._lock:
+            if not queued:
+                self._waiting.discard(event)
+            elif any(event in events for events in self._runs.values()):
+                self._waiting.add(event)
+
+    def waiting(self, key: str) -> bool:
+        """Whether `key` has runs and every one still waits for its device: a Cancel now stops them unstarted."""
+        with self._lock:
+            events = self._runs.get(key, set())
+            return bool(events) and events <= self._waiting
 
     def active(self, key: str) -> int:
         with self._lock:
@@ -111,28 +127,51 @@ def gradio_event_cancelled() -> Callable[[], bool]:
 class ProgressBridge:
     """Drives a `gr.Progress`-like callable from a run: the stage, the steps and the time left.
 
-    Steps show as (done, total); stages without steps (queued, loading, decoding, saving) as the share
-    of the estimated time spent. A ticker thread repeats the last report every `tick_s`, so the time
-    left keeps moving during a long load, and polls `cancelled`: when it says yes, the run's cancel
-    Event is set and the adapter stops at its next step. Use as a context manager around the run.
+    While the run waits for its device the text says how many runs are ahead and how long they take, with no
+    bar. From then on the bar is the share of the run's time spent, spent / (spent + left), and never goes
+    back; the steps, when the model reports them, are in the text ("Generating · 12/50 steps · about 8 s left").
+
+    Time left: the estimate minus the time spent until the first step; from then on it is measured: the seconds
+    per step seen so far times the steps to go, plus the part after the last step (decoding, saving) scaled from
+    the same measure by the estimate's share of it (TAIL_SHARE). So a first run whose estimate is far off counts
+    down from what it measures instead of jumping back to the estimate after its last step.
+
+    A ticker thread repeats the report every `tick_s`, so the time left keeps moving during a long load or a long
+    step, and polls `cancelled`: when it says yes, the run's cancel Event is set and the adapter stops at its next
+    step. `waiting(True/False)` is told when the run starts and stops waiting for its device. Use as a context
+    manager around the run.
     """
 
     def __init__(self, cancel: threading.Event, progress: Callable[..., Any], *, estimated_s: float | None = None,
                  cancelled: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
-                 tick_s: float = 0.5) -> None:
+                 tick_s: float = 0.5, waiting: Callable[[bool], None] = lambda queued: None,
+                 tail_share: float = TAIL_SHARE, estimate: Any = None) -> None:
         self.cancel = cancel
         self._progress = progress
         self._estimated = estimated_s
+        self._split: tuple[float, float] | None = None  # (load, compute) seconds of the estimate, when known
         self._cancelled = cancelled
         self._clock = clock
         self._tick_s = tick_s
+        self._on_waiting = waiting
+        self._tail_share = tail_share
         self._lock = threading.Lock()
-        self._started = clock()
-        self._stage, self._since = "queued", self._started
+        self._stage, self._since = "queued", clock()
+        self._ahead: tuple[int, float] | None = None  # (runs ahead, their seconds left) while queued
+        self._run_start: float | None = None  # when the run left the queue
+        self._gen_start: float | None = None  # its first "generating" stage (of the latest attempt)
+        self._gen_latest = float("-inf")  # the latest "generating" stage
         self._steps: tuple[int, int | None] = (0, None)
+        self._first: tuple[float, int] | None = None  # (when, done) of the first step report
+        self._last: tuple[float, int] | None = None  # ... and of the latest
+        self._steps_end: float | None = None  # when the last step was reported
+        self._shown = 0.0  # the largest share of the bar reported: it never goes back
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
-        self.context = RunContext(cancel=cancel, on_progress=self._on_progress, on_stage=self._on_stage)
+        self.context = RunContext(cancel=cancel, on_progress=self._on_progress, on_stage=self._on_stage,
+                                  on_wait=self._on_wait, on_estimate=self._on_estimate)
+        if estimate is not None:
+            self._on_estimate(estimate)
 
     def __enter__(self) -> "ProgressBridge":
         # The ticker reports through gr.Progress, which finds its event in context variables: run it in a copy.
@@ -145,43 +184,119 @@ class ProgressBridge:
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(timeout=2)
+        self._set_waiting(False)
 
     def _tick(self) -> None:
         while not self._stop.wait(self._tick_s):
             self._watch()
-            with self._lock:
-                stepping = self._stage == "generating" and self._steps[1]
-            if not stepping:  # step reports are frequent enough on their own
-                self._report()
+            self.report()
 
     def _watch(self) -> None:
         if not self.cancel.is_set() and self._cancelled():
             log.info("the request was cancelled or dropped; stopping the run at its next step")
             self.cancel.set()
 
+    def _set_waiting(self, queued: bool) -> None:
+        try:
+            self._on_waiting(queued)
+        except Exception:  # bookkeeping for Cancel's message: never let it break a run
+            log.exception("could not note whether the run waits for its device")
+
     def _on_stage(self, name: str) -> None:
         self._watch()
+        now = self._clock()
         with self._lock:
-            self._stage, self._since, self._steps = name, self._clock(), (0, None)
-        self._report()
+            self._stage, self._since = name, now
+            if name != "queued" and self._run_start is None:
+                self._run_start = now
+            if name == "generating":
+                self._gen_latest = now
+                if self._gen_start is None:
+                    self._gen_start = now
+        self._set_waiting(name == "queued")
+        self.report()
+
+    def _on_wait(self, ahead: int, seconds: float) -> None:
+        self._watch()
+        with self._lock:
+            self._ahead = (ahead, seconds)
+        self.report()
+
+    def _on_estimate(self, estimate: Any) -> None:
+        # Made as the run leaves the queue (or before it waits): whether it loads, and how long each part takes.
+        seconds = getattr(estimate, "seconds", None)
+        load, compute = getattr(estimate, "load_seconds", None), getattr(estimate, "compute_seconds", None)
+        with self._lock:
+            if seconds is not None:
+                self._estimated = float(seconds)
+            if load is not None and compute is not None:
+                self._split = (float(load), float(compute))
 
     def _on_progress(self, done: int, total: int) -> None:
         self._watch()
-        with self._lock:
-            self._steps = (done, total)
-        self._report()
-
-    def _report(self) -> None:
-        with self._lock:
-            stage, since, (done, total) = self._stage, self._since, self._steps
         now = self._clock()
-        elapsed = now - self._started
-        left = remaining_seconds(estimated_total=self._estimated, elapsed=elapsed, stage=stage,
-                                 stage_elapsed=now - since, done=done, total=total)
-        desc = progress_desc(stage, left)
-        if total:
-            self._progress((done, total), desc=desc, unit="steps")
-        elif self._estimated:
-            self._progress(min(0.99, elapsed / max(elapsed + (left or 0.0), 1e-6)), desc=desc)
+        with self._lock:
+            if self._gen_start is None:
+                self._gen_start = self._run_start if self._run_start is not None else now
+            if self._run_start is None:
+                self._run_start = self._gen_start
+            if self._last is not None and (done < self._last[1] or total != self._steps[1]):
+                # A retried generation (after running out of memory) counts afresh from its own start.
+                self._gen_start = self._gen_latest if self._gen_latest > self._last[0] else now
+                self._first = self._last = self._steps_end = None
+            if done > 0:
+                if self._first is None:
+                    self._first = (now, done)
+                if self._last is None or done > self._last[1]:
+                    self._last = (now, done)
+            if total and done >= total and self._steps_end is None:
+                self._steps_end = now
+            self._steps = (done, total)
+        self.report()
+
+    def remaining(self) -> float | None:
+        """Seconds left by what is known now (see the class notes); None without an estimate or a step."""
+        with self._lock:
+            return self._remaining(self._clock())
+
+    def _remaining(self, now: float) -> float | None:
+        done, total = self._steps
+        spent = now - self._run_start if self._run_start is not None else 0.0
+        if not (total and self._first is not None and self._last is not None):
+            if self._split is not None:  # a load or a start-up longer than planned does not eat the compute
+                load, compute = self._split
+                if self._stage in ("downloading", "loading"):
+                    return max(0.0, load - (now - self._since)) + compute
+                if self._stage == "generating" and self._gen_start is not None:
+                    return max(compute - (now - self._gen_start), compute * self._tail_share)
+            return remaining_seconds(estimated_total=self._estimated, elapsed=spent)
+        (t0, d0), (t1, d1) = self._first, self._last
+        if d1 > d0 and t1 > t0:  # the first step carries the run's start-up: measure the steps after it
+            per_step = (t1 - t0) / (d1 - d0)
         else:
-            self._progress(None, desc=desc)
+            per_step = (t0 - (self._gen_start or t0)) / max(d0, 1)
+        return remaining_seconds(estimated_total=self._estimated, elapsed=spent, done=d1, total=total,
+                                 per_step=per_step, since_step=now - t1,
+                                 since_steps_end=None if self._steps_end is None else now - self._steps_end,
+                                 tail_share=self._tail_share)
+
+    def report(self) -> None:
+        """Send the current stage, steps, time left and share of the bar to the progress callable."""
+        now = self._clock()
+        with self._lock:
+            stage, (done, total), ahead = self._stage, self._steps, self._ahead
+            if stage == "queued" and self._run_start is None:
+                value, desc = None, waiting_desc(*ahead) if ahead is not None else progress_desc("queued", None)
+            else:
+                left = self._remaining(now)
+                spent = now - self._run_start if self._run_start is not None else 0.0
+                value = None
+                if left is not None:
+                    share = spent / max(spent + left, 1e-6)
+                    self._shown = max(self._shown, min(0.99, share))
+                    value = self._shown
+                elif self._shown:
+                    value = self._shown
+                steps = (done, total) if stage == "generating" and total else None
+                desc = progress_desc(stage, left, steps=steps)
+        self._progress(value, desc=desc)

@@ -346,8 +346,10 @@ def on_run_end(tab: TabHandle, values: dict, request: gr.Request) -> dict[Any, A
 def on_cancel(tab: TabHandle, request: gr.Request) -> None:
     session = session_of(request)
     key = tab.run_key(session)
+    waiting = tab.endpoints.runs.waiting(key)  # still in the studio's queue for the device: it never starts
     if tab.endpoints.cancel(key):
-        gr.Info("Cancelled: the studio is ready for the next run.")
+        gr.Info("Cancelled: the request leaves the queue without running." if waiting
+                else "Cancelled: the studio is ready for the next run.")
     elif gradio_queued(session, tab.generate_fn):
         tab.endpoints.runs.cancel_queued(key)
         gr.Info("Cancelled: the request leaves the queue without running.")

@@ -95,27 +95,51 @@ def remaining_text(seconds: float | None) -> str:
     return f"about {format_seconds(seconds)} left"
 
 
-def progress_desc(stage: str, remaining: float | None) -> str:
-    """The progress bar's text: 'Generating · about 8 s left'."""
-    label = STAGE_LABELS.get(stage, stage.capitalize())
+def progress_desc(stage: str, remaining: float | None, *, steps: tuple[int, int] | None = None) -> str:
+    """The progress bar's text: 'Generating · 12/50 steps · about 8 s left'."""
+    parts = [STAGE_LABELS.get(stage, stage.capitalize())]
+    if steps is not None:
+        parts.append(f"{steps[0]}/{steps[1]} steps")
     rest = remaining_text(remaining)
-    return f"{label} · {rest}" if rest else label
+    if rest:
+        parts.append(rest)
+    return " · ".join(parts)
 
 
-def remaining_seconds(*, estimated_total: float | None, elapsed: float, stage: str, stage_elapsed: float,
-                      done: int = 0, total: int | None = None) -> float | None:
-    """Time left: the estimate minus the time spent, handing over to the measured step rate as steps accrue.
+def waiting_desc(ahead: int, seconds: float | None) -> str:
+    """A run waiting for its device: 'Waiting for the device: 1 run ahead, about 15 s'."""
+    if ahead <= 0:
+        return STAGE_LABELS["queued"]
+    text = f"{STAGE_LABELS['queued']}: {'1 run' if ahead == 1 else f'{ahead} runs'} ahead"
+    if seconds is None:
+        return text
+    return text + (f", about {format_seconds(seconds)}" if seconds >= 0.5 else ", finishing")
 
-    The first steps' rate is noisy, so the two are blended until a tenth of the steps has run.
+
+# The part of a run after its last step (decoding, saving) as a share of its compute, until it is measured.
+TAIL_SHARE = 0.1
+
+
+def remaining_seconds(*, estimated_total: float | None, elapsed: float, done: int = 0, total: int | None = None,
+                      per_step: float | None = None, since_step: float = 0.0, since_steps_end: float | None = None,
+                      tail_share: float = TAIL_SHARE) -> float | None:
+    """Time left of a run that has run `elapsed` seconds.
+
+    Before any step is seen: the estimate minus the time spent (None without an estimate). Once steps are seen
+    (`done` of `total`, `per_step` seconds each as measured): the steps to go at that rate, less the time since the
+    latest step (never below the steps after the current one), plus the part after the last step (decoding,
+    saving) scaled from the same measure: `tail_share` of the whole compute, so tail_share / (1 - tail_share) of
+    the steps' time. After the last step (`since_steps_end` seconds ago) only that part is left. Nothing here
+    goes back to the estimate once steps are measured, so the time left does not jump when a stage changes.
     """
-    planned = None if estimated_total is None else max(0.0, estimated_total - elapsed)
-    if stage == "generating" and total and done > 0 and stage_elapsed > 0:
-        measured = stage_elapsed / done * max(0, total - done)
-        if planned is None:
-            return measured
-        weight = min(1.0, done / (0.1 * total))
-        return weight * measured + (1 - weight) * planned
-    return planned
+    if not (total and done > 0 and per_step is not None):
+        return None if estimated_total is None else max(0.0, estimated_total - elapsed)
+    per_step = max(0.0, per_step)
+    tail = per_step * total * tail_share / max(1e-6, 1.0 - tail_share)
+    if since_steps_end is not None or done >= total:
+        return max(0.0, tail - (since_steps_end or 0.0))
+    to_go = total - done
+    return max(per_step * to_go - since_step, per_step * (to_go - 1), 0.0) + tail
 
 
 # ------------------------------------------------------------------ result
