@@ -187,6 +187,9 @@ class Family:
     # before and after a load: each entry a tuple of alternatives, an alternative "a + b" needing both files.
     # transformers builds a tokenizer that knows no words when they are missing, without a word of warning.
     files: tuple[tuple[str, ...], ...] = ()
+    # The setting that trades quality for time (fewer is faster), named in the hint of a long estimate when the
+    # model has it.
+    speed_param: str | None = "steps"
 
     def __post_init__(self) -> None:
         unknown = set(self.precisions) - set(PRECISIONS)

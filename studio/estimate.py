@@ -23,6 +23,7 @@ LOAD_PRIOR = SpeedPrior(0.5, 0.004)
 LOAD_PRIOR_FIRST = SpeedPrior(2.0, 0.004)  # the first load in a process also imports the model's code
 DEFAULT_IMPORT_SECONDS = 4.0  # importing torch + transformers, when nothing has imported them yet
 MAX_POINTS = 32
+LONG_RUN_S = 600.0  # an estimate above this says how to make the run quicker
 OFFLOAD_BANDWIDTH = 10e9  # bytes per second host -> device (PCIe 4 x16 in practice), until offload runs are measured
 
 
@@ -43,6 +44,8 @@ class Estimate:
     budget_bytes: int
     dtype: str
     device: str | None = None  # the device the run uses, named when the studio has more than one
+    faster: str | None = None  # the model's setting that makes a run quicker (fewer steps), for a long estimate
+    reserve_bytes: int = 0  # set when the memory reserve alone takes all of the device's memory (budget 0)
 
     def summary(self) -> str:
         """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.
@@ -50,10 +53,12 @@ class Estimate:
         The precision is named unless it is float32: it changes both figures, and "auto" decides it per machine.
         """
         parts = [f"about {format_seconds(self.seconds)}"]
+        reserve = (f"the reserve ({_reserve_text(self.reserve_bytes)}) takes all of this device's memory: "
+                   "lower --memory-reserve") if self.reserve_bytes and not self.budget_bytes else None
         if not self.fits:
             return (
                 f"does not fit: needs {format_bytes(self.bytes)} of {format_bytes(self.budget_bytes)}; "
-                "unload pinned models or raise --memory-budget"
+                + (reserve or "unload pinned models or raise --memory-budget")
             )
         if self.placement == "device":
             parts.append(f"needs {format_bytes(self.bytes)} of {format_bytes(self.budget_bytes)}")
@@ -73,6 +78,11 @@ class Estimate:
             parts.append(f"loads in ~{format_seconds(self.load_seconds)}")
         if self.evicts:
             parts.append("will unload " + ", ".join(self.evicts))
+        if reserve:
+            parts.append(reserve)
+        if self.seconds > LONG_RUN_S:
+            quicker = f"fewer {self.faster.replace('_', ' ')} or a faster model" if self.faster else "a faster model"
+            parts.append(f"a long run: {quicker} would be quicker")
         return " · ".join(parts)
 
     def to_dict(self) -> dict:
@@ -80,6 +90,11 @@ class Estimate:
         data["evicts"] = list(self.evicts)
         data["summary"] = self.summary()
         return data
+
+
+def _reserve_text(nbytes: int) -> str:
+    """The reserve as people set it: '512 MiB' for whole mebibytes (the default), else decimal."""
+    return f"{nbytes // 2**20} MiB" if nbytes % 2**20 == 0 and nbytes < 2**40 else format_bytes(nbytes)
 
 
 def format_seconds(seconds: float) -> str:

@@ -314,7 +314,13 @@ class PipelineManager:
             compute_seconds=compute_s, placement=chosen.placement.value, resident=resident,
             cached=loaded or downloaded(spec.repo_id), budget_bytes=chosen.budget, dtype=chosen.dtype,
             device=device.name if device is not None and len(self.devices) > 1 else None,
+            faster=family.speed_param if family.speed_param and spec.param(family.speed_param) else None,
+            reserve_bytes=self.reserve if self._reserve_takes_all(device or self.device) else 0,
         )
+
+    def _reserve_takes_all(self, device: Device) -> bool:
+        """Whether the reserve alone leaves `device` no budget (what the studio holds there + free <= reserve)."""
+        return self.reserve > 0 and device.placed_bytes() + device.reading().free <= self.reserve
 
     # ---------------------------------------------------------------- acquire / release
     def acquire(self, request: Request, ctx: RunContext | None = None, *, only: str | None = None) -> Lease:

@@ -354,3 +354,91 @@ def test_the_page_lets_waiting_runs_into_the_studio_queue(make_studio):
     endpoints = Endpoints(make_studio(1024 * MB))
     assert WAITING_PER_DEVICE >= 1
     assert endpoints.run_slots() == endpoints.studio.run_slots() * (1 + WAITING_PER_DEVICE)
+
+
+# ------------------------------------------------------------------ wording: CPU runs, capitals, long runs, reserve
+
+
+def _metadata(**changes):
+    values = {"model": SPEECH, "text": "hi", "seed": 5, "sample_rate": 16000, "channels": 1, "duration": 1.0,
+              "elapsed_s": 0.4, "estimated_s": 1.2, "device": "CPU (2 cores)", "placement": "device",
+              "dtype": "float32"}
+    values.update(changes)
+    return values
+
+
+def test_a_run_on_the_cpu_says_so_once():
+    assert "| Ran on | CPU (2 cores) · float32 |" in text.metadata_markdown(_metadata())
+    assert "| Ran on | CPU (2 cores) · float32 |" in text.metadata_markdown(_metadata(placement="cpu"))
+    gpu = text.metadata_markdown(_metadata(device="Simulated GPU (8.0 GB)"))
+    assert "| Ran on | Simulated GPU (8.0 GB) · whole on the device · float32 |" in gpu
+    offload = text.metadata_markdown(_metadata(device="NVIDIA RTX 3060", placement="offload", dtype="float16"))
+    assert "| Ran on | NVIDIA RTX 3060 · CPU offload · float16 |" in offload
+
+
+def test_errors_start_with_a_capital_unless_they_start_with_a_name():
+    import gradio as gr
+
+    from studio.errors import InvalidInput
+    from studio.ui.endpoints import user_errors
+
+    def refuse(message):
+        @user_errors
+        def fn():
+            raise InvalidInput(message)
+
+        with pytest.raises(gr.Error) as error:
+            fn()
+        return error.value.message
+
+    assert refuse("duration must be between 1 and 30 s, but is 999") == "Duration must be between 1 and 30 s, but is 999"
+    assert refuse("the prompt is empty: describe what you want to hear").startswith("The prompt is empty")
+    assert refuse("facebook/nope is not a model of this studio") == "facebook/nope is not a model of this studio"
+    assert refuse("--memory-budget 5 is too small") == "--memory-budget 5 is too small"
+    assert refuse("precision int8 needs ...") == "Precision int8 needs ..."
+    assert refuse("<b>bold</b> text") == "&lt;b&gt;bold&lt;/b&gt; text"  # still escaped
+    assert text.sentence("") == "" and text.sentence("x") == "X"
+
+
+def _estimate(**changes):
+    from studio.estimate import Estimate
+
+    values = dict(model="m/x", seconds=24.0, bytes=38_000_000, fits=True, evicts=(), weights_bytes=30_000_000,
+                  working_bytes=8_000_000, load_seconds=3.0, compute_seconds=21.0, placement="device", resident=True,
+                  cached=True, budget_bytes=7_600_000_000, dtype="float32")
+    values.update(changes)
+    return Estimate(**values)
+
+
+def test_a_long_estimate_says_how_to_make_it_quicker():
+    assert "quicker" not in _estimate(seconds=590, faster="steps").summary()
+    long_run = _estimate(seconds=4300, faster="steps").summary()
+    assert long_run.startswith("about 1.2 h") and long_run.endswith("a long run: fewer steps or a faster model "
+                                                                     "would be quicker")
+    assert _estimate(seconds=4300).summary().endswith("a long run: a faster model would be quicker")
+    assert "fewer inference steps" in _estimate(seconds=4300, faster="inference_steps").summary()
+
+
+def test_the_estimate_of_a_model_with_steps_names_them_when_it_is_long(make_studio):
+    studio = make_studio(1024 * MB)
+    estimate = studio.estimate(studio.request("sfx", "cvssp/audioldm2", "rain", seed=1, params={"steps": 2}))
+    assert estimate.faster == "steps"
+    assert studio.estimate(studio.request("music", MUSIC, "beat", seed=1, params={"duration": 1})).faster is None
+
+
+def test_a_reserve_that_takes_all_the_memory_is_named_with_its_fix():
+    mib = 512 * 2**20
+    said = _estimate(budget_bytes=0, placement="cpu", reserve_bytes=mib).summary()
+    assert "the reserve (512 MiB) takes all of this device's memory: lower --memory-reserve" in said
+    refused = _estimate(budget_bytes=0, fits=False, reserve_bytes=mib).summary()
+    assert refused.startswith("does not fit: needs 38.0 MB of 0 B; the reserve (512 MiB) takes all")
+    assert "reserve" not in _estimate(budget_bytes=0, fits=False).summary()  # a budget taken by models: as before
+
+
+def test_the_manager_says_when_the_reserve_leaves_no_budget(make_studio):
+    small = make_studio(300 * 10**6, reserve=512 * 2**20)  # like STUDIO_SIMULATED_MEMORY=300MB, default reserve
+    estimate = small.estimate(small.request("speech", SPEECH, "hi", seed=1))
+    assert estimate.budget_bytes == 0 and estimate.reserve_bytes == 512 * 2**20
+    assert "the reserve (512 MiB) takes all of this device's memory: lower --memory-reserve" in estimate.summary()
+    roomy = make_studio(8 * 10**9, reserve=512 * 2**20)
+    assert roomy.estimate(roomy.request("speech", SPEECH, "hi", seed=1)).reserve_bytes == 0

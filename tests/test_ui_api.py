@@ -89,9 +89,9 @@ def test_bad_input_is_a_readable_error_and_the_next_request_works(make_studio):
     with serving(make_studio(8 * GB)) as client:
         cases = [
             ({"model": "nope/unknown", "prompt": "x", "api_name": "/music"}, "nope/unknown"),
-            ({"model": MUSIC, "prompt": "x", "duration": 999, "api_name": "/music"}, "duration must be between"),
+            ({"model": MUSIC, "prompt": "x", "duration": 999, "api_name": "/music"}, "Duration must be between"),
             ({"model": MUSIC, "prompt": "   ", "api_name": "/music"}, "prompt is empty"),
-            ({"model": SPEECH, "text": "hi", "seed": -5, "api_name": "/speech"}, "seed must be between"),
+            ({"model": SPEECH, "text": "hi", "seed": -5, "api_name": "/speech"}, "Seed must be between"),
             ({"model": SPEECH, "text": "hi", "format": "aiff", "api_name": "/speech"}, "aiff"),
             ({"model": SPEECH, "prompt": "hi", "api_name": "/music"}, "not a music model"),
         ]

@@ -22,6 +22,7 @@ from studio.errors import InvalidInput, StudioError
 from studio.estimate import Estimate
 from studio.service import Generation, Studio
 from studio.ui.runs import ProgressBridge, RunRegistry, gradio_event_cancelled
+from studio.ui.text import sentence
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def user_errors(fn: Callable) -> Callable:
         except StudioError as error:
             log.info("refused: %s", error)
             # gr.Error renders HTML in the page; user text (a model name, a prompt) must stay text.
-            raise gr.Error(html.escape(str(error), quote=False), print_exception=False) from error
+            raise gr.Error(html.escape(sentence(str(error)), quote=False), print_exception=False) from error
 
     return wrapper
 

@@ -7,6 +7,7 @@ model ids from the API) is escaped for the place it goes: Markdown cells or HTML
 from __future__ import annotations
 
 import html
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
@@ -177,7 +178,10 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     ]
     if metadata.get("peak_bytes"):
         rows.append(("Peak memory", format_bytes(metadata["peak_bytes"])))
-    ran_on = [metadata.get("device"), _placement(metadata.get("placement")), metadata.get("dtype")]
+    # On the CPU "whole on the device" (or "on the CPU") would only repeat the device's name.
+    on_cpu = str(metadata.get("device") or "").startswith("CPU") and metadata.get("placement") in ("device", "cpu")
+    placement = None if on_cpu else _placement(metadata.get("placement"))
+    ran_on = [metadata.get("device"), placement, metadata.get("dtype")]
     if any(ran_on):
         rows.append(("Ran on", " · ".join(str(p) for p in ran_on if p)))
     settings = metadata.get("settings") or {}
@@ -190,6 +194,12 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     if metadata.get("license"):
         rows.append(("Licence", metadata["license"]))
     return _table(rows)
+
+
+def sentence(text: str) -> str:
+    """A message to show as it is, starting with a capital, unless it starts with a name (a model id, a path,
+    an option) that must keep its case: 'duration must be ...' -> 'Duration must be ...', 'facebook/x ...' stays."""
+    return text[:1].upper() + text[1:] if re.match(r"[a-z]+(?=[\s,:;.!?]|$)", text) else text
 
 
 def _placement(placement: Any) -> str | None:
