@@ -147,7 +147,8 @@ class PipelineManager:
         self._load_lock = threading.RLock()
         self._slots = threading.Condition()
         self._busy: set[str] = set()  # run slots (device keys, or CPU_SLOT) with a generation running
-        self._running: dict[str, tuple[float, float]] = {}  # slot -> (started, estimated seconds) of its run
+        # slot -> (started, estimated seconds, its RunContext) of the run on it
+        self._running: dict[str, tuple[float, float, RunContext | None]] = {}
         self._waiting: list[_Waiter] = []  # runs waiting for a slot, first come first served
         self.max_resident_seen = 0  # the most bytes the manager ever had placed on any one device
         self.max_resident_by_device: dict[str, int] = {}
@@ -644,7 +645,7 @@ class PipelineManager:
             started = self._clock()
             estimate = self.estimate_run(request, only=slot)
             with self._slots:  # what runs waiting for this slot are told to expect
-                self._running[slot] = (started, estimate.seconds)
+                self._running[slot] = (started, estimate.seconds, ctx)
             ctx.planned(estimate)
             lease = self.acquire(request, ctx, only=slot)  # refuses with the numbers, before running, when it cannot fit
             try:
@@ -692,7 +693,7 @@ class PipelineManager:
                     slot = chosen.device or CPU_SLOT
                     if slot not in self._busy and not self._earlier_waiter(waiter, slot):
                         self._busy.add(slot)
-                        self._running[slot] = (self._clock(), waiter.seconds if waiter is not None else 0.0)
+                        self._running[slot] = (self._clock(), waiter.seconds if waiter is not None else 0.0, None)
                         claimed = True
                         return slot
                     if waiter is None:
@@ -717,14 +718,15 @@ class PipelineManager:
         return False
 
     def queue_ahead(self, waiter: _Waiter) -> tuple[int, float]:
-        """(runs ahead of `waiter` for its slot, their estimated seconds left): the run on the slot (its estimate
-        minus the time it has run, never below 0) plus the runs that came earlier for the same slot (their
-        estimates). Call with `_slots` held."""
+        """(runs ahead of `waiter` for its slot, their estimated seconds left): the run on the slot (the time it
+        has left by its own measure when its context says, else its estimate minus the time it has run, never below
+        0) plus the runs that came earlier for the same slot (their estimates). Call with `_slots` held."""
         now = self._clock()
         ahead, seconds = 0, 0.0
         if waiter.slot in self._busy:
-            started, estimated = self._running.get(waiter.slot, (now, 0.0))
-            ahead, seconds = 1, max(0.0, estimated - (now - started))
+            started, estimated, running = self._running.get(waiter.slot, (now, 0.0, None))
+            measured = running.remaining() if running is not None else None
+            ahead, seconds = 1, max(0.0, measured if measured is not None else estimated - (now - started))
         for other in self._waiting:
             if other is waiter:
                 break

@@ -22,6 +22,8 @@ class RunContext:
     on_wait: Callable[[int, float], None] = lambda ahead, seconds: None
     # Once the run has its device: the estimate it runs by (an Estimate), made when it leaves the queue.
     on_estimate: Callable[[Any], None] = lambda estimate: None
+    # Seconds the run has left by what it has measured so far (None: not known), for the runs waiting behind it.
+    remaining: Callable[[], float | None] = lambda: None
 
     def progress(self, done: int, total: int) -> None:
         self.on_progress(done, total)

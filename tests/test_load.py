@@ -7,6 +7,7 @@ waiting jobs see their place in the queue.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -144,7 +145,8 @@ def test_concurrent_clients_get_their_own_audio_within_the_budget(make_studio, c
             jobs = [[(plan, c.submit(**plan)) for plan in (_plan(n, i) for i in range(PER_CLIENT))]
                     for n, c in enumerate(clients)]
             flat = [pair for per_client in jobs for pair in per_client]
-            ranks: dict[int, list[int]] = {}
+            ranks: dict[int, list[int]] = {}  # places in Gradio's queue
+            studio_waits: dict[int, list[int]] = {}  # runs ahead, said by jobs waiting in the studio's own queue
             sizes: list[int] = []
             deadline = time.monotonic() + 240
             while not all(job.done() for _, job in flat) and time.monotonic() < deadline:
@@ -154,6 +156,10 @@ def test_concurrent_clients_get_their_own_audio_within_the_budget(make_studio, c
                         ranks.setdefault(plan["seed"], []).append(status.rank)
                         if status.queue_size is not None:
                             sizes.append(status.queue_size)
+                    said = [unit.desc for unit in status.progress_data or () if unit.desc]
+                    ahead = re.match(r"Waiting for the device: (\d+) runs? ahead", said[-1]) if said else None
+                    if status.code == Status.PROGRESS and ahead:
+                        studio_waits.setdefault(plan["seed"], []).append(int(ahead.group(1)))
                 time.sleep(0.1)
             results = [(plan, job.result(timeout=5)) for plan, job in flat]
         finally:
@@ -191,9 +197,11 @@ def test_concurrent_clients_get_their_own_audio_within_the_budget(make_studio, c
     swaps = sum(1 for (a, _), (b, _) in zip(counter.on_device, counter.on_device[1:]) if a != b)
     most = max(studio.device.peak, sampler.max_seen, studio.manager.max_resident_seen)
 
-    # Waiting jobs were told their place.
+    # Waiting jobs were told their place: in Gradio's queue (beyond the requests the studio lets in) and, inside
+    # the studio's own queue, how many runs are ahead of them on the device.
     waited = {seed: max(r) for seed, r in ranks.items()}
     assert waited and max(waited.values()) >= 1, ranks
+    assert studio_waits and max(max(r) for r in studio_waits.values()) >= 2, studio_waits
     reliability.note(f"{len(results)} of {CLIENTS * PER_CLIENT} requests served in {wall:.0f} s, each with its "
                      f"client's model, seed and prompt (0 swapped, 0 lost)")
     reliability.note(f"at most {counter.max_active} generation on the device at once; {swaps} model switches; "
@@ -201,3 +209,5 @@ def test_concurrent_clients_get_their_own_audio_within_the_budget(make_studio, c
     reliability.note(f"max resident {most / 1e6:.1f} MB of a {budget / 1e6:.1f} MB budget; 0 bytes over; 0 OOM")
     reliability.note(f"{len(waited)} jobs saw a queue rank, up to rank {max(waited.values())}"
                      + (f" of a queue of {max(sizes)}" if sizes else ""))
+    reliability.note(f"{len(studio_waits)} jobs waited in the studio's queue, told up to "
+                     f"{max(max(r) for r in studio_waits.values())} runs ahead")

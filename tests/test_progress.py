@@ -235,7 +235,7 @@ def test_the_waiting_text_names_the_runs_ahead_and_their_time():
     assert text.waiting_desc(0, 0.0) == "Waiting for the device"
 
 
-def test_a_queued_bridge_shows_the_wait_without_a_bar_then_its_own_progress():
+def test_a_queued_bridge_shows_the_wait_with_an_empty_bar_then_its_own_progress():
     runs = RunRegistry()
     with runs.track("s:music") as cancel:
         calls = []
@@ -243,7 +243,7 @@ def test_a_queued_bridge_shows_the_wait_without_a_bar_then_its_own_progress():
                                 waiting=lambda queued: runs.set_waiting(cancel, queued))
         bridge.context.stage("queued")
         bridge.context.waiting(1, 15.2)
-        assert calls[-1] == (None, "Waiting for the device: 1 run ahead, about 15 s")
+        assert calls[-1] == (0.0, "Waiting for the device: 1 run ahead, about 15 s")
         assert runs.waiting("s:music") and not runs.waiting("s:speech")
         bridge.context.stage("loading")
         assert not runs.waiting("s:music")  # started: a Cancel now stops a run, not a queued request
@@ -280,7 +280,7 @@ def test_runs_waiting_for_the_device_are_told_who_is_ahead_and_for_how_long(make
     manager = studio.manager
     first_request = studio.request("music", MUSIC, "first", seed=1, params={"duration": 0.5})
     order, waits = [], {"second": [], "third": []}
-    first = threading.Thread(target=lambda: (manager.run(first_request), order.append("first")))
+    first = threading.Thread(target=lambda: (manager.run(first_request, RunContext()), order.append("first")))
     first.start()
     assert started.wait(60)
     planned = manager._running[next(iter(manager._busy))][1]
@@ -312,6 +312,10 @@ def test_runs_waiting_for_the_device_are_told_who_is_ahead_and_for_how_long(make
     assert ahead == 2 and seconds == pytest.approx(waits["second"][-1][1] + speech, abs=0.6)
     assert [a for a, _ in waits["second"]] == [1] * len(waits["second"])
 
+    # The run on the device knows its time left better than its estimate once it has measured steps.
+    manager._running[next(iter(manager._busy))][2].remaining = lambda: 7.0
+    time.sleep(0.6)
+    assert waits["second"][-1] == (1, 7.0)
     contexts["second"].cancel.set()  # a Cancel while queued: it leaves, and the third moves up
     second.join(5)
     assert order == ["second cancelled"]

@@ -127,8 +127,8 @@ def gradio_event_cancelled() -> Callable[[], bool]:
 class ProgressBridge:
     """Drives a `gr.Progress`-like callable from a run: the stage, the steps and the time left.
 
-    While the run waits for its device the text says how many runs are ahead and how long they take, with no
-    bar. From then on the bar is the share of the run's time spent, spent / (spent + left), and never goes
+    While the run waits for its device the text says how many runs are ahead and how long they take, with an
+    empty bar. From then on the bar is the share of the run's time spent, spent / (spent + left), and never goes
     back; the steps, when the model reports them, are in the text ("Generating · 12/50 steps · about 8 s left").
 
     Time left: the estimate minus the time spent until the first step; from then on it is measured: the seconds
@@ -169,7 +169,7 @@ class ProgressBridge:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self.context = RunContext(cancel=cancel, on_progress=self._on_progress, on_stage=self._on_stage,
-                                  on_wait=self._on_wait, on_estimate=self._on_estimate)
+                                  on_wait=self._on_wait, on_estimate=self._on_estimate, remaining=self.remaining)
         if estimate is not None:
             self._on_estimate(estimate)
 
@@ -286,7 +286,8 @@ class ProgressBridge:
         with self._lock:
             stage, (done, total), ahead = self._stage, self._steps, self._ahead
             if stage == "queued" and self._run_start is None:
-                value, desc = None, waiting_desc(*ahead) if ahead is not None else progress_desc("queued", None)
+                # 0, not None: Gradio's page shows no text at all for a progress of None.
+                value, desc = 0.0, waiting_desc(*ahead) if ahead is not None else progress_desc("queued", None)
             else:
                 left = self._remaining(now)
                 spent = now - self._run_start if self._run_start is not None else 0.0
