@@ -76,6 +76,7 @@ class _Waiter:
 
     slot: str
     seconds: float
+    model: str = ""
 
 
 class _LoadOutOfMemory(DoesNotFit):
@@ -150,6 +151,7 @@ class PipelineManager:
         # slot -> (started, estimated seconds, its RunContext) of the run on it
         self._running: dict[str, tuple[float, float, RunContext | None]] = {}
         self._waiting: list[_Waiter] = []  # runs waiting for a slot, first come first served
+        self._running_models: dict[str, str] = {}  # slot -> the model running there
         self.max_resident_seen = 0  # the most bytes the manager ever had placed on any one device
         self.max_resident_by_device: dict[str, int] = {}
         self._loaded_once = False
@@ -691,13 +693,15 @@ class PipelineManager:
                     ctx.check()
                     chosen = self._plan(spec, request)
                     slot = chosen.device or CPU_SLOT
-                    if slot not in self._busy and not self._earlier_waiter(waiter, slot):
+                    if slot not in self._busy and not self._blocked(spec.repo_id) \
+                            and not self._earlier_waiter(waiter, slot):
                         self._busy.add(slot)
                         self._running[slot] = (self._clock(), waiter.seconds if waiter is not None else 0.0, None)
+                        self._running_models[slot] = spec.repo_id
                         claimed = True
                         return slot
                     if waiter is None:
-                        waiter = _Waiter(slot, self.estimate_run(request, only=slot).seconds)
+                        waiter = _Waiter(slot, self.estimate_run(request, only=slot).seconds, spec.repo_id)
                         self._waiting.append(waiter)
                     waiter.slot = slot
                     ctx.waiting(*self.queue_ahead(waiter))
@@ -707,6 +711,12 @@ class PipelineManager:
                     self._waiting.remove(waiter)
                     if not claimed:  # a cancelled waiter: the next one in line need not wait for a poll
                         self._slots.notify_all()
+
+    def _blocked(self, model: str) -> bool:
+        """A run may not start while its model runs on another slot (one pipeline object, one run at a time), nor
+        while as many runs as there are devices are under way (a run on the CPU beside a busy accelerator counts:
+        it shares the machine, and the web page lets one run per device)."""
+        return model in self._running_models.values() or len(self._busy) >= len(self.devices.resolve())
 
     def _earlier_waiter(self, waiter: _Waiter | None, slot: str) -> bool:
         """Whether a run that came before `waiter` (before any new run, when None) waits for `slot`."""
@@ -722,11 +732,19 @@ class PipelineManager:
         has left by its own measure when its context says, else its estimate minus the time it has run, never below
         0) plus the runs that came earlier for the same slot (their estimates). Call with `_slots` held."""
         now = self._clock()
+
+        def left(slot: str) -> float:
+            started, estimated, running = self._running.get(slot, (now, 0.0, None))
+            measured = running.remaining() if running is not None else None
+            return max(0.0, measured if measured is not None else estimated - (now - started))
+
         ahead, seconds = 0, 0.0
         if waiter.slot in self._busy:
-            started, estimated, running = self._running.get(waiter.slot, (now, 0.0, None))
-            measured = running.remaining() if running is not None else None
-            ahead, seconds = 1, max(0.0, measured if measured is not None else estimated - (now - started))
+            ahead, seconds = 1, left(waiter.slot)
+        elif self._blocked(waiter.model):  # its model runs elsewhere, or every run the devices allow is under way
+            blockers = [slot for slot, model in self._running_models.items() if model == waiter.model] \
+                or list(self._busy)
+            ahead, seconds = 1, min(left(slot) for slot in blockers)
         for other in self._waiting:
             if other is waiter:
                 break
@@ -738,6 +756,7 @@ class PipelineManager:
         with self._slots:
             self._busy.discard(slot)
             self._running.pop(slot, None)
+            self._running_models.pop(slot, None)
             self._slots.notify_all()
 
     def _generate_with_ladder(self, lease: Lease, request: Request, ctx: RunContext):

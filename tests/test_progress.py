@@ -446,3 +446,21 @@ def test_the_manager_says_when_the_reserve_leaves_no_budget(make_studio):
     assert "the reserve (512 MiB) takes all of this device's memory: lower --memory-reserve" in estimate.summary()
     roomy = make_studio(8 * 10**9, reserve=512 * 2**20)
     assert roomy.estimate(roomy.request("speech", SPEECH, "hi", seed=1)).reserve_bytes == 0
+
+
+def test_a_run_beside_a_busy_device_waits_as_many_runs_as_devices_and_never_shares_its_model(make_studio, catalog):
+    # With the runs now waiting inside the manager, its slots alone keep the web page's old promise: one run per
+    # device in all (a CPU fallback beside a busy accelerator included) and never one pipeline in two runs.
+    studio, release, started = _holding_studio(make_studio, catalog)
+    manager = studio.manager
+    first = threading.Thread(target=lambda: manager.run(studio.request("speech", SPEECH, "zero", seed=1)))
+    first.start()
+    assert started.wait(60)
+    assert manager._blocked(MUSIC) and manager._blocked(SPEECH)  # one device: one run at a time, wherever
+    with manager._slots:
+        manager._busy.clear()  # as if the run were on another slot, with room for more runs
+        assert manager._blocked(SPEECH) and not manager._blocked(MUSIC)
+        manager._busy.add(next(iter(manager._running)))
+    release.set()
+    first.join(60)
+    assert not manager._blocked(SPEECH) and not manager._blocked(MUSIC)
