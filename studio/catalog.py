@@ -22,7 +22,7 @@ PRECISION_HELP = (
     "How the weights are stored and computed. auto picks the fastest that keeps quality on this machine "
     "(int8 on a CPU where the model supports it, float16 on a GPU). int8 keeps the large matrices as 8-bit "
     "integers: about 3x less weight memory and faster on a CPU, with small differences in the audio "
-    "(docs/benchmarks.md); float32 is exact."
+    "(measured figures: the README's Precision section); float32 is exact."
 )
 MAX_SEED = 2**32 - 1
 

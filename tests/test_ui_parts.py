@@ -513,5 +513,16 @@ def test_history_handlers_delete_into_the_trash_and_undo_through_the_facade(make
     assert shown[0] == str(path.resolve()) and shown[-1] == item.id  # selected again, its file served
     assert f'data-id="{item.id}"' in listed[0] and listed[1] == "1 generation"
     assert undo_parts[0]["visible"] is False and undo_parts[2] is None
-    with pytest.raises(Exception, match="nothing to undo"):
+    with pytest.raises(Exception, match="Nothing to undo"):
         history_tab.undo(endpoints, item.id, "", history_tab.ALL)
+
+
+def test_the_settings_row_quotes_text_values_and_separates_settings_clearly():
+    from studio.catalog import PRECISION_HELP
+    from studio.ui.text import metadata_markdown
+
+    shown = metadata_markdown({"model": "cvssp/audioldm2", "task": "sfx", "prompt": "rain", "seed": 1,
+                               "settings": {"negative_prompt": "Low quality.", "guidance_scale": 3.5, "steps": 25}})
+    assert "negative prompt “Low quality.” · guidance scale 3.5 · steps 25" in shown
+    assert "Low quality.," not in shown
+    assert "docs/" not in PRECISION_HELP  # the page's help names no file of the repository

@@ -21,7 +21,7 @@ from studio.errors import InvalidInput, StudioError
 from studio.ui.common import LIGHT
 from studio.ui.endpoints import Endpoints, user_errors
 from studio.ui.tab import TabHandle
-from studio.ui.text import deleted_html, history_html, metadata_markdown
+from studio.ui.text import deleted_html, history_html, metadata_markdown, sentence
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def refresh(endpoints: Endpoints, text: str, kind: str, chosen: int | None) -> l
     try:
         return list_history(endpoints, text, kind, chosen)
     except StudioError as error:
-        gr.Warning(str(error))
+        gr.Warning(sentence(str(error)))
         return [gr.update(), gr.update()]
 
 

@@ -12,7 +12,8 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.ui.endpoints import Endpoints
-from studio.ui.text import memory_html, pin_message, steady_snapshot, unload_message
+from studio.ui.common import LIGHT
+from studio.ui.text import memory_html, pin_message, sentence, steady_snapshot, unload_message
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,15 @@ def build_memory_panel(demo: gr.Blocks, endpoints: Endpoints) -> gr.HTML:
             elif action == "pin" and model:
                 gr.Info(pin_message(endpoints.label(model), endpoints.pin(model, bool(data.get("pinned")))))
         except StudioError as error:
-            gr.Warning(str(error))
+            gr.Warning(sentence(str(error)))
         return render()
 
     gr.Markdown("### Memory", elem_classes="studio-panel-title")
     # Filled in on page load: building the page must not ask the device anything (with --device auto that
     # would import torch before the page is served).
     panel = gr.HTML(STARTING, js_on_load=PANEL_JS, elem_id="memory-panel", elem_classes="studio-memory")
-    quiet = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
     timer = gr.Timer(REFRESH_S)
     # Off the queue: the panel keeps moving while a generation holds the device's queue slot.
-    gr.on([demo.load, timer.tick], render, None, panel, queue=False, **quiet)
-    panel.click(act, None, panel, **quiet)
+    gr.on([demo.load, timer.tick], render, None, panel, queue=False, **LIGHT)
+    panel.click(act, None, panel, **LIGHT)
     return panel

@@ -186,7 +186,7 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
         rows.append(("Ran on", " · ".join(str(p) for p in ran_on if p)))
     settings = metadata.get("settings") or {}
     if settings:
-        rows.append(("Settings", ", ".join(f"{k.replace('_', ' ')} {_short(v)}" for k, v in settings.items())))
+        rows.append(("Settings", " · ".join(f"{k.replace('_', ' ')} {_setting(v)}" for k, v in settings.items())))
     for note in metadata.get("recoveries") or ():
         rows.append(("Recovered", note))
     if metadata.get("file"):
@@ -204,6 +204,11 @@ def sentence(text: str) -> str:
 
 def _placement(placement: Any) -> str | None:
     return {"device": "whole on the device", "offload": "CPU offload", "cpu": "on the CPU"}.get(placement, placement)
+
+
+def _setting(value: Any) -> str:
+    """A setting's value in the settings row: text in quotes, so a sentence ending in '.' reads as one."""
+    return f"“{value}”" if isinstance(value, str) and " " in value.strip() else _short(value)
 
 
 def _short(value: Any) -> str:
