@@ -10,25 +10,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import time
-from pathlib import Path
 
 import pytest
+
+from tests.test_browser import (  # noqa: F401  (server and browser are fixtures)
+    ARTIFACTS, SECOND, TABS, VIEWPORT, _expect_text, _tab, browser, server,
+)
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(shutil.which("chromium") is None,
                        reason="Debian's chromium is not installed (apt-get install chromium); browser tests skipped"),
 ]
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-VIEWPORT = {"width": 1280, "height": 800}
-TABS = {"music": "Music", "speech": "Speech", "sfx": "Sound effects", "history": "History"}
-SECOND = 1000  # Playwright timeouts are in milliseconds
 
 # Records every toast (gradio's `.toast-body`, with its kind as a class: error, warning, info, success).
 WATCH_TOASTS = """
@@ -42,42 +35,6 @@ new MutationObserver(() => {
 }).observe(document, {subtree: true, childList: true});
 """
 READ_TOASTS = "() => (window.__toasts || []).map(el => ({cls: el.className, text: el.textContent.trim()}))"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, catalog, tiny_cache):
-    """(url, studio): the app on a free port, a simulated 8 GB GPU, output in a temporary folder."""
-    from studio.device import SimulatedDevice
-    from studio.service import Studio
-    from studio.settings import Settings
-    from studio.ui.app import build_app, page_options
-    from studio.ui.launch import launch_options
-
-    settings = Settings(port=_free_port(), output_dir=tmp_path_factory.mktemp("browser-tab-out"), memory_reserve=0)
-    studio = Studio(settings, catalog=catalog, device=SimulatedDevice(8 * 10**9))
-    demo = build_app(studio)
-    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, None))
-    try:
-        yield f"http://127.0.0.1:{settings.port}/", studio
-    finally:
-        demo.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _open(browser, url: str, *, dark: bool = False, wait_estimate: bool = True):
@@ -94,25 +51,6 @@ def _open(browser, url: str, *, dark: bool = False, wait_estimate: bool = True):
 def _toasts(page, kind: str | None = None) -> list[dict]:
     toasts = page.evaluate(READ_TOASTS)
     return [t for t in toasts if kind is None or kind in t["cls"].split()]
-
-
-def _tab(page, task: str) -> None:
-    page.get_by_role("tab", name=TABS[task], exact=True).click()
-
-
-def _expect_text(locator, pattern: str, timeout_s: float = 20) -> str:
-    """Wait until the locator's text matches `pattern` (a regex); returns the text."""
-    deadline = time.monotonic() + timeout_s
-    text = ""
-    while time.monotonic() < deadline:
-        try:
-            text = locator.inner_text(timeout=1000)
-        except Exception:
-            text = ""
-        if re.search(pattern, text):
-            return text
-        time.sleep(0.1)
-    raise AssertionError(f"{pattern!r} never appeared; last text: {text!r}")
 
 
 def _options(page, dropdown: str) -> list[str]:
