@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from tests.test_browser import (  # noqa: F401  (server and browser are fixtures)
-    ARTIFACTS, SECOND, TABS, VIEWPORT, _expect_text, _tab, browser, server,
+    ARTIFACTS, SECOND, VIEWPORT, _expect_text, _tab, browser, server,
 )
 
 pytestmark = [
@@ -224,18 +224,3 @@ def test_one_download_and_cancel_only_while_a_run_of_the_tab_is_on(server, brows
     assert page.locator("#music-audio a[download], #music-audio button[aria-label*='ownload' i]").count() == 0
     assert not _toasts(page, "error")
     page.close()
-
-
-# ------------------------------------------------------------------ screenshots to look at
-
-
-def test_screenshots_of_every_tab_light_and_dark(server, browser):
-    url, _ = server
-    for dark in (False, True):
-        page = _open(browser, url, dark=dark)
-        for task in TABS:
-            _tab(page, task)
-            page.wait_for_timeout(600)
-            page.screenshot(path=str(ARTIFACTS / f"tab-after-{task}{'-dark' if dark else ''}.png"))
-        assert not _toasts(page, "error")
-        page.close()
