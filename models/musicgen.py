@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior, duration_param
+from studio.clips import Clip
+from studio.errors import Cancelled, InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
@@ -15,7 +18,18 @@ from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, load_pret
 log = logging.getLogger(__name__)
 
 LICENSE = "CC-BY-NC-4.0"
-MAX_DURATION = 30.0  # the models were trained on 30 s clips
+MAX_DURATION = 30.0  # the models were trained on 30 s clips: one generate() call, a "window", makes at most this
+MAX_TOTAL = 300.0  # the longest result an extension makes: five minutes, ten windows and more
+# Each extension window hears the last CONTEXT_S of the music so far and adds up to MAX_DURATION - CONTEXT_S
+# (audiocraft extends with 12 s of context and 18 s new; 10 s holds a bar or four at any tempo and leaves 20 s new).
+CONTEXT_S = 10.0
+MIN_PROMPT_S = 0.5  # a shorter clip gives the decoder next to nothing to continue
+# The original audio hands over to a window's decode of the same prompt over this much, just before the new
+# music starts: the codec's rendering of the prompt differs slightly from the original, and a cut would click.
+CROSSFADE_S = 0.1
+# An audio prompt is read by the decoder in one pass (prefill) before the first new token: per prompt frame it
+# costs a fraction of a sampled step, plus EnCodec encoding it.
+PROMPT_FRAME_COST = 0.05
 INT8_PARTS = ("decoder", "text_encoder")  # the language model and T5; the EnCodec codec stays float
 INT8_CPU_SPEEDUP = 3.8  # int8 vs float32 per token on a CPU, measured on musicgen-small (docs/benchmarks.md)
 GUIDED_COST = 1.6  # classifier-free guidance doubles the batch; measured 25.1 s vs 15.6 s per 100 tokens on CPU
@@ -29,9 +43,27 @@ _PUBLISHED = {
 }
 
 
-def _params() -> tuple[Param, ...]:
+def _continuation_params() -> tuple[Param, ...]:
+    return (
+        Param("audio", Clip, None, "Audio to continue",
+              "A clip the music carries on from (WAV, FLAC, OGG or MP3, or a recording): the result starts with "
+              f"it and adds Duration seconds of new music. Clips longer than {CONTEXT_S:g} s are heard by their "
+              f"last {MAX_DURATION - CONTEXT_S:g} s or less.",
+              minimum=MIN_PROMPT_S, maximum=MAX_TOTAL, advanced=False),
+        Param("extend_to", float, 0.0, "Extend to (s)",
+              f"Keep going past the {MAX_DURATION:g} s window until the whole result (your clip included) is this "
+              f"long: window after window, each hearing the last {CONTEXT_S:g} s of the one before. 0 = off; "
+              "Duration is then not used.", minimum=0.0, maximum=MAX_TOTAL, step=1.0),
+        Param("keep_partial", bool, False, "Keep a cancelled extension",
+              "When you cancel an extension, save the windows already finished as a partial result instead of "
+              "nothing."),
+    )
+
+
+def _params(*, continuation: bool = True) -> tuple[Param, ...]:
     return (
         duration_param(MAX_DURATION, 8.0),
+        *(_continuation_params() if continuation else ()),
         Param("guidance_scale", float, 3.0, "Guidance", "How closely to follow the prompt (classifier-free "
               "guidance); 1 turns it off and halves the work.", minimum=1.0, maximum=10.0, step=0.5),
         Param("temperature", float, 1.0, "Temperature", "Higher is more varied, lower more repetitive.",
@@ -44,10 +76,11 @@ def _params() -> tuple[Param, ...]:
 
 
 def _spec(repo: str, label: str, parameters: int, size: str, cpu_per_token: float, cuda_per_token: float,
-          *, channels: int = 1, description: str = "", featured: bool = False) -> ModelSpec:
+          *, channels: int = 1, description: str = "", featured: bool = False,
+          params: tuple[Param, ...] | None = None) -> ModelSpec:
     return ModelSpec(
         repo_id=repo, family="musicgen", tasks=("music",), label=label, license=LICENSE, parameters=parameters,
-        sample_rate=32000, channels=channels, max_duration=MAX_DURATION, params=_params(),
+        sample_rate=32000, channels=channels, max_duration=MAX_DURATION, params=params or _params(),
         speed={"cpu": SpeedPrior(1.0, cpu_per_token), "cpu/int8": SpeedPrior(1.0, cpu_per_token / INT8_CPU_SPEEDUP),
                "cuda": SpeedPrior(0.5, cuda_per_token),
                "mps": SpeedPrior(1.0, cuda_per_token * 4)},
@@ -63,7 +96,8 @@ SPECS = (
     _spec("facebook/musicgen-large", "MusicGen large", 3_420_000_000, "large", 0.9, 0.04,
           description="Best quality of the mono models; needs about 7 GB in fp16."),
     _spec("facebook/musicgen-melody", "MusicGen melody (text only)", 1_550_000_000, "melody", 0.42, 0.0375,
-          description="Melody-conditioned model, used here from text alone. 32 kHz mono."),
+          description="Melody-conditioned model, used here from text alone. 32 kHz mono.",
+          params=_params(continuation=False)),
     _spec("facebook/musicgen-stereo-small", "MusicGen stereo small", 604_000_000, "stereo small", 0.19, 0.014,
           channels=2, description="Small model with two-channel output. 32 kHz stereo."),
 )
@@ -97,57 +131,191 @@ def _tokens(spec: ModelSpec, duration: float) -> tuple[int, int]:
     return frames, frames + delay
 
 
+@dataclass(frozen=True)
+class Window:
+    """One generate() call: it hears `prompt_s` of the music so far and adds `new_s` seconds."""
+
+    prompt_s: float
+    new_s: float
+
+
+def plan_windows(have_s: float, total_s: float) -> list[Window]:
+    """The windows that take `have_s` seconds of music (0: none, start from the text) to `total_s`.
+
+    Each window is at most MAX_DURATION long, prompt included. It hears as much of the music so far as it has
+    room for beside its new part, at least CONTEXT_S when that much exists: a continuation that fits in one
+    window hears the whole clip; an extension adds MAX_DURATION - CONTEXT_S per window.
+    """
+    windows: list[Window] = []
+    have = have_s
+    while total_s - have > 1e-6:
+        new = min(total_s - have, MAX_DURATION - min(have, CONTEXT_S))
+        windows.append(Window(prompt_s=min(have, MAX_DURATION - new), new_s=new))
+        have += new
+    return windows
+
+
+def _run_plan(spec: ModelSpec, request: Request) -> tuple[Clip | None, list[Window]]:
+    """The clip to continue (or None) and the windows the request takes."""
+    clip = request.params.get("audio") if continues(spec) else None
+    have = clip.seconds if clip is not None else 0.0
+    extend_to = request.params.get("extend_to") or 0.0
+    total = extend_to if extend_to > 0 else have + request.get("duration")
+    return clip, plan_windows(have, total)
+
+
+def continues(spec: ModelSpec) -> bool:
+    """Whether the model continues and extends audio (the melody model's audio is a melody to follow)."""
+    return spec.param("extend_to") is not None
+
+
+def _window_steps(spec: ModelSpec, window: Window) -> tuple[int, int]:
+    """(prompt frames, decoder steps) of a window."""
+    arch = _arch(spec)
+    return math.floor(window.prompt_s * arch["frame_rate"]), _tokens(spec, window.new_s)[1]
+
+
+def check(spec: ModelSpec, values) -> None:
+    """An extension must make the result longer than the clip; nothing longer than MAX_TOTAL is made."""
+    if not continues(spec):
+        return
+    clip, extend_to = values.get("audio"), values.get("extend_to") or 0.0
+    have = clip.seconds if clip is not None else 0.0
+    if extend_to > 0:
+        if clip is not None and extend_to <= have:
+            raise InvalidInput(f"extend_to is {extend_to:g} s, but the clip {clip.name!r} is already {have:.1f} s "
+                               f"long: choose a length over {have:.0f} s (at most {MAX_TOTAL:g} s), or 0 to "
+                               "continue it by Duration")
+        return
+    if have + values["duration"] > MAX_TOTAL + 1e-6:
+        raise InvalidInput(f"the clip {clip.name!r} ({have:.1f} s) and {values['duration']:g} s of new music come "
+                           f"to {have + values['duration']:.1f} s; the studio makes at most {MAX_TOTAL:g} s: "
+                           "trim the clip or make less")
+
+
+def describe(spec: ModelSpec, request: Request) -> str:
+    clip, windows = _run_plan(spec, request)
+    total = (clip.seconds if clip is not None else 0.0) + sum(w.new_s for w in windows)
+    count = f"{len(windows)} windows" if len(windows) > 1 else "one window"
+    if clip is None:
+        return f"{total:g} s in {count}" if len(windows) > 1 else ""
+    new = sum(w.new_s for w in windows)
+    return (f"continues the {clip.seconds:.1f} s clip by {new:.1f} s: {total:.1f} s in all"
+            + (f", in {count}" if len(windows) > 1 else ""))
+
+
 def work_units(spec: ModelSpec, request: Request) -> float:
-    _, steps = _tokens(spec, request.get("duration"))
-    return steps * (GUIDED_COST if request.get("guidance_scale") > 1 else 1.0)
+    guided = GUIDED_COST if request.get("guidance_scale") > 1 else 1.0
+    units = 0.0
+    for window in _run_plan(spec, request)[1]:
+        prompt_frames, steps = _window_steps(spec, window)
+        units += steps + PROMPT_FRAME_COST * prompt_frames
+    return units * guided
 
 
 def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
-    """Self- and cross-attention KV cache for the (guided) batch, plus the codec decoder's activations."""
+    """For the longest window: self- and cross-attention KV cache for the (guided) batch, the codec decoder's
+    activations; plus the whole result, held in float32 as it grows window by window."""
     arch = _arch(spec)
-    duration = request.get("duration")
     batch = 2 if request.get("guidance_scale") > 1 else 1
-    _, steps = _tokens(spec, duration)
+    clip, windows = _run_plan(spec, request)
+    longest = max((w.prompt_s + w.new_s for w in windows), default=request.get("duration"))
+    _, steps = _tokens(spec, longest)
     text_tokens = 64
     kv = 2 * arch["layers"] * batch * (steps + text_tokens) * arch["hidden"] * dtype_bytes
-    samples = duration * arch["sampling_rate"] * spec.channels
+    samples = longest * arch["sampling_rate"] * spec.channels
     # EnCodec's last decoder block keeps a few (filters x samples) tensors alive at once.
     decode = 4 * arch["filters"] * samples * dtype_bytes
     logits = batch * arch["codebooks"] * 2048 * 4 * 4
-    return int(kv + decode + logits + 32 * 1024**2)
+    total = (clip.seconds if clip is not None else 0.0) + sum(w.new_s for w in windows)
+    result = 2 * total * arch["sampling_rate"] * spec.channels * 4 if len(windows) > 1 or clip is not None else 0
+    return int(kv + decode + logits + result + 32 * 1024**2)
+
+
+def crossfade_join(music: "np.ndarray", window: "np.ndarray", prompt_samples: int, fade: int) -> "np.ndarray":
+    """`music` (channels, n) followed by what `window` adds after its first `prompt_samples` (its rendering of
+    music's last `prompt_samples`): over the `fade` samples before the join the original hands over to the
+    window's rendering of the same audio, so the seam is inside one continuous decode and does not click."""
+    import numpy as np
+
+    fade = min(fade, prompt_samples, music.shape[1])
+    if fade <= 0:
+        return np.concatenate([music, window[:, prompt_samples:]], axis=1)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    blended = music[:, -fade:] * (1.0 - ramp) + window[:, prompt_samples - fade:prompt_samples] * ramp
+    return np.concatenate([music[:, :-fade], blended, window[:, prompt_samples:]], axis=1)
 
 
 class MusicgenModel(OneModuleModel):
     def generate(self, request: Request, ctx: RunContext) -> Audio:
+        import numpy as np
         import torch
 
-        # 1. Lengths: the decoder emits frame_rate tokens per second, plus the delay pattern's extra steps.
+        # 1. The plan: the clip to continue (if any), then windows of at most MAX_DURATION, each prompted by
+        #    the end of the music so far; one progress count over all of them.
         arch = _arch(self.spec)
-        frames, steps = _tokens(self.spec, request.get("duration"))
-        # 2. Text -> tokens on the model's device.
+        rate, channels = int(arch["sampling_rate"]), self.spec.channels
+        hop = round(rate / arch["frame_rate"])
+        clip, windows = _run_plan(self.spec, request)
+        music = clip.conformed(rate, channels) if clip is not None else np.zeros((channels, 0), np.float32)
+        wanted = music.shape[1] + round(sum(w.new_s for w in windows) * rate)
+        total_steps = sum(_window_steps(self.spec, w)[1] for w in windows)
+        # 2. Text -> tokens on the model's device, once.
         inputs = self.preprocess([request.prompt], padding=True, return_tensors="pt").to(self.torch_device)
-        top_p = request.get("top_p")
-        # 3. Sample, reporting each decoder step; the codec decodes inside generate() after the last one.
         seed_everything(request.seed)
+        done, finished = 0, 0
+        try:
+            for index, window in enumerate(windows):
+                ctx.check()
+                prompt_frames, steps = _window_steps(self.spec, window)
+                # 3. The prompt ends exactly at the end of the music (whole codec frames), so the new frames
+                #    follow it with no gap.
+                prompt = music[:, music.shape[1] - prompt_frames * hop:] if prompt_frames else None
+                last = index == len(windows) - 1
+                values = self._sample(request, inputs, prompt, steps, ctx, done, total_steps, last)
+                done += steps
+                # 4. Keep the new part, joined to the music so far under a short crossfade.
+                rendered = to_float32_numpy(values[0])
+                music = crossfade_join(music, rendered, prompt_frames * hop, round(CROSSFADE_S * rate)) \
+                    if prompt is not None else rendered
+                finished += 1
+        except Cancelled:
+            if not (request.params.get("keep_partial") and finished and len(windows) > 1):
+                raise
+            log.info("extension cancelled after %d of %d windows: keeping %.1f s", finished, len(windows),
+                     music.shape[1] / rate)
+            info = {"partial": True, "windows_done": finished, "windows": len(windows)}
+            return Audio(music[0] if channels == 1 else music, rate, info={**info, "metadata": info})
         ctx.check()
+        # 5. Exactly the requested length (the last frame may overshoot it).
+        music = music[:, :wanted]
+        info = {"tokens": total_steps, "windows": len(windows)}
+        if clip is not None:
+            info.update(prompt_s=round(clip.seconds, 4), continuation_s=round(music.shape[1] / rate - clip.seconds, 4))
+        return Audio(music[0] if channels == 1 else music, rate, info={**info, "metadata": dict(info)})
+
+    def _sample(self, request: Request, inputs, prompt, steps: int, ctx: RunContext, offset: int, total: int,
+                last: bool):
+        """One generate() call: `steps` new tokens after the (channels, samples) `prompt`, decoded with it."""
+        import torch
+
+        top_p = request.get("top_p")
+        extra = {}
+        if prompt is not None:
+            codec_dtype = next(self.model.audio_encoder.parameters()).dtype
+            extra["input_values"] = torch.from_numpy(prompt[None]).to(self.torch_device, dtype=codec_dtype)
+        on_last = (lambda: ctx.stage("decoding")) if last else None
         with torch.inference_mode():
-            values = self.model.generate(
-                **inputs,
+            return self.model.generate(
+                **inputs, **extra,
                 do_sample=True,
                 max_new_tokens=steps,
                 guidance_scale=request.get("guidance_scale"),
                 temperature=request.get("temperature"),
                 top_k=request.get("top_k") or None,
                 top_p=top_p if 0 < top_p < 1 else None,
-                stopping_criteria=token_progress(ctx, steps, on_last=lambda: ctx.stage("decoding")),
+                stopping_criteria=token_progress(ctx, steps, offset=offset, grand_total=total, on_last=on_last),
             )
-        ctx.check()
-        # 4. (batch, channels, samples) -> exactly the requested length.
-        samples = to_float32_numpy(values[0])
-        wanted = round(request.get("duration") * arch["sampling_rate"])
-        samples = samples[:, :wanted] if samples.shape[-1] >= wanted else samples
-        audio = samples[0] if samples.shape[0] == 1 else samples
-        return Audio(audio, int(arch["sampling_rate"]), info={"tokens": steps, "frames": frames})
 
 
 def load(spec: ModelSpec, torch_device: str, dtype: str) -> MusicgenModel:
@@ -162,7 +330,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MusicgenModel:
 
 
 FAMILY = Family(
-    name="musicgen", load=load, work_units=work_units, working_bytes=working_bytes,
+    name="musicgen", load=load, work_units=work_units, working_bytes=working_bytes, check=check, describe=describe,
     # int8 on a CPU: 3.8x faster than float32 on musicgen-small (docs/benchmarks.md); EnCodec stays float.
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,

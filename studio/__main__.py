@@ -27,12 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="generate one clip and print its metadata as JSON")
     gen.add_argument("--model", required=True, help="a repo id from the catalog, e.g. facebook/musicgen-small")
     gen.add_argument("--prompt", required=True, help="what to hear; for speech models, the text to speak")
-    gen.add_argument("--duration", help="seconds of audio (music and sound effects)")
+    gen.add_argument("--duration", help="seconds of new audio (music and sound effects); with --audio, the new "
+                     "music that follows the clip: the output file holds the clip, then the new music")
+    gen.add_argument("--audio", metavar="FILE", help="an audio clip (WAV, FLAC, OGG or MP3) for the model's audio "
+                     "input: the clip MusicGen continues, the melody MusicGen melody follows, the clip Stable Audio "
+                     "varies")
+    gen.add_argument("--extend", metavar="SECONDS", help="MusicGen: keep going past the 30 s window until the "
+                     "output (the --audio clip included) is SECONDS long, up to 300")
     gen.add_argument("--voice", help="voice preset (speech models that have voices)")
     gen.add_argument("--seed", help="seed for a repeatable result (default: random)")
     gen.add_argument("--format", default="wav", help="wav, flac, mp3 or ogg (default wav)")
     gen.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                     help="any other setting of the model, e.g. --set guidance_scale=4 (repeatable)")
+                     help="any other setting of the model, e.g. --set guidance_scale=4 (repeatable); an audio "
+                     "setting takes a file as NAME=@FILE")
     gen.add_argument("--out", required=True, help="file to write")
     gen.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     add_arguments(gen)
@@ -41,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _params(args: argparse.Namespace, spec) -> dict:
+def _params(args: argparse.Namespace, spec, catalog) -> dict:
     from studio.catalog import echo
 
     params: dict = {}
@@ -50,9 +57,27 @@ def _params(args: argparse.Namespace, spec) -> dict:
         if not sep or not name:
             raise StudioError(f"--set {echo(item)} must look like NAME=VALUE, e.g. --set guidance_scale=4")
         param = spec.param(name.strip())
+        if param is not None and param.is_audio:
+            if not value.startswith("@") or not value[1:].strip():
+                raise StudioError(f"--set {echo(item)}: {name.strip()} is an audio input; give a file as "
+                                  f"{name.strip()}=@FILE, e.g. --set {name.strip()}=@clip.wav")
+            params[name.strip()] = value[1:].strip()
+            continue
+        if value.startswith("@") and param is not None:
+            raise StudioError(f"--set {echo(item)}: {name.strip()} is not an audio input; NAME=@FILE is for "
+                              "audio settings only")
         params[name.strip()] = _number_or_text(value, param.kind if param is not None else str)
     if args.duration is not None:
         params["duration"] = args.duration
+    if args.audio is not None:
+        if spec.param("audio") is None:
+            takers = ", ".join(s.repo_id for s in catalog if s.param("audio") is not None)
+            raise StudioError(f"{spec.repo_id} takes no audio input; drop --audio (models that do: {takers})")
+        params["audio"] = args.audio
+    if args.extend is not None:
+        if spec.param("extend_to") is None:
+            raise StudioError(f"{spec.repo_id} does not extend audio; drop --extend (MusicGen models do)")
+        params["extend_to"] = args.extend
     if args.voice is not None:
         params["voice"] = args.voice
     return params
@@ -81,7 +106,7 @@ def _generate(args: argparse.Namespace) -> int:
     out = _check_out(Path(args.out), fmt)
     catalog = Catalog.discover("models")
     spec = catalog.get(args.model)
-    params = _params(args, spec)
+    params = _params(args, spec, catalog)
     if "duration" in params and spec.param("duration") is None:
         raise StudioError(f"{spec.repo_id} makes speech whose length follows the text; drop --duration")
     if "voice" in params and spec.param("voice") is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import os
 import pkgutil
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
@@ -32,7 +33,7 @@ class Param:
     """One generation setting with its type, default and bounds; the UI builds its control from it."""
 
     name: str
-    kind: type  # float, int, str or bool
+    kind: type  # float, int, str, bool, or Clip (an audio file: minimum and maximum bound its length in seconds)
     default: Any
     label: str
     help: str = ""
@@ -41,9 +42,18 @@ class Param:
     step: float | None = None
     choices: tuple[str, ...] | None = None
     advanced: bool = True
+    required: bool = False  # an audio input the model cannot run without
+
+    @property
+    def is_audio(self) -> bool:
+        from studio.clips import Clip
+
+        return self.kind is Clip
 
     def validate(self, value: Any, *, model: str = "") -> Any:
         where = f" for {model}" if model else ""
+        if self.is_audio:
+            return self._validate_clip(value, model)
         if value is None:
             return self.default
         if self.kind is bool:
@@ -67,6 +77,36 @@ class Param:
         if self.choices is not None and text not in self.choices:
             raise InvalidInput(f"{self.name} {echo(text)} is not available{where}; choose one of: {', '.join(self.choices)}")
         return text
+
+
+    def _validate_clip(self, value: Any, model: str) -> Any:
+        """A Clip read and checked from a path (CLI), an uploaded file's payload (API, page), or a Clip."""
+        from studio.clips import Clip, read_clip, too_long
+
+        what = f"{model}'s {self.label.lower()}" if model else self.label.lower()
+        if isinstance(value, str) and not value.strip():
+            value = None
+        if value is None:
+            if self.required:
+                raise InvalidInput(f"{what} is missing: {self.help[:1].lower() + self.help[1:]} Upload or record a clip")
+            return None
+        if isinstance(value, Clip):
+            clip = value
+            if self.maximum is not None and clip.seconds > self.maximum + 1e-6:
+                raise too_long(what, clip.name, clip.seconds, self.maximum)
+        else:
+            name = None
+            if isinstance(value, Mapping):  # an uploaded file as gradio hands it over: {"path", "orig_name", ...}
+                name, value = value.get("orig_name"), value.get("path")
+            if not isinstance(value, (str, os.PathLike)):
+                raise InvalidInput(f"{what} must be an audio file, but is {type(value).__name__}: send a WAV, FLAC, "
+                                   "OGG or MP3 file")
+            clip = read_clip(value, name=name, what=what, max_seconds=self.maximum)
+        if self.minimum is not None and clip.seconds < self.minimum - 1e-9:
+            count = f" ({clip.frames} sample{'s' if clip.frames != 1 else ''})" if clip.frames < 1000 else ""
+            raise InvalidInput(f"{what} {clip.name!r} is {clip.seconds:.3g} s long{count}; it takes at least "
+                               f"{self.minimum:g} s: record or upload a longer clip")
+        return clip
 
 
 def _fmt(x: float | None) -> str:
@@ -190,6 +230,12 @@ class Family:
     # The setting that trades quality for time (fewer is faster), named in the hint of a long estimate when the
     # model has it.
     speed_param: str | None = "steps"
+    # Rules between settings that no single Param can check (e.g. an audio prompt plus the new audio must fit
+    # the model's window): (spec, validated settings) -> None, raising InvalidInput with the fix.
+    check: Callable[[ModelSpec, Mapping[str, Any]], None] | None = None
+    # What a run will do with its inputs, in words for the estimate line ("continues the 5.0 s clip by 10 s"):
+    # (spec, request) -> text, or "" when there is nothing to say.
+    describe: Callable[[ModelSpec, "Request"], str] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.precisions) - set(PRECISIONS)
@@ -219,7 +265,23 @@ class Request:
         return self.params[name]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "task": self.task, "prompt": self.prompt, "seed": self.seed, **self.params}
+        return {"model": self.model, "task": self.task, "prompt": self.prompt, "seed": self.seed, **self.settings()}
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as a result's metadata keeps them: an audio input by its stored copy's name."""
+        return {name: _plain(value) for name, value in self.params.items()}
+
+    def clips(self) -> dict[str, Any]:
+        """The audio inputs given, by setting name."""
+        from studio.clips import Clip
+
+        return {name: value for name, value in self.params.items() if isinstance(value, Clip)}
+
+
+def _plain(value: Any) -> Any:
+    from studio.clips import Clip
+
+    return (value.stored or value.name) if isinstance(value, Clip) else value
 
 
 class Catalog:
@@ -316,6 +378,9 @@ class Catalog:
             names = ", ".join(p.name for p in spec.params)
             raise InvalidInput(f"{spec.repo_id} has no setting {echo(unknown[0])}; its settings are: {names}")
         values = {p.name: p.validate(params.get(p.name), model=spec.repo_id) for p in spec.params}
+        family = self.family(spec)
+        if family.check is not None:
+            family.check(spec, values)
         if "voice" in values and values["voice"] not in (None, ""):
             voices = self.voices(spec)
             if values["voice"] not in voices:

@@ -46,6 +46,7 @@ class Estimate:
     device: str | None = None  # the device the run uses, named when the studio has more than one
     faster: str | None = None  # the model's setting that makes a run quicker (fewer steps), for a long estimate
     reserve_bytes: int = 0  # set when the memory reserve alone takes all of the device's memory (budget 0)
+    work: str = ""  # what the run does with its inputs ("continues the 5.0 s clip by 10 s: 15 s in all")
 
     def summary(self) -> str:
         """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.
@@ -53,6 +54,8 @@ class Estimate:
         The precision is named unless it is float32: it changes both figures, and "auto" decides it per machine.
         """
         parts = [f"about {format_seconds(self.seconds)}"]
+        if self.work:
+            parts.insert(0, self.work)
         reserve = (f"the reserve ({_reserve_text(self.reserve_bytes)}) takes all of this device's memory: "
                    "lower --memory-reserve") if self.reserve_bytes and not self.budget_bytes else None
         if not self.fits:

@@ -319,6 +319,7 @@ class PipelineManager:
             device=device.name if device is not None and len(self.devices) > 1 else None,
             faster=family.speed_param if family.speed_param and spec.param(family.speed_param) else None,
             reserve_bytes=self.reserve if self._reserve_takes_all(device or self.device) else 0,
+            work=family.describe(spec, request) if family.describe is not None else "",
         )
 
     def _reserve_takes_all(self, device: Device) -> bool:

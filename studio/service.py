@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from studio import __version__
 from studio.audio import check_format, output_path, remove_abandoned_writes, write_audio
 from studio.catalog import Catalog, Request, text_key
+from studio.clips import store_clip
 from studio.device import Device, Devices, expected_device_count, pick_devices
 from studio.errors import StudioError
 from studio.estimate import Calibration, Estimate
@@ -71,12 +72,21 @@ class Studio:
     def estimate(self, request: Request) -> Estimate:
         return self.manager.estimate_run(request)
 
+    def keep_inputs(self, request: Request) -> Request:
+        """The request with each audio input stored in the output folder (once per clip), as its metadata names it."""
+        clips = request.clips()
+        if not clips:
+            return request
+        stored = {name: store_clip(clip, self.settings.output_dir) for name, clip in clips.items()}
+        return replace(request, params={**request.params, **stored})
+
     def generate(self, request: Request, *, fmt: str = "wav", out: Path | None = None,
                  ctx: RunContext | None = None) -> Generation:
         """Run `request` and write the result to `out` (or a fresh name in the output directory)."""
         fmt = check_format(fmt)
         ctx = ctx or RunContext()
         started = time.monotonic()
+        request = self.keep_inputs(request)
         result = self.manager.run(request, ctx)
         ctx.stage("saving")
         spec = self.catalog.get(request.model)
@@ -95,7 +105,7 @@ class Studio:
             "estimated_s": round(result.estimate.seconds, 3),
             "estimated_bytes": result.estimate.bytes,
             "peak_bytes": result.peak_bytes,
-            "settings": dict(request.params),
+            "settings": request.settings(),
             "format": fmt,
             "device": result.device,
             "placement": result.placement,
@@ -105,6 +115,9 @@ class Studio:
             "studio_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        if request.clips():
+            metadata["inputs"] = {name: clip.describe() for name, clip in request.clips().items()}
+        metadata.update(audio.info.get("metadata", {}))  # what the adapter says of the result (a partial extend)
         if out is None:
             path = output_path(self.settings.output_dir, task=request.task, model_id=spec.repo_id,
                                seed=request.seed, prompt=request.prompt, ext=fmt)

@@ -21,6 +21,8 @@ from studio.ui.text import voice_choices
 
 
 def widget_kind(param: Param) -> str:
+    if param.is_audio:
+        return "audio"
     if param.kind is bool:
         return "checkbox"
     if param.choices is not None or param.name == "voice":
@@ -53,6 +55,8 @@ def _choices(param: Param, spec: ModelSpec, catalog: Catalog) -> list[Any]:
 def _props(param: Param, spec: ModelSpec, catalog: Catalog) -> dict[str, Any]:
     props: dict[str, Any] = {"label": param.label, "info": param.help or None, "value": param.default, "visible": True}
     kind = widget_kind(param)
+    if kind == "audio":  # gr.Audio has no info line; a clip is the user's to give, with no default
+        return {"label": param.label, "value": None, "visible": True}
     if kind == "slider":
         props.update(minimum=param.minimum, maximum=param.maximum, step=param.step or (1 if param.kind is int else 0.01))
     elif kind == "number":
@@ -84,6 +88,8 @@ def render(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
         component = gr.Checkbox(**props)
     elif control.kind == "dropdown":
         component = gr.Dropdown(filterable=True, **props)
+    elif control.kind == "audio":
+        component = audio_input(props, control.name)
     elif control.kind == "slider":
         component = gr.Slider(**props)
     elif control.kind == "number":
@@ -92,6 +98,12 @@ def render(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
         component = gr.Textbox(**props)
     control.component = component
     return component
+
+
+def audio_input(props: dict[str, Any], name: str) -> Any:
+    """An audio input: upload (WAV, FLAC, OGG, MP3) or record, its waveform shown, trimmable before it is sent."""
+    return gr.Audio(sources=["upload", "microphone"], type="filepath", editable=True, buttons=[],
+                    elem_classes="studio-audio-input", **props)
 
 
 def retarget(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:

@@ -57,12 +57,31 @@ def session_of(request: gr.Request | None) -> str:
 
 
 def task_settings(specs: list[ModelSpec]) -> list[tuple[str, type]]:
-    """Every setting name the task's models have, in first-seen order, with the type of its first use."""
+    """Every setting name the task's models have, in first-seen order, with the type of its first use (an audio
+    input as FileData: the client uploads the file, gradio_client's handle_file("riff.wav"))."""
     seen: dict[str, type] = {}
     for spec in specs:
         for param in spec.params:
-            seen.setdefault(param.name, param.kind)
+            seen.setdefault(param.name, FileData if param.is_audio else param.kind)
     return list(seen.items())
+
+
+def uploaded_file(name: str, value: Any, readable: list[Path]) -> Any:
+    """An audio argument of the API as the studio may read it: a file gradio received as an upload (or one of
+    the `readable` folders: the output folder's copies, which the page hands back). Any other path is refused,
+    whatever the client claims: the API never reads a file the caller did not send."""
+    if value is None or isinstance(value, str) and not value.strip():
+        return None
+    path = value.get("path") if isinstance(value, dict) else value
+    if not isinstance(path, str) or not path:
+        raise InvalidInput(f"{name} must be an uploaded audio file, but is {type(value).__name__}: send it with "
+                           "gradio_client's handle_file(\"clip.wav\")")
+    from gradio.utils import get_upload_folder, is_in_or_equal
+
+    if not any(is_in_or_equal(path, folder) for folder in [Path(get_upload_folder()), *readable]):
+        raise InvalidInput(f"{name} names a file the studio did not receive ({Path(path).name!r}): upload the file "
+                           "itself (gradio_client's handle_file(\"clip.wav\")); the studio reads no other paths")
+    return value
 
 
 class Endpoints:
@@ -173,12 +192,19 @@ class Endpoints:
         return {spec.repo_id: spec.label for spec in self.studio.catalog}
 
     # -------------------------------------------------------------- the named API
+    def _settings(self, given: Mapping[str, Any], audio_names: set[str]) -> dict[str, Any]:
+        """The settings an API call gave (None: not given), its audio files checked to be uploads."""
+        readable = [Path(self.studio.settings.output_dir).expanduser().resolve()]
+        return {name: uploaded_file(name, value, readable) if name in audio_names else value
+                for name, value in given.items() if value is not None}
+
     def api_generate(self, task: str) -> Callable:
         """`/music`, `/speech` or `/sfx`: keyword arguments in, (audio file, metadata dict) out."""
         specs = self.specs(task)
         text_arg = text_key(task)
         length_arg, length_type = LENGTH_ARG[task]
         extras = [(name, kind) for name, kind in task_settings(specs) if name not in RESERVED and name != length_arg]
+        audio_names = {name for name, kind in extras if kind is FileData}
         P = inspect.Parameter
         params = [
             P("model", P.POSITIONAL_OR_KEYWORD, default=specs[0].repo_id if specs else "", annotation=str),
@@ -197,7 +223,7 @@ class Endpoints:
             given = dict(values.arguments)
             request = given.pop("request")
             model, text, seed, fmt = given.pop("model"), given.pop(text_arg), given.pop("seed"), given.pop("format")
-            settings = {name: value for name, value in given.items() if value is not None}
+            settings = self._settings(given, audio_names)
             # gr.api takes no Progress parameter; one made here still reports to the client's job status.
             result = self.generate(task, model, text, seed=seed, params=settings, fmt=fmt,
                                    session=session_of(request), progress=gr.Progress())
@@ -219,6 +245,7 @@ class Endpoints:
         default = next(iter(self.specs("music") or list(self.studio.catalog)), None)
         extras = [(name, kind) for name, kind in task_settings(list(self.studio.catalog))
                   if name not in RESERVED and name != "duration"]
+        audio_names = {name for name, kind in extras if kind is FileData}
         P = inspect.Parameter
         params = [
             P("model", P.POSITIONAL_OR_KEYWORD, default=default.repo_id if default else "", annotation=str),
@@ -234,7 +261,7 @@ class Endpoints:
             values.apply_defaults()
             given = dict(values.arguments)
             model, text, prompt = given.pop("model"), given.pop("text"), given.pop("prompt")
-            settings = {name: value for name, value in given.items() if value is not None}
+            settings = self._settings(given, audio_names)
             return self.estimate(None, model, text if text is not None else prompt, settings).to_dict()
 
         estimate.__signature__ = signature  # type: ignore[attr-defined]
