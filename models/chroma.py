@@ -39,6 +39,14 @@ def is_silent(samples: np.ndarray, threshold_dbfs: float = SILENCE_DBFS) -> bool
     return peak_dbfs(samples) < threshold_dbfs
 
 
+def check_audible(samples: np.ndarray, name: str = "") -> None:
+    """Refuse digital silence as a melody: the chroma of silence is the argmax of zeros, a tune of all C."""
+    if is_silent(samples):
+        clip = f"the melody clip {name!r}" if name else "the melody clip"
+        raise InvalidInput(f"{clip} is silent (peak {peak_dbfs(samples):.1f} dBFS, below {SILENCE_DBFS:.0f} dBFS): "
+                           "a melody needs audible notes; record or upload one where the tune can be heard.")
+
+
 def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """scipy's polyphase resampler with the extractor's filter: torchaudio's `resample(rolloff=0.945,
     lowpass_filter_width=24)`, a Hann-windowed sinc cut at 0.945 of the lower rate's Nyquist, 24 zero crossings
@@ -105,9 +113,7 @@ def melody_chroma(samples: np.ndarray, sample_rate: int, config: Mapping) -> tor
     #    sees the same neighbours at the cut; resampling all of a long upload would only be thrown away.
     x = x[: int(math.ceil((max_samples / rate + 1) * sample_rate))]
     used = x[: int(math.ceil(max_samples / rate * sample_rate))]
-    if is_silent(used):
-        raise InvalidInput(f"the melody clip is silent (peak {peak_dbfs(used):.1f} dBFS, below {SILENCE_DBFS:.0f} "
-                           "dBFS): a melody needs audible notes; record or upload one where the tune can be heard.")
+    check_audible(used)
     if sample_rate != rate:
         x = _resample(x, int(sample_rate), rate)
     wav = torch.from_numpy(np.ascontiguousarray(x[:max_samples]))[None]  # (1, n), the extractor's batch of one

@@ -27,6 +27,8 @@ MIN_PROMPT_S = 0.5  # a shorter clip gives the decoder next to nothing to contin
 # The original audio hands over to a window's decode of the same prompt over this much, just before the new
 # music starts: the codec's rendering of the prompt differs slightly from the original, and a cut would click.
 CROSSFADE_S = 0.1
+MELODY_S = 30.0  # the melody model conditions on chroma_length = 235 frames of 4096 samples at 32 kHz: 30.1 s
+MIN_MELODY_S = 1.0  # a chroma frame is 0.128 s; under a second there is hardly a tune to follow
 # An audio prompt is read by the decoder in one pass (prefill) before the first new token: per prompt frame it
 # costs a fraction of a sampled step, plus EnCodec encoding it.
 PROMPT_FRAME_COST = 0.05
@@ -47,8 +49,8 @@ def _continuation_params() -> tuple[Param, ...]:
     return (
         Param("audio", Clip, None, "Audio to continue",
               "A clip the music carries on from (WAV, FLAC, OGG or MP3, or a recording): the result starts with "
-              f"it and adds Duration seconds of new music. Clips longer than {CONTEXT_S:g} s are heard by their "
-              f"last {MAX_DURATION - CONTEXT_S:g} s or less.",
+              f"it and adds Duration seconds of new music. The model hears at most its last {MAX_DURATION:g} s "
+              "minus Duration.",
               minimum=MIN_PROMPT_S, maximum=MAX_TOTAL, advanced=False),
         Param("extend_to", float, 0.0, "Extend to (s)",
               f"Keep going past the {MAX_DURATION:g} s window until the whole result (your clip included) is this "
@@ -60,10 +62,18 @@ def _continuation_params() -> tuple[Param, ...]:
     )
 
 
-def _params(*, continuation: bool = True) -> tuple[Param, ...]:
+def _melody_param() -> Param:
+    return Param("audio", Clip, None, "Melody",
+                 "A tune to follow (hummed, whistled, played; WAV, FLAC, OGG or MP3, or a recording): the music "
+                 f"takes its pitch line, by its 12-note chroma, from the first {MELODY_S:g} s. Without one, text "
+                 "alone.", minimum=MIN_MELODY_S, maximum=MELODY_S, advanced=False)
+
+
+def _params(*, continuation: bool = True, melody: bool = False) -> tuple[Param, ...]:
     return (
         duration_param(MAX_DURATION, 8.0),
         *(_continuation_params() if continuation else ()),
+        *((_melody_param(),) if melody else ()),
         Param("guidance_scale", float, 3.0, "Guidance", "How closely to follow the prompt (classifier-free "
               "guidance); 1 turns it off and halves the work.", minimum=1.0, maximum=10.0, step=0.5),
         Param("temperature", float, 1.0, "Temperature", "Higher is more varied, lower more repetitive.",
@@ -95,9 +105,9 @@ SPECS = (
     _spec("facebook/musicgen-medium", "MusicGen medium", 2_010_000_000, "medium", 0.53, 0.025),
     _spec("facebook/musicgen-large", "MusicGen large", 3_420_000_000, "large", 0.9, 0.04,
           description="Best quality of the mono models; needs about 7 GB in fp16."),
-    _spec("facebook/musicgen-melody", "MusicGen melody (text only)", 1_550_000_000, "melody", 0.42, 0.0375,
-          description="Melody-conditioned model, used here from text alone. 32 kHz mono.",
-          params=_params(continuation=False)),
+    _spec("facebook/musicgen-melody", "MusicGen melody", 1_550_000_000, "melody", 0.42, 0.0375,
+          description="Follows a melody you hum, whistle or play, as well as the text. 32 kHz mono.",
+          params=_params(continuation=False, melody=True)),
     _spec("facebook/musicgen-stereo-small", "MusicGen stereo small", 604_000_000, "stereo small", 0.19, 0.014,
           channels=2, description="Small model with two-channel output. 32 kHz stereo."),
 )
@@ -164,6 +174,18 @@ def _run_plan(spec: ModelSpec, request: Request) -> tuple[Clip | None, list[Wind
     return clip, plan_windows(have, total)
 
 
+def _melody(spec: ModelSpec, request: Request) -> Clip | None:
+    return request.params.get("audio") if not continues(spec) else None
+
+
+def _melody_frames(spec: ModelSpec, request: Request) -> int:
+    """The chroma frames the melody model puts before the text as a decoder prefix (tiled to chroma_length)."""
+    if _melody(spec, request) is None:
+        return 0
+    config = cached_json(spec.repo_id) or {}
+    return int(config.get("chroma_length", 235))
+
+
 def continues(spec: ModelSpec) -> bool:
     """Whether the model continues and extends audio (the melody model's audio is a melody to follow)."""
     return spec.param("extend_to") is not None
@@ -176,8 +198,14 @@ def _window_steps(spec: ModelSpec, window: Window) -> tuple[int, int]:
 
 
 def check(spec: ModelSpec, values) -> None:
-    """An extension must make the result longer than the clip; nothing longer than MAX_TOTAL is made."""
+    """An extension must make the result longer than the clip; nothing longer than MAX_TOTAL is made; a melody
+    must be audible."""
     if not continues(spec):
+        melody = values.get("audio")
+        if melody is not None:
+            from models.chroma import check_audible
+
+            check_audible(melody.samples[:, : round(MELODY_S * melody.sample_rate)], melody.name)
         return
     clip, extend_to = values.get("audio"), values.get("extend_to") or 0.0
     have = clip.seconds if clip is not None else 0.0
@@ -194,6 +222,9 @@ def check(spec: ModelSpec, values) -> None:
 
 
 def describe(spec: ModelSpec, request: Request) -> str:
+    melody = _melody(spec, request)
+    if melody is not None:
+        return f"follows the melody of {melody.name!r} ({min(melody.seconds, MELODY_S):.1f} s)"
     clip, windows = _run_plan(spec, request)
     total = (clip.seconds if clip is not None else 0.0) + sum(w.new_s for w in windows)
     count = f"{len(windows)} windows" if len(windows) > 1 else "one window"
@@ -210,7 +241,7 @@ def work_units(spec: ModelSpec, request: Request) -> float:
     for window in _run_plan(spec, request)[1]:
         prompt_frames, steps = _window_steps(spec, window)
         units += steps + PROMPT_FRAME_COST * prompt_frames
-    return units * guided
+    return (units + PROMPT_FRAME_COST * _melody_frames(spec, request)) * guided
 
 
 def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
@@ -221,7 +252,7 @@ def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     clip, windows = _run_plan(spec, request)
     longest = max((w.prompt_s + w.new_s for w in windows), default=request.get("duration"))
     _, steps = _tokens(spec, longest)
-    text_tokens = 64
+    text_tokens = 64 + _melody_frames(spec, request)
     kv = 2 * arch["layers"] * batch * (steps + text_tokens) * arch["hidden"] * dtype_bytes
     samples = longest * arch["sampling_rate"] * spec.channels
     # EnCodec's last decoder block keeps a few (filters x samples) tensors alive at once.
@@ -260,8 +291,16 @@ class MusicgenModel(OneModuleModel):
         music = clip.conformed(rate, channels) if clip is not None else np.zeros((channels, 0), np.float32)
         wanted = music.shape[1] + round(sum(w.new_s for w in windows) * rate)
         total_steps = sum(_window_steps(self.spec, w)[1] for w in windows)
-        # 2. Text -> tokens on the model's device, once.
+        # 2. Text -> tokens on the model's device, once; the melody model's chroma beside them.
         inputs = self.preprocess([request.prompt], padding=True, return_tensors="pt").to(self.torch_device)
+        melody = _melody(self.spec, request)
+        if melody is not None:
+            from models.chroma import melody_chroma
+
+            config = cached_json(self.spec.repo_id, "preprocessor_config.json") or {}
+            features = melody_chroma(melody.samples, melody.sample_rate, config)
+            # generate() builds the unconditional half for guidance itself: pass one row, in the model's dtype
+            inputs["input_features"] = features.to(self.torch_device, dtype=self.model.dtype)
         seed_everything(request.seed)
         done, finished = 0, 0
         try:
@@ -290,6 +329,8 @@ class MusicgenModel(OneModuleModel):
         # 5. Exactly the requested length (the last frame may overshoot it).
         music = music[:, :wanted]
         info = {"tokens": total_steps, "windows": len(windows)}
+        if melody is not None:
+            info["melody_s"] = round(min(melody.seconds, MELODY_S), 4)
         if clip is not None:
             info.update(prompt_s=round(clip.seconds, 4), continuation_s=round(music.shape[1] / rate - clip.seconds, 4))
         return Audio(music[0] if channels == 1 else music, rate, info={**info, "metadata": dict(info)})
@@ -321,7 +362,8 @@ class MusicgenModel(OneModuleModel):
 def load(spec: ModelSpec, torch_device: str, dtype: str) -> MusicgenModel:
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
-    # Melody's AutoProcessor needs torchaudio for chroma features; text-only generation needs the tokenizer alone.
+    # Melody's AutoProcessor needs torchaudio for its chroma features: the tokenizer alone reads the text, and
+    # models.chroma computes the chroma the same way without torchaudio.
     model_class = MusicgenMelodyForConditionalGeneration if "melody" in spec.repo_id else MusicgenForConditionalGeneration
     model = load_pretrained(model_class, spec, torch_device, dtype, int8_parts=INT8_PARTS, keep_float=("audio_encoder",))
     tokenizer = AutoTokenizer.from_pretrained(spec.repo_id, **SAFE_LOAD)
