@@ -75,8 +75,9 @@ def _params(args: argparse.Namespace, spec, catalog) -> dict:
             raise StudioError(f"{spec.repo_id} takes no audio input; drop --audio (models that do: {takers})")
         params["audio"] = args.audio
     if args.extend is not None:
-        if spec.param("extend_to") is None:
-            raise StudioError(f"{spec.repo_id} does not extend audio; drop --extend (MusicGen models do)")
+        if spec.param("extend_to") is None:  # not every MusicGen model does (melody follows a tune)
+            takers = ", ".join(s.repo_id for s in catalog if s.param("extend_to") is not None)
+            raise StudioError(f"{spec.repo_id} does not extend audio; drop --extend (models that do: {takers})")
         params["extend_to"] = args.extend
     if args.voice is not None:
         params["voice"] = args.voice
