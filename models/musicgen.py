@@ -211,9 +211,9 @@ def check(spec: ModelSpec, values) -> None:
     have = clip.seconds if clip is not None else 0.0
     if extend_to > 0:
         if clip is not None and extend_to <= have:
-            raise InvalidInput(f"extend_to is {extend_to:g} s, but the clip {clip.name!r} is already {have:.1f} s "
-                               f"long: choose a length over {have:.0f} s (at most {MAX_TOTAL:g} s), or 0 to "
-                               "continue it by Duration")
+            raise InvalidInput(f"extend_to (--extend) is {extend_to:g} s, but the clip {clip.name!r} is already "
+                               f"{have:.1f} s long: choose a length over {have:.1f} s (at most {MAX_TOTAL:g} s), "
+                               "or 0 to continue it by Duration")
         return
     if have + values["duration"] > MAX_TOTAL + 1e-6:
         raise InvalidInput(f"the clip {clip.name!r} ({have:.1f} s) and {values['duration']:g} s of new music come "

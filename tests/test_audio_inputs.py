@@ -306,6 +306,8 @@ def _raw_call(served: Served, endpoint: str, fn, **given: Any) -> tuple[str | No
     data = [values.arguments[name] for name in signature.parameters if name != "request"]
     with httpx.Client(base_url=served.client.src.rstrip("/"), timeout=30) as http:
         posted = http.post(f"/gradio_api/call/{endpoint}", json={"data": data})
+        if posted.status_code == 400:  # refused at the door (studio.ui.queue_check): the message is the detail
+            return "refused", posted.json(), posted.text
         assert posted.status_code == 200, (posted.status_code, posted.text[:500])
         stream = http.get(f"/gradio_api/call/{endpoint}/{posted.json()['event_id']}")
         assert stream.status_code == 200, (stream.status_code, stream.text[:500])
@@ -324,9 +326,10 @@ FOREIGN = "/etc/passwd"
 @pytest.mark.reliability("Bad input", "a path outside the allowed folders as the audio file (/etc/passwd)",
                          "API /music and /estimate (raw HTTP: a FileData payload, a bare path, a path dict)")
 def test_a_path_the_studio_did_not_receive_is_refused(served, reliability):
-    """A FileData payload naming a server path is stopped by Gradio before the studio sees it (its preprocess
-    moves only uploaded files); a bare path, or a dict without Gradio's `meta`, reaches the studio, which reads
-    only uploads and its own output folder. Either way: an error event, nothing read or echoed, no file kept."""
+    """A FileData payload naming a server path is refused with HTTP 400 before Gradio's queue (Gradio's own
+    refusal in its preprocess reached the client as an error with no message); a bare path, or a dict without
+    Gradio's `meta`, reaches the studio, which reads only uploads and its own output folder. Either way: a
+    message naming the input and the fix, nothing read or echoed, no file kept."""
     from studio.ui.endpoints import Endpoints
 
     endpoints = Endpoints(served.studio)
@@ -339,18 +342,19 @@ def test_a_path_the_studio_did_not_receive_is_refused(served, reliability):
         for endpoint, (fn, given) in calls.items():
             for kind, payload in payloads.items():
                 event, data, text = _raw_call(served, endpoint, fn, **given, audio=payload)
-                assert event == "error", f"/{endpoint} with a {kind}: {text[:500]}"
                 assert "root:" not in text  # the file's content never comes back
-                message = data.get("error") if isinstance(data, dict) else None
-                if kind == "FileData":  # Gradio's own refusal (InvalidPathError); its text stays on the server
-                    assert message is None or "not uploaded" in message or "did not receive" in message, message
+                if kind == "FileData":  # refused before Gradio's queue, with the input and the fix
+                    assert event == "refused", f"/{endpoint} with a {kind}: {text[:500]}"
+                    message = data["detail"]
+                    _contains_all(message, ("data[", "names a file the server did not receive", "'passwd'",
+                                            "handle_file"))
                 else:
+                    assert event == "error", f"/{endpoint} with a {kind}: {text[:500]}"
+                    message = data.get("error") if isinstance(data, dict) else None
                     _contains_all(message or "", ("names a file the studio did not receive", "'passwd'",
                                                   "handle_file"))
                 seen[kind] = message
-        reliability.note("a FileData payload: refused by Gradio's preprocess ('not uploaded by a user'), the client "
-                         "gets an error event " + (f"saying {seen['FileData']!r}" if seen["FileData"] else
-                                                    "with no message text (Gradio keeps it in the server log)"))
+        reliability.note(f"a FileData payload: HTTP 400 before the queue: {seen['FileData']}")
         reliability.note(f"a bare path or path dict: {seen['bare path']}")
 
 

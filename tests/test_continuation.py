@@ -173,7 +173,7 @@ def test_cancel_in_window_two_keeps_nothing_unless_asked(studio, tiny_window):
 # ------------------------------------------------------------------ what is refused
 
 def test_extension_must_be_longer_than_the_clip(studio, clip5):
-    with pytest.raises(InvalidInput, match=r"extend_to is 4 s, but the clip 'riff.wav' is already 5.0 s long"):
+    with pytest.raises(InvalidInput, match=r"extend_to \(--extend\) is 4 s, but the clip 'riff.wav' is already 5.0 s long"):
         studio.request("music", MODEL, "x", params={"audio": str(clip5), "extend_to": 4})
 
 

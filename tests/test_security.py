@@ -415,3 +415,24 @@ def test_a_bad_fn_index_with_auth_is_401_then_a_client_error(locked_app, reliabi
     assert codes["9999 without login"] == codes["-1 without login"] == 401, codes
     assert all(400 <= code < 500 for code in codes.values()), codes
     reliability.note(f"{codes}")
+
+
+def test_a_join_naming_a_file_the_server_never_received_is_found(tmp_path):
+    """The queue check's scan of a join's inputs: FileData payloads outside the upload folder and the served
+    folders are caught wherever they sit (the page's events that take values as sent are not preprocessed)."""
+    from gradio.utils import get_upload_folder
+
+    from studio.ui.queue_check import _foreign_file
+
+    def file(path):
+        return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+    uploaded = Path(get_upload_folder()) / "abc" / "riff.wav"
+    served = tmp_path / "out" / "clip.wav"
+    readable = [get_upload_folder(), str(tmp_path / "out")]
+    assert _foreign_file(["x", file(uploaded), 3, file(served)], readable) is None
+    assert _foreign_file([{"url": "https://example.com/a.wav", **file("https://example.com/a.wav")}], readable) is None
+    assert _foreign_file(["x", {"value": [file("/etc/passwd")]}], readable) == ("data[1][value][0]", "/etc/passwd")
+    assert _foreign_file([file(tmp_path / "out" / ".." / "secret.wav")], readable) == \
+        ("data[0]", str(tmp_path / "out" / ".." / "secret.wav"))
+    assert _foreign_file([{"path": "/etc/passwd"}], readable) is None  # no FileData: the endpoint's own check
