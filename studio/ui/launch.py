@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from starlette.middleware import Middleware
 
+from studio import clips
 from studio.errors import InvalidInput
 from studio.settings import Settings
 from studio.ui.queue_check import QueueJoinCheck
@@ -16,8 +17,9 @@ from studio.ui.queue_check import QueueJoinCheck
 log = logging.getLogger(__name__)
 
 SHARE_USER = "studio"
-# The page uploads nothing, but Gradio's /upload route is open to every visitor: cap what it accepts.
-MAX_UPLOAD_BYTES = 10 * 10**6
+# Gradio's /upload route takes the audio clips the page and the API send, and is open to every visitor: cap it at
+# what the longest clip the studio accepts needs (studio.clips: 300 s of 48 kHz stereo float WAV, about 116 MB).
+MAX_UPLOAD_BYTES = clips.MAX_UPLOAD_BYTES
 MCP_HINT = 'install the MCP extra: pip install "gradio[mcp]==6.31.0"'
 
 Login = tuple[str, str]
