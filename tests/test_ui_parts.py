@@ -503,14 +503,14 @@ def test_history_handlers_delete_into_the_trash_and_undo_through_the_facade(make
     endpoints = Endpoints(studio)
 
     after = history_tab.delete(endpoints, item.id, "", history_tab.ALL)
-    shown, listed, undo_parts = after[:5], after[5:7], after[7:]
-    assert shown[-1] is None and listed[0] == "" and "No generations yet" in listed[1]
+    shown, listed, undo_parts = after[:6], after[6:8], after[8:]
+    assert shown[4] is None and listed[0] == "" and "No generations yet" in listed[1]
     assert undo_parts[0]["visible"] is True and "lofi beat" in undo_parts[1] and undo_parts[2] == item.id
     assert not path.exists() and studio.history.get(item.id) is None
 
     back = history_tab.undo(endpoints, undo_parts[2], "", history_tab.ALL)
-    shown, listed, undo_parts = back[:5], back[5:7], back[7:]
-    assert shown[0] == str(path.resolve()) and shown[-1] == item.id  # selected again, its file served
+    shown, listed, undo_parts = back[:6], back[6:8], back[8:]
+    assert shown[0] == str(path.resolve()) and shown[4] == item.id  # selected again, its file served
     assert f'data-id="{item.id}"' in listed[0] and listed[1] == "1 generation"
     assert undo_parts[0]["visible"] is False and undo_parts[2] is None
     with pytest.raises(Exception, match="Nothing to undo"):
@@ -526,3 +526,246 @@ def test_the_settings_row_quotes_text_values_and_separates_settings_clearly():
     assert "negative prompt “Low quality.” · guidance scale 3.5 · steps 25" in shown
     assert "Low quality.," not in shown
     assert "docs/" not in PRECISION_HELP  # the page's help names no file of the repository
+
+
+# ------------------------------------------------------------------ audio in: the input, Use as input, Extend, Reuse
+
+SMALL, MELODY, STEREO = "facebook/musicgen-small", "facebook/musicgen-melody", "facebook/musicgen-stereo-small"
+
+
+def _music_tab(studio):
+    import gradio as gr
+
+    from studio.ui.endpoints import Endpoints
+    from studio.ui.tab import build_tab
+
+    with gr.Blocks() as demo, gr.Tabs():
+        return build_tab(demo, "music", Endpoints(studio))
+
+
+def _control(tab, name: str):
+    return next(c for c in tab.plan if c.name == name)
+
+
+def _values(tab, model: str, *, last: dict | None = None, **settings) -> dict:
+    """The tab's values as the page sends them, set for `model` with its defaults and `settings`."""
+    spec = tab.catalog.get(model)
+    values = {tab.model: model, tab.language: None, tab.prompt: "lofi beat", tab.seed: -1, tab.fmt: "wav",
+              tab.ui.shown: model, tab.ui.last: last}
+    for control in tab.plan:
+        param = spec.param(control.name)
+        values[control.component] = settings.get(control.name, param.default if param is not None else None)
+    return values
+
+
+def _wav(path, seconds: float, rate: int = 32000):
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(path, (0.2 * np.sin(np.arange(int(seconds * rate)) / 9.0)).astype("float32"), rate)
+    return path
+
+
+def _result(studio, model: str = SMALL, seconds: float = 4.0, **extra) -> dict:
+    """A result's metadata with its file in the output folder, as a run of `model` writes them."""
+    out = studio.settings.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    path = _wav(out / "20260101-000000-music-riff-s7-lofi-beat-abc123.wav", seconds)
+    return {"model": model, "task": "music", "prompt": "lofi beat", "seed": 7, "duration": seconds,
+            "sample_rate": 32000, "format": "wav", "file": path.name,
+            "settings": {"duration": 1.0, "guidance_scale": 2.5}, **extra}
+
+
+def test_the_audio_input_is_full_width_with_its_help_under_it_and_follows_model_switches(make_studio):
+    from studio.ui import controls as ctl
+    from studio.ui.tab import on_model
+
+    tab = _music_tab(make_studio())
+    audio = _control(tab, "audio")
+    assert tab.ui.audio_input is audio and audio.component.elem_id == "music-input-audio"
+    assert audio.note.elem_id == "music-input-audio-note" and "the result starts with it" in audio.note.value
+    assert tab.ui.use_input is not None and tab.ui.extend is not None and not tab.ui.extend.visible
+
+    # small -> melody (no audio yet): the input and its note hide; the clip is not sent; melody -> stereo: both
+    # show again, and the clip the control holds stays (the page sends a file payload, never handed back).
+    clip = {"path": "/tmp/gradio/x/riff.wav", "orig_name": "riff.wav"}
+    values = _values(tab, SMALL, audio=clip)
+    values[tab.model] = MELODY
+    updates = on_model(tab, values)
+    assert updates[audio.component]["visible"] is False and updates[audio.note]["visible"] is False
+    assert "audio" not in ctl.active_settings(tab.plan, tab.catalog.get(MELODY), values)
+    values[tab.model], values[tab.ui.shown] = STEREO, MELODY
+    updates = on_model(tab, values)
+    assert updates[audio.component]["visible"] is True and "value" not in updates[audio.component]
+    assert updates[audio.note]["visible"] is True
+    assert ctl.active_settings(tab.plan, tab.catalog.get(STEREO), values)["audio"] == clip
+
+
+def test_use_as_input_puts_the_result_in_and_keeps_the_settings(make_studio):
+    from studio.ui.tab import on_use_input
+
+    studio = make_studio()
+    tab = _music_tab(studio)
+    metadata = _result(studio)
+    values = _values(tab, STEREO, last=metadata, duration=3.0)
+    updates = on_use_input(tab, values)
+    file = str(studio.settings.output_dir.resolve() / metadata["file"])
+    assert updates[_control(tab, "audio").component]["value"] == file
+    assert tab.model not in updates and _control(tab, "duration").component not in updates  # nothing else moves
+    assert "continues the 4.0 s clip by 3.0 s: 7.0 s in all" in updates[tab.estimate]
+
+
+def test_use_as_input_on_a_model_without_audio_switches_to_one_and_says_so(make_studio, monkeypatch):
+    import gradio as gr
+
+    from studio.ui.tab import on_use_input
+
+    said = []
+    monkeypatch.setattr(gr, "Info", lambda message, *a, **k: said.append(message))
+    studio = make_studio()
+    tab = _music_tab(studio)
+    audio = _control(tab, "audio")
+    # The result's own model takes audio: the tab goes back to it, carrying the settings it holds.
+    values = _values(tab, MELODY, last=_result(studio, STEREO), duration=12.0)
+    updates = on_use_input(tab, values)
+    assert updates[tab.model]["value"] == STEREO and updates[tab.ui.shown] == STEREO
+    assert updates[audio.component]["value"].endswith("abc123.wav") and updates[audio.component]["visible"] is True
+    assert updates[audio.note]["visible"] is True
+    assert updates[_control(tab, "duration").component]["value"] == 12.0
+    assert "facebook/musicgen-stereo-small" in updates[tab.note]
+    assert said == ["MusicGen melody (text only) takes no audio input: switched to MusicGen stereo small, which "
+                    "takes it as its audio to continue."]
+    # A result of a model that takes none (melody's own): the first of the tab's models that does.
+    updates = on_use_input(tab, _values(tab, MELODY, last=_result(studio, MELODY)))
+    assert updates[tab.model]["value"] == SMALL
+    assert "continues the 4.0 s clip" in updates[tab.estimate]
+
+
+def test_use_as_input_says_what_is_missing(make_studio):
+    from studio.ui.tab import on_use_input
+
+    studio = make_studio()
+    tab = _music_tab(studio)
+    with pytest.raises(Exception, match="no result to use yet: generate something first"):
+        on_use_input(tab, _values(tab, SMALL))
+    metadata = _result(studio)
+    (studio.settings.output_dir / metadata["file"]).unlink()
+    with pytest.raises(Exception, match="is no longer in the output folder: generate it again, or pick another"):
+        on_use_input(tab, _values(tab, SMALL, last=metadata))
+
+
+def test_extend_restores_the_result_as_the_clip_and_asks_for_30_s_more(make_studio):
+    from studio.ui.tab import extend_target, on_extend
+
+    studio = make_studio()
+    tab = _music_tab(studio)
+    metadata = _result(studio, STEREO, settings={"duration": 1.0, "audio": "inputs/gone.wav", "guidance_scale": 2.5,
+                                                 "keep_partial": True})
+    updates = dict(zip(tab.restore_outputs(), on_extend(tab, metadata)))
+    assert updates[tab.model]["value"] == STEREO and updates[tab.prompt]["value"] == "lofi beat"
+    assert updates[tab.seed]["value"] == 7
+    assert updates[_control(tab, "audio").component]["value"] == \
+        str(studio.settings.output_dir.resolve() / metadata["file"])  # the result, not the clip it continued
+    assert updates[_control(tab, "extend_to").component]["value"] == 34.0
+    assert updates[_control(tab, "guidance_scale").component]["value"] == 2.5
+    assert updates[_control(tab, "keep_partial").component]["value"] is True
+    assert updates[tab.ui.adjusted]["visible"] is False
+    # The estimate line shows the windows and the whole length.
+    assert "continues the 4.0 s clip by 30.0 s: 34.0 s in all, in 2 windows" in updates[tab.estimate]
+
+    spec = tab.catalog.get(SMALL)
+    assert extend_target(spec, {"duration": 290.0}) == 300.0  # never past the model's longest
+    assert extend_target(spec, {"duration": 299.5}) is None and extend_target(tab.catalog.get(MELODY), metadata) is None
+    with pytest.raises(Exception, match="makes at most 300 s: it cannot be extended further"):
+        on_extend(tab, _result(studio, SMALL, seconds=299.6))
+    with pytest.raises(Exception, match="MusicGen melody \\(text only\\) does not extend audio; these models do: "
+                                        "MusicGen small"):
+        on_extend(tab, _result(studio, MELODY))
+
+
+def test_reuse_brings_the_stored_clip_back_or_says_it_is_gone(make_studio):
+    import shutil
+
+    from studio.clips import read_clip, store_clip
+    from studio.ui.tab import on_reuse
+
+    studio = make_studio()
+    tab = _music_tab(studio)
+    audio = _control(tab, "audio")
+    clip = store_clip(read_clip(_wav(studio.settings.output_dir.parent / "riff.wav", 5.0)), studio.settings.output_dir)
+    metadata = _result(studio, settings={"duration": 10.0, "audio": clip.stored},
+                       inputs={"audio": {**clip.describe(), "name": "riff.wav"}})
+    updates = dict(zip(tab.restore_outputs(), on_reuse(tab, metadata)))
+    assert updates[audio.component]["value"] == str(studio.settings.output_dir.resolve() / clip.stored)
+    assert updates[tab.ui.adjusted]["visible"] is False
+    assert "continues the 5.0 s clip by 10.0 s: 15.0 s in all" in updates[tab.estimate]
+
+    shutil.rmtree(studio.settings.output_dir / "inputs")  # the stored copy is gone: the control is left empty
+    updates = dict(zip(tab.restore_outputs(), on_reuse(tab, metadata)))
+    assert updates[audio.component]["value"] is None and updates[audio.component]["visible"] is True
+    assert updates[tab.ui.adjusted]["visible"] is True
+    assert updates[tab.ui.adjusted]["value"] == (f"Audio to continue is empty: riff.wav ({clip.stored}) is no longer "
+                                                 "in the output folder; upload or record the clip again.")
+    assert "continues" not in updates[tab.estimate] and updates[_control(tab, "duration").component]["value"] == 10
+    # A name from elsewhere is never followed out of the inputs folder.
+    metadata["settings"]["audio"] = "inputs/../" + metadata["file"]
+    updates = dict(zip(tab.restore_outputs(), on_reuse(tab, metadata)))
+    assert updates[audio.component]["value"] is None and updates[tab.ui.adjusted]["visible"] is True
+
+
+def test_history_use_as_input_selects_the_tab_with_the_item_in_its_audio_input(make_studio, monkeypatch):
+    import json
+
+    import gradio as gr
+
+    from studio.ui import history_tab
+    from studio.ui.endpoints import Endpoints
+    from studio.ui.tab import build_tab
+
+    monkeypatch.setattr(gr, "Info", lambda *a, **k: None)
+    studio = make_studio()
+    endpoints = Endpoints(studio)
+    with gr.Blocks() as demo, gr.Tabs():
+        handles = {task: build_tab(demo, task, endpoints) for task in ("music", "speech")}
+    music = handles["music"]
+    metadata = _result(studio, SMALL)
+    path = studio.settings.output_dir / metadata["file"]
+    path.with_name(path.name + ".json").write_text(json.dumps(metadata))
+    item = studio.history.add(path, metadata)
+    assert history_tab.show_item(endpoints, item)[-1]["visible"] is True  # music takes audio; speech does not (yet)
+
+    values = {"selected": item.id, **_values(music, MELODY)}
+    updates = history_tab.use_as_input(endpoints, handles, "selected", values)
+    assert isinstance(updates[0], gr.Tabs) and updates[0].selected == "music"
+    mine = dict(zip(music.restore_outputs(), updates[1:1 + len(music.restore_outputs())]))
+    assert mine[_control(music, "audio").component]["value"] == str(path.resolve())
+    assert mine[music.model]["value"] == SMALL and mine[music.prompt] == gr.skip()
+    assert all(u == gr.skip() for u in updates[1 + len(music.restore_outputs()):])  # the speech tab is untouched
+
+
+def test_the_result_details_name_the_clip_the_lengths_and_a_partial_extension():
+    from studio.ui.text import metadata_markdown
+
+    clip = {"file": "inputs/3f9a.wav", "name": "riff.wav", "duration": 5.0, "sample_rate": 44100, "channels": 2}
+    shown = metadata_markdown({"model": SMALL, "prompt": "lofi", "seed": 1, "duration": 15.0, "prompt_s": 5.0,
+                               "continuation_s": 10.0, "windows": 1, "inputs": {"audio": clip},
+                               "settings": {"duration": 10.0, "audio": "inputs/3f9a.wav"}})
+    assert "| Input | Continued riff.wav (5.0 s) by 10.0 s |" in shown and "Windows" not in shown
+    assert "audio riff.wav" in shown and "3f9a" not in shown  # the clip by its name, not its stored copy's
+    shown = metadata_markdown({"model": SMALL, "prompt": "lofi", "seed": 1, "duration": 65.0, "prompt_s": 5.0,
+                               "continuation_s": 60.0, "windows": 3, "inputs": {"audio": clip}})
+    assert "Continued riff.wav (5.0 s) by 60.0 s" in shown and "| Windows | 3, each hearing the end of the one" in shown
+    partial = metadata_markdown({"model": SMALL, "prompt": "lofi", "seed": 1, "duration": 30.0, "partial": True,
+                                 "windows_done": 1, "windows": 3, "inputs": {"audio": clip}})
+    assert "Continued riff.wav (5.0 s) by 25.0 s" in partial
+    assert "| Windows | partial: cancelled after 1 of 3 windows |" in partial
+    assert "Input" not in metadata_markdown({"model": SMALL, "prompt": "lofi", "seed": 1, "duration": 8.0})
+
+
+def test_uploads_are_capped_at_the_longest_clip_the_studio_takes(tmp_path):
+    from studio import clips
+    from studio.ui import launch
+
+    options = launch.launch_options(Settings(output_dir=tmp_path), None)
+    assert options["max_file_size"] == launch.MAX_UPLOAD_BYTES == clips.MAX_UPLOAD_BYTES
+    assert clips.MAX_UPLOAD_BYTES >= clips.MAX_SECONDS * 48_000 * 2 * 4  # 300 s of 48 kHz stereo float WAV

@@ -53,7 +53,8 @@ def build_app(studio: Studio) -> gr.Blocks:
         if refresh is not None:
             fn, inputs, outputs = refresh
             for handle in handles.values():
-                handle.run.then(fn, inputs, outputs, **LIGHT)  # a new result appears in History at once
+                for run in handle.runs:  # a new result appears in History at once
+                    run.then(fn, inputs, outputs, **LIGHT)
 
         for task in TASKS:
             gr.api(endpoints.api_generate(task), api_name=task, concurrency_id="device",

@@ -44,6 +44,7 @@ class Control:
     advanced: bool
     home: ModelSpec | None = None
     component: Any = None
+    note: Any = None  # a widget with no info line of its own (an audio input) has its Param's help under it
 
 
 def _choices(param: Param, spec: ModelSpec, catalog: Catalog) -> list[Any]:
@@ -76,9 +77,9 @@ def plan_controls(specs: list[ModelSpec]) -> list[Control]:
     return list(controls.values())
 
 
-def render(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
+def render(control: Control, spec: ModelSpec, catalog: Catalog, *, elem_id: str | None = None) -> Any:
     """Create the widget, shown and set for `spec` when it has the setting; otherwise hidden, but set for the
-    first model that has it, so its value is inside its bounds."""
+    first model that has it, so its value is inside its bounds. An audio input gets its help as a note under it."""
     owner = spec if _param_for(control, spec) is not None else control.home
     param = _param_for(control, owner) if owner is not None else None
     props = _props(param, owner, catalog) if param is not None else {}
@@ -89,7 +90,9 @@ def render(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
     elif control.kind == "dropdown":
         component = gr.Dropdown(filterable=True, **props)
     elif control.kind == "audio":
-        component = audio_input(props, control.name)
+        component = audio_input(props, elem_id)
+        control.note = gr.Markdown(**note_props(param, owner is spec), elem_classes="studio-note",
+                                   elem_id=f"{elem_id}-note" if elem_id else None)
     elif control.kind == "slider":
         component = gr.Slider(**props)
     elif control.kind == "number":
@@ -100,10 +103,19 @@ def render(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
     return component
 
 
-def audio_input(props: dict[str, Any], name: str) -> Any:
+def audio_input(props: dict[str, Any], elem_id: str | None = None) -> Any:
     """An audio input: upload (WAV, FLAC, OGG, MP3) or record, its waveform shown, trimmable before it is sent."""
     return gr.Audio(sources=["upload", "microphone"], type="filepath", editable=True, buttons=[],
-                    elem_classes="studio-audio-input", **props)
+                    elem_classes="studio-audio-input", elem_id=elem_id, **props)
+
+
+def note_props(param: Param | None, visible: bool) -> dict[str, Any]:
+    return {"value": param.help if param is not None else "", "visible": visible and param is not None}
+
+
+def note_update(control: Control, spec: ModelSpec) -> Any:
+    """The update that shows the note under `control` with `spec`'s help, or hides it."""
+    return gr.update(**note_props(_param_for(control, spec), True))
 
 
 def retarget(control: Control, spec: ModelSpec, catalog: Catalog) -> Any:
@@ -117,12 +129,16 @@ def carry(control: Control, old: ModelSpec | None, new: ModelSpec, catalog: Cata
     The value the control holds is kept where `new` has the setting and accepts it (a number out of `new`'s
     range is brought into it, and the note says so); a setting `old` did not have, or an advanced one still at
     `old`'s default (a tuning of that model, such as its guidance), takes `new`'s default. A setting `new` does
-    not have is hidden.
+    not have is hidden. An audio input keeps its clip whatever the models (hidden while a model takes none, so
+    a look at another model loses nothing); the studio checks the clip against the model it runs.
     """
     param = _param_for(control, new)
     if param is None:
         return gr.update(visible=False), None
     props = _props(param, new, catalog)
+    if control.kind == "audio":
+        props.pop("value")  # the page sends a clip as a file payload, which is no value to hand back
+        return gr.update(**props), None
     before = _param_for(control, old) if old is not None else None
     note = None
     if before is not None and value is not None and not (before.advanced and value == before.default):
@@ -172,6 +188,11 @@ def restore(control: Control, spec: ModelSpec, catalog: Catalog, settings: dict[
     if settings.get(control.name) is not None:
         props["value"] = fit(param, spec, settings[control.name], props.get("choices"))[0]
     return gr.update(**props)
+
+
+def takes(control: Control, spec: ModelSpec) -> bool:
+    """Whether `spec` has the setting `control` stands for (its widget is shown for `spec`)."""
+    return _param_for(control, spec) is not None
 
 
 def _param_for(control: Control, spec: ModelSpec) -> Param | None:

@@ -187,6 +187,36 @@ class Endpoints:
         """Bring a deleted item back from the trash; the item listed again, or None if there is nothing to undo."""
         return self.history.undo_delete(item_id)
 
+    # -------------------------------------------------------------- files a result or a past run names
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.studio.settings.output_dir).expanduser().resolve()
+
+    def result_file(self, metadata: Mapping[str, Any] | None) -> str | None:
+        """The audio file of a result (its metadata's "file", in the output folder), if it is still there."""
+        name = (metadata or {}).get("file")
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            return None
+        path = self.output_dir / name
+        return str(path) if path.is_file() else None
+
+    def input_file(self, value: Any) -> str | None:
+        """The file an audio setting names: a past run's stored clip ("inputs/<digest>.wav", see studio.clips) or a
+        file in the output folder (a result used as input); None when it is gone or is anything else."""
+        from studio.clips import stored_path
+
+        if isinstance(value, str) and value.startswith("inputs/"):
+            path = stored_path(self.output_dir, value)
+            return str(path) if path is not None else None
+        if isinstance(value, (str, Path)) and str(value):
+            path = Path(value).resolve()
+            return str(path) if path.is_file() and path.is_relative_to(self.output_dir) else None
+        return None
+
+    def audio_tasks(self) -> set[str]:
+        """The tasks with a model that takes an audio input: their tabs have one."""
+        return {task for spec in self.studio.catalog for task in spec.tasks if any(p.is_audio for p in spec.params)}
+
     def model_labels(self) -> dict[str, str]:
         """Model id -> the name the page shows."""
         return {spec.repo_id: spec.label for spec in self.studio.catalog}

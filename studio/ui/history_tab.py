@@ -20,7 +20,7 @@ from studio.catalog import TASK_LABELS, TASKS, text_key
 from studio.errors import InvalidInput, StudioError
 from studio.ui.common import LIGHT
 from studio.ui.endpoints import Endpoints, user_errors
-from studio.ui.tab import TabHandle
+from studio.ui.tab import AS_SENT, TabHandle
 from studio.ui.text import deleted_html, history_html, metadata_markdown, sentence
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class HistoryView:
     audio: gr.Audio
     actions: gr.Row
     restore: gr.Button
+    use_input: gr.Button  # shown for an item whose tab takes audio
     download: gr.DownloadButton
     delete: gr.Button
     details: gr.Markdown
@@ -89,7 +90,7 @@ class HistoryView:
     @property
     def shown(self) -> list[Any]:
         """What `show_item` / `nothing_selected` fill."""
-        return [self.audio, self.actions, self.download, self.details, self.selected]
+        return [self.audio, self.actions, self.download, self.details, self.selected, self.use_input]
 
     @property
     def undo_parts(self) -> list[Any]:
@@ -121,6 +122,8 @@ def layout() -> HistoryView:
                 with gr.Row(visible=False, elem_id="history-actions", elem_classes="studio-actions") as actions:
                     restore = gr.Button("Restore into its tab", size="sm", variant="primary", scale=3, min_width=60,
                                         elem_id="history-restore")
+                    use_input = gr.Button("Use as input", size="sm", scale=2, min_width=60, visible=False,
+                                          elem_id="history-use-input")
                     download = gr.DownloadButton("Download", size="sm", scale=2, min_width=60,
                                                  elem_id="history-download")
                     delete = gr.Button("Delete", size="sm", variant="stop", scale=1, min_width=60,
@@ -130,7 +133,7 @@ def layout() -> HistoryView:
         deleted = gr.State(None)
     return HistoryView(tab=tab, query=query, task=task, undo_bar=undo_bar, undo_note=undo_note, undo=undo,
                        listing=listing, count=count, refresh=refresh, audio=audio, actions=actions, restore=restore,
-                       download=download, delete=delete, details=details, selected=selected, deleted=deleted)
+                       use_input=use_input, download=download, delete=delete, details=details, selected=selected, deleted=deleted)
 
 
 # ---------------------------------------------------------------------- handlers
@@ -167,11 +170,12 @@ def show_item(endpoints: Endpoints, item: Any) -> list[Any]:
     note = "" if path else "\n\nThe file is missing or outside the output folder, so the page cannot play it."
     return [path, gr.update(visible=True),
             gr.update(value=path, label=f"Download {item.format.upper()}", interactive=bool(path)),
-            metadata_markdown(item_metadata(item)) + note, item.id]
+            metadata_markdown(item_metadata(item)) + note, item.id,
+            gr.update(visible=bool(path) and item.task in endpoints.audio_tasks())]
 
 
 def nothing_selected() -> list[Any]:
-    return [None, gr.update(visible=False), gr.update(value=None), HINT, None]
+    return [None, gr.update(visible=False), gr.update(value=None), HINT, None, gr.update(visible=False)]
 
 
 def undo_offer(item: Any) -> list[Any]:
@@ -228,22 +232,46 @@ def restore_targets(tabs: gr.Tabs, handles: dict[str, TabHandle]) -> list[Any]:
     return targets
 
 
-@user_errors
-def restore(endpoints: Endpoints, handles: dict[str, TabHandle], item_id: int | None) -> list[Any]:
-    """Open the item's tab with its model, words, seed, settings and format (see `restore_targets`)."""
+def _item_and_tab(endpoints: Endpoints, handles: dict[str, TabHandle], item_id: int | None) -> tuple[Any, TabHandle]:
+    """The selected item and the tab it goes back into; a message when either is missing."""
     item = endpoints.history_item(item_id) if item_id is not None else None
     if item is None:
         raise InvalidInput("select a generation first")
     target = handles.get(item.task)
     if target is None:
         raise InvalidInput(f"this studio has no {TASK_LABELS.get(item.task, item.task).lower()} tab to restore into")
-    updates: list[Any] = [gr.Tabs(selected=item.task)]
+    return item, target
+
+
+def _into_tab(handles: dict[str, TabHandle], task: str, updates: list[Any]) -> list[Any]:
+    """[the tabs with `task`'s selected, then each tab's restore outputs]: `updates` for `task`'s, none for the
+    others (see `restore_targets`)."""
+    every: list[Any] = [gr.Tabs(selected=task)]
     for task_name, handle in handles.items():
-        if task_name == item.task:
-            updates += handle.restore_updates(item.model, item.prompt, item.seed, item.settings, item.format)
-        else:
-            updates += [gr.skip() for _ in handle.restore_outputs()]
-    return updates
+        every += updates if task_name == task else [gr.skip() for _ in handle.restore_outputs()]
+    return every
+
+
+@user_errors
+def restore(endpoints: Endpoints, handles: dict[str, TabHandle], item_id: int | None) -> list[Any]:
+    """Open the item's tab with its model, words, seed, settings and format (see `restore_targets`)."""
+    item, target = _item_and_tab(endpoints, handles, item_id)
+    inputs = (getattr(item, "metadata", None) or {}).get("inputs")
+    return _into_tab(handles, item.task, target.restore_updates(item.model, item.prompt, item.seed, item.settings,
+                                                                item.format, inputs=inputs))
+
+
+@user_errors
+def use_as_input(endpoints: Endpoints, handles: dict[str, TabHandle], selected: Any, values: dict) -> list[Any]:
+    """Open the item's tab with the item in its audio input (see TabHandle.input_updates; `values` holds the
+    tabs' settings and, under `selected`, the item's id)."""
+    item, target = _item_and_tab(endpoints, handles, values[selected])
+    path = endpoints.history_file(item)
+    if path is None:
+        raise InvalidInput(f"the file of this generation ({Path(item.file).name}) is missing or outside the output "
+                           "folder: there is nothing to use")
+    updates = target.input_updates(values, path, item.model)
+    return _into_tab(handles, item.task, [updates.get(c, gr.skip()) for c in target.restore_outputs()])
 
 
 # ---------------------------------------------------------------------- wiring
@@ -268,6 +296,11 @@ def wire(demo: gr.Blocks, view: HistoryView, endpoints: Endpoints, tabs: gr.Tabs
                  [*v.shown, *v.listed, *v.undo_parts], **LIGHT)
     v.restore.click(functools.partial(restore, endpoints, handles), v.selected, restore_targets(tabs, handles),
                     **LIGHT)
+    # Every tab's settings as sent (the tab may switch models: they are carried as on a switch; see tab.AS_SENT).
+    takes = [inputs for handle in handles.values() if handle.ui.audio_input is not None
+             for inputs in (*handle.ui.settings_inputs(), handle.ui.shown)]
+    v.use_input.click(functools.partial(use_as_input, endpoints, handles, v.selected), {v.selected, *takes},
+                      restore_targets(tabs, handles), **AS_SENT)
 
 
 def build_history_tab(demo: gr.Blocks, endpoints: Endpoints, tabs: gr.Tabs,

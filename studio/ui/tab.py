@@ -24,7 +24,8 @@ from studio.ui.common import LIGHT
 from studio.ui.endpoints import NO_MODELS, Endpoints, session_of, user_errors
 from studio.ui.picker import ModelGroup, find_group, group_models
 from studio.ui.runs import gradio_queued
-from studio.ui.text import estimate_html, format_choices, metadata_markdown, model_choice_label, model_note
+from studio.ui.text import (clip_gone, estimate_html, format_choices, metadata_markdown, model_choice_label,
+                             model_note)
 
 PROMPT = {
     "music": ("Prompt", "Describe the music: genre, instruments, mood, tempo"),
@@ -60,6 +61,10 @@ AS_SENT = {**LIGHT, "preprocess": False}
 # does not move when the figure arrives or changes.
 ESTIMATE_MIN_HEIGHT = 112  # a two-line figure measured 103 px in Chromium (96 let Generate jump 7 px)
 ESTIMATE_PENDING = "Working out memory and time…"
+# The result's action buttons: two a line in the result column, whether 330 px (a phone) or 430 px (1280 px wide).
+ACTION_MIN_WIDTH = 150
+# Extend makes the result this much longer (up to the model's longest), as one click.
+EXTEND_BY_S = 30.0
 
 
 # ------------------------------------------------------------------ layout
@@ -85,6 +90,8 @@ class TabLayout:
     actions: gr.Row
     download: gr.DownloadButton
     reuse: gr.Button
+    use_input: gr.Button | None  # puts the result into the tab's audio input; only where a model takes audio
+    extend: gr.Button | None  # extends the result at once; shown for a result of a model that extends
     details: gr.Markdown
     shown: gr.State  # the repo id the settings are set for: a model switch carries them from it
     last: gr.State  # the metadata of this session's last result in this tab
@@ -93,6 +100,17 @@ class TabLayout:
     @property
     def widgets(self) -> list[Any]:
         return [c.component for c in self.plan]
+
+    @property
+    def notes(self) -> list[Any]:
+        """The notes under the controls that have one (an audio input's help), in plan order."""
+        return [c.note for c in self.plan if c.note is not None]
+
+    @property
+    def audio_input(self) -> ctl.Control | None:
+        """The tab's audio input ("Use as input" fills it): the control named audio, else the first audio one."""
+        inputs = [c for c in self.plan if c.kind == "audio"]
+        return next((c for c in inputs if c.name == "audio"), inputs[0] if inputs else None)
 
     def settings_inputs(self) -> set[Any]:
         """What an estimate reads: the model, language, prompt and every setting."""
@@ -119,6 +137,10 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
     """Create the tab's components in the current container (a gr.Tab), set for the first group's default model."""
     first_group = groups[0]
     first = first_group.default
+
+    def render(control: ctl.Control) -> None:
+        ctl.render(control, first, catalog, elem_id=f"{task}-input-{control.name}" if control.kind == "audio" else None)
+
     with gr.Row(equal_height=False, elem_classes="studio-tab"):
         with gr.Column(scale=11, min_width=360):
             model = gr.Dropdown(group_choices(groups), value=first_group.key, label="Model",
@@ -134,10 +156,14 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
                                            filterable=True, visible=first_group.by_language,
                                            elem_id=f"{task}-language")
                     for control in plan:
-                        if not control.advanced:
-                            ctl.render(control, first, catalog)
+                        if not control.advanced and control.kind != "audio":
+                            render(control)
                 fmt = gr.Dropdown(format_choices(FORMATS), value="wav", label="Format", scale=1, min_width=110,
                                   elem_id=f"{task}-format")
+            # An audio input takes the column's whole width: its waveform and trim handles need the room.
+            for control in plan:
+                if not control.advanced and control.kind == "audio":
+                    render(control)
             adjusted = gr.Markdown(visible=False, elem_classes="studio-note", elem_id=f"{task}-adjusted")
             with gr.Accordion("Advanced", open=False, elem_id=f"{task}-advanced"):
                 with gr.Row(equal_height=False, elem_classes="studio-seed-row"):
@@ -147,7 +173,7 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
                     last_seed = gr.Button("Last seed", size="sm", scale=1, min_width=90, elem_id=f"{task}-seed-last")
                 for control in plan:
                     if control.advanced:
-                        ctl.render(control, first, catalog)
+                        render(control)
         with gr.Column(scale=10, min_width=340):
             # Filled on page load (building the page asks the device nothing); its height is kept from the start.
             estimate = gr.HTML(estimate_html(None, problem=ESTIMATE_PENDING), min_height=ESTIMATE_MIN_HEIGHT,
@@ -159,16 +185,23 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
                                    elem_id=f"{task}-cancel")
             # One way to download: the button below, which names the format and size.
             audio = gr.Audio(type="filepath", label="Result", interactive=False, buttons=[], elem_id=f"{task}-audio")
+            # Two buttons a line, on a phone as beside the result on a wide screen (three would not fit either).
             with gr.Row(visible=False, elem_id=f"{task}-result-actions", elem_classes="studio-actions") as actions:
-                download = gr.DownloadButton("Download", size="sm", elem_id=f"{task}-download")
-                reuse = gr.Button("Reuse these settings", size="sm", elem_id=f"{task}-reuse")
+                wide = {"size": "sm", "min_width": ACTION_MIN_WIDTH}
+                download = gr.DownloadButton("Download", elem_id=f"{task}-download", **wide)
+                reuse = gr.Button("Reuse these settings", elem_id=f"{task}-reuse", **wide)
+                takes_audio = any(c.kind == "audio" for c in plan)
+                use_input = gr.Button("Use as input", elem_id=f"{task}-use-input", **wide) if takes_audio else None
+                extends = any(spec.param("extend_to") is not None for group in groups for spec in group.specs)
+                extend = gr.Button("Extend", visible=False, elem_id=f"{task}-extend", **wide) if extends else None
             details = gr.Markdown(elem_classes="studio-details", elem_id=f"{task}-details")
     duration = next((c.component for c in plan if c.name == "duration" and c.kind == "slider"), None)
     example_inputs = [prompt] if duration is None or task == "speech" else [prompt, duration]
     gr.Examples(EXAMPLES[task], example_inputs, label="Examples: click one to fill the prompt", examples_per_page=4)
     return TabLayout(model=model, note=note, prompt=prompt, language=language, fmt=fmt, adjusted=adjusted, seed=seed,
                      random_seed=random_seed, last_seed=last_seed, estimate=estimate, generate=generate,
-                     cancel=cancel, audio=audio, actions=actions, download=download, reuse=reuse, details=details,
+                     cancel=cancel, audio=audio, actions=actions, download=download, reuse=reuse,
+                     use_input=use_input, extend=extend, details=details,
                      shown=gr.State(first.repo_id), last=gr.State(None), plan=plan)
 
 
@@ -185,6 +218,7 @@ class TabHandle:
     groups: list[ModelGroup]
     ui: TabLayout
     run: Any = None  # the Generate event, for .then() chains
+    runs: list[Any] = field(default_factory=list)  # every event that ends a run: Generate's, Extend's
     generate_fn: Callable | None = None  # the bound on_generate, to find this tab's requests in gradio's queue
 
     @property
@@ -206,18 +240,31 @@ class TabHandle:
         return f"{session}:{self.task}"  # Cancel in one tab leaves the session's runs in other tabs alone
 
     def restore_outputs(self) -> list[Any]:
+        """What restore_updates fills, and what Use as input and Extend may change."""
         ui = self.ui
         return [ui.model, ui.language, ui.note, ui.prompt, ui.seed, ui.fmt, *ui.widgets, ui.estimate, ui.shown,
-                ui.adjusted]
+                ui.adjusted, *ui.notes]
 
     def restore_updates(self, model_id: str, prompt: str, seed: Any, settings: Mapping[str, Any] | None,
-                        fmt: str | None) -> list[Any]:
-        """Updates for restore_outputs(): the model (and language), prompt, seed, format and every setting."""
+                        fmt: str | None, *, inputs: Mapping[str, Any] | None = None) -> list[Any]:
+        """Updates for restore_outputs(): the model (and language), prompt, seed, format and every setting.
+
+        An audio setting names its file as a past run's metadata does ("inputs/<digest>.wav", its stored copy) or
+        as a file in the output folder; when the file is gone the control is left empty and the adjusted note
+        says so, naming the clip by `inputs` (the metadata's "inputs": the name the user knew it by).
+        """
         group = find_group(self.groups, model_id)
         if group is None:
             raise InvalidInput(f"{model_id} is not a {TASK_LABELS[self.task].lower()} model of this studio any more")
         spec = self.catalog.get(model_id if model_id != group.key else group.default.repo_id, self.task)
         settings = dict(settings or {})
+        notes = []
+        for control in self.plan:
+            named = settings.get(control.name)
+            if control.kind == "audio" and named is not None and spec.param(control.name) is not None:
+                settings[control.name] = self.endpoints.input_file(named)
+                if settings[control.name] is None:
+                    notes.append(clip_gone(spec.param(control.name).label, named, (inputs or {}).get(control.name)))
         widgets = [ctl.restore(c, spec, self.catalog, settings) for c in self.plan]
         restored = {name: value for name, value in settings.items() if spec.param(name) is not None}
         restored.update({c.name: u["value"] for c, u in zip(self.plan, widgets) if "value" in u})
@@ -231,8 +278,64 @@ class TabHandle:
             *widgets,
             self.estimate_for(spec, prompt, restored),
             spec.repo_id,
-            gr.update(value="", visible=False),
+            gr.update(value=" ".join(notes), visible=bool(notes)),
+            *[ctl.note_update(c, spec) for c in self.plan if c.note is not None],
         ]
+
+    def switch_updates(self, values: Mapping[Any, Any], old: ModelSpec | None,
+                       spec: ModelSpec) -> tuple[dict[Any, Any], dict[Any, Any]]:
+        """The updates that move the tab from model `old` to `spec` (its language picker, note, controls and
+        their notes, the adjusted note; not the estimate), and the values the controls hold afterwards."""
+        ui = self.ui
+        group = find_group(self.groups, spec.repo_id)
+        updates: dict[Any, Any] = {ui.language: language_update(group, spec), ui.note: model_note(spec),
+                                   ui.shown: spec.repo_id}
+        notes, fresh = [], dict(values)
+        for control in ui.plan:
+            update, note = ctl.carry(control, old, spec, self.catalog, values.get(control.component))
+            updates[control.component] = update
+            if "value" in update:
+                fresh[control.component] = update["value"]
+            if control.note is not None:
+                updates[control.note] = ctl.note_update(control, spec)
+            if note:
+                notes.append(note)
+        updates[ui.adjusted] = gr.update(value=" ".join(notes), visible=bool(notes))
+        return updates, fresh
+
+    def input_updates(self, values: Mapping[Any, Any], file: str, made_by: str | None) -> dict[Any, Any]:
+        """Updates (of restore_outputs()) that put `file` into the tab's audio input, keeping every other setting.
+
+        When the model the tab is set for takes no audio, the tab switches to one that does: `made_by` (the model
+        that made the file) if it does, else the first of the tab's models that does; a toast says so.
+        """
+        ui, control = self.ui, self.ui.audio_input
+        if control is None:
+            raise InvalidInput(f"the {TASK_LABELS[self.task].lower()} tab takes no audio input")
+        spec = self.spec_of(values[ui.model], values[ui.language])
+        updates: dict[Any, Any] = {}
+        fresh = dict(values)
+        if not ctl.takes(control, spec):
+            target = self.audio_model(made_by)
+            updates, fresh = self.switch_updates(values, spec, target)
+            updates[ui.model] = gr.update(value=find_group(self.groups, target.repo_id).key)
+            gr.Info(f"{spec.label} takes no audio input: switched to {target.label}, which takes it as its "
+                    f"{target.param(control.name).label.lower()}.")
+            spec = target
+        updates[control.component] = {**updates.get(control.component, gr.update()), "value": file}  # shown, if hidden
+        fresh[control.component] = file
+        updates[ui.estimate] = self.estimate_for(spec, values[ui.prompt], ctl.active_settings(ui.plan, spec, fresh))
+        return updates
+
+    def audio_model(self, preferred: str | None) -> ModelSpec:
+        """The model to switch to for an audio input: `preferred` if it is one of the tab's and takes audio, else
+        the first of the tab's models (in the picker's order) that does."""
+        control = self.ui.audio_input
+        specs = [spec for group in self.groups for spec in group.specs]
+        takers = [spec for spec in specs if control is not None and ctl.takes(control, spec)]
+        if not takers:
+            raise InvalidInput(f"no {TASK_LABELS[self.task].lower()} model of this studio takes an audio input")
+        return next((spec for spec in takers if spec.repo_id == preferred), takers[0])
 
     def spec_of(self, model_key: Any, language: Any) -> ModelSpec:
         group = next((g for g in self.groups if g.key == model_key), None)
@@ -288,17 +391,7 @@ def on_model(tab: TabHandle, values: dict) -> dict[Any, Any]:
         old = tab.catalog.get(values[ui.shown], tab.task) if values[ui.shown] else None
     except StudioError:
         old = None
-    updates: dict[Any, Any] = {ui.language: language_update(group, spec), ui.note: model_note(spec),
-                               ui.shown: spec.repo_id}
-    notes, fresh = [], dict(values)
-    for control in ui.plan:
-        update, note = ctl.carry(control, old, spec, tab.catalog, values[control.component])
-        updates[control.component] = update
-        if "value" in update:
-            fresh[control.component] = update["value"]
-        if note:
-            notes.append(note)
-    updates[ui.adjusted] = gr.update(value=" ".join(notes), visible=bool(notes))
+    updates, fresh = tab.switch_updates(values, old, spec)
     updates[ui.estimate] = tab.estimate_for(spec, values[ui.prompt], ctl.active_settings(ui.plan, spec, fresh))
     return updates
 
@@ -330,9 +423,14 @@ def on_generate(tab: TabHandle, values: dict, request: gr.Request, progress=gr.P
     except Cancelled:  # the user asked for it and Cancel already said so: not an error; nothing changes
         return {ui.audio: gr.skip()}
     size = format_bytes(Path(result.path).stat().st_size)
-    return {ui.audio: str(result.path), ui.actions: gr.update(visible=True),
-            ui.download: gr.update(value=str(result.path), label=f"Download {str(values[ui.fmt]).upper()} · {size}"),
-            ui.details: metadata_markdown(result.metadata), ui.last: result.metadata}
+    updates = {ui.audio: str(result.path), ui.actions: gr.update(visible=True),
+               ui.download: gr.update(value=str(result.path), label=f"Download {str(values[ui.fmt]).upper()} · {size}"),
+               ui.details: metadata_markdown(result.metadata), ui.last: result.metadata}
+    if ui.extend is not None:
+        total = extend_target(spec, result.metadata)
+        added = f"{total - result.metadata['duration']:.0f} s" if total is not None else ""
+        updates[ui.extend] = gr.update(visible=total is not None, value=f"Extend by {added}")
+    return updates
 
 
 def on_run_end(tab: TabHandle, values: dict, request: gr.Request) -> dict[Any, Any]:
@@ -361,8 +459,58 @@ def on_cancel(tab: TabHandle, request: gr.Request) -> None:
 def on_reuse(tab: TabHandle, metadata: dict | None) -> list[Any]:
     if not metadata:
         raise InvalidInput("there is no result to reuse yet: generate something first")
-    return tab.restore_updates(metadata["model"], metadata_text(metadata)[1],
-                               metadata.get("seed"), metadata.get("settings"), metadata.get("format"))
+    return tab.restore_updates(metadata["model"], metadata_text(metadata)[1], metadata.get("seed"),
+                               metadata.get("settings"), metadata.get("format"), inputs=metadata.get("inputs"))
+
+
+def result_file(tab: TabHandle, metadata: Mapping[str, Any] | None, doing: str) -> str:
+    """The file of the tab's last result, for `doing` ("use", "extend"); a message when there is none."""
+    if not metadata:
+        raise InvalidInput(f"there is no result to {doing} yet: generate something first")
+    file = tab.endpoints.result_file(metadata)
+    if file is None:
+        raise InvalidInput(f"the result's file {metadata.get('file')!r} is no longer in the output folder: generate "
+                           "it again, or pick another result in History")
+    return file
+
+
+@user_errors
+def on_use_input(tab: TabHandle, values: dict) -> dict[Any, Any]:
+    """Put the tab's last result into its audio input (switching to a model that takes audio if need be)."""
+    metadata = values[tab.ui.last]
+    return tab.input_updates(values, result_file(tab, metadata, "use"), metadata.get("model"))
+
+
+def extend_target(spec: ModelSpec, metadata: Mapping[str, Any]) -> float | None:
+    """The length Extend asks for, EXTEND_BY_S past the result (at most the model's longest); None when the
+    model does not extend, or the result is already as long as it makes."""
+    param = spec.param("extend_to")
+    if param is None:
+        return None
+    duration = float(metadata.get("duration") or 0.0)
+    total = round(min(param.maximum if param.maximum is not None else duration + EXTEND_BY_S,
+                      duration + EXTEND_BY_S), 2)
+    return total if total - duration >= 1.0 else None
+
+
+@user_errors
+def on_extend(tab: TabHandle, metadata: dict | None) -> list[Any]:
+    """The result's own settings, with the result as the audio input and extend_to EXTEND_BY_S past its end: the
+    run then starts as Generate's does (see `wire`)."""
+    file = result_file(tab, metadata, "extend")
+    spec = tab.catalog.get(metadata.get("model"), tab.task)
+    total = extend_target(spec, metadata)
+    control = tab.ui.audio_input
+    if total is None or control is None or not ctl.takes(control, spec):
+        longest = spec.param("extend_to")
+        if longest is None:
+            extenders = [s.label for group in tab.groups for s in group.specs if s.param("extend_to") is not None]
+            raise InvalidInput(f"{spec.label} does not extend audio; these models do: {', '.join(extenders)}")
+        raise InvalidInput(f"the result is {metadata.get('duration', 0):.1f} s long, and {spec.label} makes at most "
+                           f"{longest.maximum:g} s: it cannot be extended further")
+    settings = {**(metadata.get("settings") or {}), control.name: file, "extend_to": total}
+    return tab.restore_updates(spec.repo_id, metadata_text(metadata)[1], metadata.get("seed"), settings,
+                               metadata.get("format"))
 
 
 def on_last_seed(metadata: dict | None) -> Any:
@@ -399,7 +547,7 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
     # The model and language follow the user's choice (.input), so restoring a past run (which sets them
     # programmatically) does not reset the settings it restores.
     ui.model.input(bind(on_model, tab), {*inputs, ui.shown},
-                   [ui.language, ui.note, *widgets, ui.adjusted, ui.estimate, ui.shown], **AS_SENT)
+                   [ui.language, ui.note, *widgets, ui.adjusted, ui.estimate, ui.shown, *ui.notes], **AS_SENT)
     ui.language.input(bind(on_language, tab), inputs, [ui.note, ui.shown, ui.estimate], **AS_SENT)
     gr.on([ui.prompt.change, *[w.change for w in widgets]], bind(estimate_now, tab), inputs, ui.estimate,
           trigger_mode="always_last", **AS_SENT)
@@ -408,20 +556,35 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
     ui.last_seed.click(on_last_seed, ui.last, ui.seed, **LIGHT)
 
     tab.generate_fn = bind(on_generate, tab)
-    started = ui.generate.click(on_start, None, ui.cancel, queue=False, **LIGHT)
-    tab.run = started.then(
-        tab.generate_fn, {ui.model, ui.language, ui.prompt, ui.seed, ui.fmt, *widgets},
-        [ui.audio, ui.actions, ui.download, ui.details, ui.last],
-        concurrency_id="device", concurrency_limit=tab.endpoints.run_slots(), api_visibility="private",
-        show_progress_on=[ui.audio],
-    )
-    tab.run.then(bind(on_run_end, tab), inputs, [ui.estimate, ui.cancel], **AS_SENT)
+    tab.run = run_after(tab, ui.generate.click(on_start, None, ui.cancel, queue=False, **LIGHT))
     # No `cancels=[run]`: that would free Gradio's device slot at once while the run's thread still works;
     # the Event stops the run at its next step, and the run then ends as a normal (skipped) update.
     ui.cancel.click(bind(on_cancel, tab), None, None, **LIGHT)  # queued (so its message reaches the page), never waits
     ui.reuse.click(bind(on_reuse, tab), ui.last, tab.restore_outputs(), **LIGHT)
+    if ui.use_input is not None:
+        ui.use_input.click(bind(on_use_input, tab), {*inputs, ui.shown, ui.last}, tab.restore_outputs(), **AS_SENT)
+    if ui.extend is not None:
+        # Extend sets the tab up, then runs exactly as Generate does (same queue, Cancel, progress, estimate);
+        # a refusal (the file is gone) stops the chain before the run.
+        extended = ui.extend.click(bind(on_extend, tab), ui.last, tab.restore_outputs(), **LIGHT)
+        run_after(tab, extended.success(on_start, None, ui.cancel, queue=False, **LIGHT))
     # The device is known by now (asking decides it).
     demo.load(bind(estimate_now, tab), inputs, ui.estimate, **AS_SENT)
+
+
+def run_after(tab: TabHandle, started: Any) -> Any:
+    """Chain a run of the tab (the bound on_generate, on the shared device queue) and its ending to `started`
+    (the event that enabled Cancel); returns the run's event, which tab.runs lists."""
+    ui = tab.ui
+    run = started.then(
+        tab.generate_fn, {ui.model, ui.language, ui.prompt, ui.seed, ui.fmt, *ui.widgets},
+        [ui.audio, ui.actions, ui.download, ui.details, ui.last, *([ui.extend] if ui.extend is not None else [])],
+        concurrency_id="device", concurrency_limit=tab.endpoints.run_slots(), api_visibility="private",
+        show_progress_on=[ui.audio],
+    )
+    run.then(bind(on_run_end, tab), ui.settings_inputs(), [ui.estimate, ui.cancel], **AS_SENT)
+    tab.runs.append(run)
+    return run
 
 
 def build_tab(demo: gr.Blocks, task: str, endpoints: Endpoints) -> TabHandle | None:

@@ -184,9 +184,13 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     ran_on = [metadata.get("device"), placement, metadata.get("dtype")]
     if any(ran_on):
         rows.append(("Ran on", " · ".join(str(p) for p in ran_on if p)))
+    inputs = metadata.get("inputs") or {}
+    rows += _audio_rows(metadata, inputs)
     settings = metadata.get("settings") or {}
     if settings:
-        rows.append(("Settings", " · ".join(f"{k.replace('_', ' ')} {_setting(v)}" for k, v in settings.items())))
+        # An audio input by the name the user knows it by, not its stored copy's digest.
+        named = {k: (inputs[k].get("name") or v) if isinstance(inputs.get(k), Mapping) else v for k, v in settings.items()}
+        rows.append(("Settings", " · ".join(f"{k.replace('_', ' ')} {_setting(v)}" for k, v in named.items())))
     for note in metadata.get("recoveries") or ():
         rows.append(("Recovered", note))
     if metadata.get("file"):
@@ -194,6 +198,39 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     if metadata.get("license"):
         rows.append(("Licence", metadata["license"]))
     return _table(rows)
+
+
+def _audio_rows(metadata: Mapping[str, Any], inputs: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The input clip and how much was added to it ("Continued riff.wav (5.0 s) by 10.0 s"), the windows an
+    extension took, and whether it was cancelled part way ("partial: cancelled after 1 of 3 windows")."""
+    rows = []
+    clip = inputs.get("audio") if isinstance(inputs.get("audio"), Mapping) else None
+    if clip is not None:
+        name, have = clip.get("name") or clip.get("file") or "the clip", float(clip.get("duration") or 0.0)
+        if "prompt_s" in metadata or "continuation_s" in metadata or metadata.get("partial"):
+            added = metadata.get("continuation_s")
+            if added is None:
+                added = max(0.0, float(metadata.get("duration") or 0.0) - float(metadata.get("prompt_s", have)))
+            rows.append(("Input", f"Continued {name} ({float(metadata.get('prompt_s', have)):.1f} s) by "
+                                  f"{float(added):.1f} s"))
+        else:  # a clip the model follows rather than continues (a melody)
+            rows.append(("Input", f"{name} ({have:.1f} s)"))
+    windows = metadata.get("windows")
+    if metadata.get("partial"):
+        done = metadata.get("windows_done")
+        rows.append(("Windows", f"partial: cancelled after {done} of {windows} windows" if done is not None
+                     else "partial: cancelled before the end"))
+    elif isinstance(windows, int) and windows > 1:
+        rows.append(("Windows", f"{windows}, each hearing the end of the one before"))
+    return rows
+
+
+def clip_gone(label: str, stored: Any, clip: Mapping[str, Any] | None) -> str:
+    """The note when a past run's audio input cannot be brought back: its stored copy was deleted."""
+    name = clip.get("name") if isinstance(clip, Mapping) and clip.get("name") else None
+    what = f"{name} ({stored})" if name else str(stored)
+    return (f"{label} is empty: {_escape(what)} is no longer in the output folder; upload or record the clip "
+            "again.")
 
 
 def sentence(text: str) -> str:
