@@ -69,7 +69,7 @@ class HistoryView:
     count: gr.Markdown
     refresh: gr.Button
     audio: gr.Audio
-    actions: gr.Row
+    actions: gr.Column
     restore: gr.Button
     use_input: gr.Button  # shown for an item whose tab takes audio
     download: gr.DownloadButton
@@ -119,15 +119,19 @@ def layout() -> HistoryView:
             with gr.Column(scale=2, min_width=320):
                 audio = gr.Audio(type="filepath", label="Selected", interactive=False, buttons=["download"],
                                  elem_id="history-audio")
-                with gr.Row(visible=False, elem_id="history-actions", elem_classes="studio-actions") as actions:
-                    restore = gr.Button("Restore into its tab", size="sm", variant="primary", scale=3, min_width=60,
-                                        elem_id="history-restore")
-                    use_input = gr.Button("Use as input", size="sm", scale=2, min_width=60, visible=False,
-                                          elem_id="history-use-input")
-                    download = gr.DownloadButton("Download", size="sm", scale=2, min_width=60,
-                                                 elem_id="history-download")
-                    delete = gr.Button("Delete", size="sm", variant="stop", scale=1, min_width=60,
-                                       elem_id="history-delete")
+                # Two lines, what goes back into a tab above what happens to the file, so no label wraps in the
+                # column (four buttons on one line did, at 1280 px wide already).
+                with gr.Column(visible=False, elem_id="history-actions", elem_classes="studio-actions") as actions:
+                    with gr.Row(elem_classes="studio-actions"):
+                        restore = gr.Button("Restore into its tab", size="sm", variant="primary", scale=3,
+                                            min_width=60, elem_id="history-restore")
+                        use_input = gr.Button("Use as input", size="sm", scale=2, min_width=60, visible=False,
+                                              elem_id="history-use-input")
+                    with gr.Row(elem_classes="studio-actions"):
+                        download = gr.DownloadButton("Download", size="sm", scale=2, min_width=60,
+                                                     elem_id="history-download")
+                        delete = gr.Button("Delete", size="sm", variant="stop", scale=1, min_width=60,
+                                           elem_id="history-delete")
                 details = gr.Markdown(HINT, elem_classes="studio-details", elem_id="history-details")
         selected = gr.State(None)
         deleted = gr.State(None)
