@@ -128,6 +128,18 @@ def test_upload_trim_and_continue_a_clip(server, browser, riff):
     _expect_text(page.locator(f"{INPUT}-note"), r"the result starts with it")
     page.screenshot(path=str(ARTIFACTS / "audio-in-clip-desktop.png"), full_page=True)
 
+    # Model switches: stereo small continues the same clip; melody takes none (the input and its note hide, and the
+    # estimate is for text alone); back on small the clip is there again. No error on the way.
+    estimate = page.locator("#music-estimate")
+    for model, takes in (("MusicGen stereo small", True), ("MusicGen melody", False), ("MusicGen small", True)):
+        _pick(page, "#music-model", _model_option(page, "music", model))
+        _settle(page, "music")
+        for part in (INPUT, f"{INPUT}-note"):
+            page.locator(part).wait_for(state="visible" if takes else "hidden")
+        _expect_text(estimate, r"continues the 3\.0 s clip" if takes else r"\A(?![\s\S]*continues)[\s\S]*about ")
+    _waveform_drawn(page, "0:03")
+    assert not _toasts(page, "error")
+
     # The trim tool: a region over the waveform, and Trim sends the shorter clip (the estimate follows); Clear
     # empties the input, and the estimate is for text alone again.
     inp = page.locator(INPUT)
