@@ -137,7 +137,8 @@ def layout() -> HistoryView:
         deleted = gr.State(None)
     return HistoryView(tab=tab, query=query, task=task, undo_bar=undo_bar, undo_note=undo_note, undo=undo,
                        listing=listing, count=count, refresh=refresh, audio=audio, actions=actions, restore=restore,
-                       use_input=use_input, download=download, delete=delete, details=details, selected=selected, deleted=deleted)
+                       use_input=use_input, download=download, delete=delete, details=details, selected=selected,
+                       deleted=deleted)
 
 
 # ---------------------------------------------------------------------- handlers

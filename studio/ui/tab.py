@@ -423,8 +423,9 @@ def on_generate(tab: TabHandle, values: dict, request: gr.Request, progress=gr.P
     except Cancelled:  # the user asked for it and Cancel already said so: not an error; nothing changes
         return {ui.audio: gr.skip()}
     size = format_bytes(Path(result.path).stat().st_size)
+    label = f"Download {str(values[ui.fmt]).upper()} · {size}"
     updates = {ui.audio: str(result.path), ui.actions: gr.update(visible=True),
-               ui.download: gr.update(value=str(result.path), label=f"Download {str(values[ui.fmt]).upper()} · {size}"),
+               ui.download: gr.update(value=str(result.path), label=label),
                ui.details: metadata_markdown(result.metadata), ui.last: result.metadata}
     if ui.extend is not None:
         total = extend_target(spec, result.metadata)

@@ -189,7 +189,8 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     settings = metadata.get("settings") or {}
     if settings:
         # An audio input by the name the user knows it by, not its stored copy's digest.
-        named = {k: (inputs[k].get("name") or v) if isinstance(inputs.get(k), Mapping) else v for k, v in settings.items()}
+        named = {k: (inputs[k].get("name") or v) if isinstance(inputs.get(k), Mapping) else v
+                 for k, v in settings.items()}
         rows.append(("Settings", " · ".join(f"{k.replace('_', ' ')} {_setting(v)}" for k, v in named.items())))
     for note in metadata.get("recoveries") or ():
         rows.append(("Recovered", note))
