@@ -743,6 +743,33 @@ def test_history_use_as_input_selects_the_tab_with_the_item_in_its_audio_input(m
     assert all(u == gr.skip() for u in updates[1 + len(music.restore_outputs()):])  # the speech tab is untouched
 
 
+def test_history_restore_brings_the_stored_clip_back(make_studio):
+    import json
+
+    import gradio as gr
+
+    from studio.clips import read_clip, store_clip
+    from studio.ui import history_tab
+    from studio.ui.endpoints import Endpoints
+    from studio.ui.tab import build_tab
+
+    studio = make_studio()
+    endpoints = Endpoints(studio)
+    with gr.Blocks() as demo, gr.Tabs():
+        handles = {"music": build_tab(demo, "music", endpoints)}
+    music = handles["music"]
+    clip = store_clip(read_clip(_wav(studio.settings.output_dir.parent / "riff.wav", 5.0)), studio.settings.output_dir)
+    metadata = _result(studio, settings={"duration": 10.0, "audio": clip.stored},
+                       inputs={"audio": {**clip.describe(), "name": "riff.wav"}})
+    path = studio.settings.output_dir / metadata["file"]
+    path.with_name(path.name + ".json").write_text(json.dumps(metadata))
+    item = studio.history.add(path, metadata)
+    updates = history_tab.restore(endpoints, handles, item.id)
+    mine = dict(zip(music.restore_outputs(), updates[1:]))
+    assert mine[_control(music, "audio").component]["value"] == str(studio.settings.output_dir.resolve() / clip.stored)
+    assert "continues the 5.0 s clip by 10.0 s" in mine[music.estimate]
+
+
 def test_the_result_details_name_the_clip_the_lengths_and_a_partial_extension():
     from studio.ui.text import metadata_markdown
 
