@@ -59,7 +59,7 @@ class Clip:
         return self.frames / float(self.sample_rate)
 
     def conformed(self, sample_rate: int, channels: int) -> np.ndarray:
-        """float32 (channels, frames) at `sample_rate`: stereo folded to mono by averaging, mono duplicated to
+        """A new float32 (channels, frames) array at `sample_rate`: stereo folded to mono by averaging, mono duplicated to
         stereo, resampled with scipy's polyphase filter (an integer ratio, exact for every common rate)."""
         samples = self.samples
         if channels == 1 and samples.shape[0] > 1:
@@ -73,7 +73,7 @@ class Clip:
 
             g = math.gcd(int(sample_rate), int(self.sample_rate))
             samples = resample_poly(samples, sample_rate // g, self.sample_rate // g, axis=1)
-        return np.ascontiguousarray(samples, dtype=np.float32)
+        return np.array(samples, dtype=np.float32, order="C")  # the caller's own copy: the clip's is read-only
 
     def describe(self) -> dict[str, Any]:
         """What a result's metadata says of the clip it was made from."""
