@@ -70,8 +70,10 @@ def _melody_param() -> Param:
 
 
 def _params(*, continuation: bool = True, melody: bool = False) -> tuple[Param, ...]:
+    length = "Seconds of new music, after your clip when you give one." if continuation else \
+        "Length of the clip in seconds."
     return (
-        duration_param(MAX_DURATION, 8.0),
+        duration_param(MAX_DURATION, 8.0, help=length),
         *(_continuation_params() if continuation else ()),
         *((_melody_param(),) if melody else ()),
         Param("guidance_scale", float, 3.0, "Guidance", "How closely to follow the prompt (classifier-free "

@@ -461,8 +461,9 @@ def _check_seed(seed: Any, random_seed: Callable[[], int] | None) -> int:
     return value
 
 
-def duration_param(maximum: float, default: float, *, minimum: float = 0.5, step: float = 0.5) -> Param:
+def duration_param(maximum: float, default: float, *, minimum: float = 0.5, step: float = 0.5,
+                   help: str = "Length of the clip in seconds.") -> Param:
     return Param(
-        "duration", float, default, "Duration (s)", "Length of the clip in seconds.",
+        "duration", float, default, "Duration (s)", help,
         minimum=minimum, maximum=maximum, step=step, advanced=False,
     )
