@@ -128,15 +128,19 @@ def test_upload_trim_and_continue_a_clip(server, browser, riff):
     _expect_text(page.locator(f"{INPUT}-note"), r"the result starts with it")
     page.screenshot(path=str(ARTIFACTS / "audio-in-clip-desktop.png"), full_page=True)
 
-    # Model switches: stereo small continues the same clip; melody takes none (the input and its note hide, and the
-    # estimate is for text alone); back on small the clip is there again. No error on the way.
+    # Model switches: stereo small continues the same clip; melody follows it as a melody; AudioLDM 2 music takes
+    # none (the input and its note hide, and the estimate is for text alone); back on small the clip is there
+    # again. No error on the way.
     estimate = page.locator("#music-estimate")
-    for model, takes in (("MusicGen stereo small", True), ("MusicGen melody", False), ("MusicGen small", True)):
+    for model, takes, says in (("MusicGen stereo small", True, r"continues the 3\.0 s clip"),
+                               ("MusicGen melody", True, r"follows the melody of 'riff\.wav' \(3\.0 s\)"),
+                               ("AudioLDM 2 music", False, r"\A(?![\s\S]*(continues|follows))[\s\S]*about "),
+                               ("MusicGen small", True, r"continues the 3\.0 s clip")):
         _pick(page, "#music-model", _model_option(page, "music", model))
         _settle(page, "music")
         for part in (INPUT, f"{INPUT}-note"):
             page.locator(part).wait_for(state="visible" if takes else "hidden")
-        _expect_text(estimate, r"continues the 3\.0 s clip" if takes else r"\A(?![\s\S]*continues)[\s\S]*about ")
+        _expect_text(estimate, says)
     _waveform_drawn(page, "0:03")
     assert not _toasts(page, "error")
 
@@ -169,7 +173,7 @@ def test_use_as_input_from_history_selects_the_tab_and_fills_its_input(server, b
         pytest.skip("needs the continuation of test_upload_trim_and_continue_a_clip")
     page = _open(browser, url)
     # The tab is on a model that takes no audio: Use as input goes back to the result's own model, and says so.
-    _pick(page, "#music-model", _model_option(page, "music", "MusicGen melody"))
+    _pick(page, "#music-model", _model_option(page, "music", "AudioLDM 2 music"))
     _settle(page, "music")
     page.locator(INPUT).wait_for(state="hidden")
     _tab(page, "history")
@@ -181,7 +185,7 @@ def test_use_as_input_from_history_selects_the_tab_and_fills_its_input(server, b
     _waveform_drawn(page, "0:04")
     assert "MusicGen small" in page.locator("#music-model input").input_value()
     said = [toast["text"] for toast in _toasts(page, "info")]
-    assert any("MusicGen melody (text only) takes no audio input: switched to MusicGen small" in t for t in said), said
+    assert any("AudioLDM 2 music takes no audio input: switched to MusicGen small" in t for t in said), said
     _expect_text(page.locator("#music-estimate"), r"continues the 4\.0 s clip")
     assert not _toasts(page, "error")
     page.close()

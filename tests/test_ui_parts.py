@@ -531,6 +531,7 @@ def test_the_settings_row_quotes_text_values_and_separates_settings_clearly():
 # ------------------------------------------------------------------ audio in: the input, Use as input, Extend, Reuse
 
 SMALL, MELODY, STEREO = "facebook/musicgen-small", "facebook/musicgen-melody", "facebook/musicgen-stereo-small"
+NO_AUDIO = "cvssp/audioldm2-music"  # a music model that takes no clip
 
 
 def _music_tab(studio):
@@ -586,15 +587,20 @@ def test_the_audio_input_is_full_width_with_its_help_under_it_and_follows_model_
     assert audio.note.elem_id == "music-input-audio-note" and "the result starts with it" in audio.note.value
     assert tab.ui.use_input is not None and tab.ui.extend is not None and not tab.ui.extend.visible
 
-    # small -> melody (no audio yet): the input and its note hide; the clip is not sent; melody -> stereo: both
-    # show again, and the clip the control holds stays (the page sends a file payload, never handed back).
+    # small -> melody: the same input, now the melody to follow (its label and note say so), the clip kept.
     clip = {"path": "/tmp/gradio/x/riff.wav", "orig_name": "riff.wav"}
     values = _values(tab, SMALL, audio=clip)
     values[tab.model] = MELODY
     updates = on_model(tab, values)
+    assert updates[audio.component]["visible"] is True and updates[audio.component]["label"] == "Melody"
+    assert "value" not in updates[audio.component] and "tune to follow" in updates[audio.note]["value"]
+    # melody -> a model without audio: the input and its note hide; the clip is not sent; -> stereo: both show
+    # again, and the clip the control holds stays (the page sends a file payload, never handed back).
+    values[tab.model], values[tab.ui.shown] = NO_AUDIO, MELODY
+    updates = on_model(tab, values)
     assert updates[audio.component]["visible"] is False and updates[audio.note]["visible"] is False
-    assert "audio" not in ctl.active_settings(tab.plan, tab.catalog.get(MELODY), values)
-    values[tab.model], values[tab.ui.shown] = STEREO, MELODY
+    assert "audio" not in ctl.active_settings(tab.plan, tab.catalog.get(NO_AUDIO), values)
+    values[tab.model], values[tab.ui.shown] = STEREO, NO_AUDIO
     updates = on_model(tab, values)
     assert updates[audio.component]["visible"] is True and "value" not in updates[audio.component]
     assert updates[audio.note]["visible"] is True
@@ -626,17 +632,17 @@ def test_use_as_input_on_a_model_without_audio_switches_to_one_and_says_so(make_
     tab = _music_tab(studio)
     audio = _control(tab, "audio")
     # The result's own model takes audio: the tab goes back to it, carrying the settings it holds.
-    values = _values(tab, MELODY, last=_result(studio, STEREO), duration=12.0)
+    values = _values(tab, NO_AUDIO, last=_result(studio, STEREO), duration=12.0)
     updates = on_use_input(tab, values)
     assert updates[tab.model]["value"] == STEREO and updates[tab.ui.shown] == STEREO
     assert updates[audio.component]["value"].endswith("abc123.wav") and updates[audio.component]["visible"] is True
     assert updates[audio.note]["visible"] is True
     assert updates[_control(tab, "duration").component]["value"] == 12.0
     assert "facebook/musicgen-stereo-small" in updates[tab.note]
-    assert said == ["MusicGen melody (text only) takes no audio input: switched to MusicGen stereo small, which "
+    assert said == ["AudioLDM 2 music takes no audio input: switched to MusicGen stereo small, which "
                     "takes it as its audio to continue."]
-    # A result of a model that takes none (melody's own): the first of the tab's models that does.
-    updates = on_use_input(tab, _values(tab, MELODY, last=_result(studio, MELODY)))
+    # A result of a model that takes none: the first of the tab's models that does.
+    updates = on_use_input(tab, _values(tab, NO_AUDIO, last=_result(studio, NO_AUDIO)))
     assert updates[tab.model]["value"] == SMALL
     assert "continues the 4.0 s clip" in updates[tab.estimate]
 
@@ -678,7 +684,7 @@ def test_extend_restores_the_result_as_the_clip_and_asks_for_30_s_more(make_stud
     assert extend_target(spec, {"duration": 299.5}) is None and extend_target(tab.catalog.get(MELODY), metadata) is None
     with pytest.raises(Exception, match="makes at most 300 s: it cannot be extended further"):
         on_extend(tab, _result(studio, SMALL, seconds=299.6))
-    with pytest.raises(Exception, match="MusicGen melody \\(text only\\) does not extend audio; these models do: "
+    with pytest.raises(Exception, match="MusicGen melody does not extend audio; these models do: "
                                         "MusicGen small"):
         on_extend(tab, _result(studio, MELODY))
 
@@ -734,7 +740,7 @@ def test_history_use_as_input_selects_the_tab_with_the_item_in_its_audio_input(m
     item = studio.history.add(path, metadata)
     assert history_tab.show_item(endpoints, item)[-1]["visible"] is True  # music takes audio; speech does not (yet)
 
-    values = {"selected": item.id, **_values(music, MELODY)}
+    values = {"selected": item.id, **_values(music, NO_AUDIO)}
     updates = history_tab.use_as_input(endpoints, handles, "selected", values)
     assert isinstance(updates[0], gr.Tabs) and updates[0].selected == "music"
     mine = dict(zip(music.restore_outputs(), updates[1:1 + len(music.restore_outputs())]))
