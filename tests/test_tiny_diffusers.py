@@ -289,7 +289,11 @@ def test_stable_audio_configs_keep_the_real_relationships(hf_home):
     dit = _json(snap, "transformer/config.json")
     proj = _json(snap, "projection_model/config.json")
     t5 = _json(snap, "text_encoder/config.json")
-    assert dit["in_channels"] == dit["out_channels"] == vae["decoder_input_channels"] == 64
+    latent_channels = tiny_diffusers.STABLE_AUDIO_LATENT_CHANNELS  # the real repo: 64
+    assert dit["in_channels"] == dit["out_channels"] == vae["decoder_input_channels"] == latent_channels
+    # The encoder gives a mean and a scale per latent channel (the real repo: 128 and 64): a clip it encodes fits
+    # the DiT and the decoder.
+    assert vae["encoder_hidden_size"] == 2 * latent_channels
     assert proj["text_encoder_dim"] == proj["conditioning_dim"] == t5["d_model"]
     assert dit["cross_attention_input_dim"] == proj["conditioning_dim"]
     assert dit["global_states_input_dim"] == 2 * proj["conditioning_dim"]
@@ -369,7 +373,8 @@ def test_stable_audio_generates_offline(loaded):
     _assert_sound(r["audio"])
     assert r["deterministic"] and r["seed_matters"]
     assert [c[0] for c in r["callback_calls"]] == [0, 1, 2]
-    assert all(c[2] == [1, 64, 64] for c in r["callback_calls"])  # the whole window every time
+    # (batch, latent channels, the whole window) every time
+    assert all(c[2] == [1, tiny_diffusers.STABLE_AUDIO_LATENT_CHANNELS, 64] for c in r["callback_calls"])
     assert r["np_audio"]["type"] == "ndarray" and r["np_audio"]["shape"] == [1, 2, 22050]
     assert r["window"] == [1, 2, 44100]  # audio_start_in_s=0.25 .. audio_end_in_s=1.25
     assert r["default"] == [1, 2, 64 * 2048]  # audio_end_in_s=None: the full window, 2.97 s

@@ -22,10 +22,13 @@ What is kept from the real repos (the values product code reads or that fix the 
   scaled_linear). Tokenizers: RoBERTa BPE (CLAP, model_max_length 512) and T5 (128).
 * Stable Audio Open: ``StableAudioPipeline`` with CosineDPMSolverMultistepScheduler (needs
   torchsde), T5EncoderModel + T5TokenizerFast (128 tokens), StableAudioProjectionModel
-  (conditioning dim = T5 d_model, seconds in [0, 512]), StableAudioDiTModel (64 latent channels,
-  2:1 grouped-query cross attention) and AutoencoderOobleck (stereo, 44.1 kHz, downsampling ratios
-  [2, 4, 4, 8, 8] = hop 2048). Only the DiT's latent window is short: ``sample_size`` 64 latents =
-  64 * 2048 / 44100 = 2.97 s maximum (the real repo: 1024 latents = 47.55 s).
+  (conditioning dim = T5 d_model, seconds in [0, 512]), StableAudioDiTModel (2:1 grouped-query cross
+  attention) and AutoencoderOobleck (stereo, 44.1 kHz, downsampling ratios [2, 4, 4, 8, 8] = hop 2048).
+  The encoder's output holds a mean and a scale per latent channel, so ``encoder_hidden_size`` is twice
+  the latent channels (the real repo: 128 and 64; here 16 and 8), which the DiT's in/out channels and
+  the decoder's input match: a clip encoded by the VAE can be denoised and decoded, as the real one's
+  can. Only the DiT's latent window is short: ``sample_size`` 64 latents = 64 * 2048 / 44100 = 2.97 s
+  maximum (the real repo: 1024 latents = 47.55 s).
 
 Not reproduced: the real repos' duplicate ``*.bin`` / fp16 weight files, and Stable Audio's
 original-format root files (``model.ckpt``, ``model.safetensors``, ``model_config.json``). The
@@ -106,6 +109,38 @@ def _unit_gain_convs(module, *, seed: int, gain: float = 1.0) -> None:
 
 
 @functools.lru_cache(maxsize=1)
+def _working_oobleck(vae, *, seed: int) -> None:
+    """Re-draw a random AutoencoderOobleck so that it behaves like a trained one in the ways tests can see.
+
+    As initialised, the tiny Oobleck's output is its biases: decoding two unrelated latents gives audio with a
+    correlation of 0.999, and the encoder's latents have a std of 0.05 (a trained one's are about 1, the
+    scheduler's sigma_data), so any noise level buries a clip. Here every conv gets unit-norm random filters times
+    0.7 (measured: it keeps the signal's size through the residual stacks; 0.5 shrinks it 100x, 0.85 grows it 10x)
+    and zero bias; the encoder's last conv then scales the latent means up and gives the posterior a small std
+    (softplus(-4) = 0.018, small beside the means, as a trained VAE's is). Measured: a 0.5-amplitude stereo sine
+    encodes to latents of std 1.0 (noise of std 0.3: 4.0); N(0, 1) latents decode to audio of std 0.08, two of them
+    to audio with a correlation of 0.26, and adding 0.3x another latent leaves a correlation of 0.93; generated
+    audio peaks at 0.3-0.75 (seeds 0-5, 3 steps). The convs are weight-normed (weight_g, weight_v): those are
+    redrawn.
+    """
+    import torch
+
+    gain = 0.7
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in vae.modules():
+            if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+                m.weight_v.copy_(torch.randn(m.weight_v.shape, generator=gen))
+                m.weight_g.fill_(gain)
+                if m.bias is not None:
+                    m.bias.zero_()
+        last = vae.encoder.conv2  # output channels: the latent means, then the scales
+        half = last.out_channels // 2
+        last.weight_g[:half].mul_(9.0)
+        last.weight_g[half:].mul_(0.1)
+        last.bias[half:].fill_(-4.0)
+
+
 def _roberta_bpe() -> tuple[str, str]:
     """A tiny byte-level BPE in RoBERTa's layout: (vocab.json text, merges.txt text).
 
@@ -391,6 +426,9 @@ STABLE_AUDIO_DOWNSAMPLING = [2, 4, 4, 8, 8]
 STABLE_AUDIO_HOP = 2048  # samples per latent = prod(downsampling_ratios)
 STABLE_AUDIO_SAMPLE_SIZE = 64  # transformer sample_size in latents: 2.97 s (the real repo: 1024 = 47.55 s)
 STABLE_AUDIO_MAX_SECONDS = STABLE_AUDIO_SAMPLE_SIZE * STABLE_AUDIO_HOP / STABLE_AUDIO_SAMPLING_RATE  # 2.97 s
+# Latent channels (the real repo: 64). The Oobleck encoder's last conv gives encoder_hidden_size channels, split
+# into a mean and a scale, so it must be twice this for an encoded clip to fit the DiT and the decoder.
+STABLE_AUDIO_LATENT_CHANNELS = 8
 _STABLE_AUDIO_T5_DIM = 32  # real: 768 (t5-base); the conditioning dim equals it, as in the real repo
 
 
@@ -422,12 +460,12 @@ def build_stable_audio(dst: Path, *, seed: int = 4410) -> None:
         )
         transformer = StableAudioDiTModel(
             sample_size=STABLE_AUDIO_SAMPLE_SIZE,
-            in_channels=64,
+            in_channels=STABLE_AUDIO_LATENT_CHANNELS,
             num_layers=2,
             attention_head_dim=head_dim,
             num_attention_heads=8,
             num_key_value_attention_heads=cond_dim // head_dim,  # 4: 2:1 grouped-query like the real 24:12
-            out_channels=64,
+            out_channels=STABLE_AUDIO_LATENT_CHANNELS,
             cross_attention_dim=cond_dim,
             time_proj_dim=16,
             global_states_input_dim=2 * cond_dim,  # start and end seconds embeddings, concatenated
@@ -436,14 +474,15 @@ def build_stable_audio(dst: Path, *, seed: int = 4410) -> None:
         with warnings.catch_warnings():  # Oobleck uses the deprecated torch.nn.utils.weight_norm
             warnings.simplefilter("ignore", FutureWarning)
             vae = AutoencoderOobleck(
-                encoder_hidden_size=4,
+                encoder_hidden_size=2 * STABLE_AUDIO_LATENT_CHANNELS,  # a mean and a scale per latent channel
                 downsampling_ratios=STABLE_AUDIO_DOWNSAMPLING,
                 channel_multiples=[1, 2, 4, 8, 16],
                 decoder_channels=4,
-                decoder_input_channels=64,
+                decoder_input_channels=STABLE_AUDIO_LATENT_CHANNELS,
                 audio_channels=2,
                 sampling_rate=STABLE_AUDIO_SAMPLING_RATE,
             )
+        _working_oobleck(vae, seed=seed + 1)
     assert vae.hop_length == STABLE_AUDIO_HOP
     scheduler = CosineDPMSolverMultistepScheduler(
         sigma_min=0.3,
