@@ -29,9 +29,12 @@ MIN_PROMPT_S = 0.5  # a shorter clip gives the decoder next to nothing to contin
 CROSSFADE_S = 0.1
 MELODY_S = 30.0  # the melody model conditions on chroma_length = 235 frames of 4096 samples at 32 kHz: 30.1 s
 MIN_MELODY_S = 1.0  # a chroma frame is 0.128 s; under a second there is hardly a tune to follow
-# An audio prompt is read by the decoder in one pass (prefill) before the first new token: per prompt frame it
-# costs a fraction of a sampled step, plus EnCodec encoding it.
-PROMPT_FRAME_COST = 0.05
+# What a prompt frame costs, in sampled decoder steps: encoding it, the decoder's pass over it, decoding it with
+# the new audio, and every new step attending to it (so it grows with the new length). Measured on musicgen-small
+# int8, guidance 3 (docs/benchmarks.md, `python -m bench --quick --only musicgen-prompt-cost`): 0.49-0.50 of a
+# step per frame with 253 new steps, 0.77-0.82 with 1003; fitted as 0.4 + 0.0004 per new step.
+PROMPT_FRAME_COST = 0.4
+PROMPT_FRAME_COST_PER_STEP = 4e-4
 INT8_PARTS = ("decoder", "text_encoder")  # the language model and T5; the EnCodec codec stays float
 INT8_CPU_SPEEDUP = 3.8  # int8 vs float32 per token on a CPU, measured on musicgen-small (docs/benchmarks.md)
 GUIDED_COST = 1.6  # classifier-free guidance doubles the batch; measured 25.1 s vs 15.6 s per 100 tokens on CPU
@@ -242,8 +245,13 @@ def work_units(spec: ModelSpec, request: Request) -> float:
     units = 0.0
     for window in _run_plan(spec, request)[1]:
         prompt_frames, steps = _window_steps(spec, window)
-        units += steps + PROMPT_FRAME_COST * prompt_frames
-    return (units + PROMPT_FRAME_COST * _melody_frames(spec, request)) * guided
+        units += steps + prompt_cost(prompt_frames, steps)
+    return (units + prompt_cost(_melody_frames(spec, request), _tokens(spec, request.get("duration"))[1])) * guided
+
+
+def prompt_cost(frames: int, steps: int) -> float:
+    """Decoder steps' worth of work that `frames` of prompt add to a generate() call of `steps` new tokens."""
+    return frames * (PROMPT_FRAME_COST + PROMPT_FRAME_COST_PER_STEP * steps)
 
 
 def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
