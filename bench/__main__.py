@@ -7,6 +7,7 @@ docs/benchmarks.md. See docs/benchmarks.md for what is measured and how.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -66,13 +67,44 @@ def configure_environment(cache: Path) -> None:
 
 
 def raise_priority(nice: int) -> int:
-    """Run at `nice` (lower = more CPU share) when allowed; threads started later (torch's) inherit it."""
+    """Run at `nice` (lower = more CPU share) when allowed; threads started later (torch's) inherit it.
+
+    Where the kernel groups processes by session (sched_autogroup, on by default in many distributions), a
+    process's nice only ranks it within its own session: against other sessions' jobs the group's nice counts,
+    so that is set too (measured here: at nice -10 alone the bench got half a core of 2 beside four busy
+    processes of other sessions, with the group's nice -10 as well, over one).
+    """
     if nice != 0:
         try:
             os.setpriority(os.PRIO_PROCESS, 0, nice)
         except (PermissionError, OSError):
             pass  # not allowed here: measure at the normal priority, and the report says which
+        before = autogroup_nice()
+        if before is not None:
+            try:
+                Path("/proc/self/autogroup").write_text(str(nice))
+                # The group is the session's (the shell's, when run from a terminal): give it back at exit.
+                atexit.register(_set_autogroup_nice, before)
+            except OSError:
+                pass
     return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def _set_autogroup_nice(value: int) -> None:
+    try:
+        Path("/proc/self/autogroup").write_text(str(value))
+    except OSError:
+        pass
+
+
+def autogroup_nice() -> int | None:
+    """This process's session group's nice where the kernel groups by session, else None."""
+    try:
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return None
+        return int(Path("/proc/self/autogroup").read_text().split("nice")[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT))
     args = parse_args(argv)
     args.effective_nice = raise_priority(args.nice)  # before torch starts its threads
+    args.autogroup_nice = autogroup_nice()
     if args.omp_wait_policy != "library":
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy  # read once, when torch's OpenMP starts
     else:

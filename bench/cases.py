@@ -67,6 +67,25 @@ MUSICGEN = Case(
     what="50 decoder steps (0.94 s), guidance 3", what_full="100 decoder steps (1.94 s), guidance 3",
 )
 
+MUSICGEN_CONTINUATION = Case(
+    name="musicgen-continuation", repo="facebook/musicgen-small", family="musicgen",
+    prompt="80s pop track with bassy drums and synth",
+    # Issue 13: a 5 s clip (250 codec frames, read by the decoder in one pass) continued by 5 s = 250 frames + 3
+    # delay steps. "clip:S" is the bench's S-second 32 kHz clip file (bench/clips.py), passed as a user passes one.
+    # The calibration run is text only, so the three lengths check how the estimate counts a prompt
+    # (PROMPT_FRAME_COST in models/musicgen.py) at three prompt lengths. Compared runs take about a minute each
+    # in float32 on 2 cores: slow, in --quick only when named.
+    quick=Mode(compare={"audio": "clip:5", "duration": 5.0}, repeats=3, warmup={"audio": "clip:1", "duration": 0.5},
+               calibration={"duration": 3.0},
+               lengths=({"audio": "clip:5", "duration": 2.0}, {"audio": "clip:10", "duration": 3.0},
+                        {"audio": "clip:2", "duration": 5.0})),
+    full=Mode(compare={"audio": "clip:5", "duration": 5.0}, repeats=5, warmup={"audio": "clip:1", "duration": 0.5},
+              calibration={"duration": 3.0},
+              lengths=({"audio": "clip:5", "duration": 2.0}, {"audio": "clip:10", "duration": 3.0},
+                       {"audio": "clip:2", "duration": 5.0})),
+    slow=True, what="a 5 s clip continued by 5 s (250 prompt frames, 253 decoder steps), guidance 3",
+)
+
 BARK = Case(
     name="bark-small", repo="suno/bark-small", family="bark",
     prompt="Hello, my dog is cute. I need him in my life!",
@@ -113,8 +132,52 @@ STABLE_AUDIO = Case(
     what_full="2 steps (guidance 7) over the 47.55 s window, a 10 s clip decoded",
 )
 
-CASES: tuple[Case, ...] = (MMS, MUSICGEN, AUDIOLDM2, BARK, STABLE_AUDIO)
-SECTIONS = ("page-start", "prototypes")  # runs that are not one model's: --only takes these names too
+CASES: tuple[Case, ...] = (MMS, MUSICGEN, MUSICGEN_CONTINUATION, AUDIOLDM2, BARK, STABLE_AUDIO)
+
+
+# ------------------------------------------------------------------------------------ MusicGen extension
+@dataclass(frozen=True)
+class Extension:
+    """A clip extended window by window through the studio, against the same windows called directly."""
+
+    clip_s: float
+    extend_to: float
+    repeats: int
+    dtype: str = "int8"  # both sides run the studio's loaded model; int8 is the studio's default on a CPU
+    # (window, context) seconds instead of the product's MAX_DURATION and CONTEXT_S; None = the product's own
+    geometry: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class PromptCost:
+    """Continuations with prompts of `prompts_s` seconds vs text-only runs making the same `new_s` seconds."""
+
+    new_s: tuple[float, ...]  # new lengths: each new step reads the prompt, so its cost grows with them
+    short_s: float  # a shorter text-only run: with a longer one, the marginal time of a sampled step
+    prompts_s: tuple[float, ...]
+    repeats: int
+    dtypes: tuple[str, ...]
+
+
+# A 5 s clip extended to 50 s: two windows of the real 30 s / 10 s geometry, each a full window (5 s heard + 25 s
+# new, then 10 s heard + 20 s new): 2,256 sampled steps, 5-6 minutes per run in int8 on 2 cores shared with about
+# one core's worth of other jobs. Two rounds at least, so that each side goes first once (one round, with the
+# direct windows first, measured the studio 10 % faster than its own windows).
+# "tiny": the smoke runs on the tests' tiny checkpoint, in windows of 3 s hearing 1 s (the same arithmetic).
+EXTENSION = {"quick": Extension(clip_s=5.0, extend_to=50.0, repeats=2),
+             "full": Extension(clip_s=5.0, extend_to=50.0, repeats=3),
+             "tiny": Extension(clip_s=1.0, extend_to=5.0, repeats=1, geometry=(3.0, 1.0))}
+# 5 s new (253 steps) as in the continuation case and 20 s (1,003) as in an extension's window, each after the
+# continuation's 5 s prompt and the extension's 10 s one: about 6 minutes a round in int8 on 2 shared cores.
+PROMPT_COST = {"quick": PromptCost(new_s=(5.0, 20.0), short_s=1.0, prompts_s=(5.0, 10.0), repeats=3,
+                                   dtypes=("int8",)),
+               "full": PromptCost(new_s=(5.0, 20.0), short_s=1.0, prompts_s=(5.0, 10.0), repeats=3,
+                                  dtypes=("int8", "float32")),
+               "tiny": PromptCost(new_s=(1.0,), short_s=0.5, prompts_s=(1.0,), repeats=1, dtypes=("int8",))}
+CONTINUATION_REPO = "facebook/musicgen-small"
+CONTINUATION_PROMPT = "80s pop track with bassy drums and synth"
+
+SECTIONS = ("page-start", "musicgen-extend", "musicgen-prompt-cost", "prototypes")  # runs that are not one model's
 
 
 def case_by_name(name: str) -> Case:

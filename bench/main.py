@@ -67,19 +67,19 @@ def versions() -> dict:
 
 
 def select(args: argparse.Namespace):
-    from bench.cases import CASES
-
+    from bench.cases import CASES, SECTIONS
     from bench.prototypes import PROTOTYPES
 
     if args.only is not None:
         cases = [c for c in CASES if c.name in args.only]
-        sections = [s for s in ("page-start", "prototypes") if s in args.only]
+        sections = [s for s in SECTIONS if s in args.only]
         prototypes = tuple(n for n in PROTOTYPES if n in args.only)
         if prototypes and "prototypes" not in sections:
             sections.append("prototypes")
     else:
         cases = [c for c in CASES if not (args.quick and c.slow)]
-        sections = ["page-start"] + ([] if args.quick else ["prototypes"])
+        # The MusicGen extension and prompt-cost sections take 10-20 minutes on 2 cores: full runs, or by name.
+        sections = ["page-start"] + ([] if args.quick else [s for s in SECTIONS if s != "page-start"])
         prototypes = ()
     return cases, sections, prototypes or None
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from bench import report
-    from bench.cases import CASES
+    from bench.cases import CASES, CONTINUATION_REPO
     from bench.checkpoints import PUBLISHED_PARAMETERS, ensure_checkpoints, recorded_builds
     from bench.runner import catalog_memory, run_model, run_page_start
 
@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "schema": SCHEMA, "created": now, "mode": mode, "tiny": args.tiny, "only": args.only,
         "machine": machine_info(), "versions": versions(), "cache": str(args.cache),
-        "settings": {"nice": getattr(args, "effective_nice", None), "torch_threads": torch.get_num_threads(),
+        "settings": {"nice": getattr(args, "effective_nice", None),
+                     "autogroup_nice": getattr(args, "autogroup_nice", None), "torch_threads": torch.get_num_threads(),
                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "library default"),
                      "dtype": "float32", "device": "cpu"},
         "models": {}, "sections": {}, "catalog_memory": {}, "errors": {},
@@ -111,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. Checkpoints, built once per cache. Without --only every model is built: the catalog check reads them all.
     repos = [c.repo for c in (cases if args.only is not None or args.tiny else CASES)]
+    if {"musicgen-extend", "musicgen-prompt-cost"} & set(sections):
+        repos.append(CONTINUATION_REPO)
+    repos = list(dict.fromkeys(repos))  # two cases of one model build it once
     build_started = time.monotonic()
     built = ensure_checkpoints(args.cache / "hf", repos, tiny=args.tiny)
     results["checkpoints"] = {**recorded_builds(args.cache / "hf", tiny=args.tiny), **built}
@@ -149,7 +153,26 @@ def run(args: argparse.Namespace) -> int:
             log.error("page start failed: %s", error)
             results["errors"]["page-start"] = "".join(traceback.format_exception(error))[-4000:]
 
-    # 4. Prototypes of product changes.
+    # 4. MusicGen's audio in: the extension path's overhead, the cost of a prompt frame.
+    size = "tiny" if args.tiny else mode
+    for name in ("musicgen-extend", "musicgen-prompt-cost"):
+        if name not in sections:
+            continue
+        from bench.cases import EXTENSION, PROMPT_COST
+        from bench.continuation import run_extension, run_prompt_cost
+
+        log.info("== %s (%s)", name, size)
+        try:
+            with tempfile.TemporaryDirectory(prefix="bench-continuation-") as tmp:
+                entry = (run_extension(EXTENSION[size], workdir=Path(tmp)) if name == "musicgen-extend"
+                         else run_prompt_cost(PROMPT_COST[size], workdir=Path(tmp)))
+            entry.update(created=now, mode=mode, tiny=args.tiny)
+            results["sections"][name] = entry
+        except Exception as error:
+            log.error("%s failed: %s", name, error)
+            results["errors"][name] = "".join(traceback.format_exception(error))[-4000:]
+
+    # 5. Prototypes of product changes.
     if "prototypes" in sections:
         from bench.prototypes import run_prototypes
 
@@ -161,13 +184,18 @@ def run(args: argparse.Namespace) -> int:
             log.error("prototypes failed: %s", error)
             results["errors"]["prototypes"] = "".join(traceback.format_exception(error))[-4000:]
 
-    # 5. Catalog memory vs the builds (headers only: cheap), for every model whose build is in the cache.
+    # 6. Catalog memory vs the builds (headers only: cheap), for every model whose build is in the cache.
     previous = _load_previous(args)
+    checked: set[str] = set()
     for case in CASES:
+        if case.repo in checked:  # a second case of the same model (musicgen-continuation): one row per model
+            continue
         if case.repo not in results["checkpoints"] and not (args.cache / "hf" / "hub" /
                                                             f"models--{case.repo.replace('/', '--')}").exists():
             continue
-        ran = results["models"].get(case.name) or previous.get("models", {}).get(case.name) or {}
+        checked.add(case.repo)
+        ran = next((entry for c in CASES if c.repo == case.repo for entry in
+                    (results["models"].get(c.name), previous.get("models", {}).get(c.name)) if entry), {})
         # The header figure is float32's: compare it with the float32 load (the default may be int8).
         loaded = ran.get("float32_weight_bytes") or (ran.get("resident_weight_bytes")
                                                      if ran.get("default_dtype", "float32") == "float32" else None)
@@ -183,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
         "created": now, "mode": mode, "tiny": args.tiny, "ran": results["ran"], "elapsed_s": results["elapsed_s"],
         "checkpoints_s": results["checkpoints_s"],
         "load_average_at_start": results["machine"].get("load_average_at_start"),
+        "load_average_at_end": _load_average(), "cpu": results["machine"].get("cpu"),
+        "simd": results["machine"].get("simd"),
     }]
     merged = results if args.fresh else _merge(previous, results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +221,13 @@ def run(args: argparse.Namespace) -> int:
     args.doc.write_text(report.render(merged))
     log.info("wrote %s and %s in %.0f s", args.out, args.doc, results["elapsed_s"])
     return 1 if results["errors"] else 0
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return list(os.getloadavg())
+    except (OSError, AttributeError):
+        return None
 
 
 def _merge_prototypes(previous: dict, found: dict, now: str) -> dict:

@@ -41,25 +41,42 @@ def load_mms_tts(repo: str) -> tuple[Runner, list]:
 
 
 def load_musicgen(repo: str) -> tuple[Runner, list]:
-    """https://huggingface.co/docs/transformers/model_doc/musicgen#text-conditional-generation"""
+    """https://huggingface.co/docs/transformers/model_doc/musicgen#text-conditional-generation; with
+    `params["audio"]` (a file path), a continuation: the clip as `input_values` (#audio-prompted-generation)."""
     import torch
     from transformers import AutoProcessor, MusicgenForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(repo)
     model = MusicgenForConditionalGeneration.from_pretrained(repo)
+    rate = model.config.audio_encoder.sampling_rate
 
     def run(prompt: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
         inputs = processor(text=[prompt], padding=True, return_tensors="pt")
+        prompt_samples = 0
+        if params.get("audio"):
+            clip = read_clip_at(params["audio"], rate)  # (channels, samples)
+            inputs["input_values"] = torch.from_numpy(clip[None])
+            prompt_samples = clip.shape[-1]
         torch.manual_seed(seed)
         audio_values = model.generate(
             **inputs, do_sample=True, guidance_scale=params["guidance_scale"],
             max_new_tokens=musicgen_steps(params["duration"]), temperature=params["temperature"],
             top_k=params["top_k"] or None, top_p=params["top_p"] if 0 < params["top_p"] < 1 else None,
         )
-        wanted = round(params["duration"] * model.config.audio_encoder.sampling_rate)
+        wanted = prompt_samples + round(params["duration"] * rate)  # a continuation comes after its prompt
         return audio_values[0, 0, :wanted].numpy()
 
     return run, [model]
+
+
+def read_clip_at(path: str, rate: int) -> np.ndarray:
+    """float32 (channels, samples) of an audio file recorded at `rate` (the bench writes its clips so)."""
+    import soundfile as sf
+
+    data, file_rate = sf.read(path, dtype="float32", always_2d=True)
+    if file_rate != rate:
+        raise ValueError(f"{path} is at {file_rate} Hz; this reference takes clips at the model's {rate} Hz")
+    return np.ascontiguousarray(data.T)
 
 
 def load_bark(repo: str) -> tuple[Runner, list]:

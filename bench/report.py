@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.reference import musicgen_steps
 from bench.runner import AUTOREGRESSIVE
 
 
@@ -57,6 +58,10 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
             o = m["warm_overhead"]
             rows.append((f"{name}: warm-request overhead (studio/reference - 1)", _pct(o["overhead"]), o["target"],
                          _met(o["met"]), when))
+    ext = results.get("sections", {}).get("musicgen-extend")
+    if ext:
+        rows.append((f"musicgen-small: extension's overhead over the sum of its windows (studio/sum - 1, "
+                     f"{ext['dtype']})", _pct(ext["overhead"]), ext["target"], _met(ext["met"]), _when(ext)))
     page = results.get("sections", {}).get("page-start")
     if page:
         rows.append(("page start: studio / bare Gradio app", _x(page["ratio"]), page["target"], _met(page["met"]),
@@ -97,10 +102,13 @@ def render(results: dict) -> str:
     w(f"| load average at start (last run) | {_fmt_load(m.get('load_average_at_start'))} |")
     st = results.get("settings", {})
     w(f"| bench settings | {st.get('device', 'cpu')}, {st.get('dtype', 'float32')}, torch threads "
-      f"{st.get('torch_threads')}, OMP_WAIT_POLICY {st.get('omp_wait_policy', '?')}, nice {st.get('nice')} |")
+      f"{st.get('torch_threads')}, OMP_WAIT_POLICY {st.get('omp_wait_policy', '?')}, nice {st.get('nice')}"
+      + (f" (session group {st['autogroup_nice']})" if st.get("autogroup_nice") is not None else "") + " |")
     w("")
     w("The machine is shared: other jobs run beside the bench and can swing a run's time several-fold. The bench "
-      "therefore runs at a raised priority (`--nice`, default -10 where allowed; its subprocesses inherit it) and "
+      "therefore runs at a raised priority (`--nice`, default -10 where allowed, for the process and, where the "
+      "kernel groups processes by session, for its session group, without which nice does not count against other "
+      "sessions' jobs; its subprocesses inherit it) and "
       "with `OMP_WAIT_POLICY=PASSIVE` for both sides (`--omp-wait-policy`): with the library default, torch's two "
       "threads spin at every barrier, and while another process holds a core a run takes several times longer "
       "(the cpu-wait-policy rows under Prototypes). It also "
@@ -109,10 +117,14 @@ def render(results: dict) -> str:
       "bench runs; ratios are the figures to compare.\n")
 
     w("## Runs\n")
-    w("| when (UTC) | mode | ran | wall | checkpoint build |\n|---|---|---|---|---|")
+    w("| when (UTC) | mode | ran | wall | checkpoint build | CPU | load average at start / end (1 min) |\n"
+      "|---|---|---|---|---|---|---|")
     for r in results.get("runs", []):
+        cpu = f"{r['cpu']} ({', '.join(r.get('simd') or [])})" if r.get("cpu") else "not recorded"
+        start, end = r.get("load_average_at_start"), r.get("load_average_at_end")
+        load = f"{start[0]:.1f} / {end[0]:.1f}" if start and end else (f"{start[0]:.1f} / –" if start else "–")
         w(f"| {r['created'][:16]} | {r['mode']}{' (tiny)' if r.get('tiny') else ''} | {', '.join(r.get('ran', []))} "
-          f"| {r['elapsed_s']:.0f} s | {r.get('checkpoints_s', 0):.0f} s |")
+          f"| {r['elapsed_s']:.0f} s | {r.get('checkpoints_s', 0):.0f} s | {cpu} | {load} |")
     cp = results.get("checkpoints", {})
     if cp:
         total = sum(c["seconds"] for c in cp.values())
@@ -137,6 +149,8 @@ def render(results: dict) -> str:
         c = e["compare"]
         same = "yes" if c["same_output"] else (f"max diff {c['max_abs_difference']:.2g}"
                                                if c["max_abs_difference"] is not None else "–")
+        if c.get("compared_after_s"):
+            same += f" (after the {c['compared_after_s']:g} s clip)"
         loads = "–" if c.get("others_load_median") is None else \
             f"{c['others_load_median']:.1f} / {c['others_load_max']:.1f} cores"
         w(f"| {name} | {e['what']} | {_s(c['reference']['median_s'])} | {_s(c['studio']['median_s'])} | "
@@ -146,6 +160,16 @@ def render(results: dict) -> str:
     w("Ratio: median of the per-round ratios (the figure the target is checked on). Ratio of minimums: each "
       "side's fastest run, the least disturbed by other jobs. CPU-time ratio: over the process's CPU seconds. "
       "Same audio: the last reference and studio outputs of the same seed, compared sample by sample.\n")
+    if "musicgen-continuation" in results.get("models", {}):
+        c = results["models"]["musicgen-continuation"]["compare"]
+        clip, new = c["settings"].get("audio"), c["settings"].get("duration")
+        w(f"musicgen-continuation (issue 13): the studio runs `audio=<{clip}, a 32 kHz WAV file>`, duration {new:g}; "
+          "the reference reads the same file with soundfile and calls `model.generate(**processor(text=[prompt]), "
+          f"input_values=<the clip>, max_new_tokens={musicgen_steps(new)}, do_sample=True, guidance_scale="
+          f"{c['settings'].get('guidance_scale'):g}, top_k={c['settings'].get('top_k')})`, float32. Both "
+          "outputs start with the clip (the studio keeps the original there, the reference the codec's rendering "
+          "of it), so they are compared after it. The estimate lengths are continuations after a text-only "
+          "calibration run, so their error shows how well `PROMPT_FRAME_COST` counts a prompt.\n")
 
     w("### The studio's default on this machine\n")
     w("What a user gets without touching Precision: `auto` picks per model and hardware (on this CPU, int8 for "
@@ -205,6 +229,12 @@ def render(results: dict) -> str:
           f"(studio/reference - 1, median of the rounds) **{_pct(o['overhead'])}** (target {o['target']}: "
           f"{_met(o['met'])}); from the medians {_pct(o['overhead_of_medians'])}; over CPU time "
           f"{_pct(o['overhead_cpu'])}.\n")
+    ext = results.get("sections", {}).get("musicgen-extend")
+    if ext:
+        _render_extension(w, ext)
+    cost = results.get("sections", {}).get("musicgen-prompt-cost")
+    if cost:
+        _render_prompt_cost(w, cost)
     page = results.get("sections", {}).get("page-start")
     if page:
         w(f"Page start (`python app.py --port P --device cpu` to the first HTTP 200 on `/`, vs a bare Gradio Blocks "
@@ -248,7 +278,9 @@ def render(results: dict) -> str:
       "(about 6 min here once the checkpoints are built)\npython -m bench --quick --only bark-small,bark-int8   "
       "# slow models and prototypes by name\npython -m bench                    # full: every model, 5+ rounds, "
       "longer work, all prototypes (hours on 2 cores)\npython -m bench --tiny --quick --only mms-tts-eng "
-      "--out /tmp/r.json   # smoke test on tiny checkpoints\n```\n")
+      "--out /tmp/r.json   # smoke test on tiny checkpoints\n"
+      "python -m bench --quick --only musicgen-continuation,musicgen-extend,musicgen-prompt-cost   # issue 13, "
+      "audio in (about an hour here beside about one core of other jobs)\n```\n")
     w("The first run builds the realistic-size checkpoints into `bench/cache/` (about 1 minute, 13.8 GB, git-ignored; "
       "`--cache DIR` puts them elsewhere). Results of models not run are kept from the previous `bench/results.json`, "
       "each with its own date and mode; `--fresh` starts over.\n")
@@ -261,6 +293,64 @@ def render(results: dict) -> str:
             w(f"- {name}: `{last[:300]}`")
         w("")
     return "\n".join(out) + "\n"
+
+
+def _when(entry: dict) -> str:
+    return f"{entry.get('mode', '?')}, {entry.get('created', '')[:16]}"
+
+
+def _render_extension(w, ext: dict) -> None:
+    windows = " + ".join(f"({x['prompt_s']:g} s heard, {x['new_s']:g} s new)" for x in ext["windows"])
+    geometry = ("the product's windows" if ext.get("product_geometry")
+                else "a scaled geometry (the product's arithmetic with shorter windows)")
+    diff = ext.get("max_abs_difference_after_last_join")
+    same = "identical" if ext.get("same_output") else ("–" if diff is None else f"max diff {diff:.2g}")
+    per_window = ext.get("per_window_s") or []
+    spread = ", ".join(" + ".join(f"{s:.1f}" for s in r) + " s" for r in per_window)
+    loads = "–" if ext.get("others_load_median") is None else \
+        f"{ext['others_load_median']:.1f} / {ext['others_load_max']:.1f} cores"
+    w(f"MusicGen extension on musicgen-small ({ext['dtype']}; {ext['clip_s']:g} s clip extended to "
+      f"{ext['extend_to']:g} s in {len(ext['windows'])} windows of at most {ext['window_s']:g} s hearing "
+      f"{ext['context_s']:g} s, {geometry}: {windows}; {ext['studio']['n']} interleaved round"
+      f"{'s' if ext['studio']['n'] > 1 else ''}): studio `manager.run` {_s(ext['studio']['median_s'])}, the same "
+      f"windows' `model.generate()` calls summed {_s(ext['windows_sum']['median_s'])} (per window: {spread}); "
+      f"overhead (studio/sum - 1, median of the rounds) **{_pct(ext['overhead'])}** (target {ext['target']}: "
+      f"{_met(ext['met'])}); over CPU time {_pct(ext['overhead_cpu'])}; inside the studio's own runs, its "
+      f"time outside its generate() calls {_pct(ext.get('outside_generate'))} of them (one run holds both, so other "
+      f"jobs cannot tilt it); audio after the last join: {same}; "
+      f"others' load (median / max) {loads}. Both sides run the studio's own loaded model (borrowed through a "
+      "lease), the studio's window plan, the same clip, arguments and seed; the direct side times only its "
+      "generate() calls (prompt encoding, prefill, sampling, decoding), the studio the whole request.\n")
+
+
+def _render_prompt_cost(w, cost: dict) -> None:
+    new = " and ".join(f"{n:g} s" for n in cost["new_s"])
+    w(f"Cost of an audio prompt frame on musicgen-small (`PROMPT_FRAME_COST` in models/musicgen.py, "
+      f"{cost['constant']:g} when this was measured; the estimate now uses 0.4 + 0.0004 per new step, fitted to "
+      "these figures): continuations making {new} of new audio after a prompt vs text-only runs making "
+      f"the same, through the product's adapter, guidance 3, {cost['repeats']} interleaved rounds. Cost = "
+      "(prompted - text-only) / prompt frames / the marginal time of a sampled step (from the text-only run and "
+      f"one of {cost['short_steps']} tokens: the slope the estimate fits); 'vs average step' divides by text-only "
+      "time / steps instead. It covers encoding the prompt, the decoder's pass over it, decoding it with the new "
+      "audio, and every new step attending to it (so it grows with the new length).\n")
+    w("| precision | new | text-only run | marginal step | prompt | frames | extra time | per frame | cost (x step) | "
+      "vs average step | others' load (median / max) |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for dtype, d in cost["dtypes"].items():
+        loads = "–" if d.get("others_load_median") is None else \
+            f"{d['others_load_median']:.1f} / {d['others_load_max']:.1f} cores"
+        for n in d["lengths"]:
+            step = n.get("marginal_step_s")
+            for p in n["prompts"]:
+                w(f"| {dtype} | {n['new_s']:g} s ({n['steps']} steps) | {_s(n['plain']['median_s'])} | "
+                  f"{'–' if step is None else f'{1000 * step:.1f} ms'} | {p['prompt_s']:g} s | {p['frames']} | "
+                  f"{_s(p['extra_s'])} | {1000 * p['per_frame_s']:.1f} ms | **{_num(p['cost'])}** | "
+                  f"{_num(p['cost_vs_average_step'])} | {loads} |")
+    w("")
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
 
 
 def _settings(record: dict) -> str:

@@ -108,3 +108,24 @@ def summarize_times(times: Sequence[float]) -> dict:
     low, high = min(times), max(times)
     return {"median_s": median(times), "min_s": low, "max_s": high, "spread": high / low - 1 if low > 0 else None,
             "n": len(times)}
+
+
+def prompt_frame_cost(plain_s: float, short_s: float, prompted_s: float, *, steps: int, short_steps: int,
+                      frames: int) -> dict:
+    """What one prompt frame costs, as a fraction of a sampled step, from one round of three runs.
+
+    plain_s: `steps` new tokens from text alone; short_s: `short_steps` from text alone; prompted_s: `steps`
+    new tokens after a `frames`-frame audio prompt. A step's marginal time is (plain - short) / (steps -
+    short_steps), the slope the studio's estimate fits (seconds = fixed + per unit x units);
+    cost = (prompted - plain) / frames / that. cost_vs_average_step divides by plain / steps instead (a step
+    with its share of the run's fixed costs): the two differ by how much of a run is fixed.
+    """
+    if steps <= short_steps or frames <= 0 or plain_s <= 0:
+        raise ValueError(f"need steps > short_steps, frames > 0 and a positive time, got {steps}, {short_steps}, "
+                         f"{frames}, {plain_s}")
+    marginal = (plain_s - short_s) / (steps - short_steps)
+    per_frame = (prompted_s - plain_s) / frames
+    return {"extra_s": prompted_s - plain_s, "per_frame_s": per_frame, "marginal_step_s": marginal,
+            # None when other jobs made the longer run no slower than the shorter one: no slope to divide by
+            "cost": per_frame / marginal if marginal > 0 else None,
+            "cost_vs_average_step": per_frame / (plain_s / steps)}

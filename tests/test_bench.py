@@ -158,3 +158,123 @@ def test_bench_quick_smoke_on_a_tiny_model(tmp_path):
     assert "float32" in results["catalog_memory"]["mms-tts-eng"]
     text = doc.read_text()
     assert "ratio = reference time / studio time" in text and "## Targets" in text
+
+
+# ------------------------------------------------------------------ issue 13: MusicGen's audio in
+
+def test_prompt_frame_cost_is_the_extra_time_per_frame_over_a_marginal_step():
+    from bench.stats import prompt_frame_cost
+
+    # 100 steps in 11 s, 20 in 3 s: 0.1 s per step, 1 s fixed. A 200-frame prompt adds 4 s: 0.02 s a frame.
+    cost = prompt_frame_cost(11.0, 3.0, 15.0, steps=100, short_steps=20, frames=200)
+    assert cost["marginal_step_s"] == pytest.approx(0.1)
+    assert cost["per_frame_s"] == pytest.approx(0.02)
+    assert cost["cost"] == pytest.approx(0.2)
+    assert cost["cost_vs_average_step"] == pytest.approx(0.02 / 0.11)  # the fixed second counted into the step
+    # Other jobs made the longer run no slower: no slope, no figure (rather than a negative or infinite one).
+    assert prompt_frame_cost(3.0, 3.0, 5.0, steps=100, short_steps=20, frames=200)["cost"] is None
+    with pytest.raises(ValueError):
+        prompt_frame_cost(1.0, 1.0, 1.0, steps=20, short_steps=20, frames=10)
+
+
+def test_clip_placeholders_become_whole_frame_files(tmp_path):
+    import soundfile as sf
+
+    from bench.clips import FRAME, RATE, clip_seconds, with_clips
+
+    params = with_clips({"audio": "clip:5", "duration": 5.0, "prompt": "clip"}, tmp_path)
+    assert params["duration"] == 5.0 and params["prompt"] == "clip" and clip_seconds(params["audio"]) is None
+    data, rate = sf.read(params["audio"], dtype="float32")
+    assert rate == RATE and data.shape == (5 * RATE,) and data.shape[0] % FRAME == 0
+    assert 0.1 < float(abs(data).max()) <= 1.0
+    written = Path(params["audio"]).stat().st_mtime_ns
+    assert with_clips({"audio": "clip:5"}, tmp_path) == {"audio": params["audio"]}
+    assert Path(params["audio"]).stat().st_mtime_ns == written  # written once
+
+
+@pytest.fixture
+def bench_env(tiny_cache, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    return tiny_cache
+
+
+def test_continuation_case_on_the_tiny_model_samples_what_the_reference_samples(bench_env, tmp_path):
+    """The case's path end to end with a 1 s clip and a few tokens: float32 studio = reference after the clip."""
+    from dataclasses import replace
+
+    from bench.cases import MUSICGEN_CONTINUATION, Mode
+    from bench.runner import run_model
+
+    small = Mode(compare={"audio": "clip:1", "duration": 0.5}, repeats=1, warmup={"audio": "clip:1", "duration": 0.5},
+                 calibration={"duration": 0.5},
+                 lengths=({"audio": "clip:1", "duration": 0.5}, {"audio": "clip:2", "duration": 0.5},
+                          {"audio": "clip:1", "duration": 0.6}))
+    out = run_model(replace(MUSICGEN_CONTINUATION, quick=small), quick=True, workdir=tmp_path)
+    compare = out["compare"]
+    assert compare["settings"]["audio"] == "clip:1" and compare["settings"]["precision"] == "float32"
+    assert compare["compared_after_s"] == 1.0
+    assert compare["same_output"] is True  # same clip, settings and seed: the reference does the same work
+    assert compare["reference"]["n"] == compare["studio"]["n"] == 1
+    default = out["compare_default"]
+    assert default["dtype"] == "int8" and default["target"] == ">= 1.5"  # the autoregressive target applies
+    assert [r["settings"]["audio"] for r in out["estimate"]["runs"]] == ["clip:1", "clip:2", "clip:1"]
+    json.dumps(out, default=str)
+
+
+def test_extension_overhead_on_the_tiny_model_runs_the_studios_windows(bench_env, tmp_path):
+    from bench.cases import EXTENSION
+    from bench.continuation import run_extension
+    from models import musicgen
+
+    saved = (musicgen.MAX_DURATION, musicgen.CONTEXT_S)
+    out = run_extension(EXTENSION["tiny"], workdir=tmp_path)
+    assert (musicgen.MAX_DURATION, musicgen.CONTEXT_S) == saved  # the scaled geometry is put back
+    assert [(w["prompt_s"], w["new_s"]) for w in out["windows"]] == [(1.0, 2.0), (1.0, 2.0)]
+    assert out["product_geometry"] is False and out["window_s"] == 3.0
+    studio_run = out["runs"]["studio"][0]
+    assert studio_run["windows"] == 2 and len(studio_run["generate_s"]) == 2  # its own generate() calls, timed
+    assert out["outside_generate"] == pytest.approx(studio_run["wall_s"] / sum(studio_run["generate_s"]) - 1)
+    assert out["same_output"] is True  # both sides sample the same tokens: the times are of the same work
+    per_window = out["per_window_s"][0]
+    assert len(per_window) == 2 and sum(per_window) == pytest.approx(out["windows_sum"]["median_s"])
+    assert out["overhead"] == pytest.approx(out["studio"]["median_s"] / out["windows_sum"]["median_s"] - 1)
+    assert out["target"] == "<= 5%" and out["met"] in (True, False)
+
+
+def test_prompt_cost_on_the_tiny_model_reports_each_prompt(bench_env, tmp_path):
+    from bench.cases import PROMPT_COST
+    from bench.continuation import run_prompt_cost
+    from models.musicgen import PROMPT_FRAME_COST
+
+    out = run_prompt_cost(PROMPT_COST["tiny"], workdir=tmp_path)
+    assert out["constant"] == PROMPT_FRAME_COST and out["short_steps"] == 28
+    (length,) = out["dtypes"]["int8"]["lengths"]
+    (prompt,) = length["prompts"]
+    assert length["new_s"] == 1.0 and length["steps"] == 53
+    assert prompt["prompt_s"] == 1.0 and prompt["frames"] == 50 and len(prompt["rounds"]) == 1
+    assert set(out["dtypes"]["int8"]["runs"]) == {"short", "plain 1 s", "prompt 1 s + 1 s"}
+
+
+def test_report_renders_the_audio_in_sections():
+    from bench.report import render, summary_rows
+
+    ext = {"created": "2025-01-01T00:00:00+00:00", "mode": "quick", "dtype": "int8", "clip_s": 5.0, "extend_to": 50.0,
+           "window_s": 30.0, "context_s": 10.0, "product_geometry": True,
+           "windows": [{"prompt_s": 5.0, "new_s": 25.0}, {"prompt_s": 10.0, "new_s": 20.0}],
+           "studio": {"median_s": 102.0, "n": 1}, "windows_sum": {"median_s": 100.0, "n": 1},
+           "per_window_s": [[55.0, 45.0]], "overhead": 0.02, "overhead_cpu": 0.01, "outside_generate": 0.004,
+           "target": "<= 5%", "met": True,
+           "same_output": True, "max_abs_difference_after_last_join": 0.0, "others_load_median": 0.1,
+           "others_load_max": 0.2}
+    cost = {"constant": 0.05, "short_steps": 53, "new_s": [5.0], "repeats": 3, "dtypes": {"int8": {
+        "others_load_median": 0.0, "others_load_max": 0.1, "lengths": [{
+            "new_s": 5.0, "steps": 253, "plain": {"median_s": 20.0}, "marginal_step_s": 0.075,
+            "prompts": [{"prompt_s": 5.0, "frames": 250, "extra_s": 4.5, "per_frame_s": 0.018, "cost": 0.24,
+                         "cost_vs_average_step": 0.228}]}]}}}
+    results = {"runs": [], "models": {}, "sections": {"musicgen-extend": ext, "musicgen-prompt-cost": cost}}
+    assert ("musicgen-small: extension's overhead over the sum of its windows (studio/sum - 1, int8)", "2.0 %",
+            "<= 5%", "met", "quick, 2025-01-01T00:00") in summary_rows(results)
+    text = render(results)
+    assert "(5 s heard, 25 s new) + (10 s heard, 20 s new)" in text and "**2.0 %**" in text
+    assert "outside its generate() calls 0.4 % of them" in text
+    assert "| int8 | 5 s (253 steps) | 20.00 s | 75.0 ms | 5 s | 250 | 4.50 s | 18.0 ms | **0.240** | 0.228 |" in text
