@@ -110,8 +110,9 @@ def run_extension(ext: Extension, *, workdir: Path) -> dict:
 
     Why the comparison is fair: both sides run the very same loaded model (the direct side borrows the studio's
     own module through a lease: same precision, weights in memory and torch threads), on the same clip samples,
-    with the windows the studio plans (`plan_windows`), the same token counts, generate() arguments and seed, so
-    they sample the same tokens (checked: the audio after the last join is compared sample by sample). The
+    with the windows the studio plans (`plan_windows`), the same token counts, sampling arguments and seed (the
+    studio adds only its per-token progress callback), so they sample the same tokens (checked: the audio after
+    the last join is compared sample by sample). The
     direct side's time is its generate() calls alone: prompt encoding, prefill, sampling and decoding, the least
     the windows can cost. The studio's time is the whole `manager.run`: admission, estimate, lease, conforming
     the clip, cutting each prompt, per-token progress, the crossfaded joins and the final trim. So the ratio is

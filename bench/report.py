@@ -316,18 +316,19 @@ def _render_extension(w, ext: dict) -> None:
       f"windows' `model.generate()` calls summed {_s(ext['windows_sum']['median_s'])} (per window: {spread}); "
       f"overhead (studio/sum - 1, median of the rounds) **{_pct(ext['overhead'])}** (target {ext['target']}: "
       f"{_met(ext['met'])}); over CPU time {_pct(ext['overhead_cpu'])}; inside the studio's own runs, its "
-      f"time outside its generate() calls {_pct(ext.get('outside_generate'))} of them (one run holds both, so other "
+      f"time outside its generate() calls {_pct(ext.get('outside_generate'), 2)} of them (one run holds both, so other "
       f"jobs cannot tilt it); audio after the last join: {same}; "
       f"others' load (median / max) {loads}. Both sides run the studio's own loaded model (borrowed through a "
-      "lease), the studio's window plan, the same clip, arguments and seed; the direct side times only its "
+      "lease), the studio's window plan, the same clip, sampling arguments and seed (the studio adds its per-token "
+      "progress callback); the direct side times only its "
       "generate() calls (prompt encoding, prefill, sampling, decoding), the studio the whole request.\n")
 
 
 def _render_prompt_cost(w, cost: dict) -> None:
     new = " and ".join(f"{n:g} s" for n in cost["new_s"])
     w(f"Cost of an audio prompt frame on musicgen-small (`PROMPT_FRAME_COST` in models/musicgen.py, "
-      f"{cost['constant']:g} when this was measured; the estimate now uses 0.4 + 0.0004 per new step, fitted to "
-      "these figures): continuations making {new} of new audio after a prompt vs text-only runs making "
+      f"{cost['constant']:g} when this was measured; the estimate's constants "
+      f"were fitted to these figures since): continuations making {new} of new audio after a prompt vs text-only runs making "
       f"the same, through the product's adapter, guidance 3, {cost['repeats']} interleaved rounds. Cost = "
       "(prompted - text-only) / prompt frames / the marginal time of a sampled step (from the text-only run and "
       f"one of {cost['short_steps']} tokens: the slope the estimate fits); 'vs average step' divides by text-only "

@@ -276,5 +276,5 @@ def test_report_renders_the_audio_in_sections():
             "<= 5%", "met", "quick, 2025-01-01T00:00") in summary_rows(results)
     text = render(results)
     assert "(5 s heard, 25 s new) + (10 s heard, 20 s new)" in text and "**2.0 %**" in text
-    assert "outside its generate() calls 0.4 % of them" in text
+    assert "outside its generate() calls 0.40 % of them" in text
     assert "| int8 | 5 s (253 steps) | 20.00 s | 75.0 ms | 5 s | 250 | 4.50 s | 18.0 ms | **0.240** | 0.228 |" in text
