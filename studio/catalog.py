@@ -19,6 +19,7 @@ TASK_LABELS = {"music": "Music", "speech": "Speech", "sfx": "Sound effects"}
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 PRECISIONS = ("float32", "float16", "bfloat16", "int8")
 AUTO = "auto"
+MODE = "mode"  # the setting that picks what a model does (song, repaint, cover, vary, inpaint, ...)
 PRECISION_HELP = (
     "How the weights are stored and computed. auto picks the fastest that keeps quality on this machine "
     "(int8 on a CPU where the model supports it, float16 on a GPU). int8 keeps the large matrices as 8-bit "
@@ -43,6 +44,20 @@ class Param:
     choices: tuple[str, ...] | None = None
     advanced: bool = True
     required: bool = False  # an audio input the model cannot run without
+    # The values of the model's `mode` setting this one belongs to (e.g. ("repaint",)); empty: every mode. The
+    # page shows it only in those modes, and a run in another mode neither uses it nor keeps it in its metadata.
+    modes: tuple[str, ...] = ()
+    # For a setting with choices: (choice, what that choice does and needs), shown under the control when the
+    # choice is picked, e.g. ("repaint", "Regenerates Start to End of the clip in Audio ...").
+    choice_help: tuple[tuple[str, str], ...] = ()
+
+    def applies(self, values: Mapping[str, Any]) -> bool:
+        """Whether this setting is used by a run with `values` (the model's settings, its `mode` among them)."""
+        return not self.modes or values.get(MODE) in self.modes
+
+    def explain(self, choice: Any) -> str:
+        """What `choice` of this setting does and needs, or "" when its help says nothing of it."""
+        return dict(self.choice_help).get(choice, "")
 
     @property
     def is_audio(self) -> bool:
@@ -260,6 +275,7 @@ class Request:
     prompt: str
     seed: int
     params: Mapping[str, Any]
+    spec_params: tuple[Param, ...] = field(default=(), compare=False, repr=False)  # the model's, for `modes`
 
     def get(self, name: str) -> Any:
         return self.params[name]
@@ -268,14 +284,22 @@ class Request:
         return {"model": self.model, "task": self.task, "prompt": self.prompt, "seed": self.seed, **self.settings()}
 
     def settings(self) -> dict[str, Any]:
-        """The settings as a result's metadata keeps them: an audio input by its stored copy's name."""
-        return {name: _plain(value) for name, value in self.params.items()}
+        """The settings as a result's metadata keeps them: an audio input by its stored copy's name; a setting of
+        another mode than the run's is left out."""
+        spec_params = self._spec_params()
+        return {name: _plain(value) for name, value in self.params.items()
+                if name not in spec_params or spec_params[name].applies(self.params)}
 
     def clips(self) -> dict[str, Any]:
         """The audio inputs given, by setting name."""
         from studio.clips import Clip
 
-        return {name: value for name, value in self.params.items() if isinstance(value, Clip)}
+        spec_params = self._spec_params()
+        return {name: value for name, value in self.params.items() if isinstance(value, Clip)
+                and (name not in spec_params or spec_params[name].applies(self.params))}
+
+    def _spec_params(self) -> dict[str, Param]:
+        return {p.name: p for p in self.spec_params}
 
 
 def _plain(value: Any) -> Any:
@@ -387,7 +411,8 @@ class Catalog:
                 raise InvalidInput(
                     f"voice {echo(values['voice'])} is not a voice of {spec.repo_id}; choose one of: {', '.join(voices)}"
                 )
-        return Request(model=spec.repo_id, task=task, prompt=text, seed=_check_seed(seed, random_seed), params=values)
+        return Request(model=spec.repo_id, task=task, prompt=text, seed=_check_seed(seed, random_seed), params=values,
+                       spec_params=spec.params)
 
 
 def text_key(task: str | None) -> str:
