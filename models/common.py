@@ -251,6 +251,21 @@ def step_callback(ctx: RunContext, steps: int):
     return callback
 
 
+def step_end_callback(ctx: RunContext, steps: int):
+    """The same, as diffusers' newer `callback_on_step_end(pipe, step, timestep, callback_kwargs)` wants it.
+
+    Raising Cancelled from it stops the loop at once, as with `step_callback`; the callback returns the
+    tensors it was given (the pipeline replaces its own with what comes back).
+    """
+    report = step_callback(ctx, steps)
+
+    def callback(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        report(step, timestep, None)
+        return callback_kwargs
+
+    return callback
+
+
 class DiffusersPipelineModel:
     """Adapter state for a diffusers pipeline: its nn.Module parts, moving, and CPU offload with accounting."""
 

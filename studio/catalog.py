@@ -44,6 +44,7 @@ class Param:
     choices: tuple[str, ...] | None = None
     advanced: bool = True
     required: bool = False  # an audio input the model cannot run without
+    lines: int = 1  # a text setting's box height in lines (lyrics take many)
     # The values of the model's `mode` setting this one belongs to (e.g. ("repaint",)); empty: every mode. The
     # page shows it only in those modes, and a run in another mode neither uses it nor keeps it in its metadata.
     modes: tuple[str, ...] = ()
