@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import gradio as gr
 
 from studio.audio import FORMATS
-from studio.catalog import TASK_LABELS, Catalog, ModelSpec, format_parameters, metadata_text
+from studio.catalog import MODE, TASK_LABELS, Catalog, ModelSpec, format_parameters, metadata_text
 from studio.errors import Cancelled, InvalidInput, StudioError
 from studio.settings import format_bytes
 from studio.ui import controls as ctl
@@ -103,8 +103,18 @@ class TabLayout:
 
     @property
     def notes(self) -> list[Any]:
-        """The notes under the controls that have one (an audio input's help), in plan order."""
+        """The notes under the controls that have one (an audio input's help, the mode's), in plan order."""
         return [c.note for c in self.plan if c.note is not None]
+
+    @property
+    def mode(self) -> ctl.Control | None:
+        """The mode control (what a model of several uses does: song, repaint, ...), when a model has one."""
+        return next((c for c in self.plan if c.name == MODE and c.kind == "dropdown"), None)
+
+    def mode_outputs(self) -> list[Any]:
+        """What a change of mode updates (see ctl.mode_updates)."""
+        return [*[c.component for c in self.plan if c.modal],
+                *[c.note for c in self.plan if c.note is not None and (c.modal or c.name == MODE)]]
 
     @property
     def audio_input(self) -> ctl.Control | None:
@@ -139,15 +149,23 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
     first = first_group.default
 
     def render(control: ctl.Control) -> None:
-        ctl.render(control, first, catalog, elem_id=f"{task}-input-{control.name}" if control.kind == "audio" else None)
+        ctl.render(control, first, catalog, elem_id=f"{task}-input-{control.name}")
 
+    basic = [c for c in plan if not c.advanced]
     with gr.Row(equal_height=False, elem_classes="studio-tab"):
         with gr.Column(scale=11, min_width=360):
             model = gr.Dropdown(group_choices(groups), value=first_group.key, label="Model",
                                 filterable=True, elem_id=f"{task}-model")
             note = gr.Markdown(model_note(first), elem_classes="studio-note", elem_id=f"{task}-note")
+            # What the model is to do comes first: the settings below follow it.
+            for control in basic:
+                if control.name == MODE:
+                    render(control)
             label, placeholder = PROMPT[task]
             prompt = gr.Textbox(label=label, placeholder=placeholder, lines=3, max_lines=10, elem_id=f"{task}-prompt")
+            for control in basic:  # text of several lines (lyrics) under the prompt, the column's width
+                if control.wide and control.kind == "text":
+                    render(control)
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=200):
                     language = gr.Dropdown(first_group.languages() if first_group.by_language else [],
@@ -155,14 +173,14 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
                                            label="Language", info="Each language is a model of its own",
                                            filterable=True, visible=first_group.by_language,
                                            elem_id=f"{task}-language")
-                    for control in plan:
-                        if not control.advanced and control.kind != "audio":
+                    for control in basic:
+                        if not control.wide and control.name != MODE:
                             render(control)
                 fmt = gr.Dropdown(format_choices(FORMATS), value="wav", label="Format", scale=1, min_width=110,
                                   elem_id=f"{task}-format")
             # An audio input takes the column's whole width: its waveform and trim handles need the room.
-            for control in plan:
-                if not control.advanced and control.kind == "audio":
+            for control in basic:
+                if control.kind == "audio":
                     render(control)
             adjusted = gr.Markdown(visible=False, elem_classes="studio-note", elem_id=f"{task}-adjusted")
             with gr.Accordion("Advanced", open=False, elem_id=f"{task}-advanced"):
@@ -268,6 +286,7 @@ class TabHandle:
         widgets = [ctl.restore(c, spec, self.catalog, settings) for c in self.plan]
         restored = {name: value for name, value in settings.items() if spec.param(name) is not None}
         restored.update({c.name: u["value"] for c, u in zip(self.plan, widgets) if "value" in u})
+        mode = ctl.mode_of(spec, restored.get(MODE))
         return [
             gr.update(value=group.key),
             language_update(group, spec),
@@ -276,10 +295,10 @@ class TabHandle:
             gr.update(value=seed if seed is not None else -1),
             gr.update(value=fmt) if fmt in FORMATS else gr.update(),
             *widgets,
-            self.estimate_for(spec, prompt, restored),
+            self.estimate_for(spec, prompt, ctl.in_mode(spec, restored)),
             spec.repo_id,
             gr.update(value=" ".join(notes), visible=bool(notes)),
-            *[ctl.note_update(c, spec) for c in self.plan if c.note is not None],
+            *[ctl.note_update(c, spec, mode) for c in self.plan if c.note is not None],
         ]
 
     def switch_updates(self, values: Mapping[Any, Any], old: ModelSpec | None,
@@ -291,13 +310,16 @@ class TabHandle:
         updates: dict[Any, Any] = {ui.language: language_update(group, spec), ui.note: model_note(spec),
                                    ui.shown: spec.repo_id}
         notes, fresh = [], dict(values)
-        for control in ui.plan:
-            update, note = ctl.carry(control, old, spec, self.catalog, values.get(control.component))
+        mode = ctl.mode_of(spec, None)
+        for control in sorted(ui.plan, key=lambda c: c.name != MODE):  # the mode first: the others show by it
+            update, note = ctl.carry(control, old, spec, self.catalog, values.get(control.component), mode)
             updates[control.component] = update
             if "value" in update:
                 fresh[control.component] = update["value"]
+                if control.name == MODE:
+                    mode = ctl.mode_of(spec, update["value"])
             if control.note is not None:
-                updates[control.note] = ctl.note_update(control, spec)
+                updates[control.note] = ctl.note_update(control, spec, mode)
             if note:
                 notes.append(note)
         updates[ui.adjusted] = gr.update(value=" ".join(notes), visible=bool(notes))
@@ -307,7 +329,8 @@ class TabHandle:
         """Updates (of restore_outputs()) that put `file` into the tab's audio input, keeping every other setting.
 
         When the model the tab is set for takes no audio, the tab switches to one that does: `made_by` (the model
-        that made the file) if it does, else the first of the tab's models that does; a toast says so.
+        that made the file) if it does, else the first of the tab's models that does; and when the model's mode
+        takes none (a song from lyrics), to its first mode that does (repaint); a toast says so.
         """
         ui, control = self.ui, self.ui.audio_input
         if control is None:
@@ -315,17 +338,38 @@ class TabHandle:
         spec = self.spec_of(values[ui.model], values[ui.language])
         updates: dict[Any, Any] = {}
         fresh = dict(values)
+        switched = ""
         if not ctl.takes(control, spec):
             target = self.audio_model(made_by)
             updates, fresh = self.switch_updates(values, spec, target)
             updates[ui.model] = gr.update(value=find_group(self.groups, target.repo_id).key)
-            gr.Info(f"{spec.label} takes no audio input: switched to {target.label}, which takes it as its "
-                    f"{target.param(control.name).label.lower()}.")
+            switched = f"{spec.label} takes no audio input: switched to {target.label}"
             spec = target
+        mode = ctl.control_mode(ui.plan, spec, fresh)
+        taking = self.audio_mode(spec, mode)
+        if taking != mode:
+            for component, update in ctl.mode_updates(ui.plan, spec, taking).items():
+                updates[component] = {**updates.get(component, gr.update()), **update}
+            updates[ui.mode.component] = {**updates.get(ui.mode.component, gr.update()), "value": taking}
+            fresh[ui.mode.component] = taking
+            switched = (f"{switched} in {ctl.mode_label(taking)} mode" if switched else
+                        f"{ctl.mode_label(mode)} takes no audio input: switched to {ctl.mode_label(taking)}")
+        if switched:
+            gr.Info(f"{switched}, which takes it as its {spec.param(control.name).label.lower()}.")
         updates[control.component] = {**updates.get(control.component, gr.update()), "value": file}  # shown, if hidden
         fresh[control.component] = file
         updates[ui.estimate] = self.estimate_for(spec, values[ui.prompt], ctl.active_settings(ui.plan, spec, fresh))
         return updates
+
+    def audio_mode(self, spec: ModelSpec, mode: str | None) -> str | None:
+        """The mode of `spec` to take an audio input in: `mode` if its audio input belongs to it, else the first of
+        the model's modes (in their order) that takes one."""
+        control = self.ui.audio_input
+        param = spec.param(control.name) if control is not None else None
+        choices = spec.param(MODE).choices if spec.param(MODE) is not None else None
+        if param is None or param.applies({MODE: mode}) or not choices:
+            return mode
+        return next((choice for choice in choices if param.applies({MODE: choice})), mode)
 
     def audio_model(self, preferred: str | None) -> ModelSpec:
         """The model to switch to for an audio input: `preferred` if it is one of the tab's and takes audio, else
@@ -394,6 +438,16 @@ def on_model(tab: TabHandle, values: dict) -> dict[Any, Any]:
     updates, fresh = tab.switch_updates(values, old, spec)
     updates[ui.estimate] = tab.estimate_for(spec, values[ui.prompt], ctl.active_settings(ui.plan, spec, fresh))
     return updates
+
+
+def on_mode(tab: TabHandle, values: dict) -> dict[Any, Any]:
+    """Another mode: the settings of the modes it is not hidden, those of the mode shown (as they were: set for
+    the model already), its note says what it does and needs. The estimate follows by the control's change."""
+    try:
+        spec = tab.spec_of(values[tab.ui.model], values[tab.ui.language])
+    except StudioError:  # a stale or forged model: the next model switch sets everything
+        return {}
+    return ctl.mode_updates(tab.plan, spec, ctl.mode_of(spec, values[tab.ui.mode.component]))
 
 
 def on_language(tab: TabHandle, values: dict) -> dict[Any, Any]:
@@ -550,6 +604,9 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
     ui.model.input(bind(on_model, tab), {*inputs, ui.shown},
                    [ui.language, ui.note, *widgets, ui.adjusted, ui.estimate, ui.shown, *ui.notes], **AS_SENT)
     ui.language.input(bind(on_language, tab), inputs, [ui.note, ui.shown, ui.estimate], **AS_SENT)
+    if ui.mode is not None:  # shows and hides at once, off the queue; the estimate follows as for any setting
+        ui.mode.component.input(bind(on_mode, tab), {ui.model, ui.language, ui.mode.component}, ui.mode_outputs(),
+                                queue=False, **AS_SENT)
     gr.on([ui.prompt.change, *[w.change for w in widgets]], bind(estimate_now, tab), inputs, ui.estimate,
           trigger_mode="always_last", **AS_SENT)
     gr.on([w.input for w in widgets], hide_adjusted, None, ui.adjusted, queue=False, **LIGHT)
