@@ -280,7 +280,7 @@ def test_a_clip_at_an_unusual_rate_is_resampled(rate: int, served, cli, clips, r
     results = {"API": served.client.predict(api_name="/music", model=MUSIC, prompt="lofi", audio=handle_file(path),
                                             duration=NEW_S, seed=3)}
     page = on_generate(served.tab, served.page_values(MUSIC, str(path)), None)
-    results["page"] = (page[served.tab.ui.audio], page[served.tab.ui.last])
+    results["page"] = (page[served.tab.ui.audio]["value"], page[served.tab.ui.last])
     run = cli(_cli_rate(rate, clips))
     results["CLI"] = (run.out, run.metadata())
 

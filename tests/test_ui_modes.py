@@ -294,3 +294,36 @@ def test_use_as_input_switches_to_the_first_mode_that_takes_audio_and_says_so(st
     assert updates[audio.component]["visible"] is True and updates[mode.component]["visible"] is True
     assert said == ["AudioLDM 2 music takes no audio input: switched to Song editor (test) in Repaint mode, which "
                     "takes it as its audio to edit."]
+
+
+def test_lyrics_in_the_result_details_show_their_start_and_length():
+    from studio.ui.text import metadata_markdown
+
+    lyrics = "[verse]\n" + "\n".join(f"line {n} of the song goes on" for n in range(40))
+    shown = metadata_markdown({"model": SONG, "prompt": "synth-pop", "seed": 1,
+                               "settings": {MODE: "song", "lyrics": lyrics, "steps": 8}})
+    assert ("mode song · lyrics “\\[verse\\] line 0 of the song goes on line 1 of the song goes …” "
+            f"({len(lyrics):,} characters) · steps 8") in shown  # Markdown-escaped brackets
+    assert "lyrics “” · steps" in metadata_markdown({"model": SONG, "prompt": "p", "seed": 1,
+                                                     "settings": {"lyrics": "", "steps": 8}})
+
+
+def test_a_long_result_plays_in_the_browsers_own_player_in_the_tab_and_in_history(studio, music, monkeypatch):
+    from studio.ui import history_tab, tab
+    from studio.ui.endpoints import Endpoints
+    from studio.ui.tab import on_generate
+
+    monkeypatch.setattr(tab, "WAVEFORM_MAX_S", 2.0)  # a minute in the product: short runs make the same point
+    players = {}
+    for seconds in (2.0, 2.5):
+        updates = on_generate(music, _values(music, SHAPER, duration=seconds), None)
+        metadata = updates[music.ui.last]
+        assert metadata["duration"] == seconds and metadata["sample_rate"] == 48000
+        players[seconds] = updates[music.ui.audio]
+        assert players[seconds]["value"].endswith(metadata["file"])
+        item = next(i for i in studio.history.list("synth-pop") if i.file.endswith(metadata["file"]))
+        assert history_tab.show_item(Endpoints(studio), item)[0] == players[seconds]
+    # The waveform up to the limit; past it the browser's player, which streams the file instead of decoding all
+    # of it into the page (see WAVEFORM_MAX_S for the figures).
+    assert players[2.0]["waveform_options"] == {"show_recording_waveform": True}
+    assert players[2.5]["waveform_options"] == {"show_recording_waveform": False}

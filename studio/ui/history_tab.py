@@ -20,7 +20,7 @@ from studio.catalog import TASK_LABELS, TASKS, text_key
 from studio.errors import InvalidInput, StudioError
 from studio.ui.common import LIGHT
 from studio.ui.endpoints import Endpoints, user_errors
-from studio.ui.tab import AS_SENT, TabHandle
+from studio.ui.tab import AS_SENT, TabHandle, player
 from studio.ui.text import deleted_html, history_html, metadata_markdown, sentence
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def show_item(endpoints: Endpoints, item: Any) -> list[Any]:
     """The player, the actions, the download, the details and the selection for `item`."""
     path = endpoints.history_file(item)
     note = "" if path else "\n\nThe file is missing or outside the output folder, so the page cannot play it."
-    return [path, gr.update(visible=True),
+    return [player(path, item.duration), gr.update(visible=True),
             gr.update(value=path, label=f"Download {item.format.upper()}", interactive=bool(path)),
             metadata_markdown(item_metadata(item)) + note, item.id,
             gr.update(visible=bool(path) and item.task in endpoints.audio_tasks())]

@@ -65,6 +65,14 @@ ESTIMATE_PENDING = "Working out memory and time…"
 ACTION_MIN_WIDTH = 150
 # Extend makes the result this much longer (up to the model's longest), as one click.
 EXTEND_BY_S = 30.0
+# A result's player draws its waveform up to this length; a longer result gets the browser's own player. The
+# waveform player (wavesurfer.js) fetches the whole file, decodes all of it into the page and draws it before it
+# plays; the browser's streams the file and shows its length from the header. Measured in Debian's Chromium
+# (Playwright, this 2-core CPU under a load of 4-5) on 48 kHz stereo 24-bit WAV results: a 4-minute result
+# (69 MB) was playable 2.3-3.0 s after it arrived in the tab with the waveform, blocking the page for up to
+# 270 ms at a time (History: 380-570 ms), and the page's JS heap grew to 230-285 MB; with the browser's player,
+# 0.3-0.4 s, no task over 90 ms, 35-50 MB. A 60 s result with the waveform: 1.1 s and 116 MB (30 s: 0.9 s, 80 MB).
+WAVEFORM_MAX_S = 60.0
 
 
 # ------------------------------------------------------------------ layout
@@ -478,14 +486,21 @@ def on_generate(tab: TabHandle, values: dict, request: gr.Request, progress=gr.P
         return {ui.audio: gr.skip()}
     size = format_bytes(Path(result.path).stat().st_size)
     label = f"Download {str(values[ui.fmt]).upper()} · {size}"
-    updates = {ui.audio: str(result.path), ui.actions: gr.update(visible=True),
-               ui.download: gr.update(value=str(result.path), label=label),
+    updates = {ui.audio: player(str(result.path), result.metadata.get("duration")),
+               ui.actions: gr.update(visible=True), ui.download: gr.update(value=str(result.path), label=label),
                ui.details: metadata_markdown(result.metadata), ui.last: result.metadata}
     if ui.extend is not None:
         total = extend_target(spec, result.metadata)
         added = f"{total - result.metadata['duration']:.0f} s" if total is not None else ""
         updates[ui.extend] = gr.update(visible=total is not None, value=f"Extend by {added}")
     return updates
+
+
+def player(path: str | None, seconds: Any) -> Any:
+    """The update that puts the audio file at `path` into a result's player: with its waveform drawn, or in the
+    browser's own player when it is longer than WAVEFORM_MAX_S (see there)."""
+    drawn = not isinstance(seconds, (int, float)) or seconds <= WAVEFORM_MAX_S
+    return gr.update(value=path, waveform_options={"show_recording_waveform": drawn})
 
 
 def on_run_end(tab: TabHandle, values: dict, request: gr.Request) -> dict[Any, Any]:

@@ -244,9 +244,18 @@ def _placement(placement: Any) -> str | None:
     return {"device": "whole on the device", "offload": "CPU offload", "cpu": "on the CPU"}.get(placement, placement)
 
 
+# Longer text in the settings row (lyrics of a whole song) shows its start and its length: the row stays a row.
+SETTING_CHARS = 60
+
+
 def _setting(value: Any) -> str:
-    """A setting's value in the settings row: text in quotes, so a sentence ending in '.' reads as one."""
-    return f"“{value}”" if isinstance(value, str) and " " in value.strip() else _short(value)
+    """A setting's value in the settings row: text in quotes, so a sentence ending in '.' reads as one; empty text
+    as empty quotes; long text (lyrics) as its start and its length."""
+    if isinstance(value, str) and len(value) > SETTING_CHARS:
+        return f"“{_clip(value, SETTING_CHARS)}” ({len(value):,} characters)"
+    if isinstance(value, str) and (" " in value.strip() or not value.strip()):
+        return f"“{value.strip()}”"
+    return _short(value)
 
 
 def _short(value: Any) -> str:
