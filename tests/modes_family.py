@@ -13,6 +13,7 @@ is installed into the tests' temporary HF cache (`install`), so the estimate rea
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -32,8 +33,8 @@ SONG_MODE = Param(
     choices=("song", "repaint", "cover"), advanced=False,
     choice_help=(
         ("song", "Writes a song in the prompt's style, singing the Lyrics (none: instrumental). Needs a prompt."),
-        ("repaint", "Regenerates Repaint from to Repaint to of the clip in Audio to edit and keeps the rest. "
-                    "Needs a clip and a range inside it."),
+        ("repaint", "Regenerates the part of the clip in Audio to edit between Repaint from and Repaint to, and "
+                    "keeps the rest. Needs a clip and a range inside it."),
         ("cover", "Plays the clip in Audio to edit again in the prompt's style, as close to it as Cover strength "
                   "says. Needs a clip."),
     ),
@@ -45,8 +46,8 @@ SHAPER_MODE = Param(
         ("generate", "Makes Duration seconds from the prompt. Needs a prompt."),
         ("vary", "Makes a variation of the clip in Audio to edit, as free as Variation strength says. Needs a "
                  "clip."),
-        ("inpaint", "Regenerates Inpaint from to Inpaint to of the clip in Audio to edit. Needs a clip and a range "
-                    "inside it."),
+        ("inpaint", "Regenerates the part of the clip in Audio to edit between Inpaint from and Inpaint to. Needs "
+                    "a clip and a range inside it."),
     ),
 )
 EDIT_HELP = "The clip to edit (WAV, FLAC, OGG or MP3, or a recording), 1 to 240 s; the result is as long as it."
@@ -61,7 +62,7 @@ def _range(prefix: str, label: str, modes: tuple[str, ...]) -> tuple[Param, Para
 
 SONG_PARAMS = (
     SONG_MODE,
-    duration_param(LONGEST, 30.0, minimum=10.0, step=1.0),
+    replace(duration_param(LONGEST, 30.0, minimum=10.0, step=1.0), modes=("song",)),  # an edit is as long as its clip
     Param("lyrics", str, "", "Lyrics", "One line a line, sections tagged [verse], [chorus], [bridge]. "
           "Empty: instrumental.", lines=8, advanced=False, modes=("song",)),
     Param("audio", Clip, None, "Audio to edit", EDIT_HELP, minimum=1.0, maximum=LONGEST, advanced=False,
@@ -75,7 +76,7 @@ SONG_PARAMS = (
 )
 SHAPER_PARAMS = (
     SHAPER_MODE,
-    duration_param(LONGEST, 20.0),
+    replace(duration_param(LONGEST, 20.0), modes=("generate",)),
     Param("audio", Clip, None, "Audio to edit", EDIT_HELP, minimum=1.0, maximum=LONGEST, advanced=False,
           modes=("vary", "inpaint")),
     Param("strength", float, 0.6, "Variation strength", "How much of the clip may change: 0 none, 1 all of it.",

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from studio.catalog import MODE
+from studio.catalog import MODE, Param
 from studio.ui import controls as ctl
-from tests.modes_family import SHAPER, SHAPER_MODE, SONG, SONG_MODE, SONG_PARAMS, SPECS, catalog_with_modes
+from tests.modes_family import SHAPER, SHAPER_MODE, SONG, SONG_MODE, SPECS, catalog_with_modes
 
 NO_AUDIO = "cvssp/audioldm2-music"  # a music model that takes no clip
 SMALL = "facebook/musicgen-small"
@@ -33,8 +33,8 @@ def test_the_mode_dropdown_shows_words_and_sends_the_lowercase_values():
     assert props["value"] == "song"
     assert ctl.mode_label("extract") == "Extract" and ctl.mode_label("text_to_music") == "Text to music"
     # Other settings with choices keep theirs as they are.
-    precision = ctl._props(SONG_PARAMS[-1].__class__("precision", str, "auto", "Precision",
-                                                     choices=("auto", "float32")), SPECS[0], catalog=None)
+    precision = ctl._props(Param("precision", str, "auto", "Precision", choices=("auto", "float32")), SPECS[0],
+                           catalog=None)
     assert precision["choices"] == ["auto", "float32"]
 
 
@@ -58,8 +58,11 @@ def test_only_the_modes_settings_are_shown_and_sent():
     song = SPECS[0]
     plan = _controls(SPECS)
     named = {c.name: c for c in plan}
-    assert [c.name for c in plan if c.modal] == ["lyrics", "audio", "repaint_start", "repaint_end",
+    assert [c.name for c in plan if c.modal] == ["duration", "lyrics", "audio", "repaint_start", "repaint_end",
                                                  "cover_strength", "strength", "inpaint_start", "inpaint_end"]
+    # Those used only with a clip are laid out under it (not Duration: a song's; not the clip itself).
+    assert [c.name for c in plan if c.of_clip] == ["repaint_start", "repaint_end", "cover_strength", "strength",
+                                                   "inpaint_start", "inpaint_end"]
     values = {c.component: song.param(c.name).default if song.param(c.name) else None for c in plan}
     values[named["audio"].component] = {"path": "/tmp/x/riff.wav", "orig_name": "riff.wav"}
     values[named["lyrics"].component] = "[verse]\nla la"
@@ -70,9 +73,9 @@ def test_only_the_modes_settings_are_shown_and_sent():
 
     values[named[MODE].component] = "repaint"
     sent = ctl.active_settings(plan, song, values)
-    assert set(sent) == {MODE, "duration", "audio", "repaint_start", "repaint_end", "steps"}
+    assert set(sent) == {MODE, "audio", "repaint_start", "repaint_end", "steps"}  # an edit is as long as its clip
     values[named[MODE].component] = "cover"
-    assert set(ctl.active_settings(plan, song, values)) == {MODE, "duration", "audio", "cover_strength", "steps"}
+    assert set(ctl.active_settings(plan, song, values)) == {MODE, "audio", "cover_strength", "steps"}
 
     # A mode another model sent (the switch to this one still on its way): fitted, the model's default mode.
     values[named[MODE].component] = "inpaint"
@@ -148,9 +151,13 @@ def test_the_mode_comes_first_with_its_note_and_lyrics_get_a_tall_box_under_the_
     # The tab opens on MusicGen small (the featured model): no mode, no lyrics, no note.
     assert not mode.component.visible and not mode.note.visible and not lyrics.component.visible
     assert lyrics.wide and lyrics.home.repo_id == SONG
-    # Built in reading order: model, mode (and its note), prompt, lyrics, then the row of settings and Format.
-    order = [music.model, mode.component, mode.note, music.prompt, lyrics.component, music.fmt]
+    # Built in reading order: model, mode (and its note), prompt, lyrics, the row of settings and Format, the clip,
+    # what is about the clip (a range to repaint: side by side where there is room); Stable Audio Open's strength
+    # (no mode) stays in the row it had.
+    clip, start, end = (_control(music, name).component for name in ("audio", "repaint_start", "repaint_end"))
+    order = [music.model, mode.component, mode.note, music.prompt, lyrics.component, music.fmt, clip, start, end]
     assert [b._id for b in order] == sorted(b._id for b in order)
+    assert start.min_width == end.min_width == 200 and not _control(music, "strength").of_clip
     from studio.ui.tab import on_model
 
     updates = on_model(music, {**_values(music, SMALL), music.model: SONG})
@@ -167,13 +174,13 @@ def test_switching_the_mode_shows_its_settings_and_hides_the_others_at_once(musi
     updates = on_mode(music, values)
     assert set(updates) == set(music.ui.mode_outputs())  # one event updates every setting that follows the mode
     assert _visible(music, updates) == {"audio", "repaint_start", "repaint_end"}
-    assert {"lyrics", "cover_strength", "strength", "inpaint_start"} <= _hidden(music, updates)
+    assert {"duration", "lyrics", "cover_strength", "strength", "inpaint_start"} <= _hidden(music, updates)
     assert all(set(u) == {"__type__", "visible"} for c in music.plan if (u := updates.get(c.component)))  # values kept
-    assert updates[mode.note]["value"].startswith("Regenerates Repaint from to Repaint to")
+    assert updates[mode.note]["value"] == SONG_MODE.explain("repaint")
     assert updates[audio.note] == gr.update(value=audio.home and SPECS[0].param("audio").help, visible=True)
 
     updates = on_mode(music, _values(music, SONG, mode="song"))
-    assert _visible(music, updates) == {"lyrics"} and "audio" in _hidden(music, updates)
+    assert _visible(music, updates) == {"duration", "lyrics"} and "audio" in _hidden(music, updates)
     assert updates[audio.note]["visible"] is False
     # The other model's modes.
     updates = on_mode(music, _values(music, SHAPER, mode="vary"))
@@ -209,7 +216,7 @@ def test_a_model_switch_applies_the_mode_it_lands_in(music):
     # MusicGen (a clip to continue) -> Song editor, in Song: no clip there, and a clip held is not sent.
     clip = {"path": "/tmp/gradio/x/riff.wav", "orig_name": "riff.wav"}
     updates = on_model(music, {**_values(music, SMALL, audio=clip), music.model: SONG})
-    assert "audio" in _hidden(music, updates) and "lyrics" in _visible(music, updates)
+    assert "audio" in _hidden(music, updates) and {"duration", "lyrics"} <= _visible(music, updates)
     assert "value" not in updates[_control(music, "audio").component]  # the clip stays in the (hidden) input
     assert "continues" not in updates[music.estimate] and "needs" in updates[music.estimate]
 

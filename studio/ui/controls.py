@@ -67,6 +67,9 @@ class Control:
     # does and needs under the mode control (Param.explain).
     note: Any = None
     modal: bool = False  # some model's setting behind this control belongs to some modes only (Param.modes)
+    # Every model's setting behind this control belongs only to modes in which the model takes its audio input (a
+    # range to repaint, a cover's strength): the page lays it out under the clip it is about.
+    of_clip: bool = False
     lines: int = 1  # the home model's text box height: a multi-line text setting takes the column's width
 
     @property
@@ -111,10 +114,19 @@ def plan_controls(specs: list[ModelSpec]) -> list[Control]:
     for spec in specs:
         for param in spec.params:
             key = (param.name, widget_kind(param))
+            fresh = key not in controls
             control = controls.setdefault(key, Control(param.name, key[1], param.advanced, home=spec,
                                                        lines=param.lines))
             control.modal = control.modal or bool(param.modes)
+            control.of_clip = (fresh or control.of_clip) and _of_clip(param, spec)
     return list(controls.values())
+
+
+def _of_clip(param: Param, spec: ModelSpec) -> bool:
+    """Whether `param` of `spec` is used only in modes in which `spec` takes its audio input."""
+    clip = spec.param("audio")
+    return (bool(param.modes) and not param.is_audio and clip is not None
+            and all(clip.applies({MODE: mode}) for mode in param.modes))
 
 
 def shown(control: Control, spec: ModelSpec, mode: str | None) -> bool:
@@ -123,7 +135,8 @@ def shown(control: Control, spec: ModelSpec, mode: str | None) -> bool:
     return param is not None and param.applies({MODE: mode})
 
 
-def render(control: Control, spec: ModelSpec, catalog: Catalog, *, elem_id: str | None = None) -> Any:
+def render(control: Control, spec: ModelSpec, catalog: Catalog, *, elem_id: str | None = None,
+           min_width: int | None = None) -> Any:
     """Create the widget, shown and set for `spec` (in its default mode) when it has the setting; otherwise hidden,
     but set for the first model that has it, so its value is inside its bounds. An audio input gets its help as a
     note under it, the mode control what its mode does."""
@@ -133,6 +146,8 @@ def render(control: Control, spec: ModelSpec, catalog: Catalog, *, elem_id: str 
     mode = mode_of(spec, None)
     props["visible"] = owner is spec and shown(control, spec, mode)
     props.setdefault("label", control.name.replace("_", " ").capitalize())
+    if min_width is not None:
+        props["min_width"] = min_width
     if control.kind == "checkbox":
         component = gr.Checkbox(elem_id=elem_id, **props)
     elif control.kind == "dropdown":

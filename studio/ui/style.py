@@ -26,6 +26,11 @@ CSS = """
 .studio-seed-row { align-items: flex-end !important; }
 .studio-seed-row > button { margin-bottom: 10px; }
 .studio-empty { padding: var(--spacing-xxl) 0; }
+/* A mode whose settings are all elsewhere (a repaint's range is under its clip) leaves the column beside Format
+   empty (gradio leaves hidden components out of the page): the column goes, and Format keeps its width. The row
+   of settings about a clip goes too while it is empty (it kept a gap of its own above Advanced). */
+.studio-settings:not(:has(.block)), .studio-clip-settings:not(:has(.block)) { display: none !important; }
+.studio-settings-row:not(:has(> .studio-settings .block)) > .form { flex-grow: 0 !important; }  /* :has in :has is void */
 
 /* ---- estimate ---- */
 .studio-estimate { border: 1px solid var(--border-color-primary); border-left: 4px solid var(--color-accent);

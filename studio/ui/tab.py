@@ -63,6 +63,9 @@ ESTIMATE_MIN_HEIGHT = 112  # a two-line figure measured 103 px in Chromium (96 l
 ESTIMATE_PENDING = "Working out memory and time…"
 # The result's action buttons: two a line in the result column, whether 330 px (a phone) or 430 px (1280 px wide).
 ACTION_MIN_WIDTH = 150
+# A setting about the clip (see lay_out) is at least this wide: two fit a line in the tab's left column at 1280 px
+# wide (470 px), one on a phone (330 px).
+CLIP_SETTING_MIN_WIDTH = 200
 # Extend makes the result this much longer (up to the model's longest), as one click.
 EXTEND_BY_S = 30.0
 # A result's player draws its waveform up to this length; a longer result gets the browser's own player. The
@@ -156,8 +159,8 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
     first_group = groups[0]
     first = first_group.default
 
-    def render(control: ctl.Control) -> None:
-        ctl.render(control, first, catalog, elem_id=f"{task}-input-{control.name}")
+    def render(control: ctl.Control, **options: Any) -> None:
+        ctl.render(control, first, catalog, elem_id=f"{task}-input-{control.name}", **options)
 
     basic = [c for c in plan if not c.advanced]
     with gr.Row(equal_height=False, elem_classes="studio-tab"):
@@ -174,15 +177,15 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
             for control in basic:  # text of several lines (lyrics) under the prompt, the column's width
                 if control.wide and control.kind == "text":
                     render(control)
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=3, min_width=200):
+            with gr.Row(equal_height=False, elem_classes="studio-settings-row"):
+                with gr.Column(scale=3, min_width=200, elem_classes="studio-settings"):
                     language = gr.Dropdown(first_group.languages() if first_group.by_language else [],
                                            value=first.repo_id if first_group.by_language else None,
                                            label="Language", info="Each language is a model of its own",
                                            filterable=True, visible=first_group.by_language,
                                            elem_id=f"{task}-language")
                     for control in basic:
-                        if not control.wide and control.name != MODE:
+                        if not control.wide and control.name != MODE and not control.of_clip:
                             render(control)
                 fmt = gr.Dropdown(format_choices(FORMATS), value="wav", label="Format", scale=1, min_width=110,
                                   elem_id=f"{task}-format")
@@ -190,6 +193,12 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
             for control in basic:
                 if control.kind == "audio":
                     render(control)
+            # Settings about the clip (a range to repaint: from, to) under it, side by side where there is room
+            # (two at 1280 px wide; one a line on a phone, where two sliders with their number boxes are too narrow).
+            with gr.Row(equal_height=False, elem_id=f"{task}-clip-settings", elem_classes="studio-clip-settings"):
+                for control in basic:
+                    if control.of_clip:
+                        render(control, min_width=CLIP_SETTING_MIN_WIDTH)
             adjusted = gr.Markdown(visible=False, elem_classes="studio-note", elem_id=f"{task}-adjusted")
             with gr.Accordion("Advanced", open=False, elem_id=f"{task}-advanced"):
                 with gr.Row(equal_height=False, elem_classes="studio-seed-row"):
