@@ -70,11 +70,12 @@ CLIP_SETTING_MIN_WIDTH = 200
 EXTEND_BY_S = 30.0
 # A result's player draws its waveform up to this length; a longer result gets the browser's own player. The
 # waveform player (wavesurfer.js) fetches the whole file, decodes all of it into the page and draws it before it
-# plays; the browser's streams the file and shows its length from the header. Measured in Debian's Chromium
-# (Playwright, this 2-core CPU under a load of 4-5) on 48 kHz stereo 24-bit WAV results: a 4-minute result
-# (69 MB) was playable 2.3-3.0 s after it arrived in the tab with the waveform, blocking the page for up to
-# 270 ms at a time (History: 380-570 ms), and the page's JS heap grew to 230-285 MB; with the browser's player,
-# 0.3-0.4 s, no task over 90 ms, 35-50 MB. A 60 s result with the waveform: 1.1 s and 116 MB (30 s: 0.9 s, 80 MB).
+# plays; the browser's streams the file and knows its length from the header. Measured in Debian's Chromium
+# (Playwright) on this 2-core CPU while other jobs kept its load at 4-8, on 4-minute 48 kHz stereo 24-bit WAV
+# results (69 MB), 5-6 runs each way: with the waveform, playable 2.2-3.8 s after the result arrived (History:
+# 1.9-2.7 s after a click), main-thread tasks of up to 240-360 ms (History: 160-570 ms), a JS heap of 230-285 MB
+# once the tab and History had shown it; with the browser's player 0.07-0.27 s (History 0.4-0.8 s), tasks of up
+# to 0-190 ms, 30-50 MB. A 60 s result with the waveform: 1.1 s and 116 MB (30 s: 0.9 s, 80 MB).
 WAVEFORM_MAX_S = 60.0
 
 
@@ -458,8 +459,8 @@ def on_model(tab: TabHandle, values: dict) -> dict[Any, Any]:
 
 
 def on_mode(tab: TabHandle, values: dict) -> dict[Any, Any]:
-    """Another mode: the settings of the modes it is not hidden, those of the mode shown (as they were: set for
-    the model already), its note says what it does and needs. The estimate follows by the control's change."""
+    """Another mode: the settings of other modes hidden, this mode's shown (as they were: set for the model
+    already), and its note says what it does and needs. The estimate follows by the control's change event."""
     try:
         spec = tab.spec_of(values[tab.ui.model], values[tab.ui.language])
     except StudioError:  # a stale or forged model: the next model switch sets everything
