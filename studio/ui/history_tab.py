@@ -29,11 +29,14 @@ PAGE = 50
 ALL = "all"
 HINT = "Select a generation to play it, download it, delete it or restore its settings into its tab."
 
-# A click on a row becomes a `click` event carrying the item id; delegated from the list's root element.
+# A click on a row becomes a `click` event carrying the item id; delegated from the list's root element. It pauses
+# the player first, as tab.PAUSE_JS says why (a listener with js only on the list's click did not run).
 LIST_JS = """
 element.addEventListener('click', (event) => {
   const row = event.target.closest('button[data-id]');
-  if (row) trigger('click', {id: Number(row.dataset.id)});
+  if (!row) return;
+  document.querySelectorAll('#history-audio audio').forEach(player => player.pause());
+  trigger('click', {id: Number(row.dataset.id)});
 });
 """
 

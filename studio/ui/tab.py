@@ -77,6 +77,15 @@ EXTEND_BY_S = 30.0
 # once the tab and History had shown it; with the browser's player 0.07-0.27 s (History 0.4-0.8 s), tasks of up
 # to 0-190 ms, 30-50 MB. A 60 s result with the waveform: 1.1 s and 116 MB (30 s: 0.9 s, 80 MB).
 WAVEFORM_MAX_S = 60.0
+# Pauses a result's player before another result replaces it. Gradio's player keeps a "playing" flag that the
+# browser's own player clears only by its pause event, which a player switched to a waveform never fires: a short
+# result after a long one that was playing showed Pause, not Play, until clicked.
+PAUSE_JS = "() => { document.querySelectorAll('#%s audio').forEach(player => player.pause()); }"
+
+
+def pause_player(trigger: Any, player: Any) -> None:
+    """On `trigger` (a click that brings another result), pause `player` in the browser, with no server call."""
+    trigger(None, None, None, js=PAUSE_JS % player.elem_id, queue=False, api_visibility="private")
 
 
 # ------------------------------------------------------------------ layout
@@ -640,6 +649,7 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
 
     tab.generate_fn = bind(on_generate, tab)
     tab.run = run_after(tab, ui.generate.click(on_start, None, ui.cancel, queue=False, **LIGHT))
+    pause_player(ui.generate.click, ui.audio)
     # No `cancels=[run]`: that would free Gradio's device slot at once while the run's thread still works;
     # the Event stops the run at its next step, and the run then ends as a normal (skipped) update.
     ui.cancel.click(bind(on_cancel, tab), None, None, **LIGHT)  # queued (so its message reaches the page), never waits
@@ -650,6 +660,7 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
         # Extend sets the tab up, then runs exactly as Generate does (same queue, Cancel, progress, estimate);
         # a refusal (the file is gone) stops the chain before the run.
         extended = ui.extend.click(bind(on_extend, tab), ui.last, tab.restore_outputs(), **LIGHT)
+        pause_player(ui.extend.click, ui.audio)
         run_after(tab, extended.success(on_start, None, ui.cancel, queue=False, **LIGHT))
     # The device is known by now (asking decides it).
     demo.load(bind(estimate_now, tab), inputs, ui.estimate, **AS_SENT)
