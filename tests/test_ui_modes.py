@@ -334,3 +334,19 @@ def test_a_long_result_plays_in_the_browsers_own_player_in_the_tab_and_in_histor
     # of it into the page (see WAVEFORM_MAX_S for the figures).
     assert players[2.0]["waveform_options"] == {"show_recording_waveform": True}
     assert players[2.5]["waveform_options"] == {"show_recording_waveform": False}
+
+
+def test_short_choice_help_labels_the_choices_and_long_help_goes_into_the_info_line():
+    language = Param("language", str, "en", "Vocal language", "The language of the lyrics.", choices=("en", "de"),
+                     choice_help=(("en", "English"), ("de", "German")))
+    props = ctl._props(language, SPECS[0], catalog=None)
+    assert props["choices"] == [("en · English", "en"), ("de · German", "de")] and props["value"] == "en"
+    assert props["info"] == "The language of the lyrics."
+    scheduler = Param("scheduler", str, "a", "Scheduler", "How steps are spaced.", choices=("a", "b", "c"),
+                      choice_help=(("a", "Even steps, the library's default for this model."),
+                                   ("b", "More steps near the end, for finer detail.")))
+    props = ctl._props(scheduler, SPECS[0], catalog=None)
+    assert props["choices"] == ["a", "b", "c"]
+    assert props["info"] == ("How steps are spaced. a: Even steps, the library's default for this model. "
+                             "b: More steps near the end, for finer detail.")
+    assert ctl._props(SONG_MODE, SPECS[0], catalog=None)["info"] == SONG_MODE.help  # the chosen mode's: a note

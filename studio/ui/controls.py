@@ -84,16 +84,37 @@ class Control:
         return self.kind == "audio" or self.name == MODE
 
 
+# A choice's help (Param.choice_help) this short is shown in the dropdown beside the choice ("en · English",
+# "4 · 4/4: most pop, rock and hip-hop"); longer help goes into the control's info line, one choice after another.
+CHOICE_LABEL_CHARS = 40
+
+
 def _choices(param: Param, spec: ModelSpec, catalog: Catalog) -> list[Any]:
     if param.name == MODE and param.choices is not None:
         return [(mode_label(choice), choice) for choice in param.choices]
+    if param.choices is not None and _short_help(param):
+        return [(f"{choice} · {param.explain(choice)}" if param.explain(choice) else choice, choice)
+                for choice in param.choices]
     if param.choices is not None:
         return list(param.choices)
     return voice_choices(catalog.voices(spec))
 
 
+def _short_help(param: Param) -> bool:
+    return bool(param.choice_help) and all(len(help) <= CHOICE_LABEL_CHARS for _, help in param.choice_help)
+
+
+def _info(param: Param) -> str | None:
+    """The line under a control's label: its help, and each choice's when it is too long for the dropdown (a mode's
+    is under the mode control instead, for the chosen mode)."""
+    if param.name == MODE or not param.choice_help or _short_help(param):
+        return param.help or None
+    each = " ".join(f"{choice}: {help.rstrip('.')}." for choice, help in param.choice_help)
+    return f"{param.help} {each}".strip()
+
+
 def _props(param: Param, spec: ModelSpec, catalog: Catalog) -> dict[str, Any]:
-    props: dict[str, Any] = {"label": param.label, "info": param.help or None, "value": param.default, "visible": True}
+    props: dict[str, Any] = {"label": param.label, "info": _info(param), "value": param.default, "visible": True}
     kind = widget_kind(param)
     if kind == "audio":  # gr.Audio has no info line; a clip is the user's to give, with no default
         return {"label": param.label, "value": None, "visible": True}
