@@ -311,8 +311,9 @@ def test_lyrics_in_the_result_details_show_their_start_and_length():
                                "settings": {MODE: "song", "lyrics": lyrics, "steps": 8}})
     assert ("mode song · lyrics “\\[verse\\] line 0 of the song goes on line 1 of the song goes …” "
             f"({len(lyrics):,} characters) · steps 8") in shown  # Markdown-escaped brackets
-    assert "lyrics “” · steps" in metadata_markdown({"model": SONG, "prompt": "p", "seed": 1,
-                                                     "settings": {"lyrics": "", "steps": 8}})
+    shown = metadata_markdown({"model": SONG, "prompt": "p", "seed": 1,
+                               "settings": {"lyrics": "", "reference": None, "steps": 8}})
+    assert "lyrics “” · steps 8 |" in shown and "None" not in shown  # a clip not given is not a setting to show
 
 
 def test_a_long_result_plays_in_the_browsers_own_player_in_the_tab_and_in_history(studio, music, monkeypatch):

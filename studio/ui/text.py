@@ -190,7 +190,7 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     if settings:
         # An audio input by the name the user knows it by, not its stored copy's digest.
         named = {k: (inputs[k].get("name") or v) if isinstance(inputs.get(k), Mapping) else v
-                 for k, v in settings.items()}
+                 for k, v in settings.items() if v is not None}  # an optional clip not given: nothing to say
         rows.append(("Settings", " · ".join(f"{k.replace('_', ' ')} {_setting(v)}" for k, v in named.items())))
     for note in metadata.get("recoveries") or ():
         rows.append(("Recovered", note))
