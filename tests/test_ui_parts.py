@@ -510,7 +510,7 @@ def test_history_handlers_delete_into_the_trash_and_undo_through_the_facade(make
 
     back = history_tab.undo(endpoints, undo_parts[2], "", history_tab.ALL)
     shown, listed, undo_parts = back[:6], back[6:8], back[8:]
-    assert shown[0] == str(path.resolve()) and shown[4] == item.id  # selected again, its file served
+    assert shown[0]["value"] == str(path.resolve()) and shown[4] == item.id  # selected again, its file served
     assert f'data-id="{item.id}"' in listed[0] and listed[1] == "1 generation"
     assert undo_parts[0]["visible"] is False and undo_parts[2] is None
     with pytest.raises(Exception, match="Nothing to undo"):
