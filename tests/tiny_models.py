@@ -641,9 +641,10 @@ def make_tiny_cache(hf_home: Path, repo_ids: Iterable[str] | None = None) -> Non
 
     Repos that share a builder are built once and copied.
     """
+    from tests.tiny_ace_step import ACE_STEP_BUILDERS
     from tests.tiny_diffusers import DIFFUSERS_BUILDERS  # the diffusers pipelines live in their own module
 
-    builders = {**TINY_BUILDERS, **DIFFUSERS_BUILDERS}
+    builders = {**TINY_BUILDERS, **DIFFUSERS_BUILDERS, **ACE_STEP_BUILDERS}
     hf_home = Path(hf_home)
     ids = list(builders) if repo_ids is None else list(repo_ids)
     unknown = [r for r in ids if r not in builders]
