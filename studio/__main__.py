@@ -36,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "output (the --audio clip included) is SECONDS long, up to 300")
     gen.add_argument("--voice", help="voice preset (speech models that have voices)")
     gen.add_argument("--seed", help="seed for a repeatable result (default: random)")
-    gen.add_argument("--format", default="wav", help="wav, flac, mp3 or ogg (default wav)")
+    gen.add_argument("--format", help="wav, flac, mp3 or ogg (default: what --out ends in, else wav)")
     gen.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                      help="any other setting of the model, e.g. --set guidance_scale=4 (repeatable); an audio "
-                     "setting takes a file as NAME=@FILE")
+                     "setting takes a file as NAME=@FILE, and a text setting reads its value from a UTF-8 text file "
+                     "the same way (--set lyrics=@song.txt)")
     gen.add_argument("--out", required=True, help="file to write")
     gen.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     add_arguments(gen)
@@ -64,8 +65,12 @@ def _params(args: argparse.Namespace, spec, catalog) -> dict:
             params[name.strip()] = value[1:].strip()
             continue
         if value.startswith("@") and param is not None:
-            raise StudioError(f"--set {echo(item)}: {name.strip()} is not an audio input; NAME=@FILE is for "
-                              "audio settings only")
+            if param.kind is not str:
+                takes = "true or false" if param.kind is bool else "a number"
+                raise StudioError(f"--set {echo(item)}: {name.strip()} takes {takes}, not a file (NAME=@FILE is for "
+                                  "audio and text settings): give the value itself")
+            params[name.strip()] = _read_text(item, value[1:].strip())
+            continue
         params[name.strip()] = _number_or_text(value, param.kind if param is not None else str)
     if args.duration is not None:
         params["duration"] = args.duration
@@ -82,6 +87,37 @@ def _params(args: argparse.Namespace, spec, catalog) -> dict:
     if args.voice is not None:
         params["voice"] = args.voice
     return params
+
+
+MAX_TEXT_FILE_BYTES = 1_000_000  # far more than any text setting takes (lyrics: about 6,000 characters)
+
+
+def _read_text(item: str, path: str) -> str:
+    """The text of `path` for `--set NAME=@FILE` of a text setting (lyrics from a file), as UTF-8."""
+    from studio.catalog import echo
+
+    if not path:
+        raise StudioError(f"--set {echo(item)}: name the file after @, e.g. --set lyrics=@song.txt")
+    file = Path(path).expanduser()
+    shown = echo(path, PATH_CHARS)
+    try:
+        size = file.stat().st_size
+        if not file.is_file():
+            raise StudioError(f"--set {echo(item)}: {shown} is not a file; give a UTF-8 text file")
+        if size > MAX_TEXT_FILE_BYTES:
+            raise StudioError(f"--set {echo(item)}: {shown} has {size:,} bytes; a text setting takes at most "
+                              f"{MAX_TEXT_FILE_BYTES:,}: give a shorter file")
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise StudioError(f"--set {echo(item)}: there is no file {shown}; check the path") from None
+    except OSError as error:
+        raise StudioError(f"--set {echo(item)}: cannot read {shown} ({error.strerror}); check the path and its "
+                          "permissions") from None
+    try:
+        return data.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not part of the text
+    except UnicodeDecodeError as error:
+        message = f"--set {echo(item)}: {shown} is not UTF-8 text (byte {error.start}); save it as UTF-8"
+        raise StudioError(message) from None
 
 
 def _number_or_text(value: str, kind: type):
@@ -103,7 +139,7 @@ def _generate(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Everything a user can get wrong is checked before torch is imported or a model is loaded.
     settings = settings_from(args)
-    fmt = check_format(args.format)
+    fmt = check_format(args.format or _format_of(Path(args.out)))
     out = _check_out(Path(args.out), fmt)
     catalog = Catalog.discover("models")
     spec = catalog.get(args.model)
@@ -131,6 +167,14 @@ def _generate(args: argparse.Namespace) -> int:
               + ("at the studio's next start" if inside else
                  f"only if its file and sidecar are moved into {settings.output_dir}"), file=sys.stderr)
     return 0
+
+
+def _format_of(out: Path) -> str:
+    """The format --out names by its ending (song.flac: flac) when --format is not given; wav otherwise."""
+    from studio.audio import FORMATS
+
+    suffix = out.suffix.lower().lstrip(".")
+    return suffix if suffix in FORMATS else "wav"
 
 
 HISTORY_WAIT_S = 10.0  # how long a CLI run waits for a busy history database before leaving its row to the next start

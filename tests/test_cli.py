@@ -40,6 +40,7 @@ class Case:
     regular_file: str | None = None  # create this plain file in the run directory first
     clips: tuple[tuple[str, float], ...] = ()  # (name, seconds): 44.1 kHz tones written in the run directory
     # first; RUN_DIR in an argument stands for that directory
+    texts: tuple[tuple[str, str], ...] = ()  # (name, text): UTF-8 text files written in the run directory first
 
 
 @dataclass
@@ -80,6 +81,8 @@ def _execute(case: Case, workdir: Path) -> Run:
         (workdir / case.regular_file).write_bytes(b"a regular file, not a directory\n")
     for name, seconds in case.clips:
         sf.write(workdir / name, _tone(seconds), CLIP_RATE)
+    for name, text in case.texts:
+        (workdir / name).write_text(text, encoding="utf-8", errors="surrogateescape")
     before = frozenset(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file())
     out = workdir / case.out
     args = [arg.replace(RUN_DIR, str(workdir)) for arg in case.args]
@@ -311,6 +314,27 @@ def test_extend_sets_the_whole_length(cli, case):
     assert meta["settings"]["extend_to"] == EXTEND_S and meta["windows"] == 1
 
 
+# --------------------------------------------------------------------------------------------
+# A song with lyrics from a file: the "Done means" command, 10 s instead of 30 (a third of the decoding)
+# --------------------------------------------------------------------------------------------
+
+ACE = "ACE-Step/acestep-v15-xl-turbo-diffusers"
+SONG_TXT = "[verse]\nNeon lights on the avenue\nEvery color calling you\n\n[chorus]\nDance, dance, the night is new\n"
+SONG = Case("ace-step-song", ("--model", ACE, "--prompt", "upbeat synth-pop", "--set", f"lyrics=@{RUN_DIR}/song.txt",
+                              "--duration", "10", "--seed", "2"), out="song.flac", texts=(("song.txt", SONG_TXT),))
+
+
+@pytest.mark.parametrize("case", [SONG], ids=lambda c: c.id)
+def test_a_song_takes_its_lyrics_from_a_file_and_its_format_from_out(cli, case):
+    run = cli(case)
+    meta = run.metadata()
+    _check_common(meta, ACE)
+    assert meta["format"] == "flac" and sf.info(str(run.out)).format == "FLAC"  # no --format: song.flac says it
+    assert meta["sample_rate"] == 48000 and meta["channels"] == 2 and meta["duration"] == 10.0
+    assert meta["settings"]["lyrics"] == SONG_TXT.strip() and meta["mode"] == "song"
+    assert _decoded(run, meta).shape == (480000, 2)
+
+
 def test_help_says_the_output_holds_the_clip_then_the_new_music(capsys):
     from studio.__main__ import main
 
@@ -361,6 +385,13 @@ BAD = [
      ["facebook/mms-tts-eng", "--extend", SMALL]),
     (Case("extend-on-melody", ("--model", "facebook/musicgen-melody", "--prompt", "hi", "--extend", "40", *CPU)),
      ["facebook/musicgen-melody", "--extend", SMALL]),
+    (Case("lyrics-file-missing", ("--model", ACE, "--prompt", "hi", "--set", "lyrics=@nowhere.txt", *CPU)),
+     ["lyrics=@nowhere.txt", "no file", "nowhere.txt"]),
+    (Case("at-file-for-a-number", ("--model", ACE, "--prompt", "hi", "--set", f"bpm=@{RUN_DIR}/song.txt", *CPU),
+          texts=(("song.txt", "120"),)), ["bpm", "a number", "give the value itself"]),
+    (Case("lyrics-file-not-utf8", ("--model", ACE, "--prompt", "hi", "--set", f"lyrics=@{RUN_DIR}/song.txt", *CPU),
+          texts=(("song.txt", "caf\udce9"),)), ["song.txt", "UTF-8"]),
+    (Case("ace-bpm-0", ("--model", ACE, "--prompt", "hi", "--set", "bpm=0", *CPU)), ["bpm", "0", "30", "300"]),
     (Case("extend-shorter-than-clip", (*MUSICGEN, "--prompt", "hi", "--extend", "3", "--audio",
                                        f"{RUN_DIR}/riff5s.wav", *CPU), clips=(("riff5s.wav", 5.0),)),
      ["3", "riff5s.wav", "5.0"]),
