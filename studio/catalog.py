@@ -218,6 +218,17 @@ def format_parameters(count: int, *, billions: bool = True) -> str:
 
 
 @dataclass(frozen=True)
+class Preparation:
+    """A one-time step a family takes before a model's first load (e.g. converting a checkpoint published in another
+    format into the library's), sized from the files so that the estimate and the plan count it before it runs."""
+
+    stage: str  # what the page shows while it runs, e.g. "converting, once"
+    summary: str  # what the estimate line says it does, e.g. "converts the checkpoint to diffusers' format once"
+    io_bytes: int  # bytes read plus bytes written: its time is these over the rate measured on this machine
+    peak_bytes: int  # RAM it holds at its peak, counted as the load's peak
+
+
+@dataclass(frozen=True)
 class Family:
     """What a model family provides; functions, so each adapter module reads top to bottom."""
 
@@ -252,8 +263,15 @@ class Family:
     # What a run will do with its inputs, in words for the estimate line ("continues the 5.0 s clip by 10 s"):
     # (spec, request) -> text, or "" when there is nothing to say.
     describe: Callable[[ModelSpec, "Request"], str] | None = None
+    # A one-time preparation before the first load: (spec) -> what is left to do, None once it is done (or when
+    # the model needs none); and (spec, RunContext) -> None doing it, downloading what it reads, reporting its
+    # stage and progress on the context and checking it for cancel. The manager runs it before `load`.
+    preparation: Callable[[ModelSpec], Preparation | None] | None = None
+    prepare: Callable[[ModelSpec, Any], None] | None = None
 
     def __post_init__(self) -> None:
+        if (self.preparation is None) != (self.prepare is None):
+            raise ValueError(f"family {self.name}: preparation and prepare come together")
         unknown = set(self.precisions) - set(PRECISIONS)
         if unknown or ("int8" in self.precisions) != bool(self.int8_parts):
             raise ValueError(f"family {self.name}: precisions {self.precisions} (int8 needs int8_parts)")

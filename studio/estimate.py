@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 # (250 MB/s), until loads on this machine are measured. Units are megabytes.
 LOAD_PRIOR = SpeedPrior(0.5, 0.004)
 LOAD_PRIOR_FIRST = SpeedPrior(2.0, 0.004)  # the first load in a process also imports the model's code
+# A one-time preparation (converting a checkpoint): a fixed cost plus 2 ms per megabyte read or written (500 MB/s),
+# until preparations on this machine are measured. Measured: converting the realistic-size Stable Audio 3 medium
+# (10.4 GB read and written, the source in the page cache as after a download) took 22-35 s on the 2-core test
+# machine, 1.1-1.7 ms per MB; a cold disk is slower.
+PREPARE_PRIOR = SpeedPrior(2.0, 0.002)
 DEFAULT_IMPORT_SECONDS = 4.0  # importing torch + transformers, when nothing has imported them yet
 MAX_POINTS = 32
 LONG_RUN_S = 600.0  # an estimate above this says how to make the run quicker
@@ -47,6 +52,8 @@ class Estimate:
     faster: str | None = None  # the model's setting that makes a run quicker (fewer steps), for a long estimate
     reserve_bytes: int = 0  # set when the memory reserve alone takes all of the device's memory (budget 0)
     work: str = ""  # what the run does with its inputs ("continues the 5.0 s clip by 10 s: 15 s in all")
+    prepares: str = ""  # the one-time preparation the load does first ("converts the checkpoint ... once")
+    prepare_seconds: float = 0.0  # its share of load_seconds
 
     def summary(self) -> str:
         """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.
@@ -78,7 +85,9 @@ class Estimate:
         if not self.cached:
             parts.append(f"downloads {format_bytes(self.weights_bytes)} first")
         elif not self.resident:
-            parts.append(f"loads in ~{format_seconds(self.load_seconds)}")
+            parts.append(f"loads in ~{format_seconds(self.load_seconds - self.prepare_seconds)}")
+        if self.prepares:
+            parts.append(f"{self.prepares} (~{format_seconds(self.prepare_seconds)})")
         if self.evicts:
             parts.append("will unload " + ", ".join(self.evicts))
         if reserve:
@@ -159,6 +168,13 @@ class TimeEstimator:
                    dtype: str) -> None:
         key = Calibration.key(spec.repo_id, self.speed_kind(compute_kind, placement), dtype)
         self.calibration.record_run(key, units, seconds)
+
+    def prepare_seconds(self, family: str, io_bytes: int) -> float:
+        """A family's one-time preparation of `io_bytes` read plus written (see catalog.Preparation)."""
+        return self.calibration.compute_seconds(f"prepare|{family}", io_bytes / 1e6, PREPARE_PRIOR)
+
+    def record_preparation(self, family: str, io_bytes: int, seconds: float) -> None:
+        self.calibration.record_run(f"prepare|{family}", io_bytes / 1e6, seconds)
 
 
 class Calibration:

@@ -308,6 +308,9 @@ class PipelineManager:
         load_s = 0.0 if resident else self.timer.load_seconds(
             (device or self.device).kind, chosen.weights, first_in_process=not self._loaded_once,
             importing=not libraries.imported(*family.libraries))
+        preparation = None if loaded else self._preparation(spec)  # a model loaded once is prepared
+        prepare_s = self.timer.prepare_seconds(family.name, preparation.io_bytes) if preparation else 0.0
+        load_s += prepare_s
         compute_s = self.timer.compute_seconds(
             spec, family.work_units(spec, request), compute_kind=self._compute_kind(chosen.placement, device),
             placement=chosen.placement.value, dtype=chosen.dtype, weights=chosen.weights)
@@ -320,7 +323,13 @@ class PipelineManager:
             faster=family.speed_param if family.speed_param and spec.param(family.speed_param) else None,
             reserve_bytes=self.reserve if self._reserve_takes_all(device or self.device) else 0,
             work=family.describe(spec, request) if family.describe is not None else "",
+            prepares=preparation.summary if preparation else "", prepare_seconds=prepare_s,
         )
+
+    def _preparation(self, spec: ModelSpec):
+        """The one-time preparation `spec`'s family still has to do before loading it (catalog.Preparation), or None."""
+        family = self.catalog.family(spec)
+        return family.preparation(spec) if family.preparation is not None else None
 
     def _reserve_takes_all(self, device: Device) -> bool:
         """Whether the reserve alone leaves `device` no budget (what the studio holds there + free <= reserve)."""
@@ -422,7 +431,9 @@ class PipelineManager:
         with self._lock:
             entry.state = State.DOWNLOADING if downloading else State.LOADING
         ctx.stage("downloading" if downloading else "loading")
-        self._make_host_room(max(step.weights, step.load_peak), exclude=entry)
+        preparation = self._preparation(spec)
+        self._make_host_room(max(step.weights, step.load_peak, preparation.peak_bytes if preparation else 0),
+                             exclude=entry)
         tag = self._tag(entry)
         whole = step.placement is Placement.DEVICE and device is not None
         torch_device = device.torch_device if whole else "cpu"
@@ -433,6 +444,8 @@ class PipelineManager:
             if offline():  # nothing can fetch a missing file: say which before reading any weights
                 require_files(spec, family.files)
             place(tag, max(step.weights, step.load_peak))  # claim first: a simulated device says no here, as CUDA would
+            if preparation is not None:
+                self._prepare(spec, preparation, ctx, measured=not downloading)
             model = (self._loader or family.load)(spec, torch_device, step.dtype)
             require_files(spec, family.files)  # online, the load fetched them; if it could not, refuse the result
             weights = module_bytes(model.modules())
@@ -468,6 +481,17 @@ class PipelineManager:
         log.info("loaded %s (%s%s, %s, %s) in %.1f s", spec.repo_id, step.placement.value,
                  f" on {device.name}" if device is not None and step.placement is not Placement.CPU else "",
                  step.dtype, format_bytes(weights), elapsed)
+
+    def _prepare(self, spec: ModelSpec, preparation, ctx: RunContext, *, measured: bool) -> None:
+        """Run the family's one-time preparation (it sets its own stage and progress), then say the load goes on.
+        Its time teaches the estimate, unless it began with a download (whose time says nothing of the disk)."""
+        family = self.catalog.family(spec)
+        started = self._clock()
+        family.prepare(spec, ctx)
+        if measured:
+            self.timer.record_preparation(family.name, preparation.io_bytes, self._clock() - started)
+        log.info("prepared %s (%s) in %.1f s", spec.repo_id, preparation.stage, self._clock() - started)
+        ctx.stage("loading")
 
     def _offload_accountant(self, model_id: str, device: Device):
         """With offload, the device holds one component at a time: account exactly that one."""

@@ -37,6 +37,8 @@ class Sizer:
         load_peak = 0
         if dtype == "int8" and compute_kind == "cpu":  # loads float32, then quantizes
             load_peak = self.weights(spec, "float32", compute_kind)
+        if compute_kind == "cpu":  # a one-time preparation before the load holds RAM: the CPU's memory here
+            load_peak = max(load_peak, preparation_peak(family, spec))
         largest = None
         if family.components is not None:
             largest = max(family.components(spec, DTYPE_BYTES[dtype]).values(), default=weights)
@@ -51,6 +53,12 @@ class Sizer:
             return measured
         int8_parts = self.catalog.family(spec).int8_parts
         return planned_weight_bytes(spec, dtype, float_bytes(dtype, compute_kind), int8_parts)
+
+
+def preparation_peak(family, spec: ModelSpec) -> int:
+    """RAM the family's one-time preparation of `spec` holds at its peak; 0 when there is none left to do."""
+    preparation = family.preparation(spec) if family.preparation is not None else None
+    return preparation.peak_bytes if preparation is not None else 0
 
 
 def weights_label(dtype: str, compute_kind: str) -> str:

@@ -162,6 +162,9 @@ class ProgressBridge:
         self._gen_start: float | None = None  # its first "generating" stage (of the latest attempt)
         self._gen_latest = float("-inf")  # the latest "generating" stage
         self._steps: tuple[int, int | None] = (0, None)
+        # Progress reported before the run's first "generating" stage (a one-time conversion of the checkpoint):
+        # (done, total) of that stage's own work, shown as a share in the text; never counted as denoising steps.
+        self._stage_progress: tuple[int, int] | None = None
         self._first: tuple[float, int] | None = None  # (when, done) of the first step report
         self._last: tuple[float, int] | None = None  # ... and of the latest
         self._steps_end: float | None = None  # when the last step was reported
@@ -207,6 +210,7 @@ class ProgressBridge:
         now = self._clock()
         with self._lock:
             self._stage, self._since = name, now
+            self._stage_progress = None
             if name != "queued" and self._run_start is None:
                 self._run_start = now
             if name == "generating":
@@ -236,23 +240,40 @@ class ProgressBridge:
         self._watch()
         now = self._clock()
         with self._lock:
-            if self._gen_start is None:
-                self._gen_start = self._run_start if self._run_start is not None else now
-            if self._run_start is None:
-                self._run_start = self._gen_start
-            if self._last is not None and (done < self._last[1] or total != self._steps[1]):
-                # A retried generation (after running out of memory) counts afresh from its own start.
-                self._gen_start = self._gen_latest if self._gen_latest > self._last[0] else now
-                self._first = self._last = self._steps_end = None
-            if done > 0:
-                if self._first is None:
-                    self._first = (now, done)
-                if self._last is None or done > self._last[1]:
-                    self._last = (now, done)
-            if total and done >= total and self._steps_end is None:
-                self._steps_end = now
-            self._steps = (done, total)
+            if self._gen_latest == float("-inf") and self._stage != "queued":
+                # Before generation nothing counts steps: this is the stage's own work (converting, once).
+                self._stage_progress = (done, total) if total else None
+                if self._run_start is None:
+                    self._run_start = now
+            else:
+                self._on_step(done, total, now)
         self.report()
+
+    def _on_step(self, done: int, total: int, now: float) -> None:
+        """A denoising step (or token) reported; call with the lock held."""
+        if self._gen_start is None:
+            self._gen_start = self._run_start if self._run_start is not None else now
+        if self._run_start is None:
+            self._run_start = self._gen_start
+        if self._last is not None and (done < self._last[1] or total != self._steps[1]):
+            # A retried generation (after running out of memory) counts afresh from its own start.
+            self._gen_start = self._gen_latest if self._gen_latest > self._last[0] else now
+            self._first = self._last = self._steps_end = None
+        if done > 0:
+            if self._first is None:
+                self._first = (now, done)
+            if self._last is None or done > self._last[1]:
+                self._last = (now, done)
+        if total and done >= total and self._steps_end is None:
+            self._steps_end = now
+        self._steps = (done, total)
+
+    def _stage_share(self) -> float | None:
+        """The share of a preparation stage's work done (converting, once), None outside one; lock held."""
+        if self._stage_progress is None:
+            return None
+        done, total = self._stage_progress
+        return min(1.0, max(0.0, done / total))
 
     def remaining(self) -> float | None:
         """Seconds left by what is known now (see the class notes); None without an estimate or a step."""
@@ -265,7 +286,7 @@ class ProgressBridge:
         if not (total and self._first is not None and self._last is not None):
             if self._split is not None:  # a load or a start-up longer than planned does not eat the compute
                 load, compute = self._split
-                if self._stage in ("downloading", "loading"):
+                if self._stage in ("downloading", "loading") or self._stage_progress is not None:
                     return max(0.0, load - (now - self._since)) + compute
                 if self._stage == "generating" and self._gen_start is not None:
                     return max(compute - (now - self._gen_start), compute * self._tail_share)
@@ -299,5 +320,5 @@ class ProgressBridge:
                 elif self._shown:
                     value = self._shown
                 steps = (done, total) if stage == "generating" and total else None
-                desc = progress_desc(stage, left, steps=steps)
+                desc = progress_desc(stage, left, steps=steps, share=self._stage_share())
         self._progress(value, desc=desc)

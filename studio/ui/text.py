@@ -96,11 +96,15 @@ def remaining_text(seconds: float | None) -> str:
     return f"about {format_seconds(seconds)} left"
 
 
-def progress_desc(stage: str, remaining: float | None, *, steps: tuple[int, int] | None = None) -> str:
-    """The progress bar's text: 'Generating · 12/50 steps · about 8 s left'."""
+def progress_desc(stage: str, remaining: float | None, *, steps: tuple[int, int] | None = None,
+                  share: float | None = None) -> str:
+    """The progress bar's text: 'Generating · 12/50 steps · about 8 s left'; a stage that reports its share of work
+    done (converting a checkpoint once): 'Converting, once · 40% · about 1 min 10 s left'."""
     parts = [STAGE_LABELS.get(stage, stage.capitalize())]
     if steps is not None:
         parts.append(f"{steps[0]}/{steps[1]} steps")
+    elif share is not None:
+        parts.append(f"{100 * share:.0f}%")
     rest = remaining_text(remaining)
     if rest:
         parts.append(rest)
