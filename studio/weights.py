@@ -20,7 +20,9 @@ _DTYPE_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
     "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1, "U16": 2, "U32": 4, "U64": 8,
 }
-_MARKERS = ("model_index.json", "config.json")
+# A snapshot is found by one of these files at its root: a diffusers pipeline, a transformers model, or a
+# checkpoint in stable-audio-tools' own layout (model_config.json beside model.safetensors, e.g. Stable Audio 3).
+_MARKERS = ("model_index.json", "config.json", "model_config.json")
 _warned: set[str] = set()
 
 
@@ -252,16 +254,33 @@ def component_bytes(repo_id: str, dtype_bytes: int) -> dict[str, int]:
     snapshot = cached_snapshot(repo_id)
     if snapshot is None:
         return {}
+    return folder_component_bytes(snapshot, dtype_bytes, name=repo_id)
+
+
+def folder_component_bytes(pipeline: Path, dtype_bytes: int, *, name: str = "") -> dict[str, int]:
+    """Per component bytes of a diffusers pipeline folder (in the HF cache or not)."""
     sizes: dict[str, int] = {}
-    for folder in sorted(p for p in snapshot.iterdir() if p.is_dir()):
+    try:
+        folders = sorted(p for p in Path(pipeline).iterdir() if p.is_dir())
+    except OSError:
+        return {}
+    for folder in folders:
         try:
             size = safetensors_bytes(folder, dtype_bytes)
         except (OSError, ValueError, KeyError) as error:
-            log.warning("could not read the safetensors headers of %s/%s: %s", repo_id, folder.name, error)
+            log.warning("could not read the safetensors headers of %s/%s: %s", name or pipeline, folder.name, error)
             continue
         if size:
             sizes[folder.name] = size
     return sizes
+
+
+def studio_cache() -> Path:
+    """The studio's own cache beside the HF cache (HF_HOME/audio-studio-converted): what it derives from cached
+    repos once, e.g. a checkpoint converted into the library's format. Deleting it costs a conversion, no download."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "audio-studio-converted"
 
 
 def offline() -> bool:
