@@ -143,8 +143,10 @@ def build_components(objective: str = "rf_denoiser", seed: int = 3300) -> dict:
         vocab_size = _write_gemma_tokenizer(Path(folder))
         tokenizer = AutoTokenizer.from_pretrained(folder)
     with _Seeded(seed):
+        # Heads of 64 channels as the real DiT's: below that diffusers' rotary embedding (dim_heads // 2 channels)
+        # and the reference's (at least 32) part ways.
         transformer = StableAudio3DiTModel(
-            io_channels=LATENT_DIM, patch_size=1, embed_dim=32, depth=2, num_heads=4, cond_token_dim=COND_DIM,
+            io_channels=LATENT_DIM, patch_size=1, embed_dim=128, depth=2, num_heads=2, cond_token_dim=COND_DIM,
             global_cond_dim=COND_DIM, local_add_cond_dim=1 + LATENT_DIM, timestep_features_dim=16, ff_mult=2,
             num_memory_tokens=3, use_differential_attention=True,
         )
@@ -154,7 +156,8 @@ def build_components(objective: str = "rf_denoiser", seed: int = 3300) -> dict:
             ff_mult=3, sliding_window=1, encoder_sinusoidal_blocks=(0,), decoder_sinusoidal_blocks=(1,),
             sampling_rate=SAMPLE_RATE,
         )
-        duration_embedder = StableAudio3DurationEmbedder(output_dim=COND_DIM, fourier_dim=16, max_val=384.0)
+        # 256 Fourier features: the reference's NumberEmbedder always has 256 (its `dim` default), as the real one.
+        duration_embedder = StableAudio3DurationEmbedder(output_dim=COND_DIM, fourier_dim=256, max_val=384.0)
         config = _t5gemma_config(vocab_size)
         config.is_encoder_decoder = False
         text_encoder = T5GemmaEncoderModel(config)
@@ -253,18 +256,20 @@ def model_config(components: dict, objective: str) -> dict:
             "strides": list(vae.encoder_strides),
             "transformer_depths": list(vae.encoder_transformer_depths), "latent_dim": vae.latent_dim,
             "dim_heads": vae.dim_heads, "sliding_window": [vae.sliding_window, vae.sliding_window],
-            "variable_stride": True, "in_channels": vae.audio_channels * vae.patch_size}
+            "variable_stride": True}
+    patched = vae.audio_channels * vae.patch_size
     dit = components["transformer"].config
     return {
         "model_type": "diffusion_cond_inpaint", "sample_size": SAMPLE_SIZE, "sample_rate": SAMPLE_RATE,
         "audio_channels": 2,
         "model": {
             "pretransform": {"type": "autoencoder", "iterate_batch": True, "config": {
-                "encoder": {"type": "same",
-                            "config": {**same, "sinusoidal_blocks": list(vae.encoder_sinusoidal_blocks)}},
-                "decoder": {"type": "same",
-                            "config": {**same, "sinusoidal_blocks": list(vae.decoder_sinusoidal_blocks)}},
-                "bottleneck": {"type": "soft_norm", "config": {"auto_scale": True}},
+                "encoder": {"type": "same", "config": {**same, "in_channels": patched}},
+                "decoder": {"type": "same", "config": {**same, "out_channels": patched,
+                                                       "sinusoidal_blocks": list(vae.decoder_sinusoidal_blocks)}},
+                "bottleneck": {"type": "soft_norm", "config": {"dim": vae.latent_dim, "auto_scale": True}},
+                "pretransform": {"type": "patched", "config": {"channels": vae.audio_channels,
+                                                               "patch_size": vae.patch_size}},
                 "latent_dim": vae.latent_dim, "downsampling_ratio": LATENT_SAMPLES, "io_channels": vae.audio_channels,
             }},
             "conditioning": {"configs": [
@@ -277,8 +282,14 @@ def model_config(components: dict, objective: str) -> dict:
                           "cross_attention_cond_ids": ["prompt", "seconds_total"], "global_cond_ids": ["seconds_total"],
                           "config": {"io_channels": dit.io_channels, "embed_dim": dit.embed_dim, "depth": dit.depth,
                                      "num_heads": dit.num_heads, "cond_token_dim": dit.cond_token_dim,
-                                     "global_cond_dim": dit.global_cond_dim, "num_memory_tokens": dit.num_memory_tokens,
-                                     "attn_kwargs": {"differential": True}}},
+                                     "global_cond_dim": dit.global_cond_dim, "project_cond_tokens": True,
+                                     "global_cond_type": "adaLN", "timestep_features_type": "expo",
+                                     "timestep_features_dim": dit.timestep_features_dim,
+                                     "num_memory_tokens": dit.num_memory_tokens,
+                                     "local_add_cond_dim": dit.local_add_cond_dim, "norm_type": "rms_norm",
+                                     "norm_kwargs": {"eps": 1e-6},
+                                     "attn_kwargs": {"differential": True, "qk_norm": "rms"},
+                                     "ff_kwargs": {"mult": dit.ff_mult}}},
         },
     }
 
