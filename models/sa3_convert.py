@@ -38,7 +38,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from studio.catalog import Preparation
 from studio.errors import ModelUnavailable
@@ -279,7 +279,7 @@ def _convert_into(repo_id: str, snapshot: Path, out: Path, ctx: Any) -> None:
         with torch.device("meta"):
             model = model_class(**model_config)
         expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-        computed = _computed(name, model_config, expected)
+        computed = _computed(name, model_config)
         plan = _checked(repo_id, name, plan, header, expected, computed)
         model.save_config(out / name)
         _write(checkpoint, plan, computed, out / name, "diffusion_pytorch_model", progress)
@@ -502,7 +502,7 @@ def _dit_plan(header: dict, differential: bool) -> Plan:
     return plan
 
 
-def _computed(name: str, model_config: dict, expected: dict) -> dict:
+def _computed(name: str, model_config: dict) -> dict:
     """Tensors the diffusers model has that the checkpoint does not hold, made as the script makes them."""
     import torch
 
@@ -572,8 +572,7 @@ def _reorder_qkv(weight):
     return torch.cat([q, q2, k, k2, v], dim=0)
 
 
-def _write(source_file: Path, plan: Plan, computed: dict, folder: Path, stem: str, progress: _Progress,
-           rename_source: Callable[[str], str] | None = None) -> None:
+def _write(source_file: Path, plan: Plan, computed: dict, folder: Path, stem: str, progress: _Progress) -> None:
     """Write the planned tensors (read one at a time from the memory-mapped `source_file`) and `computed` ones as
     safetensors shards of at most MAX_SHARD_BYTES, with diffusers'/transformers' index when there are several."""
     from safetensors.torch import save_file

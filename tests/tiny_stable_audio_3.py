@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import math
 import string
 from pathlib import Path
