@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -260,12 +261,145 @@ def build_stable_audio(dst: Path) -> None:
     _fix_model_index(dst, {"tokenizer": ["transformers", "T5TokenizerFast"]})
 
 
+# ------------------------------------------------------------------------------------ ACE-Step 1.5 XL turbo
+# The XL turbo DiT as its diffusers config holds it (transformer/config.json of ACE-Step/acestep-v15-xl-turbo-diffusers;
+# the same values appear in independent ports that read the released weights: hidden 2560, MLP 9728, 32 heads / 8 KV
+# heads of 128, 32 layers alternating sliding (window 128) and full attention, a 2048-wide condition encoder projected
+# up by `condition_embedder`). The condition encoder, the audio (de)tokenizer and the Oobleck VAE are the non-XL ones
+# (the class defaults and the converter's fall-backs). None of it is read from the real repo here (no network).
+ACE_XL_LAYERS = 32
+ACE_XL_DIT = dict(hidden_size=2560, intermediate_size=9728, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                  in_channels=192, audio_acoustic_hidden_dim=64, patch_size=2, rope_theta=1_000_000.0,
+                  sliding_window=128, encoder_hidden_size=2048, is_turbo=True, model_version="turbo")
+ACE_ENCODER = dict(hidden_size=2048, intermediate_size=6144, num_attention_heads=16, num_key_value_heads=8, head_dim=128,
+                   rope_theta=1_000_000.0, sliding_window=128)
+ACE_VAE = dict(encoder_hidden_size=128, downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 2, 4, 8, 16],
+               decoder_channels=128, decoder_input_channels=64, audio_channels=2, sampling_rate=48000)
+# Qwen3-Embedding-0.6B (the text encoder and the lyric token embeddings).
+ACE_QWEN3 = dict(vocab_size=151669, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+                 num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=32768,
+                 rope_theta=1_000_000.0, tie_word_embeddings=True)
+# The bench's default DiT depth: 4 of the 32 identical blocks keep a float32 build (about 7.5 GB with the encoders)
+# under the 10 GB a bench process may hold on this shared 24 GB machine; per-block time and memory are measured
+# and extrapolated to 32 (bench/music_dit.py). Set BENCH_ACE_XL_LAYERS=32 on a machine that holds 20 GB.
+ACE_XL_BENCH_LAYERS = int(os.environ.get("BENCH_ACE_XL_LAYERS", "4"))
+
+
+def word_tokenizer(vocab_size: int, *, eos: str, pad: str, cls=None, model_max_length: int = 4096):
+    """A word-level fast tokenizer over a few hundred words with ids inside a real vocabulary of `vocab_size`.
+
+    The real BPE files are not needed to time a model: the cost depends on the token count, not on which ids.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.tiny_models import _CORPUS
+
+    words = sorted({w.strip(".,!?;:()[]\"'").lower() for line in _CORPUS for w in line.split()} - {""})
+    vocab = {pad: 0, eos: 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    assert len(vocab) < vocab_size
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return (cls or PreTrainedTokenizerFast)(tokenizer_object=tok, pad_token=pad, eos_token=eos, unk_token="<unk>",
+                                           model_max_length=model_max_length)
+
+
+def ace_step_xl_pipeline(dit_layers: int = ACE_XL_BENCH_LAYERS, *, seed: int = 4700):
+    """AceStepPipeline with the XL turbo widths and `dit_layers` of its 32 DiT blocks, random weights."""
+    import torch
+    from diffusers import AceStepPipeline, AceStepTransformer1DModel, AutoencoderOobleck, FlowMatchEulerDiscreteScheduler
+    from diffusers.pipelines.ace_step import AceStepAudioTokenDetokenizer, AceStepAudioTokenizer, AceStepConditionEncoder
+    from transformers import Qwen3Config, Qwen3Model
+
+    with _seeded(seed), torch.no_grad():
+        transformer = AceStepTransformer1DModel(num_hidden_layers=dit_layers, **ACE_XL_DIT).eval()
+        condition_encoder = AceStepConditionEncoder(text_hidden_dim=1024, timbre_hidden_dim=64,
+                                                    num_lyric_encoder_hidden_layers=8,
+                                                    num_timbre_encoder_hidden_layers=4, **ACE_ENCODER).eval()
+        # The converter bakes ACE-Step's silence_latent.pt (B, 15000, 64) in: a quiet latent, here small noise.
+        condition_encoder.silence_latent.normal_(0.0, 0.1)
+        pooler = dict(audio_acoustic_hidden_dim=64, pool_window_size=5, num_attention_pooler_hidden_layers=2,
+                      layer_types=["sliding_attention", "full_attention"], **ACE_ENCODER)
+        audio_tokenizer = AceStepAudioTokenizer(fsq_dim=2048, fsq_input_levels=[8, 8, 8, 5, 5, 5],
+                                                fsq_input_num_quantizers=1, **pooler).eval()
+        audio_token_detokenizer = AceStepAudioTokenDetokenizer(**pooler).eval()
+        with warnings.catch_warnings():  # Oobleck uses the deprecated torch.nn.utils.weight_norm
+            warnings.simplefilter("ignore", FutureWarning)
+            vae = AutoencoderOobleck(**ACE_VAE).eval()
+        text_encoder = Qwen3Model(Qwen3Config(**ACE_QWEN3)).eval()
+    tokenizer = word_tokenizer(ACE_QWEN3["vocab_size"], eos="<|endoftext|>", pad="<|endoftext|>_pad")
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)
+    pipe = AceStepPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer,
+                           condition_encoder=condition_encoder, scheduler=scheduler, audio_tokenizer=audio_tokenizer,
+                           audio_token_detokenizer=audio_token_detokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_ace_step_xl_turbo(dst: Path) -> None:
+    """ACE-Step/acestep-v15-xl-turbo-diffusers: the real widths, ACE_XL_BENCH_LAYERS of the DiT's 32 blocks."""
+    from tests.tiny_diffusers import _fix_model_index
+
+    pipe = ace_step_xl_pipeline()
+    _save(pipe, dst)
+    _fix_model_index(dst, {"tokenizer": ["transformers", "PreTrainedTokenizerFast"]})
+
+
+# ------------------------------------------------------------------------------------ Stable Audio 3 medium
+# StableAudio3DiTModel's class defaults are SA3 medium's DiT (1536 wide, 24 blocks of 24 heads, differential
+# attention, 64 memory tokens: diffusers' docstring and the converter's fall-backs); the SAME-L autoencoder is
+# AutoencoderSAME(encoder_channels=256, encoder_transformer_depths=(12,)) per its docstring, with the 8 trailing
+# sinusoidal decoder blocks it names; the text encoder is T5Gemma-B's encoder (google/t5gemma-b-b-ul2: 768 wide,
+# 12 layers of 12 heads of 64, GeGLU 2048, vocabulary 256000, as ports that read that config give it).
+SA3_LAYERS = 24
+SA3_DIT: dict = {}  # the class defaults
+SA3_VAE = dict(encoder_channels=256, encoder_transformer_depths=(12,), decoder_sinusoidal_blocks=(8,))
+SA3_T5GEMMA = dict(vocab_size=256000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                   num_attention_heads=12, num_key_value_heads=12, head_dim=64, max_position_embeddings=8192,
+                   query_pre_attn_scalar=64)
+# 12 of the 24 DiT blocks: the float32 build (DiT 2.9 GB, SAME-L, T5Gemma) stays under 10 GB resident.
+SA3_BENCH_LAYERS = int(os.environ.get("BENCH_SA3_LAYERS", "12"))
+
+
+def stable_audio_3_pipeline(dit_layers: int = SA3_BENCH_LAYERS, *, seed: int = 1450, distilled: bool = True):
+    """StableAudio3Pipeline with SA3 medium's widths and `dit_layers` of its 24 DiT blocks, random weights."""
+    import torch
+    from diffusers import AutoencoderSAME, FlowMatchEulerDiscreteScheduler, StableAudio3DiTModel, StableAudio3Pipeline
+    from diffusers.pipelines.stable_audio_3 import StableAudio3DurationEmbedder
+    from transformers import T5GemmaConfig, T5GemmaEncoderModel
+    from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
+
+    with _seeded(seed), torch.no_grad():
+        transformer = StableAudio3DiTModel(depth=dit_layers, **SA3_DIT).eval()
+        vae = AutoencoderSAME(**SA3_VAE).eval()
+        module = T5GemmaModuleConfig(**SA3_T5GEMMA).to_dict()
+        text_encoder = T5GemmaEncoderModel(T5GemmaConfig(encoder=module, decoder=module,
+                                                         is_encoder_decoder=False)).eval()
+        duration_embedder = StableAudio3DurationEmbedder().eval()
+    tokenizer = word_tokenizer(SA3_T5GEMMA["vocab_size"], eos="<eos>", pad="<pad>", model_max_length=256)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0, stochastic_sampling=distilled)
+    pipe = StableAudio3Pipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                duration_embedder=duration_embedder, transformer=transformer, scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_stable_audio_3_medium_diffusers(dst: Path) -> None:
+    """stabilityai/stable-audio-3-medium converted to diffusers format (the layout the studio's converter writes)."""
+    from tests.tiny_diffusers import _fix_model_index
+
+    pipe = stable_audio_3_pipeline()
+    _save(pipe, dst)
+    _fix_model_index(dst, {"tokenizer": ["transformers", "PreTrainedTokenizerFast"]})
+
+
 REALISTIC_BUILDERS: dict[str, Callable[[Path], None]] = {
     "facebook/mms-tts-eng": build_mms_tts,
     "facebook/musicgen-small": build_musicgen_small,
     "suno/bark-small": functools.partial(build_bark_small, repo_id="suno/bark-small"),
     "cvssp/audioldm2": build_audioldm2,
     "stabilityai/stable-audio-open-1.0": build_stable_audio,
+    "ACE-Step/acestep-v15-xl-turbo-diffusers": build_ace_step_xl_turbo,
 }
 
 
