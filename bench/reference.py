@@ -158,3 +158,44 @@ LOADERS: dict[str, Callable[[str], tuple[Runner, list]]] = {
     "audioldm2": load_audioldm2,
     "stable_audio": load_stable_audio,
 }
+
+
+def load_ace_step(repo: str, *, borrow=None) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/diffusers/api/pipelines/ace_step (the docs' text-to-music call).
+
+    `borrow`: modules of an already loaded pipeline to build this one from (`AceStepPipeline(**components)`, the
+    class's own code over the same tensors) instead of loading a second copy: a second float32 copy of the XL build
+    does not fit the bench's memory share."""
+    import torch
+    from diffusers import AceStepPipeline
+
+    pipe = AceStepPipeline(**borrow) if borrow is not None else AceStepPipeline.from_pretrained(repo)
+    pipe.set_progress_bar_config(disable=True)
+
+    def run(prompt: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
+        audio = pipe(prompt=prompt, lyrics=params.get("lyrics", ""), audio_duration=params["duration"],
+                     vocal_language=params.get("language", "en"), num_inference_steps=params["steps"],
+                     bpm=params.get("bpm") or None, keyscale=params.get("key") or None,
+                     timesignature=params.get("time_signature") or None, generator=generator).audios
+        return audio[0].float().cpu().numpy()
+
+    return run, [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+
+
+def load_stable_audio_3(repo: str, *, borrow=None) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/diffusers/api/pipelines/stable_audio_3 (the docs' text-to-audio call on the
+    converted folder); `borrow` as for ACE-Step."""
+    import torch
+    from diffusers import StableAudio3Pipeline
+
+    pipe = StableAudio3Pipeline(**borrow) if borrow is not None else StableAudio3Pipeline.from_pretrained(repo)
+    pipe.set_progress_bar_config(disable=True)
+
+    def run(prompt: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
+        audio = pipe(prompt, duration=params["duration"], num_inference_steps=params["steps"],
+                     generator=generator).audios
+        return audio[0].float().cpu().numpy()
+
+    return run, [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]

@@ -259,6 +259,10 @@ def render(results: dict) -> str:
               f"{_pct(c.get('header_error'), 2)} |")
         w("")
 
+    music = results.get("sections", {}).get("music-dit")
+    if music:
+        _render_music_dit(w, music)
+
     proto = results.get("sections", {}).get("prototypes")
     if proto:
         w("## Prototypes of product changes\n")
@@ -366,3 +370,172 @@ def _fmt_load(load: Any) -> str:
     if not load:
         return "–"
     return " / ".join(f"{x:.1f}" for x in load) + " (1 / 5 / 15 min)"
+
+
+def _db(x: float | None) -> str:
+    return "–" if x is None else ("identical" if x == float("inf") else f"{x:.1f} dB")
+
+
+FAMILY_NAMES = {"ace": "ACE-Step 1.5 XL turbo", "sa3": "Stable Audio 3 medium"}
+
+
+def _render_music_dit(w, md: dict) -> None:
+    """bench/music_dit.py: the two 2026 music families through diffusers alone (no studio adapter)."""
+    w("## ACE-Step 1.5 and Stable Audio 3 through diffusers alone\n")
+    w("`python -m bench.music_dit` (bench/music_dit.py): realistic-width random-weight builds of "
+      "`ACE-Step/acestep-v15-xl-turbo-diffusers` and `stabilityai/stable-audio-3-medium` (bench/checkpoints.py), "
+      "called through diffusers directly; these figures decide the adapters' defaults. **The DiTs are built with fewer "
+      "blocks than the real ones** (the real XL DiT is 16.7 GB in float32, more than a bench process may hold on this "
+      "shared 24 GB machine): each DiT is timed at two depths, the difference gives the time of one block (all blocks "
+      "are identical), and the real depth's step is extrapolated as fixed part + real blocks x per-block time. "
+      "Random weights do the real arithmetic, so times are the real models'; errors of int8/bfloat16 are measured on "
+      "random weights, whose value distribution differs from trained ones (trained weights have outlier channels that "
+      "int8 handles worse), so they are a lower bound to check on the real checkpoints.\n")
+    _render_music_conclusions(w, md)
+    steps = {f: md.get(f"{f}-steps") for f in ("ace", "sa3") if md.get(f"{f}-steps")}
+    if steps:
+        w("### One denoising step (one DiT forward, 10 s of audio, no guidance)\n")
+        w("| model | precision | per block | fixed | step at the real depth (extrapolated) | speed vs float32 "
+          "(paired, at the deeper build) | output rel. error vs float32 (one step, same inputs) | DiT weights at the "
+          "real depth | CPU, load average start / end (1 min), when |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for f, e in steps.items():
+            deep = e["by_depth"][str(e["depths"][1])]
+            weights = {"float32": e["real_weights_fp32"], "bfloat16": e["real_weights_bf16"],
+                       "int8": e["real_weights_int8_estimate"]}
+            for dtype in ("float32", "bfloat16", "int8"):
+                d = e[dtype]
+                err = "–" if dtype == "float32" else f"{deep[dtype]['rel_error']:.4f}"
+                w(f"| {FAMILY_NAMES[f]} ({e['real_params'] / 1e9:.2f}B DiT, {e['real_layers']} blocks; built with "
+                  f"{e['depths'][0]} and {e['depths'][1]}) | {dtype} | {_s(d['per_block_s'], 3)} | "
+                  f"{_s(d['fixed_s'], 3)} | **{_s(d['real_step_s'], 1)}** | "
+                  f"{_x(deep[dtype]['speed_vs_float32'])} (CPU time {_x(deep[dtype]['cpu_speed_vs_float32'])}) | "
+                  f"{err} | "
+                  f"{_gb(weights[dtype])} | {_cpu(e)} |")
+        w("")
+    runs = {f: md.get(f"{f}-run") for f in ("ace", "sa3") if md.get(f"{f}-run")}
+    if runs:
+        w("### A whole short run: float32 vs an int8 or bfloat16 DiT\n")
+        w("The minimal diffusers script's run (`pipe(prompt, ..., num_inference_steps=8, generator=seed)`) in float32, "
+          "then the same run with only the DiT's Linear layers in int8 (everything else float32), then the whole pipeline "
+          "in bfloat16 (`pipe.to(torch.bfloat16)`: the pipeline casts its inputs to the DiT's dtype, so a bfloat16 DiT "
+          "cannot run alone in a float32 pipeline). SNR = "
+          "10 log10(|float32|² / |other - float32|²) of the final latents and of their float32 decode. Stage times "
+          "from forward hooks.\n")
+        w("| model | DiT blocks built | steps | audio | float32: text + condition | DiT (all steps) | decode | whole run | "
+          "int8 DiT: DiT time | latent SNR | waveform SNR | all bfloat16: DiT time | latent SNR | waveform SNR | CPU, "
+          "load, when |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for f, r in runs.items():
+            st = r["float32"]["stages_s"]
+            cond = sum(v for k, v in st.items() if k != "transformer")
+            i8, b16 = r["int8"], r["bfloat16"]
+            # A random SAME decoder barely reads its latents (bench/checkpoints.py): its waveform SNR means nothing.
+            wave = (lambda x: _db(x)) if f == "ace" else (lambda x: "–")
+            w(f"| {FAMILY_NAMES[f]} | {r['dit_layers']} of {32 if f == 'ace' else 24} | {r['steps']} | "
+              f"{r['seconds']:g} s ({r['latent_shape']}) | {_s(cond)} | {_s(st['transformer'])} | "
+              f"{_s(r['float32']['decode_s'])} | {_s(r['float32']['wall_s'])} | {_s(i8['stages_s']['transformer'])} | "
+              f"{_db(i8['latent_snr_db'])} | {wave(i8['wave_snr_db'])} | {_s(b16['stages_s']['transformer'])} | "
+              f"{_db(b16['latent_snr_db'])} | {wave(b16['wave_snr_db'])} | {_cpu(r)} |")
+        w("")
+    decs = {f: md.get(f"{f}-decode") for f in ("ace", "sa3") if md.get(f"{f}-decode")}
+    if decs:
+        w("### VAE decode: float32 vs bfloat16\n")
+        w("| model | VAE | latents (10 s) | float32 | bfloat16 | speed (paired) | CPU-time speed | bfloat16 waveform "
+          "SNR vs float32 | CPU, load, when |")
+        w("|---|---|---|---|---|---|---|---|---|")
+        for f, d in decs.items():
+            vae = "Oobleck, 48 kHz" if f == "ace" else "SAME-L, 44.1 kHz"
+            snr = _db(d["bfloat16_snr_db"]) if f == "ace" else "– (random SAME: see above)"
+            w(f"| {FAMILY_NAMES[f]} | {vae} ({_gb(d['weights_fp32'])} float32) | {d['latents']} | "
+              f"{_s(d['float32_s'])} | {_s(d['bfloat16_s'])} | {_x(d['bfloat16_speed'])} | "
+              f"{_x(d['bfloat16_cpu_speed'])} | {snr} | {_cpu(d)} |")
+        w("")
+    off = md.get("offload")
+    if off:
+        w("### Group offload vs model offload for the XL DiT\n")
+        block, rest, real = off["block_bytes_fp32"], off["non_block_bytes_fp32"], off["real_dit_bytes_fp32"]
+        w(f"What the accelerator holds (from the modules' sizes; the studio's accounting of a simulated device counts "
+          f"the same): model offload (`enable_model_cpu_offload`, and the studio's own offload path) moves a whole "
+          f"component at a time, so while the DiT runs the device holds all of it: **{_gb(real)}** in float32, "
+          f"{_gb(real / 2)} in bfloat16, plus activations. Group offload at block level, one block per group "
+          f"(`enable_group_offload(onload_device, offload_type=\"block_level\", num_blocks_per_group=1)`) holds the "
+          f"DiT's non-block layers ({_gb(rest)}) and one block ({_gb(block)}) at a time, two blocks with "
+          f"`use_stream=True` (the next one prefetched): **{_gb(rest + block)}-{_gb(rest + 2 * block)}** in "
+          f"float32.\n")
+        w(f"Hooks' own cost on this CPU ({off['layers']}-block DiT, 10 s, onload = offload = CPU so nothing moves; "
+          f"{len(off['times']['group']['group'])} interleaved rounds): plain {_s(off['plain_s'])}; model offload "
+          f"x{off['model_vs_plain']:.3f} wall (CPU time x{off['model_cpu_vs_plain']:.3f}); group offload "
+          f"x{off['group_vs_plain']:.3f} wall (CPU time x{off['group_cpu_vs_plain']:.3f}) of the plain forward. "
+          f"{_cpu(off)}.\n")
+        w("Not measurable here: the transfers. Model offload moves the DiT to the device once per run (and back "
+          "after); block-level group offload moves every block in and out at every step, so each step carries the "
+          "whole DiT across the bus once (16.7 GB float32 / 8.3 GB bfloat16 per step; at a PCIe 4.0 x16 link's "
+          "~25 GB/s that is ~0.67 s / ~0.33 s per step unless overlapped with compute by `use_stream=True`, which "
+          "needs CUDA streams). On a 12 GB accelerator, model offload cannot run the XL DiT in float32 at all "
+          "(16.7 GB > 12 GB) and runs it in bfloat16 with 8.3 GB resident; group offload runs either.\n")
+    win = md.get("sa3-window")
+    if win:
+        w("### Does Stable Audio 3 decode a fixed window?\n")
+        rows = ", ".join(f"{r['seconds']:g} s -> {r['latents']} latents ({r['covers_s']:.2f} s)" for r in win["rows"])
+        w(f"No. The pipeline sizes the latent sequence from the request: `latent_length = ceil(duration x "
+          f"sampling_rate / {win['hop']})` (diffusers 0.42.1 `pipeline_stable_audio_3.py`, step 3), denoises that and "
+          f"decodes it, then trims to `int(duration x sampling_rate)` samples: measured {rows}. The most a "
+          f"decode-only-what-you-need crop could drop is the one partial latent at the end (< {win['hop']} samples, "
+          f"{win['hop'] / 44100 * 1000:.0f} ms of audio); a 10 s decode takes {_s(win['decode_10s_s'])} here, so the "
+          f"trick that made Stable Audio Open 2.8x faster (it denoises and decodes a fixed 47.55 s window) has nothing "
+          f"to remove: not adopted. {_cpu(win)}.\n")
+
+
+def _render_music_conclusions(w, md: dict) -> None:
+    """What the measurements below say for the adapters' defaults, with their figures."""
+    need = ("ace-steps", "sa3-steps", "ace-run", "sa3-run", "offload")
+    if not all(md.get(k) for k in need):
+        return
+    ace, sa3, arun, srun = md["ace-steps"], md["sa3-steps"], md["ace-run"], md["sa3-run"]
+
+    def deep(e, dtype, key):
+        return e["by_depth"][str(e["depths"][1])][dtype][key]
+
+    dec = md.get("ace-decode")
+    decode = "" if not dec else (
+        f" The VAE's decode is the other large cost (10 s of audio decode in about as long as two float32 steps of "
+        f"the real DiT): in bfloat16 it is {_x(dec['bfloat16_speed'])} faster at {_db(dec['bfloat16_snr_db'])} SNR, a "
+        f"candidate for a bfloat16 VAE beside an int8 DiT.")
+    w("**What this says for the adapters' CPU defaults** (details in the tables below):\n")
+    w(f"- ACE-Step XL turbo: **int8 DiT** (dynamic quantization of its nn.Linear layers; encoders and VAE float32). "
+      f"A step is {_x(deep(ace, 'int8', 'speed_vs_float32'))} faster than float32 (paired rounds; "
+      f"{_s(ace['int8']['real_step_s'], 1)} vs {_s(ace['float32']['real_step_s'], 1)} a step at the real 32 blocks, "
+      f"10 s of audio), its one-step output is {100 * deep(ace, 'int8', 'rel_error'):.2f} % off float32's, a whole "
+      f"8-step run's latents are at {_db(arun['int8']['latent_snr_db'])} and its waveform at "
+      f"{_db(arun['int8']['wave_snr_db'])} SNR vs float32, and the DiT's weights drop from "
+      f"{_gb(ace['real_weights_fp32'])} to {_gb(ace['real_weights_int8_estimate'])}. bfloat16 is slower than int8 "
+      f"({_x(deep(ace, 'bfloat16', 'speed_vs_float32'))} of float32 a step) and the whole pipeline in bfloat16 "
+      f"less exact ({_db(arun['bfloat16']['latent_snr_db'])} latents, {_db(arun['bfloat16']['wave_snr_db'])} "
+      f"waveform).{decode}")
+    w(f"- Stable Audio 3 medium: int8 is the fastest DiT ({_x(deep(sa3, 'int8', 'speed_vs_float32'))} of float32 "
+      f"a step) but the least exact: {100 * deep(sa3, 'int8', 'rel_error'):.1f} % one-step error, "
+      f"{_db(srun['int8']['latent_snr_db'])} on a whole run's latents; bfloat16 is "
+      f"{_x(deep(sa3, 'bfloat16', 'speed_vs_float32'))} of float32 a step at {100 * deep(sa3, 'bfloat16', 'rel_error'):.1f} "
+      f"% one-step error and {_db(srun['bfloat16']['latent_snr_db'])} on a whole run's latents (the whole pipeline "
+      f"in bfloat16). SA3's differential attention is what int8 handles worst (its error is 5-7x ACE-Step's at the same "
+      f"depth).")
+    w("- Offload for the XL DiT under a 12 GB accelerator budget: model offload holds the whole DiT while it runs "
+      "(16.7 GB float32: does not fit; 8.3 GB bfloat16: fits) and moves it once a run; block-level group offload "
+      "holds about 0.9-1.4 GB in float32 but moves the whole DiT across the bus every step. The hooks' own CPU cost "
+      "is within this machine's noise (about 2 %) for both. So: model offload when the DiT in the run's dtype fits "
+      "the budget, group offload (block level, `use_stream=True` on CUDA) only when it does not. int8 (dynamic "
+      "quantization) runs on the CPU only, so it is no answer for an accelerator budget.")
+    if md.get("sa3-window"):
+        w("- Stable Audio 3 denoises and decodes only the requested length (no fixed window): decoding only the "
+          "needed latents has nothing to remove, so it is not adopted.")
+    w("- These figures were taken beside other helpers' jobs (load averages up to 9 on 2 cores, in each row): "
+      "absolute seconds vary by up to 2x between runs; the paired ratios and the errors are the figures to use.\n")
+
+
+def _cpu(e: dict) -> str:
+    simd = ", ".join(e.get("simd") or [])
+    start = (e.get("load_average_start") or [None])[0]
+    end = (e.get("load_average_end") or [None])[0]
+    load = "–" if start is None else f"{start:.1f} / {end:.1f}"
+    return f"{e.get('cpu', '?')} ({simd}), load {load}, {e.get('created', '')}"

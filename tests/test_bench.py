@@ -278,3 +278,75 @@ def test_report_renders_the_audio_in_sections():
     assert "(5 s heard, 25 s new) + (10 s heard, 20 s new)" in text and "**2.0 %**" in text
     assert "outside its generate() calls 0.40 % of them" in text
     assert "| int8 | 5 s (253 steps) | 20.00 s | 75.0 ms | 5 s | 250 | 4.50 s | 18.0 ms | **0.240** | 0.228 |" in text
+
+
+def test_music_dit_interleaves_sides_and_pairs_each_round():
+    import time
+
+    from bench.music_dit import _interleaved
+
+    calls: list[str] = []
+    # "slow" takes twice the calls' time of "fast" in the same round: the paired ratio must say 0.5 whatever the
+    # rounds' absolute times are.
+
+    def side(name: str, cost: float):
+        def run():
+            calls.append(name)
+            end = time.perf_counter() + cost
+            while time.perf_counter() < end:  # busy, not sleep: the CPU-time ratio is paired too
+                pass
+            return name
+        return run
+
+    out = _interleaved({"fast": side("fast", 0.002), "slow": side("slow", 0.004)}, 4)
+    assert calls == ["fast", "slow", "slow", "fast", "fast", "slow", "slow", "fast"]  # who goes first rotates
+    assert out["fast"]["ratio_to_first"] == 1.0
+    assert 0.3 < out["slow"]["ratio_to_first"] < 0.7
+    assert out["slow"]["value"] == "slow" and len(out["slow"]["wall"]) == 4
+
+
+def test_music_dit_snr_and_relative_error():
+    import torch
+
+    from bench.music_dit import _rel, _snr_db
+
+    ref = torch.ones(1000)
+    assert _snr_db(ref, ref) == float("inf")
+    assert abs(_snr_db(ref, ref * 1.1) - 20.0) < 1e-4  # error 0.1 of the signal's amplitude: 20 dB
+    assert abs(_rel(ref, ref * 1.01) - 0.01) < 1e-6
+
+
+def test_report_renders_the_music_dit_section():
+    from bench.report import render
+
+    def dtype_row(speed, err):
+        return {"speed_vs_float32": speed, "cpu_speed_vs_float32": speed, "rel_error": err, "median_s": 1.0}
+
+    def steps(real_layers):
+        return {"depths": [1, 3], "real_layers": real_layers, "real_params": 4.17e9, "real_weights_fp32": 16.68e9,
+                "real_weights_bf16": 8.34e9, "real_weights_int8_estimate": 4.18e9, "created": "2026-11-29T20:25",
+                "cpu": "AMD EPYC", "simd": ["avx512_bf16"], "load_average_start": [1.0, 1, 1],
+                "load_average_end": [2.0, 1, 1],
+                "by_depth": {"3": {"float32": dtype_row(1.0, 0.0), "bfloat16": dtype_row(2.5, 0.0067),
+                                   "int8": dtype_row(4.5, 0.0052)}},
+                "float32": {"per_block_s": 0.7, "fixed_s": 0.1, "real_step_s": 22.5},
+                "bfloat16": {"per_block_s": 0.3, "fixed_s": 0.1, "real_step_s": 9.7},
+                "int8": {"per_block_s": 0.18, "fixed_s": 0.0, "real_step_s": 5.8}}
+
+    def run():
+        return {"dit_layers": 2, "steps": 8, "seconds": 10.0, "latent_shape": [1, 250, 64],
+                "float32": {"stages_s": {"text_encoder": 0.5, "transformer": 4.0}, "decode_s": 17.0, "wall_s": 22.0},
+                "int8": {"stages_s": {"transformer": 1.0}, "latent_snr_db": 45.5, "wave_snr_db": 52.9},
+                "bfloat16": {"stages_s": {"transformer": 2.0}, "latent_snr_db": 35.6, "wave_snr_db": 39.7}}
+
+    md = {"ace-steps": steps(32), "sa3-steps": steps(24), "ace-run": run(), "sa3-run": run(),
+          "offload": {"block_bytes_fp32": 5.09e8, "non_block_bytes_fp32": 3.99e8, "real_dit_bytes_fp32": 16.68e9,
+                      "layers": 2, "plain_s": 1.8, "model_vs_plain": 1.01, "model_cpu_vs_plain": 1.0,
+                      "group_vs_plain": 1.02, "group_cpu_vs_plain": 1.01, "times": {"group": {"group": [1] * 5}}},
+          "sa3-window": {"hop": 4096, "rows": [{"seconds": 10.0, "latents": 108, "covers_s": 10.03}],
+                         "decode_10s_s": 35.0}}
+    text = render({"runs": [], "models": {}, "sections": {"music-dit": md}})
+    assert "**int8 DiT**" in text and "4.50x faster than float32" in text and "45.5 dB" in text
+    assert "| int8 | 0.180 s | 0.000 s | **5.8 s** | 4.50x (CPU time 4.50x) | 0.0052 | 4.18 GB |" in text
+    assert "10 s -> 108 latents (10.03 s)" in text and "not adopted" in text
+    assert "**16.68 GB** in float32" in text and "908 MB-1.42 GB" in text
