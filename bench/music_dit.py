@@ -510,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="ace-steps, sa3-steps, ace-run, sa3-run, offload, sa3-window, or all")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--doc", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md",
+                        help="the report rendered from --out after the run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -534,10 +536,26 @@ def main(argv: list[str] | None = None) -> int:
         entry.update(created=time.strftime("%Y-%m-%dT%H:%M", time.gmtime()), elapsed_s=time.monotonic() - started,
                      cpu=before["cpu"], simd=before["simd"], load_average_start=before["load_average"],
                      load_average_end=after["load_average"], peak_rss=_peak_rss(), threads=torch.get_num_threads())
+        if name.endswith("-steps"):  # the speeds depend on the machine's load: keep every run's, with its load
+            previous = section.get(name) or {}
+            entry["history"] = previous.get("history", []) + ([_step_summary(previous)] if previous else [])
         section[name] = entry
         args.out.write_text(json.dumps(data, indent=2) + "\n")
         log.info("%s done in %.0f s", name, entry["elapsed_s"])
+    from bench.report import render
+
+    args.doc.write_text(render(data))
     return 0
+
+
+def _step_summary(entry: dict) -> dict:
+    deep = entry["by_depth"][str(entry["depths"][1])]
+    return {"created": entry.get("created"), "load_average_start": entry.get("load_average_start"),
+            "load_average_end": entry.get("load_average_end"), "interleaved": "rounds" in entry,
+            **{f"{d}_speed": deep[d].get("speed_vs_float32", deep["float32"]["median_s"] / deep[d]["median_s"])
+               for d in ("bfloat16", "int8")},
+            **{f"{d}_rel_error": deep[d].get("rel_error") for d in ("bfloat16", "int8")},
+            "float32_s": deep["float32"]["median_s"]}
 
 
 def _peak_rss() -> int:

@@ -284,7 +284,9 @@ def render(results: dict) -> str:
       "longer work, all prototypes (hours on 2 cores)\npython -m bench --tiny --quick --only mms-tts-eng "
       "--out /tmp/r.json   # smoke test on tiny checkpoints\n"
       "python -m bench --quick --only musicgen-continuation,musicgen-extend,musicgen-prompt-cost   # issue 13, "
-      "audio in (about an hour here beside about one core of other jobs)\n```\n")
+      "audio in (about an hour here beside about one core of other jobs)\n"
+      "nice -n 10 python -m bench.music_dit ace-steps sa3-steps ace-run sa3-run ace-decode sa3-decode offload "
+      "sa3-window   # issue 14 through diffusers alone (about 30 min here; under 10 GB resident)\n```\n")
     w("The first run builds the realistic-size checkpoints into `bench/cache/` (about 1 minute, 13.8 GB, git-ignored; "
       "`--cache DIR` puts them elsewhere). Results of models not run are kept from the previous `bench/results.json`, "
       "each with its own date and mode; `--fresh` starts over.\n")
@@ -413,6 +415,22 @@ def _render_music_dit(w, md: dict) -> None:
                   f"{err} | "
                   f"{_gb(weights[dtype])} | {_cpu(e)} |")
         w("")
+        hist = [(f, h) for f, e in steps.items() for h in e.get("history", []) + [_step_now(e)]]
+        if len(hist) > len(steps):
+            w("Every step measurement so far, with the machine's load: the ratios move with it (float32 suffers most "
+              "when other jobs compete for the cores and memory bandwidth), so each decision below rests on all "
+              "of them.\n")
+            w("| model | when | load average start / end (1 min) | rounds | float32 step (deeper build) | "
+              "bfloat16 speed vs float32 | int8 speed vs float32 | bfloat16 error | int8 error |")
+            w("|---|---|---|---|---|---|---|---|---|")
+            for f, h in hist:
+                ls, le = (h.get("load_average_start") or [None])[0], (h.get("load_average_end") or [None])[0]
+                load = "–" if ls is None else f"{ls:.1f} / {le:.1f}"
+                w(f"| {FAMILY_NAMES[f]} | {h.get('created')} | {load} | "
+                  f"{'interleaved' if h.get('interleaved') else 'one side after the other'} | "
+                  f"{_s(h['float32_s'])} | {_x(h['bfloat16_speed'])} | {_x(h['int8_speed'])} | "
+                  f"{h['bfloat16_rel_error']:.4f} | {h['int8_rel_error']:.4f} |")
+            w("")
     runs = {f: md.get(f"{f}-run") for f in ("ace", "sa3") if md.get(f"{f}-run")}
     if runs:
         w("### A whole short run: float32 vs an int8 or bfloat16 DiT\n")
@@ -502,6 +520,8 @@ def _render_music_conclusions(w, md: dict) -> None:
         f" The VAE's decode is the other large cost (10 s of audio decode in about as long as two float32 steps of "
         f"the real DiT): in bfloat16 it is {_x(dec['bfloat16_speed'])} faster at {_db(dec['bfloat16_snr_db'])} SNR, a "
         f"candidate for a bfloat16 VAE beside an int8 DiT.")
+    sdec = md.get("sa3-decode")
+    sa3_decode = "" if not sdec else f" (SAME-L's decode {_x(sdec['bfloat16_speed'])} faster in bfloat16)"
     w("**What this says for the adapters' CPU defaults** (details in the tables below):\n")
     w(f"- ACE-Step XL turbo: **int8 DiT** (dynamic quantization of its nn.Linear layers; encoders and VAE float32). "
       f"A step is {_x(deep(ace, 'int8', 'speed_vs_float32'))} faster than float32 (paired rounds; "
@@ -513,13 +533,16 @@ def _render_music_conclusions(w, md: dict) -> None:
       f"({_x(deep(ace, 'bfloat16', 'speed_vs_float32'))} of float32 a step) and the whole pipeline in bfloat16 "
       f"less exact ({_db(arun['bfloat16']['latent_snr_db'])} latents, {_db(arun['bfloat16']['wave_snr_db'])} "
       f"waveform).{decode}")
-    w(f"- Stable Audio 3 medium: int8 is the fastest DiT ({_x(deep(sa3, 'int8', 'speed_vs_float32'))} of float32 "
-      f"a step) but the least exact: {100 * deep(sa3, 'int8', 'rel_error'):.1f} % one-step error, "
+    w(f"- Stable Audio 3 medium: **bfloat16, the whole pipeline**. int8 is the fastest DiT "
+      f"({_x(deep(sa3, 'int8', 'speed_vs_float32'))} of float32 a step) but the least exact: "
+      f"{100 * deep(sa3, 'int8', 'rel_error'):.1f} % one-step error (six times ACE-Step's), "
       f"{_db(srun['int8']['latent_snr_db'])} on a whole run's latents; bfloat16 is "
-      f"{_x(deep(sa3, 'bfloat16', 'speed_vs_float32'))} of float32 a step at {100 * deep(sa3, 'bfloat16', 'rel_error'):.1f} "
-      f"% one-step error and {_db(srun['bfloat16']['latent_snr_db'])} on a whole run's latents (the whole pipeline "
-      f"in bfloat16). SA3's differential attention is what int8 handles worst (its error is 5-7x ACE-Step's at the same "
-      f"depth).")
+      f"{_x(deep(sa3, 'bfloat16', 'speed_vs_float32'))} of float32 a step at "
+      f"{100 * deep(sa3, 'bfloat16', 'rel_error'):.1f} % one-step error and {_db(srun['bfloat16']['latent_snr_db'])} "
+      f"on a whole run's latents with every part in bfloat16{sa3_decode}. The SAME-L decode is a large part of a "
+      f"run: {_s(srun['float32']['decode_s'])} for 10 s in float32 here, against about "
+      f"{_s(srun['steps'] * sa3['float32']['real_step_s'], 0)} for the 8 float32 steps of the real 24 blocks "
+      f"(extrapolated from the step table).")
     w("- Offload for the XL DiT under a 12 GB accelerator budget: model offload holds the whole DiT while it runs "
       "(16.7 GB float32: does not fit; 8.3 GB bfloat16: fits) and moves it once a run; block-level group offload "
       "holds about 0.9-1.4 GB in float32 but moves the whole DiT across the bus every step. The hooks' own CPU cost "
@@ -531,6 +554,12 @@ def _render_music_conclusions(w, md: dict) -> None:
           "needed latents has nothing to remove, so it is not adopted.")
     w("- These figures were taken beside other helpers' jobs (load averages up to 9 on 2 cores, in each row): "
       "absolute seconds vary by up to 2x between runs; the paired ratios and the errors are the figures to use.\n")
+
+
+def _step_now(e: dict) -> dict:
+    from bench.music_dit import _step_summary
+
+    return _step_summary(e)
 
 
 def _cpu(e: dict) -> str:

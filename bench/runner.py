@@ -91,10 +91,15 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
         "repo": case.repo, "mode": "quick" if quick else "full", "seed": SEED, "threads": torch.get_num_threads(),
         "what": case.what if quick or not case.what_full else case.what_full,
     }
-    # 1. The reference loads its own copy, as a user's script would.
-    loaded, rec = _timed(lambda: LOADERS[case.family](case.repo), label="reference load")
-    ref_run, ref_modules = loaded
-    out["reference_load_s"] = rec["wall_s"]
+    # 1. The reference loads its own copy, as a user's script would. A case with `borrow` (a model whose second
+    #    float32 copy would not fit the bench's memory share) builds its reference pipeline later, from the modules
+    #    the studio loaded in float32: the pipeline class's own code over the same tensors.
+    borrow = bool(case.extra.get("borrow"))
+    ref: dict[str, Any] = {}
+    if not borrow:
+        loaded, rec = _timed(lambda: LOADERS[case.family](case.repo), label="reference load")
+        ref["run"], ref["modules"] = loaded
+        out["reference_load_s"] = rec["wall_s"]
     studio = _studio(workdir / case.name)
     clips = workdir / "clips"  # "clip:S" in a case's params: an S-second audio file, passed as a user passes one
     rate = studio.catalog.get(case.repo).sample_rate
@@ -104,7 +109,13 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
                               params=with_clips(params, clips))
 
     def reference(req, label: str = "reference") -> tuple[Any, dict]:
-        return _timed(lambda: ref_run(req.prompt, as_paths(req.params), req.seed), label=label)
+        return _timed(lambda: ref["run"](req.prompt, as_paths(req.params), req.seed), label=label)
+
+    def borrow_from(source, req) -> None:
+        with source.manager.acquire(req) as lease:
+            components = dict(lease.model.pipe.components)
+        ref["run"], ref["modules"] = LOADERS[case.family](case.repo, borrow=components)
+        out["reference_borrowed"] = True
 
     def studio_run(req, memory: bool = False, label: str = "studio") -> tuple[Any, dict]:
         estimate = studio.estimate(req)
@@ -116,16 +127,19 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
         return result, record
 
     # 2. Warm-ups: the reference's (short), then the studio's first run, which loads and calibrates.
-    if mode.warmup is not None:
-        warm = request(mode.warmup)
-        _, rec = reference(warm, "reference warm-up")
-        out["reference_warmup"] = {"settings": dict(mode.warmup), **rec}
+    def reference_warmup() -> None:
+        if mode.warmup is not None:
+            warm = request(mode.warmup)
+            _, rec = reference(warm, "reference warm-up")
+            out["reference_warmup"] = {"settings": dict(mode.warmup), **rec}
+
+    if not borrow:
+        reference_warmup()
     calib = request(mode.calibration, mode.calibration_prompt)
     _, rec = studio_run(calib, memory=True, label="studio calibration (loads)")
     out["calibration"] = {"settings": dict(mode.calibration), "prompt_chars": len(calib.prompt), **rec}
     weights = _resident_bytes(studio, case.repo)
     out["resident_weight_bytes"] = weights
-    out["parameters"] = sum(p.numel() for m in ref_modules for p in m.parameters())
 
     # 3. Estimate accuracy: predict, then run, at lengths the calibration has not seen.
     runs = []
@@ -162,6 +176,10 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
         }
         studios = {"studio": studio32, "default": studio}
         sides = ("reference", "studio", "default")
+    if borrow:  # from the float32 studio: the one holding the reference's precision
+        borrow_from(studios["studio"], req)
+        reference_warmup()
+    out["parameters"] = sum(p.numel() for m in ref["modules"] for p in m.parameters())
     times: dict[str, list[dict]] = {side: [] for side in sides}
     audio: dict[str, Any] = {}
     # A continuation's output starts with the clip: the studio keeps the original there, the reference has the
@@ -208,7 +226,7 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
         out["warm_overhead"] = _overhead_summary(times)
 
     # 6. Unload both, and check the studio really let go.
-    del ref_run, ref_modules, loaded
+    ref.clear()
     unloaded = studio.manager.unload_all()
     gc.collect()
     trim_heap()
