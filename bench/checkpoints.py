@@ -414,6 +414,41 @@ def build_stable_audio_3_medium_diffusers(dst: Path) -> None:
     _fix_model_index(dst, {"tokenizer": ["transformers", "PreTrainedTokenizerFast"]})
 
 
+
+def build_stable_audio_3_original(dst: Path, *, objective: str = "rf_denoiser") -> None:
+    """stabilityai/stable-audio-3-medium as Stability publishes it (model_config.json, model.safetensors with
+    stable-audio-tools' names, the t5gemma-b-b-ul2/ folder), which the studio converts on first use: the modules of
+    `stable_audio_3_pipeline()` written back under the original names by the tests' tiny builder's own mapping
+    (tests/tiny_stable_audio_3.py), so the conversion the bench times is the product's, on realistic sizes."""
+    from safetensors.torch import save_file
+    from transformers import T5GemmaConfig
+    from transformers.models.t5gemma.configuration_t5gemma import T5GemmaModuleConfig
+
+    from tests.tiny_models import _write_json
+    from tests.tiny_stable_audio_3 import TEXT_FOLDER, _write_gemma_tokenizer, model_config, original_state_dict
+
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    pipe = stable_audio_3_pipeline(distilled=objective == "rf_denoiser")
+    components = dict(pipe.components)
+    save_file(original_state_dict(components), str(dst / "model.safetensors"), metadata={"format": "pt"})
+    config = model_config(components, objective)
+    config["model"]["conditioning"]["cond_dim"] = pipe.transformer.config.cond_token_dim  # the helper's is tiny
+    _write_json(dst / "model_config.json", config)
+    text = dst / TEXT_FOLDER
+    _write_gemma_tokenizer(text)  # a small Gemma-style vocabulary: ids inside the real 256000
+    encoder = components["text_encoder"]
+    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()}, str(text / "model.safetensors"),
+              metadata={"format": "pt"})
+    module = T5GemmaModuleConfig(**SA3_T5GEMMA).to_dict()
+    T5GemmaConfig(encoder=module, decoder=module, is_encoder_decoder=True,
+                  architectures=["T5GemmaForConditionalGeneration"]).save_pretrained(text)
+    _write_json(text / "generation_config.json", {"_from_model_config": True, "bos_token_id": 2, "eos_token_id": 1,
+                                                  "pad_token_id": 0})
+    (dst / "LICENSE.md").write_text("Stability AI Community License (bench copy)\n", encoding="utf-8")
+    (dst / "LICENSE_GEMMA.md").write_text("Gemma Terms of Use (bench copy)\n", encoding="utf-8")
+
+
 REALISTIC_BUILDERS: dict[str, Callable[[Path], None]] = {
     "facebook/mms-tts-eng": build_mms_tts,
     "facebook/musicgen-small": build_musicgen_small,

@@ -114,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
     repos = [c.repo for c in (cases if args.only is not None or args.tiny else CASES)]
     if {"musicgen-extend", "musicgen-prompt-cost"} & set(sections):
         repos.append(CONTINUATION_REPO)
+    if "ace-xl-plan" in sections:
+        from bench.cases import ACE_PLAN
+
+        repos.append(ACE_PLAN["repo"])
     repos = list(dict.fromkeys(repos))  # two cases of one model build it once
     build_started = time.monotonic()
     built = ensure_checkpoints(args.cache / "hf", repos, tiny=args.tiny)
@@ -171,6 +175,21 @@ def run(args: argparse.Namespace) -> int:
         except Exception as error:
             log.error("%s failed: %s", name, error)
             results["errors"][name] = "".join(traceback.format_exception(error))[-4000:]
+
+    # 4b. ACE-Step XL turbo's plan under a simulated 12 GB accelerator (issue 14).
+    if "ace-xl-plan" in sections:
+        from bench.cases import ACE_PLAN
+        from bench.plan_check import run_plan_check
+
+        log.info("== ace-xl-plan")
+        try:
+            entry = run_plan_check(ACE_PLAN["repo"], ACE_PLAN["prompt"], ACE_PLAN["params"],
+                                   real_budget=ACE_PLAN["real_budget"], build_budget=ACE_PLAN["build_budget"])
+            entry.update(created=now, load_average=_load_average())
+            results["sections"]["ace-xl-plan"] = entry
+        except Exception as error:
+            log.error("ace-xl-plan failed: %s", error)
+            results["errors"]["ace-xl-plan"] = "".join(traceback.format_exception(error))[-4000:]
 
     # 5. Prototypes of product changes.
     if "prototypes" in sections:

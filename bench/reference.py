@@ -151,13 +151,7 @@ def load_stable_audio(repo: str) -> tuple[Runner, list]:
                                                                                   torch.nn.Module)]
 
 
-LOADERS: dict[str, Callable[[str], tuple[Runner, list]]] = {
-    "mms_tts": load_mms_tts,
-    "musicgen": load_musicgen,
-    "bark": load_bark,
-    "audioldm2": load_audioldm2,
-    "stable_audio": load_stable_audio,
-}
+
 
 
 def load_ace_step(repo: str, *, borrow=None) -> tuple[Runner, list]:
@@ -174,10 +168,13 @@ def load_ace_step(repo: str, *, borrow=None) -> tuple[Runner, list]:
 
     def run(prompt: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
         generator = torch.Generator().manual_seed(seed)
+        auto = (None, "", "auto", -1)  # the studio's "let the model choose": the pipeline's None
         audio = pipe(prompt=prompt, lyrics=params.get("lyrics", ""), audio_duration=params["duration"],
                      vocal_language=params.get("language", "en"), num_inference_steps=params["steps"],
-                     bpm=params.get("bpm") or None, keyscale=params.get("key") or None,
-                     timesignature=params.get("time_signature") or None, generator=generator).audios
+                     shift=params.get("shift", 3.0), bpm=None if params.get("bpm") in auto else params["bpm"],
+                     keyscale=None if params.get("key") in auto else params["key"],
+                     timesignature=None if params.get("time_signature") in auto else params["time_signature"],
+                     generator=generator).audios
         return audio[0].float().cpu().numpy()
 
     return run, [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
@@ -199,3 +196,12 @@ def load_stable_audio_3(repo: str, *, borrow=None) -> tuple[Runner, list]:
         return audio[0].float().cpu().numpy()
 
     return run, [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+
+
+LOADERS: dict[str, Callable[..., tuple[Runner, list]]] = {
+    "mms_tts": load_mms_tts,
+    "musicgen": load_musicgen,
+    "bark": load_bark,
+    "audioldm2": load_audioldm2,
+    "stable_audio": load_stable_audio,
+}

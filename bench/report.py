@@ -123,7 +123,7 @@ def render(results: dict) -> str:
         cpu = f"{r['cpu']} ({', '.join(r.get('simd') or [])})" if r.get("cpu") else "not recorded"
         start, end = r.get("load_average_at_start"), r.get("load_average_at_end")
         load = f"{start[0]:.1f} / {end[0]:.1f}" if start and end else (f"{start[0]:.1f} / –" if start else "–")
-        w(f"| {r['created'][:16]} | {r['mode']}{' (tiny)' if r.get('tiny') else ''} | {', '.join(r.get('ran', []))} "
+        w(f"| {r['created'][:16]} | {r['mode']}{' (tiny)' if r.get('tiny') else ''} | {', '.join(r.get('ran', []))}{' (' + r['note'] + ')' if r.get('note') else ''} "
           f"| {r['elapsed_s']:.0f} s | {r.get('checkpoints_s', 0):.0f} s | {cpu} | {load} |")
     cp = results.get("checkpoints", {})
     if cp:
@@ -259,6 +259,9 @@ def render(results: dict) -> str:
               f"{_pct(c.get('header_error'), 2)} |")
         w("")
 
+    plan = results.get("sections", {}).get("ace-xl-plan")
+    if plan:
+        _render_plan(w, plan)
     music = results.get("sections", {}).get("music-dit")
     if music:
         _render_music_dit(w, music)
@@ -362,7 +365,10 @@ def _num(x: float | None) -> str:
 
 def _settings(record: dict) -> str:
     s = record.get("settings") or {}
-    parts = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()]
+    # Multi-line text (lyrics) would break the table's row: its size instead.
+    parts = [f"{k}={v:g}" if isinstance(v, float) else
+             f"{k}=<{v.count(chr(10)) + 1} lines, {len(v)} chars>" if isinstance(v, str) and "\n" in v else f"{k}={v}"
+             for k, v in s.items()]
     if not parts and record.get("prompt_chars"):
         parts.append(f"{record['prompt_chars']} chars")
     return " ".join(parts) or "defaults"
@@ -503,6 +509,32 @@ def _render_music_dit(w, md: dict) -> None:
           f"{win['hop'] / 44100 * 1000:.0f} ms of audio); a 10 s decode takes {_s(win['decode_10s_s'])} here, so the "
           f"trick that made Stable Audio Open 2.8x faster (it denoises and decodes a fixed 47.55 s window) has nothing "
           f"to remove: not adopted. {_cpu(win)}.\n")
+
+
+def _render_plan(w, plan: dict) -> None:
+    """bench/plan_check.py: ACE-Step XL turbo under a simulated 12 GB accelerator."""
+    real, build = plan["real"], plan["build"]
+    w("## ACE-Step XL turbo's plan under a 12 GB simulated budget\n")
+    w(f"ACE-Step XL turbo under a {_gb(plan['real_budget'])} simulated accelerator (`STUDIO_SIMULATED_MEMORY`; "
+      f"bench/plan_check.py; {plan.get('created', '')[:16]}, load {_fmt_load(plan.get('load_average'))}"
+      f"{', ' + plan['note'] if plan.get('note') else ''}):\n")
+    w("| what | precision | plan | fits | predicted peak on the device | weights | working | accounted peak | "
+      "error | the studio's line |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for precision, e in real.items():
+        w(f"| the real model (published sizes, estimate only) | {precision} | {e['placement']} | "
+          f"{'yes' if e['fits'] else '**no**'} | {_gb(e['bytes'])} | {_gb(e['weights'])} | {_gb(e['working'])} | – | "
+          f"– | {e['summary']} |")
+    w(f"| the bench's build (2 of 32 DiT blocks) on a {_gb(build['budget'])} simulated device, run | float32 | "
+      f"{build['run_placement']} | {'yes' if build['fits'] else '**no**'} | {_gb(build['predicted_bytes'])} | "
+      f"{_gb(build['predicted_weights'])} | {_gb(build['predicted_working'])} | {_gb(build['accounted_peak'])} | "
+      f"{_pct(build['error'])} | {build['summary']} |")
+    w("")
+    w("The accounted peak is the studio's own bookkeeping (the running part's bytes + the working bytes it books), so "
+      "its match with the prediction says the run kept to its plan; whether the working estimate is right is the "
+      "case's memory error (measured process memory). In float32 the real XL cannot run on 12 GB with the studio's "
+      "model offload (its DiT alone is 16.7 GB) and the estimate says so; group offload would (about 1 GB held: "
+      "see the group vs model offload section). In bfloat16 model offload fits (DiT 8.3 GB + working).\n")
 
 
 def _render_music_conclusions(w, md: dict) -> None:
