@@ -289,7 +289,9 @@ def render(results: dict) -> str:
       "python -m bench --quick --only musicgen-continuation,musicgen-extend,musicgen-prompt-cost   # issue 13, "
       "audio in (about an hour here beside about one core of other jobs)\n"
       "nice -n 10 python -m bench.music_dit ace-steps sa3-steps ace-run sa3-run ace-decode sa3-decode offload "
-      "sa3-window   # issue 14 through diffusers alone (about 30 min here; under 10 GB resident)\n```\n")
+      "sa3-window   # issue 14 through diffusers alone (about 30 min here; under 10 GB resident)\n"
+      "python -m bench --quick --only ace-step-xl-turbo,ace-xl-plan   # issue 14 through the studio (about 9 min); "
+      "the cases ACE_STEP and STABLE_AUDIO_3 (bench/cases.py) join CASES once their adapters are on main\n```\n")
     w("The first run builds the realistic-size checkpoints into `bench/cache/` (about 1 minute, 13.8 GB, git-ignored; "
       "`--cache DIR` puts them elsewhere). Results of models not run are kept from the previous `bench/results.json`, "
       "each with its own date and mode; `--fresh` starts over.\n")
