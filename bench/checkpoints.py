@@ -456,6 +456,7 @@ REALISTIC_BUILDERS: dict[str, Callable[[Path], None]] = {
     "cvssp/audioldm2": build_audioldm2,
     "stabilityai/stable-audio-open-1.0": build_stable_audio,
     "ACE-Step/acestep-v15-xl-turbo-diffusers": build_ace_step_xl_turbo,
+    "stabilityai/stable-audio-3-medium": build_stable_audio_3_original,  # needs tests/tiny_stable_audio_3.py (sa3)
 }
 
 

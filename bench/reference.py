@@ -204,4 +204,6 @@ LOADERS: dict[str, Callable[..., tuple[Runner, list]]] = {
     "bark": load_bark,
     "audioldm2": load_audioldm2,
     "stable_audio": load_stable_audio,
+    "ace_step": load_ace_step,
+    "stable_audio_3": load_stable_audio_3,
 }
