@@ -425,9 +425,9 @@ def _render_music_dit(w, md: dict) -> None:
         w("")
         hist = [(f, h) for f, e in steps.items() for h in e.get("history", []) + [_step_now(e)]]
         if len(hist) > len(steps):
-            w("Every step measurement so far, with the machine's load: the ratios move with it (float32 suffers most "
-              "when other jobs compete for the cores and memory bandwidth), so each decision below rests on all "
-              "of them.\n")
+            w("Every step measurement so far, with the machine's load: absolute times move with it, and so do the "
+              "ratios somewhat; runs that time one precision after the other (the first ones) are more exposed to "
+              "a change of load mid-run than interleaved ones. The decisions above hold in every interleaved run.\n")
             w("| model | when | load average start / end (1 min) | rounds | float32 step (deeper build) | "
               "bfloat16 speed vs float32 | int8 speed vs float32 | bfloat16 error | int8 error |")
             w("|---|---|---|---|---|---|---|---|---|")
