@@ -176,7 +176,7 @@ STABLE_AUDIO_3 = Case(
     extra={"borrow": True},
 )
 
-CASES: tuple[Case, ...] = (MMS, MUSICGEN, MUSICGEN_CONTINUATION, AUDIOLDM2, BARK, STABLE_AUDIO)
+CASES: tuple[Case, ...] = (MMS, MUSICGEN, MUSICGEN_CONTINUATION, AUDIOLDM2, BARK, STABLE_AUDIO, ACE_STEP, STABLE_AUDIO_3)
 
 
 # ------------------------------------------------------------------------------------ MusicGen extension
