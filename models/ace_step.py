@@ -1,4 +1,4 @@
-"""ACE-Step 1.5 (ACE Studio and StepFun): songs with sung lyrics, 48 kHz stereo; repaint a range of a clip, cover a clip.
+"""ACE-Step 1.5 (ACE Studio and StepFun): songs with sung lyrics at 48 kHz stereo; repaint part of a clip, cover a clip.
 
 The diffusers pipeline (`AceStepPipeline`, diffusers 0.42.1) is the diffusion half of ACE-Step: a Qwen3 text encoder
 and a condition encoder for the prompt, the lyrics and a timbre, a flow-matching DiT over 25 Hz Oobleck latents, and
@@ -36,9 +36,9 @@ HOP = 1920  # samples per latent: the VAE's downsampling ratios [2, 4, 4, 6, 10]
 # "10 seconds to 10 minutes"). The pipeline itself enforces none of them.
 MIN_S, MAX_S = 10.0, 600.0
 BPM_MIN, BPM_MAX = 30, 300
-AUTO_BPM = -1  # "let the model choose": the pipeline writes "bpm: N/A" into the prompt for None (L335)
-# What the pipeline reads of the text (__call__'s max_text_length and max_lyric_length, L777-778); it cuts longer
-# text off without a word (truncation=True, L463 and L473), so the studio refuses it instead.
+AUTO_BPM = -1  # "let the model choose": the pipeline writes "bpm: N/A" into the prompt for None (L336)
+# What the pipeline reads of the text (__call__'s max_text_length and max_lyric_length, L811-812); it cuts longer
+# text off without a word (truncation=True, L478 and L489), so the studio refuses it instead.
 MAX_TEXT_TOKENS, MAX_LYRIC_TOKENS = 256, 2048
 MAX_LYRIC_CHARS = 100_000  # far over any 2048-token lyric: refused before tokenizing megabytes
 # ACE-Step's documented way to ask for no vocals (acestep/inference.py: 'Use "[Instrumental]" for instrumental
@@ -48,9 +48,9 @@ CODES_PER_SECOND = 5  # the planner's codes: one per pool window of 5 latents (t
 CODE = re.compile(r"<\|audio_code_(\d+)\|>")
 CODEBOOK = 64000  # the audio tokenizer's FSQ levels [8, 8, 8, 5, 5, 5]: codes 0-63999
 MIN_CLIP_S = 1.0  # the shortest clip to repaint or cover: 25 latents (the cover tokenizer pools 5 at a time)
-MIN_REPAINT_S = HOP / SAMPLE_RATE  # the pipeline repaints whole latents (L741-746): at least one, 0.04 s
+MIN_REPAINT_S = HOP / SAMPLE_RATE  # the pipeline repaints whole latents (L762-775): at least one, 0.04 s
 CROSSFADE_S = 0.1  # inside a repainted range, its edges fade over from the clip (as MusicGen's extension joins do)
-REFERENCE_S = 30.0  # the timbre encoder hears 30 s of a reference: three 10 s pieces, a shorter clip repeated (L592)
+REFERENCE_S = 30.0  # the timbre encoder hears 30 s of a reference: three 10 s pieces, a short clip repeated (L580-630)
 
 MODES = ("song", "repaint", "cover")
 TASKS = {"song": "text2music", "repaint": "repaint", "cover": "cover"}
@@ -72,7 +72,7 @@ LANGUAGES = (
     ("tr", "Turkish"), ("uk", "Ukrainian"), ("ur", "Urdu"), ("vi", "Vietnamese"), ("yue", "Cantonese"),
     ("zh", "Chinese"), ("unknown", "not known or none: for instrumentals"),
 )
-# The prompt builder writes the key as given ("- keyscale: C major", L337-345); ACE-Step accepts a note, an
+# The prompt builder writes the key as given ("- keyscale: C major", L316-345); ACE-Step accepts a note, an
 # accidental and major/minor (acestep/constants.py VALID_KEYSCALES). Each of the 24 keys in its usual spelling.
 KEYS = (*(f"{note} major" for note in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")),
         *(f"{note} minor" for note in ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")))
@@ -81,22 +81,27 @@ TIME_SIGNATURES = (("2", "2/4: marches, polkas"), ("3", "3/4: waltzes"), ("4", "
                    ("6", "6/8: compound time, folk dances"))
 AUTO = "auto"
 
-# The pipeline's prompt and lyric formats (_format_prompt, L347-394, from ACE-Step's handler), copied so that the
+# The pipeline's prompt and lyric formats (_format_prompt, L347-399, from ACE-Step's handler), copied so that the
 # request check counts tokens without importing diffusers; tests/test_ace_step.py checks they stay the same.
 SFT_GEN_PROMPT = "# Instruction\n{}\n\n# Caption\n{}\n\n# Metas\n{}<|endoftext|>\n"
 INSTRUCTIONS = {"text2music": "Fill the audio semantic mask based on the given conditions:",
                 "repaint": "Repaint the mask area based on the given conditions:",
                 "cover": "Generate audio semantic tokens based on the given conditions:"}
 
-# Estimates. One work unit is one DiT pass over one latent (1/25 s of audio) in a denoising step. On this project's
-# 2-core CPU (float32, a 2-layer DiT of the XL's width, docs/benchmarks.md) a pass costs 0.43 s + 0.87 ms per latent
-# + 0.43 us per latent squared per two layers: torch's CPU attention computes the whole sequence even in the
-# sliding-window layers (their mask is dense), so attention equals the rest at about 2,000 latents (80 s).
+# Estimates. One work unit is one DiT pass over one latent (1/25 s of audio) in a denoising step. Measured with
+# diffusers' classes at the XL's published width, 2 of its 32 layers, random weights, float32 on this project's
+# 2-core CPU (load average 0.9): 0.58, 1.43, 2.62 and 21.0 s a pass over 250, 750, 1,500 and 6,000 latents. Fitted:
+# 0.41 s + 0.87 ms per latent + 0.43 us per latent squared, per 2 layers. So a pass costs STEP_LATENTS latents'
+# worth whatever the length (the cross-attention over the prompt and lyrics, the embeddings), and attention equals
+# the rest at ATTENTION_LATENTS (80 s): torch's CPU attention computes the whole sequence even in the
+# sliding-window layers, whose mask is dense. On a GPU attention's share is smaller (its FLOPs equal the rest's
+# only at about 30,000 latents); the calibration fits the cost per unit, not this shape.
 ATTENTION_LATENTS = 2000
-# The Oobleck VAE decodes or encodes a latent in about the time of 10 of those passes (0.13-0.15 s a latent on the
-# same CPU for the published config; the DiT's linear part is 14 ms per latent).
-DECODE_UNITS = 10.0
-ENCODE_UNITS = 10.0
+STEP_LATENTS = 470
+# The Oobleck VAE (the published config, float32) decodes a latent in 5.5 units' time and encodes one in 6.5: 0.25
+# and 0.28 s a latent against 45 ms a unit, measured together under the same load (average 6).
+DECODE_UNITS = 5.5
+ENCODE_UNITS = 6.5
 # With tiling (turned on at load) the VAE decodes windows of 512 latents overlapping by 64 each side and encodes
 # 30 s windows overlapping by 2 s (diffusers' AutoencoderOobleck defaults): memory stays bounded for a 10-minute
 # song, the overlaps cost a little time.
@@ -176,9 +181,11 @@ SPECS = (
         repo_id=REPO, family="ace_step", tasks=("music",), label="ACE-Step 1.5 XL turbo", license="MIT",
         parameters=sum(PUBLISHED.values()), sample_rate=SAMPLE_RATE, channels=2, max_duration=MAX_S,
         params=_params(),
-        # Units: DiT passes over one latent (see ATTENTION_LATENTS). CPU: measured (float32, 14 ms a unit plus the
-        # text and lyric encoders). CUDA: ACE-Step's published "under 10 s for a 4-minute song on an RTX 3090"
-        # (the 2B turbo) scaled by the XL's 2.6x larger DiT; MPS: a guess, until calibrated.
+        # Units: DiT passes over one latent (see ATTENTION_LATENTS). CPU, measured in float32: 14 ms a unit; the
+        # fixed part is the Qwen3 text encoder (120 tokens) and the condition encoder (300 lyric tokens, the 30 s
+        # timbre input), 34 s under load average 7-10, where the DiT ran 3.3x slower than on the quiet machine.
+        # CUDA: ACE-Step's published "under 10 s for a 4-minute song on an RTX 3090" (its 2B turbo) in these units,
+        # scaled by the XL's 2.6x larger DiT. MPS: a guess. The calibration replaces all of them after a run.
         speed={"cpu": SpeedPrior(8.0, 0.014), "cuda": SpeedPrior(2.0, 1e-4), "mps": SpeedPrior(5.0, 1e-3)},
         unit="latent step", max_prompt_chars=512,  # ACE-Step's caption limit (acestep/inference.py)
         description="Songs with sung lyrics in 50 languages, up to 10 minutes, 48 kHz stereo; repaints part of a "
@@ -216,7 +223,7 @@ def seconds(request: Request | Mapping[str, Any]) -> float:
 
 
 def latents(request: Request) -> int:
-    """Latents the DiT denoises: a clip is padded to whole latents, Duration rounded up (L927)."""
+    """Latents the DiT denoises: a clip is padded to whole latents, Duration rounded up (L1031)."""
     return math.ceil(seconds(request) * SAMPLE_RATE / HOP - 1e-9)
 
 
@@ -228,13 +235,13 @@ def repaint_range(values: Mapping[str, Any]) -> tuple[float, float]:
 
 
 def lyric_text(lyrics: str, language: str) -> str:
-    """The lyric section as the text encoder reads it (_format_prompt L392)."""
+    """The lyric section as the text encoder reads it (_format_prompt L397)."""
     return f"# Languages\n{language}\n\n# Lyric\n{lyrics or INSTRUMENTAL}<|endoftext|>"
 
 
 def prompt_text(prompt: str, task: str, bpm: int | None, key: str | None, time_signature: str | None,
                 duration: float) -> str:
-    """The prompt as the text encoder reads it: instruction, caption and metadata (L331-345, L389)."""
+    """The prompt as the text encoder reads it: instruction, caption and metadata (L336-345, L393)."""
     metas = (f"- bpm: {bpm if bpm else 'N/A'}\n- timesignature: {time_signature or 'N/A'}\n"
              f"- keyscale: {key or 'N/A'}\n- duration: {int(duration)} seconds\n")
     return SFT_GEN_PROMPT.format(INSTRUCTIONS[task], prompt, metas)
@@ -358,13 +365,13 @@ def _config(spec: ModelSpec, folder: str, published: Mapping[str, Any]) -> dict:
 
 
 def _guided(spec: ModelSpec, request: Request) -> bool:
-    """Whether the pipeline runs guidance (a doubled batch): never for a turbo checkpoint (L188-192, L862-864)."""
+    """Whether the pipeline runs guidance (a doubled batch): never for a turbo checkpoint (L215-218, L943-945)."""
     turbo = _config(spec, "transformer", {"is_turbo": True}).get("is_turbo", False)
     return not turbo and request.params.get("guidance_scale", 1.0) > 1.0
 
 
 def _passes(spec: ModelSpec, request: Request) -> int:
-    """DiT passes per step: 2 with guidance (one doubled batch), 2 for a cover below strength 1 (L1214-1228)."""
+    """DiT passes per step: 2 with guidance (one doubled batch), 2 for a cover below strength 1 (L1074, L1219-1231)."""
     cover_blend = request.get(MODE) == "cover" and request.get("cover_strength") < 1.0
     return 2 if _guided(spec, request) or cover_blend else 1
 
@@ -386,10 +393,10 @@ def _encoded_latents(clip_seconds: float) -> float:
 
 
 def work_units(spec: ModelSpec, request: Request) -> float:
-    """Steps x passes x (latents + latents^2 / ATTENTION_LATENTS), then the VAE: the clip and the timbre reference
-    encoded, the result decoded (tiled), each latent at DECODE_UNITS / ENCODE_UNITS."""
+    """Steps x passes x (STEP_LATENTS + latents + latents^2 / ATTENTION_LATENTS), then the VAE: the clip and the
+    timbre reference encoded, the result decoded (by tiles), each latent at ENCODE_UNITS / DECODE_UNITS."""
     length = latents(request)
-    denoise = request.get("steps") * _passes(spec, request) * (length + length**2 / ATTENTION_LATENTS)
+    denoise = request.get("steps") * _passes(spec, request) * (STEP_LATENTS + length + length**2 / ATTENTION_LATENTS)
     encode = 0.0
     if request.get(MODE) in CLIP_MODES:
         encode += _encoded_latents(request.get("audio").seconds)
@@ -470,7 +477,7 @@ class AceStepModel(DiffusersPipelineModel):
         if mode == "repaint":
             start, end = repaint_range(request.params)
             arguments["repainting_start"] = start
-            # The clip's end as None: the pipeline then repaints to the last (padded) latent (L744-747).
+            # The clip's end as None: the pipeline then repaints to the last (padded) latent (L765-768).
             arguments["repainting_end"] = None if request.get("repaint_end") == -1 else end
         if mode == "cover":
             arguments["audio_cover_strength"] = request.get("cover_strength")
@@ -516,7 +523,7 @@ class AceStepModel(DiffusersPipelineModel):
 
 
 def repainted_latents(per_second: float, length: int, start: float, end: float | None) -> tuple[int, int]:
-    """The latents the pipeline repaints for a range in seconds, as _build_chunk_mask computes them (L741-749)."""
+    """The latents the pipeline repaints for a range in seconds, as _build_chunk_mask computes them (L762-775)."""
     first = max(0, min(int(start * per_second), length - 1))
     last = int(end * per_second) if end is not None and end > 0 else length
     return first, max(first + 1, min(last, length))
@@ -540,7 +547,7 @@ def keep_outside(clip: np.ndarray, generated: np.ndarray, first: int, last: int,
 
 
 def loudest_at(samples: np.ndarray, peak_db: float) -> np.ndarray:
-    """Scaled to a peak of `peak_db` dBFS, as the pipeline leaves its output (L1262-1271: a peak over 1 divided
+    """Scaled to a peak of `peak_db` dBFS, as the pipeline leaves its output (L1276-1285: a peak over 1 divided
     down, then every clip brought to -1 dBFS, "matching" ACE-Step's own normalize_audio)."""
     peak = float(np.abs(samples).max()) if samples.size else 0.0
     return samples * np.float32(10.0 ** (peak_db / 20.0) / max(peak, 1e-6))
@@ -551,7 +558,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> AceStepModel:
 
     pipe = AceStepPipeline.from_pretrained(spec.repo_id, dtype=torch_dtype(dtype), **SAFE_LOAD)
     check_tokenizer(spec, pipe.tokenizer, "tokenizer/", pipe.text_encoder.config.vocab_size)
-    # The pipeline's comment says decode tiling is "enabled on pipeline init" (L1255-1257); in 0.42.1 nothing enables
+    # The pipeline's comment says decode tiling is "enabled on pipeline init" (L1266-1267); in 0.42.1 nothing enables
     # it, and one pass over a 4-minute song would hold about 18 GB of bfloat16 activations. Tiles keep it bounded.
     pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)

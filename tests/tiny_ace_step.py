@@ -24,9 +24,9 @@ What is kept from the real repo (the values product code or the pipeline read):
   token counts of lyrics behave like the real one's (every byte is in the alphabet: no text is dropped).
 
 Only the widths and depths are tiny (4 latent channels instead of 64; the VAE's channel multiples [1, 1, 2, 2, 4]
-instead of [1, 2, 4, 8, 16], which decodes 10 s of 48 kHz audio in about 0.3 s on one core). The VAE's convolutions are redrawn by
-``tiny_diffusers._working_oobleck`` so that encoded clips and decoded latents carry their structure (a random
-Oobleck otherwise outputs its biases). Seeded: two builds give byte-identical files.
+instead of [1, 2, 4, 8, 16], which decodes 10 s of 48 kHz audio in about 0.3 s on one core). The VAE's convolutions
+are redrawn by ``tiny_diffusers._working_oobleck`` so that encoded clips and decoded latents carry their structure
+(a random Oobleck otherwise outputs its biases). Seeded: two builds give byte-identical files.
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ def build_ace_step(dst: Path, *, seed: int = 1515) -> None:
     assert vae.hop_length == ACE_STEP_HOP
     pipe = AceStepPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer,
-        condition_encoder=condition_encoder, scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),
+        condition_encoder=condition_encoder,
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),
         audio_tokenizer=audio_tokenizer, audio_token_detokenizer=audio_token_detokenizer,
     )
     _save_model(pipe, dst)  # DiffusionPipeline.save_pretrained(dst, safe_serialization=True), as the converter does
