@@ -208,7 +208,7 @@ def catalog_rows(catalog) -> list[dict]:
     Sizes come from the sizer (studio.sizer), as for a plan: what "auto" picks on a GPU and on a CPU, the weights in that
     precision (exact when downloaded, else from the parameter count) plus working memory.
     """
-    from studio.catalog import fold_languages, format_parameters
+    from studio.catalog import CPU_NATIVE_BF16, fold_languages, format_parameters
     from studio.settings import format_bytes
     from studio.sizer import Sizer
 
@@ -218,6 +218,15 @@ def catalog_rows(catalog) -> list[dict]:
     def need(spec, request, kind: str) -> str:
         sizes = sizer.sizes(spec, request, kind)
         return f"{format_bytes(sizes.weights + sizes.working)} ({short[sizes.dtype]})"
+
+    def cpu_need(spec, request) -> str:
+        """The CPU's figure; both where auto's pick depends on the CPU (so the table is the same on every machine)."""
+        preferred = catalog.family(spec).preferred_dtypes
+        if CPU_NATIVE_BF16 not in preferred:
+            return need(spec, request, "cpu")
+        plain, native = (catalog.make_request(spec.repo_id, "example", seed=0, params={"precision": dtype})
+                         for dtype in (preferred.get("cpu", "float32"), preferred[CPU_NATIVE_BF16]))
+        return f"{need(spec, plain, 'cpu')}; {need(spec, native, 'cpu')} with native bf16"
 
     rows = []
     for stem, specs in fold_languages(catalog):
@@ -232,7 +241,7 @@ def catalog_rows(catalog) -> list[dict]:
         rows.append({
             "repo": repo, "label": label, "tasks": ", ".join(spec.tasks),
             "params": format_parameters(spec.parameters, billions=False),
-            "gpu": need(spec, request, "cuda"), "cpu": need(spec, request, "cpu"),
+            "gpu": need(spec, request, "cuda"), "cpu": cpu_need(spec, request),
             "rate": f"{spec.sample_rate / 1000:g} kHz"
             + (" stereo" if spec.channels == 2 else ""), "license": spec.license,
         })

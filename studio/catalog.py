@@ -19,6 +19,8 @@ TASK_LABELS = {"music": "Music", "speech": "Speech", "sfx": "Sound effects"}
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 PRECISIONS = ("float32", "float16", "bfloat16", "int8")
 AUTO = "auto"
+# A family's preferred_dtypes key for a CPU that computes bfloat16 natively (studio.device.cpu_has_native_bf16)
+CPU_NATIVE_BF16 = "cpu+bf16"
 MODE = "mode"  # the setting that picks what a model does (song, repaint, cover, vary, inpaint, ...)
 PRECISION_HELP = (
     "How the weights are stored and computed. auto picks the fastest that keeps quality on this machine "

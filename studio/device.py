@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -14,6 +15,28 @@ from studio.errors import InvalidInput
 from studio.settings import Settings, format_bytes
 
 log = logging.getLogger(__name__)
+
+
+# CPU flags that mean bfloat16 matrix products run natively (AVX-512 BF16, AMX); without them torch emulates
+# bfloat16 in float32, which is slower than float32 itself.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them in /proc/cpuinfo; empty where there is no such file."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    return bool(NATIVE_BF16_FLAGS & cpu_flags())  # cpu_flags looked up at call time: tests replace it
 
 
 @dataclass

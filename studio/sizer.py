@@ -7,7 +7,8 @@ from the catalog's parameter count.
 
 from __future__ import annotations
 
-from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
+from studio.catalog import AUTO, CPU_NATIVE_BF16, DTYPE_BYTES, Catalog, ModelSpec, Request
+from studio import device
 from studio.estimate import Calibration
 from studio.planner import Sizes
 from studio.weights import float_bytes, planned_weight_bytes
@@ -22,7 +23,10 @@ class Sizer:
         """The precision a run uses: the one asked for, or what "auto" picks for the hardware doing the work."""
         if precision != AUTO:
             return precision
-        return self.catalog.family(spec).preferred_dtypes.get(compute_kind, "float32")
+        preferred = self.catalog.family(spec).preferred_dtypes
+        if compute_kind == "cpu" and CPU_NATIVE_BF16 in preferred and device.cpu_has_native_bf16():
+            return preferred[CPU_NATIVE_BF16]
+        return preferred.get(compute_kind, "float32")
 
     def sizes(self, spec: ModelSpec, request: Request, compute_kind: str, *,
               loaded: tuple[str, int] | None = None) -> Sizes:

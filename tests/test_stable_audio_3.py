@@ -34,7 +34,8 @@ def _snapshot(hf_home, repo_id):
 
 
 def _request(studio, mode="generate", seed=7, prompt="rain on a tin roof", repo=SA3_MEDIUM, **params):
-    settings = {"mode": mode, "steps": 3, **params}
+    # float32: the comparisons below are exact; auto picks bfloat16 on a CPU with native bfloat16 (tested below).
+    settings = {"mode": mode, "steps": 3, "precision": "float32", **params}
     if mode == "generate":
         settings.setdefault("duration", 2.0)
     return studio.request("music", repo, prompt, seed=seed, params=settings)
@@ -369,3 +370,25 @@ def test_cli_generates_20_s_offline_converting_on_first_use(tiny_cache, first, t
     assert meta["model"] == SA3_MEDIUM and meta["settings"]["steps"] == 8 and meta["settings"]["mode"] == "generate"
     assert sa3_convert.converted(SA3_MEDIUM) is not None  # converted by this run, on first use
     assert time.monotonic() - started < 120
+
+
+def test_auto_picks_bfloat16_on_a_cpu_that_computes_it_natively_and_float32_elsewhere(studio, monkeypatch):
+    from studio import device
+
+    spec = studio.catalog.get(SA3_MEDIUM)
+    sizer = studio.manager.sizer
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert sizer.dtype(spec, "cpu") == "bfloat16"
+    assert sizer.dtype(spec, "cuda") == "float16"
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert sizer.dtype(spec, "cpu") == "float32"
+    assert sizer.dtype(spec, "cpu", "bfloat16") == "bfloat16"  # a user's choice always wins
+
+
+def test_a_bfloat16_run_on_the_cpu_gives_finite_audio_of_the_length(studio, first):
+    request = _request(studio, precision="bfloat16", duration=1.0)
+    result = _run(studio, request)
+    assert result.dtype == "bfloat16"
+    samples = np.asarray(result.audio.samples)
+    assert samples.dtype == np.float32 and samples.shape == (2, RATE)
+    assert np.isfinite(samples).all() and float(np.abs(samples).max()) > 0
