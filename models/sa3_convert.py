@@ -44,6 +44,8 @@ from studio.catalog import Preparation
 from studio.errors import ModelUnavailable
 from studio.weights import cached_snapshot, read_header, repair_hint, studio_cache
 
+from models.common import SAFE_LOAD
+
 log = logging.getLogger(__name__)
 
 STAGE = "converting, once"
@@ -644,7 +646,7 @@ def _convert_text_encoder(repo_id: str, source: Path, config: dict, out: Path, p
     import torch
     from transformers import AutoConfig, AutoTokenizer, T5GemmaEncoderModel
 
-    te_config = AutoConfig.from_pretrained(str(source))
+    te_config = AutoConfig.from_pretrained(str(source), **SAFE_LOAD)
     te_config.is_encoder_decoder = False
     with torch.device("meta"):
         model = T5GemmaEncoderModel(te_config)
@@ -670,7 +672,7 @@ def _convert_text_encoder(repo_id: str, source: Path, config: dict, out: Path, p
         _write(path, plan, {}, folder, stem, progress)
     if len(plan_by_file) > 1 or any(folder.glob("*.index.json")):
         _write_joint_index(folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    tokenizer = AutoTokenizer.from_pretrained(str(source), **SAFE_LOAD)
     tokenizer.model_max_length = int(_conditioner(config, "prompt").get("max_length", 256))
     tokenizer.save_pretrained(out / "tokenizer")
     return type(tokenizer).__name__
