@@ -24,7 +24,7 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, component_bytes
 
-from models.common import (SAFE_LOAD, DiffusersPipelineModel, check_tokenizer, seed_everything, step_end_callback,
+from models.common import (SAFE_LOAD, DiffusersPipelineModel, check_tokenizer, quantize_int8, seed_everything, step_end_callback,
                            torch_dtype)
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,10 @@ SPECS = (
         # timbre input), 34 s under load average 7-10, where the DiT ran 3.3x slower than on the quiet machine.
         # CUDA: ACE-Step's published "under 10 s for a 4-minute song on an RTX 3090" (its 2B turbo) in these units,
         # scaled by the XL's 2.6x larger DiT. MPS: a guess. The calibration replaces all of them after a run.
-        speed={"cpu": SpeedPrior(8.0, 0.014), "cuda": SpeedPrior(2.0, 1e-4), "mps": SpeedPrior(5.0, 1e-3)},
+        # CPU int8 (the default there): the DiT's units 4.1x faster (music-dit bench), the VAE's not; at the default
+        # 30 s song the DiT is 71 % of the units, so a unit costs about 0.46 of float32's on average.
+        speed={"cpu": SpeedPrior(8.0, 0.014), "cpu/int8": SpeedPrior(8.0, 0.0065), "cuda": SpeedPrior(2.0, 1e-4),
+               "mps": SpeedPrior(5.0, 1e-3)},
         unit="latent step", max_prompt_chars=512,  # ACE-Step's caption limit (acestep/inference.py)
         description="Songs with sung lyrics in 50 languages, up to 10 minutes, 48 kHz stereo; repaints part of a "
         "clip or covers it in another style.",
@@ -435,6 +438,11 @@ def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     return int(max(denoise, lyrics, decode, encode) + 64 * 1024**2)
 
 
+# With int8 (CPU): the DiT's matrices are 8-bit; the encoders, the audio tokenizers and the VAE stay float32 (the
+# DiT is 72 % of the parameters and nearly all of a step's time).
+INT8_PARTS = ("transformer",)
+
+
 def components(spec: ModelSpec, dtype_bytes: int) -> dict[str, int]:
     sizes = component_bytes(spec.repo_id, dtype_bytes)
     if sizes:
@@ -556,7 +564,15 @@ def loudest_at(samples: np.ndarray, peak_db: float) -> np.ndarray:
 def load(spec: ModelSpec, torch_device: str, dtype: str) -> AceStepModel:
     from diffusers import AceStepPipeline
 
-    pipe = AceStepPipeline.from_pretrained(spec.repo_id, dtype=torch_dtype(dtype), **SAFE_LOAD)
+    import torch
+
+    int8 = dtype == "int8"
+    if int8 and torch.device(torch_device).type != "cpu":
+        raise InvalidInput(f"precision int8 runs {spec.label} on the CPU only; on {torch_device} choose bfloat16")
+    # int8: loaded in float32, then the DiT's Linear layers become dynamic int8 (activations stay float32).
+    pipe = AceStepPipeline.from_pretrained(spec.repo_id, dtype=torch_dtype("float32" if int8 else dtype), **SAFE_LOAD)
+    if int8:
+        quantize_int8(pipe, INT8_PARTS)
     check_tokenizer(spec, pipe.tokenizer, "tokenizer/", pipe.text_encoder.config.vocab_size)
     # The pipeline's comment says decode tiling is "enabled on pipeline init" (L1266-1267); in 0.42.1 nothing enables
     # it, and one pass over a 4-minute song would hold about 18 GB of bfloat16 activations. Tiles keep it bounded.
@@ -569,9 +585,11 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> AceStepModel:
 FAMILY = Family(
     name="ace_step", load=load, work_units=work_units, working_bytes=working_bytes, components=components,
     # Trained and published in bfloat16 (diffusers' docs load it so); float16's narrower range is not what it was
-    # trained in. The CPU computes in float32 until the benchmark shows otherwise.
-    preferred_dtypes={"cuda": "bfloat16", "mps": "bfloat16", "cpu": "float32"},
-    precisions=("float32", "float16", "bfloat16"),
+    # trained in. On a CPU the DiT in int8: a step of the realistic-size XL DiT ran 4.1-4.7x faster than float32 at
+    # 0.5 % one-step error, 52.9 dB waveform SNR after a whole 8-step run, weights 16.7 -> 4.2 GB; bfloat16 was only
+    # 2.7-2.9x and less exact (39.7 dB) (docs/benchmarks.md, music-dit, 2-core AMD EPYC with avx512_bf16).
+    preferred_dtypes={"cuda": "bfloat16", "mps": "bfloat16", "cpu": "int8"},
+    precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     libraries=("torch", "transformers", "diffusers"),
     files=(("tokenizer/tokenizer.json",),),  # the Qwen tokenizer
     check=check, describe=describe,

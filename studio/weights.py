@@ -163,12 +163,15 @@ def safetensors_bytes(snapshot: Path, dtype_bytes: int, int8_parts: tuple[str, .
         return None
     total = 0
     for path in files:
+        # A tensor's part: a diffusers component's folder (transformer/...), else its name's first segment.
+        folder = path.parent.name if path.parent != snapshot else None
         for name, entry in read_header(path).items():
             numel = 1
             for dim in entry["shape"]:
                 numel *= int(dim)
             size = dtype_bytes if entry["dtype"] in _FLOAT_DTYPES else _DTYPE_SIZES.get(entry["dtype"], 4)
-            if int8_parts and name.split(".", 1)[0] in int8_parts and int8_tensor(name, entry["shape"]):
+            part = folder or name.split(".", 1)[0]
+            if int8_parts and part in int8_parts and int8_tensor(name, entry["shape"]):
                 total += numel + 4 * int(entry["shape"][0])
                 continue
             total += numel * size

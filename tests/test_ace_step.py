@@ -317,3 +317,38 @@ def test_lyrics_over_the_limit_are_refused_with_the_count(catalog, tiny_cache):
     message = _refused(catalog, lyrics=words)
     assert f"{count:,} tokens" in message and "at most 2,048" in message and "shorten them" in message
     assert catalog.make_request(ACE, "x", seed=1, params={"lyrics": words[:2000]})  # within the limit
+
+
+def test_auto_runs_the_dit_in_int8_on_the_cpu_and_the_plan_counts_its_bytes(studio, song):
+    """The DiT's Linear layers are dynamic int8 (the music-dit bench: 4.1-4.7x a step at 0.5 % error); the encoders
+    and the VAE stay float32; the plan's weight bytes from the headers are the loaded ones."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    result, _ = song
+    assert result.dtype == "int8"
+    with studio.manager.acquire(_song(studio)) as lease:
+        pipe = lease.model.pipe
+        quantized = [m for m in pipe.transformer.modules() if isinstance(m, DynamicLinear)]
+        assert quantized and not any(isinstance(m, DynamicLinear) for m in pipe.vae.modules())
+        assert not any(isinstance(m, DynamicLinear) for m in pipe.text_encoder.modules())
+        from studio.weights import module_bytes
+
+        loaded = module_bytes(lease.model.modules())
+    from studio.weights import planned_weight_bytes
+
+    spec = studio.catalog.get(ACE)
+    planned = planned_weight_bytes(spec, "int8", 4, studio.catalog.family(spec).int8_parts)
+    assert planned == pytest.approx(loaded, rel=0.05)
+    assert planned < planned_weight_bytes(spec, "float32", 4)
+
+
+def test_before_the_files_are_here_int8_counts_the_dit_at_a_byte_a_parameter(catalog, monkeypatch):
+    import studio.sizer as sizer_module
+    from models import ace_step
+
+    monkeypatch.setattr(sizer_module, "downloaded", lambda repo: False)
+    monkeypatch.setattr(ace_step, "component_bytes", lambda repo, dtype_bytes: {})
+    planned = sizer_module.Sizer(catalog).weights(catalog.get(ACE), "int8", "cpu")
+    published = ace_step.PUBLISHED
+    dit = published["transformer"]
+    assert planned == dit + 4 * (sum(published.values()) - dit)
