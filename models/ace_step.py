@@ -24,8 +24,8 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, component_bytes
 
-from models.common import (SAFE_LOAD, DiffusersPipelineModel, check_tokenizer, quantize_int8, seed_everything, step_end_callback,
-                           torch_dtype)
+from models.common import (SAFE_LOAD, DiffusersPipelineModel, check_tokenizer, keep_outside, quantize_int8,
+                           seed_everything, step_end_callback, torch_dtype)
 
 log = logging.getLogger(__name__)
 
@@ -535,23 +535,6 @@ def repainted_latents(per_second: float, length: int, start: float, end: float |
     first = max(0, min(int(start * per_second), length - 1))
     last = int(end * per_second) if end is not None and end > 0 else length
     return first, max(first + 1, min(last, length))
-
-
-def keep_outside(clip: np.ndarray, generated: np.ndarray, first: int, last: int, fade: int) -> np.ndarray:
-    """`clip` with samples first..last taken from `generated`, crossfading over `fade` samples inside the range
-    (shortened to a quarter of the range): outside it, the clip is untouched."""
-    out = clip.copy()
-    out[:, first:last] = generated[:, first:last]
-    fade = min(fade, (last - first) // 4)
-    if fade > 0:
-        ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
-        if first > 0:
-            window = slice(first, first + fade)
-            out[:, window] = clip[:, window] * (1 - ramp) + generated[:, window] * ramp
-        if last < clip.shape[1]:
-            window = slice(last - fade, last)
-            out[:, window] = generated[:, window] * (1 - ramp) + clip[:, window] * ramp
-    return out
 
 
 def loudest_at(samples: np.ndarray, peak_db: float) -> np.ndarray:

@@ -251,6 +251,27 @@ def step_callback(ctx: RunContext, steps: int):
     return callback
 
 
+def keep_outside(clip, generated, first: int, last: int, fade: int):
+    """`clip` (channels, samples) with samples first..last taken from `generated`, joined by raised-cosine fades of
+    `fade` samples (at most a quarter of the range) just inside the range where it meets the clip; outside the
+    range the clip is untouched, sample for sample. Repainting and inpainting pipelines regenerate every latent and
+    keep the rest only as well as their model follows its condition: the studio keeps it."""
+    import numpy as np
+
+    out = clip.astype(np.float32, copy=True)
+    out[:, first:last] = generated[:, first:last]
+    fade = min(fade, (last - first) // 4)
+    if fade > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(fade) + 0.5) / fade)).astype(np.float32)
+        if first > 0:
+            window = slice(first, first + fade)
+            out[:, window] = clip[:, window] * (1 - ramp) + generated[:, window] * ramp
+        if last < clip.shape[1]:
+            window = slice(last - fade, last)
+            out[:, window] = generated[:, window] * ramp[::-1] + clip[:, window] * (1 - ramp[::-1])
+    return out
+
+
 def step_end_callback(ctx: RunContext, steps: int):
     """The same, as diffusers' newer `callback_on_step_end(pipe, step, timestep, callback_kwargs)` wants it.
 

@@ -18,8 +18,8 @@ from studio.run import Audio, RunContext
 from studio.weights import component_bytes, folder_component_bytes
 
 from models import sa3_convert
-from models.common import SAFE_LOAD, DiffusersPipelineModel, check_tokenizer, seed_everything, step_end_callback, \
-    torch_dtype
+from models.common import (SAFE_LOAD, DiffusersPipelineModel, check_tokenizer, keep_outside, seed_everything,
+                           step_end_callback, torch_dtype)
 
 log = logging.getLogger(__name__)
 
@@ -357,18 +357,11 @@ class StableAudio3Model(DiffusersPipelineModel):
 
 
 def splice(original: np.ndarray, repainted: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
-    """The clip outside start-end exactly, the repainted audio inside, joined by raised-cosine fades just inside the
-    range. The pipeline keeps the rest only as well as the model follows its inpainting condition (it starts from
-    noise everywhere and decodes every latent; pipeline_stable_audio_3_inpaint.py step 7): the studio keeps it."""
-    out = original.astype(np.float32, copy=True)
-    a, b = round(start_s * SAMPLE_RATE), min(round(end_s * SAMPLE_RATE), out.shape[1])
-    fade = max(1, min(round(CROSSFADE_S * SAMPLE_RATE), (b - a) // 4))
-    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(fade, dtype=np.float64) + 0.5) / fade)
-    weight = np.ones(b - a)
-    weight[:fade] = ramp
-    weight[b - a - fade:] = np.minimum(weight[b - a - fade:], ramp[::-1])
-    out[:, a:b] = (weight * repainted[:, a:b] + (1 - weight) * original[:, a:b]).astype(np.float32)
-    return out
+    """The clip outside start-end exactly, the repainted audio inside (models.common.keep_outside). The pipeline keeps
+    the rest only as well as the model follows its inpainting condition (it starts from noise everywhere and
+    decodes every latent; pipeline_stable_audio_3_inpaint.py step 7): the studio keeps it."""
+    first, last = round(start_s * SAMPLE_RATE), min(round(end_s * SAMPLE_RATE), original.shape[1])
+    return keep_outside(original, repainted, first, last, round(CROSSFADE_S * SAMPLE_RATE))
 
 
 # ------------------------------------------------------------------------------------------------ the autoencoder

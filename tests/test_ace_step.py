@@ -352,3 +352,20 @@ def test_before_the_files_are_here_int8_counts_the_dit_at_a_byte_a_parameter(cat
     published = ace_step.PUBLISHED
     dit = published["transformer"]
     assert planned == dit + 4 * (sum(published.values()) - dit)
+
+
+def test_keep_outside_leaves_the_clip_outside_the_range_and_fades_inside_it():
+    """The join both repaint (ACE-Step) and inpaint (Stable Audio 3) use: exact outside, raised-cosine inside."""
+    from models.common import keep_outside
+
+    clip, new = np.zeros((2, 1000), np.float32), np.ones((2, 1000), np.float32)
+    out = keep_outside(clip, new, 200, 600, fade=40)
+    assert (out[:, :200] == 0).all() and (out[:, 600:] == 0).all()
+    assert (out[:, 240:560] == 1).all()
+    rise, fall = out[0, 200:240], out[0, 560:600]
+    assert (np.diff(rise) > 0).all() and (np.diff(fall) < 0).all() and 0 < rise[0] < 0.01
+    np.testing.assert_allclose(rise, fall[::-1], atol=1e-6)
+    whole = keep_outside(clip, new, 0, 1000, fade=40)  # a range from the clip's start to its end: no fades
+    assert (whole == 1).all()
+    short = keep_outside(clip, new, 500, 508, fade=40)  # the fade shortens to a quarter of the range
+    assert short[0, 502:506].tolist() == [1, 1, 1, 1] and 0 < short[0, 500] < 1
