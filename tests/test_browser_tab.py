@@ -194,6 +194,14 @@ def test_generate_stays_put_and_labels_stay_the_same_while_the_page_loads(server
     page.goto(url)
     generate = page.locator("#music-generate")
     generate.wait_for()
+    # Measured once gradio has mounted the tab (Generate and Cancel laid out side by side): in the first frames
+    # gradio itself is still placing its components, which is not the estimate moving Generate.
+    page.wait_for_function("""() => {
+        const g = document.querySelector('#music-generate'), c = document.querySelector('#music-cancel');
+        if (!g || !c) return false;
+        const a = g.getBoundingClientRect(), b = c.getBoundingClientRect();
+        return b.width > 0 && Math.abs(a.top - b.top) < 1 && a.right <= b.left;
+    }""")
     before = generate.bounding_box()
     labels_before = _options(page, "#music-model")
     _expect_text(page.locator("#music-estimate"), r"about .* · needs")
