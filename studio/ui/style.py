@@ -33,6 +33,10 @@ CSS = """
 .studio-settings-row:not(:has(> .studio-settings .block)) > .form { flex-grow: 0 !important; }  /* :has in :has is void */
 
 /* ---- estimate ---- */
+/* Its block keeps the figure's height from the first frame: the HTML's own min-height applies only once gradio has
+   rendered its content, and the estimate's first event (on page load) can be pending before that, which left the
+   block 56 px high for a moment and moved Generate 9 px when the figure came. ESTIMATE_MIN_HEIGHT in tab.py. */
+.studio-estimate-block { min-height: 112px; }
 .studio-estimate { border: 1px solid var(--border-color-primary); border-left: 4px solid var(--color-accent);
   border-radius: var(--radius-md); padding: 8px 12px; background: var(--block-background-fill);
   font-size: var(--text-md); line-height: 1.45; overflow-wrap: anywhere; }

@@ -59,7 +59,7 @@ EXAMPLES = {
 AS_SENT = {**LIGHT, "preprocess": False}
 # The estimate's box keeps this height from the start (a two-line figure with its meter), so Generate below it
 # does not move when the figure arrives or changes.
-ESTIMATE_MIN_HEIGHT = 112  # a two-line figure measured 103 px in Chromium (96 let Generate jump 7 px)
+ESTIMATE_MIN_HEIGHT = 112  # a two-line figure measured 103 px in Chromium (96 let Generate jump 7 px); style.py too
 ESTIMATE_PENDING = "Working out memory and time…"
 # The result's action buttons: two a line in the result column, whether 330 px (a phone) or 430 px (1280 px wide).
 ACTION_MIN_WIDTH = 150
@@ -222,7 +222,8 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
         with gr.Column(scale=10, min_width=340):
             # Filled on page load (building the page asks the device nothing); its height is kept from the start.
             estimate = gr.HTML(estimate_html(None, problem=ESTIMATE_PENDING), min_height=ESTIMATE_MIN_HEIGHT,
-                               elem_id=f"{task}-estimate", apply_default_css=False)
+                               elem_id=f"{task}-estimate", elem_classes="studio-estimate-block",
+                               apply_default_css=False)
             with gr.Row(equal_height=True):
                 generate = gr.Button("Generate", variant="primary", scale=4, elem_id=f"{task}-generate")
                 # Enabled only while a run of this tab (in this browser tab) waits or works.
