@@ -11,7 +11,7 @@ from studio.catalog import AUTO, CPU_NATIVE_BF16, DTYPE_BYTES, Catalog, ModelSpe
 from studio import device
 from studio.estimate import Calibration
 from studio.planner import Sizes
-from studio.weights import downloaded, float_bytes, planned_weight_bytes
+from studio.weights import float_bytes, planned_weight_bytes
 
 
 class Sizer:
@@ -56,13 +56,9 @@ class Sizer:
         if measured is not None:
             return measured
         family = self.catalog.family(spec)
-        floating = float_bytes(dtype, compute_kind)
-        if dtype == "int8" and family.components is not None and not downloaded(spec.repo_id):
-            # A pipeline of parts before its files are here: its int8 parts at a byte a parameter, the rest floating
-            # (components at one byte a parameter are the parts' parameter counts).
-            counts = family.components(spec, 1)
-            return sum(count * (1 if name in family.int8_parts else floating) for name, count in counts.items())
-        return planned_weight_bytes(spec, dtype, floating, family.int8_parts)
+        # A pipeline of parts: components at one byte a parameter are the parts' parameter counts.
+        counts = (lambda: family.components(spec, 1)) if family.components is not None else None
+        return planned_weight_bytes(spec, dtype, float_bytes(dtype, compute_kind), family.int8_parts, counts)
 
 
 def preparation_peak(family, spec: ModelSpec) -> int:

@@ -183,7 +183,7 @@ def test_the_xl_plan_says_before_the_run_that_a_12_gb_gpu_needs_offload(make_stu
     monkeypatch.setattr(ace, "component_bytes", lambda repo_id, dtype_bytes: {})
     monkeypatch.setattr(ace, "cached_json", lambda repo_id, filename="config.json": None)
     monkeypatch.setattr(studio.sizer, "planned_weight_bytes",
-                        lambda spec, dtype, floating, int8_parts=(): spec.weight_bytes(dtype))
+                        lambda spec, dtype, floating, int8_parts=(), part_counts=None: spec.weight_bytes(dtype))
     probe = make_studio(12 * GB, host_capacity=64 * GB)
     request = probe.request("music", ACE, "upbeat synth-pop", seed=1, params={"precision": "bfloat16"})
     estimate = probe.estimate(request)
@@ -345,8 +345,9 @@ def test_auto_runs_the_dit_in_int8_on_the_cpu_and_the_plan_counts_its_bytes(stud
 def test_before_the_files_are_here_int8_counts_the_dit_at_a_byte_a_parameter(catalog, monkeypatch):
     import studio.sizer as sizer_module
     from models import ace_step
+    from studio import weights
 
-    monkeypatch.setattr(sizer_module, "downloaded", lambda repo: False)
+    monkeypatch.setattr(weights, "cached_weight_bytes", lambda *args: None)  # the files are not here yet
     monkeypatch.setattr(ace_step, "component_bytes", lambda repo, dtype_bytes: {})
     planned = sizer_module.Sizer(catalog).weights(catalog.get(ACE), "int8", "cpu")
     published = ace_step.PUBLISHED
