@@ -43,6 +43,10 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
         if d is not None and (d.get("dtype") != "float32" or name in AUTOREGRESSIVE):
             rows.append((f"{name}: studio's default on this machine ({d['dtype']}) vs reference float32",
                          _x(d["ratio"]), d["target"], _met(d["met"]), when))
+        same = m.get("compare_default_same")
+        if same is not None:
+            rows.append((f"{name}: studio's default ({same['dtype']}) vs the pipeline alone over the same "
+                         f"{same['dtype']} modules", _x(same["ratio"]), same["target"], _met(same["met"]), when))
         w = m.get("weights_reduction")
         if w is not None and w.get("met") is not None:
             rows.append((f"{name}: weight memory float32 / {w['dtype']}", _x(w["ratio"]), w["target"],
@@ -172,8 +176,10 @@ def render(results: dict) -> str:
           "calibration run, so their error shows how well `PROMPT_FRAME_COST` counts a prompt.\n")
 
     w("### The studio's default on this machine\n")
-    w("What a user gets without touching Precision: `auto` picks per model and hardware (on this CPU, int8 for "
-      "MusicGen and Bark, float32 for the rest). Same rounds as above, against the same float32 reference; the "
+    picks = ", ".join(f"{name} {e['compare_default']['dtype']}" for name, e in results.get("models", {}).items()
+                      if e.get("compare_default"))
+    w("What a user gets without touching Precision: `auto` picks per model and hardware (in this run: "
+      f"{picks}). Same rounds as above, against the same float32 reference; the "
       "audio difference is what the precision costs at the same seed (sampling diverges once one token "
       "differs, so for int8 it is the size of a different take, not of noise; the teacher-forced logit "
       "agreement is under Prototypes).\n")
@@ -192,6 +198,21 @@ def render(results: dict) -> str:
         w(f"| {name} | {d['dtype']} | {_s(d['reference']['median_s'])} | {_s(d['studio']['median_s'])} | "
           f"**{_x(d['ratio'])}** | {d['target']} | {_met(d['met'])} | {same} | {weights} | {wmet} |")
     w("")
+    same_rows = [(name, e["compare_default_same"]) for name, e in results.get("models", {}).items()
+                 if e.get("compare_default_same")]
+    if same_rows:
+        w("Where the reference is built from the studio's modules (the large diffusion models), a second reference "
+          "is built from the default studio's modules too: the pipeline class alone over the same int8 or bfloat16 "
+          "tensors, in the same rounds. The ratio is then the studio's own cost or gain at its default precision, "
+          "apart from what the precision gains.\n")
+        w("| model | precision | pipeline alone (median) | studio default (median) | ratio | target | | audio |")
+        w("|---|---|---|---|---|---|---|---|")
+        for name, d in same_rows:
+            audio = "identical" if d["same_output"] else (f"max diff {d['max_abs_difference']:.2g}"
+                                                          if d["max_abs_difference"] is not None else "–")
+            w(f"| {name} | {d['dtype']} | {_s(d['reference']['median_s'])} | {_s(d['studio']['median_s'])} | "
+              f"**{_x(d['ratio'])}** | {d['target']} | {_met(d['met'])} | {audio} |")
+        w("")
 
     w("## Estimate accuracy\n")
     w("Each model starts from a fresh calibration. Its first studio run (which also loads it) is the calibration "

@@ -108,13 +108,14 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
         return studio.request(None, case.repo, prompt or mode.prompt or case.prompt, seed=SEED,
                               params=with_clips(params, clips))
 
-    def reference(req, label: str = "reference") -> tuple[Any, dict]:
-        return _timed(lambda: ref["run"](req.prompt, as_paths(req.params), req.seed), label=label)
+    def reference(req, label: str = "reference", key: str = "run") -> tuple[Any, dict]:
+        return _timed(lambda: ref[key](req.prompt, as_paths(req.params), req.seed), label=label)
 
-    def borrow_from(source, req) -> None:
+    def borrow_from(source, req, key: str = "run") -> None:
         with source.manager.acquire(req) as lease:
             components = dict(lease.model.pipe.components)
-        ref["run"], ref["modules"] = LOADERS[case.family](case.repo, borrow=components)
+        ref[key], modules = LOADERS[case.family](case.repo, borrow=components)
+        ref.setdefault("modules", modules)
         out["reference_borrowed"] = True
 
     def studio_run(req, memory: bool = False, label: str = "studio") -> tuple[Any, dict]:
@@ -179,6 +180,11 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
     if borrow:  # from the float32 studio: the one holding the reference's precision
         borrow_from(studios["studio"], req)
         reference_warmup()
+        if "default" in studios:
+            # The pipeline alone over the default studio's modules (its int8 or bfloat16 DiT): what the studio's
+            # default costs over the library in the same precision, beside what it gains over float32.
+            borrow_from(studios["default"], default_req, key="run_default")
+            sides = (*sides, "reference_default")
     out["parameters"] = sum(p.numel() for m in ref["modules"] for p in m.parameters())
     times: dict[str, list[dict]] = {side: [] for side in sides}
     audio: dict[str, Any] = {}
@@ -187,9 +193,10 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
     skip = _clip_samples(req, rate)
     for slot in interleaved_order(mode.repeats, warmup=0, sides=sides):
         label = f"compare {slot.round + 1} {slot.side}"
-        if slot.side == "reference":
-            samples, rec = reference(req, label)
-            audio["reference"] = samples[..., skip:]
+        if slot.side in ("reference", "reference_default"):
+            samples, rec = (reference(req, label) if slot.side == "reference"
+                            else reference(default_req, label, key="run_default"))
+            audio[slot.side] = samples[..., skip:]
         else:
             runner_studio = studios[slot.side]
             one = req if slot.side == "studio" else default_req
@@ -207,6 +214,11 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
                                                   {"reference": audio["reference"], "studio": audio["default"]})
         out["compare_default"]["dtype"] = default_dtype
         out["compare_default"]["compared_after_s"] = out["compare"]["compared_after_s"]
+        if "reference_default" in times:
+            out["compare_default_same"] = _compare_summary(
+                default_req, {"reference": times["reference_default"], "studio": times["default"]},
+                {"reference": audio["reference_default"], "studio": audio["default"]})
+            out["compare_default_same"]["dtype"] = default_dtype
         studio32.manager.unload_all()
         del studios, studio32
     else:

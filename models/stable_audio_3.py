@@ -15,7 +15,7 @@ from studio.catalog import CPU_NATIVE_BF16, MODE, Family, ModelSpec, Param, Requ
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
-from studio.weights import component_bytes, folder_component_bytes
+from studio.weights import cached_json, component_bytes, folder_component_bytes
 
 from models import sa3_convert
 from models.common import (SAFE_LOAD, DiffusersPipelineModel, check_tokenizer, keep_outside, seed_everything,
@@ -208,9 +208,30 @@ AUTOENCODER_ATTENTION = 339
 AUTOENCODER_MARGIN = 12  # SAME-L: 12 layers, one latent either side each (estimates run before any load)
 
 
+PUBLISHED_DEPTH = 24  # medium's and medium-base's DiT layers, until a config is cached
+
+
 def _step_cost(latents: int) -> float:
     tokens = latents + MEMORY_TOKENS
     return tokens + CONTEXT_TOKENS + tokens * tokens / ATTENTION_TOKENS
+
+
+def _field(data: Any, *keys: str) -> Any:
+    """data[keys[0]][keys[1]]... of a JSON document, or None where a level is missing or not an object."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def dit_depth(spec: ModelSpec) -> int:
+    """The DiT's layers, from the cached config (a diffusers-format repo's transformer/config.json, or the original
+    model_config.json's diffusion section), else the published 24: a step's work is that many layers', so a
+    checkpoint of another depth (a fine-tune, the bench's build of 8) is timed by what it runs."""
+    depth = _field(cached_json(spec.repo_id, "transformer/config.json"), "depth")
+    if depth is None:
+        depth = _field(cached_json(spec.repo_id, "model_config.json"), "model", "diffusion", "config", "depth")
+    valid = isinstance(depth, int) and not isinstance(depth, bool) and depth > 0
+    return depth if valid else PUBLISHED_DEPTH
 
 
 def _latents(seconds: float) -> int:
@@ -234,10 +255,12 @@ def _guided(request: Request) -> bool:
 
 
 def work_units(spec: ModelSpec, request: Request) -> float:
-    """Unguided DiT steps over 10 s of audio: each step costs _step_cost of the run's latents over 10 s' (guidance
-    doubles the steps); the decoder, and for a clip the encoder, add their share in the same units."""
+    """Unguided steps of the 24-layer DiT over 10 s of audio: each step costs _step_cost of the run's latents over
+    10 s' (guidance doubles the steps; a DiT of another depth scales them); the decoder, and for a clip the
+    encoder, add their share in the same units."""
     latents = _latents(length(request))
     steps = request.get("steps") * (2 if _guided(request) else 1) * _step_cost(latents) / _step_cost(_latents(10.0))
+    steps *= dit_depth(spec) / PUBLISHED_DEPTH
     coders = 2 if _clip(request.params) is not None else 1
     return steps + coders * AUTOENCODER_UNITS * _autoencoder_cost(latents)
 

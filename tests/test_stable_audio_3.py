@@ -180,7 +180,7 @@ def test_a_new_upstream_commit_converts_again_and_a_damaged_conversion_too(studi
 def test_a_repo_already_in_diffusers_format_loads_directly(studio):
     from diffusers import StableAudio3Pipeline
 
-    from models import sa3_convert
+    from models import sa3_convert, stable_audio_3
 
     hf_home = sa3_convert.studio_cache().parent
     repo, snapshot = _snapshot(hf_home, SA3_BASE)
@@ -192,11 +192,25 @@ def test_a_repo_already_in_diffusers_format_loads_directly(studio):
         stages = []
         result = _run(studio, _request(studio, repo=SA3_BASE, guidance_scale=3.0), stages)
         assert STAGE not in stages and result.audio.samples.shape == (2, 2 * RATE)
+        assert stable_audio_3.dit_depth(studio.catalog.get(SA3_BASE)) == 2  # read from transformer/config.json
         assert not (sa3_convert.converted_root(SA3_BASE) / new).exists()
     finally:
         studio.manager.unload(SA3_BASE)
         (repo / "refs" / "main").write_text(old)
         shutil.rmtree(repo / "snapshots" / new, ignore_errors=True)
+
+
+def test_the_time_estimate_counts_the_layers_the_checkpoint_has(studio, first, monkeypatch):
+    from models import stable_audio_3
+
+    spec = studio.catalog.get(SA3_MEDIUM)
+    assert stable_audio_3.dit_depth(spec) == 2  # the tiny original-format checkpoint's model_config.json
+    request = _request(studio, steps=8, duration=10.0)
+    decode = stable_audio_3.AUTOENCODER_UNITS * stable_audio_3._autoencoder_cost(stable_audio_3._latents(10.0))
+    assert stable_audio_3.work_units(spec, request) - decode == pytest.approx(8 * 2 / 24)
+    monkeypatch.setattr(stable_audio_3, "cached_json", lambda repo_id, filename: None)  # nothing cached yet
+    assert stable_audio_3.dit_depth(spec) == 24
+    assert stable_audio_3.work_units(spec, request) - decode == pytest.approx(8)  # 8 steps of the published DiT
 
 
 # ------------------------------------------------------------------------------------------------ generating
