@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from studio.catalog import MODE, Family, ModelSpec, Param, Request, SpeedPrior, duration_param, echo
+from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior, duration_param, echo
 from studio.clips import MAX_SECONDS, Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
@@ -576,4 +576,5 @@ FAMILY = Family(
     libraries=("torch", "transformers", "diffusers"),
     files=(("tokenizer/tokenizer.json",),),  # the Qwen tokenizer
     check=check, describe=describe,
+    accepts=(Accepts("model_index.json", "_class_name", ("AceStepPipeline",)),),  # what AceStepPipeline.from_pretrained reads
 )

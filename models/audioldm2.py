@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior, duration_param
+from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, duration_param
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, component_bytes
 
@@ -163,4 +163,5 @@ FAMILY = Family(name="audioldm2", load=load, work_units=work_units, working_byte
                 components=components, libraries=("torch", "transformers", "diffusers"),
                 # CLAP's RoBERTa tokenizer (either form) and the T5 tokenizer of the second text encoder.
                 files=(("tokenizer/tokenizer.json", "tokenizer/vocab.json + tokenizer/merges.txt"),
-                       ("tokenizer_2/tokenizer.json",)))
+                       ("tokenizer_2/tokenizer.json",)),
+                accepts=(Accepts("model_index.json", "_class_name", ("AudioLDM2Pipeline",)),))

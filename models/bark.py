@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 
-from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior
+from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
@@ -221,4 +221,5 @@ FAMILY = Family(
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     files=(("tokenizer.json", "vocab.txt"),),  # BERT's tokenizer, from either file
+    accepts=(Accepts("config.json", "model_type", ("bark",)),),  # BarkConfig.model_type
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior
+from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
@@ -116,4 +116,5 @@ FAMILY = Family(
     name="mms_tts", load=load, work_units=work_units, working_bytes=working_bytes,
     preferred_dtypes={"cuda": "float32", "mps": "float32", "cpu": "float32"}, precisions=("float32",),
     files=(("vocab.json",),),  # VitsTokenizer's characters
+    accepts=(Accepts("config.json", "model_type", ("vits",)),),  # VitsConfig.model_type: every MMS-TTS repo is VITS
 )

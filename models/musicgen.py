@@ -6,7 +6,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior, duration_param
+from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, duration_param
 from studio.clips import Clip
 from studio.errors import Cancelled, InvalidInput
 from studio.run import Audio, RunContext
@@ -35,6 +35,7 @@ MIN_MELODY_S = 1.0  # a chroma frame is 0.128 s; under a second there is hardly 
 # step per frame with 253 new steps, 0.77-0.82 with 1003; fitted as 0.4 + 0.0004 per new step.
 PROMPT_FRAME_COST = 0.4
 PROMPT_FRAME_COST_PER_STEP = 4e-4
+MUSICGEN, MUSICGEN_MELODY = "musicgen", "musicgen_melody"  # config.json's model_type of the two architectures
 INT8_PARTS = ("decoder", "text_encoder")  # the language model and T5; the EnCodec codec stays float
 INT8_CPU_SPEEDUP = 3.8  # int8 vs float32 per token on a CPU, measured on musicgen-small (docs/benchmarks.md)
 GUIDED_COST = 1.6  # classifier-free guidance doubles the batch; measured 25.1 s vs 15.6 s per 100 tokens on CPU
@@ -369,12 +370,21 @@ class MusicgenModel(OneModuleModel):
             )
 
 
+def _is_melody(spec: ModelSpec) -> bool:
+    """Whether the repo holds MusicGen melody: its config.json says so (a fine-tune added under any name,
+    studio.user_models, has it cached once checked); before a download, the repo id does (facebook/musicgen-melody)."""
+    config = cached_json(spec.repo_id) or {}
+    if config.get("model_type") in (MUSICGEN, MUSICGEN_MELODY):
+        return config["model_type"] == MUSICGEN_MELODY
+    return "melody" in spec.repo_id
+
+
 def load(spec: ModelSpec, torch_device: str, dtype: str) -> MusicgenModel:
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration
 
     # Melody's AutoProcessor needs torchaudio for its chroma features: the tokenizer alone reads the text, and
     # models.chroma computes the chroma the same way without torchaudio.
-    model_class = MusicgenMelodyForConditionalGeneration if "melody" in spec.repo_id else MusicgenForConditionalGeneration
+    model_class = MusicgenMelodyForConditionalGeneration if _is_melody(spec) else MusicgenForConditionalGeneration
     model = load_pretrained(model_class, spec, torch_device, dtype, int8_parts=INT8_PARTS, keep_float=("audio_encoder",))
     tokenizer = AutoTokenizer.from_pretrained(spec.repo_id, **SAFE_LOAD)
     check_tokenizer(spec, tokenizer, "tokenizer.json", model.config.text_encoder.vocab_size)
@@ -388,4 +398,6 @@ FAMILY = Family(
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     # The T5 tokenizer: transformers 5 reads tokenizer.json (spiece.model alone needs a converter it may lack).
     files=(("tokenizer.json",),),
+    # MusicgenConfig.model_type and MusicgenMelodyConfig's: load() picks the class by what the config says.
+    accepts=(Accepts("config.json", "model_type", (MUSICGEN, MUSICGEN_MELODY)),),
 )

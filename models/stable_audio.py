@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior, duration_param
+from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, duration_param
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
@@ -253,4 +253,5 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> StableAudioModel:
 
 FAMILY = Family(name="stable_audio", load=load, work_units=work_units, working_bytes=working_bytes,
                 components=components, describe=describe, libraries=("torch", "transformers", "diffusers"),
-                files=(("tokenizer/tokenizer.json",),))  # the T5 tokenizer
+                files=(("tokenizer/tokenizer.json",),),  # the T5 tokenizer
+                accepts=(Accepts("model_index.json", "_class_name", ("StableAudioPipeline",)),))

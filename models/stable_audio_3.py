@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from studio.catalog import CPU_NATIVE_BF16, MODE, Family, ModelSpec, Param, Request, SpeedPrior, duration_param
+from studio.catalog import CPU_NATIVE_BF16, MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior, duration_param
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
@@ -486,4 +486,9 @@ FAMILY = Family(
     files=(("t5gemma-b-b-ul2/tokenizer.json", "tokenizer/tokenizer.json", "t5gemma-b-b-ul2/tokenizer.model",
             "tokenizer/tokenizer.model"),),
     preparation=preparation, prepare=prepare,
+    # A diffusers folder (a community conversion), else Stability's original layout (sa3_convert.layout()), whose
+    # model_config.json names its autoencoder: SAME is Stable Audio 3's; Stable Audio Open's original
+    # model_config.json has the same model_type ("diffusion_cond") but an "oobleck" one.
+    accepts=(Accepts("model_index.json", "_class_name", ("StableAudio3Pipeline",)),
+             Accepts("model_config.json", "model.pretransform.config.encoder.type", ("same",))),
 )

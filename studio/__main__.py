@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from studio.errors import StudioError
-from studio.settings import add_arguments, settings_from
+from studio.settings import add_arguments, add_model_argument, settings_from
 
 log = logging.getLogger("studio")
 
@@ -44,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, help="file to write")
     gen.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     add_arguments(gen)
-    models = commands.add_parser("models", help="list the catalog")
-    models.add_argument("--markdown", action="store_true", help="as the README's table")
+    models = commands.add_parser("models", help="list the catalog, with the models you added")
+    models.add_argument("--markdown", action="store_true", help="as the README's table (the built-in catalog only)")
+    add_model_argument(models)
+    models.add_argument("--output-dir", metavar="DIR",
+                        help="whose models.json adds models (STUDIO_OUTPUT_DIR; default ./outputs)")
     return parser
 
 
@@ -131,7 +134,7 @@ def _number_or_text(value: str, kind: type):
 
 def _generate(args: argparse.Namespace) -> int:
     from studio.audio import check_format
-    from studio.catalog import Catalog
+    from studio.user_models import catalog_for
 
     if not args.verbose:  # stdout is the JSON; keep stderr for errors, not library chatter and progress bars
         for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY"):
@@ -141,7 +144,7 @@ def _generate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     fmt = check_format(args.format or _format_of(Path(args.out)))
     out = _check_out(Path(args.out), fmt)
-    catalog = Catalog.discover("models")
+    catalog = catalog_for(settings)  # the models/ package's and the repos the user adds
     spec = catalog.get(args.model)
     params = _params(args, spec, catalog)
     if "duration" in params and spec.param("duration") is None:
@@ -244,14 +247,25 @@ def catalog_rows(catalog) -> list[dict]:
             "gpu": need(spec, request, "cuda"), "cpu": cpu_need(spec, request),
             "rate": f"{spec.sample_rate / 1000:g} kHz"
             + (" stereo" if spec.channels == 2 else ""), "license": spec.license,
+            "added": f"user-added ({_added_by(spec.added_by)}), like {spec.like}" if spec.added_by else "",
         })
     return rows
 
 
-def _models(markdown: bool) -> int:
-    from studio.catalog import Catalog
+def _added_by(source: str) -> str:
+    from studio.user_models import ENV, FLAG
 
-    rows = catalog_rows(Catalog.discover("models"))
+    return source if source in (FLAG, ENV) else Path(source).name
+
+
+def _models(args: argparse.Namespace) -> int:
+    from studio.catalog import Catalog
+    from studio.user_models import catalog_for
+
+    markdown = args.markdown
+    # The README's table is the built-in catalog's: a user's additions (flags, models.json) are listed only as text.
+    catalog = Catalog.discover("models") if markdown else catalog_for(settings_from(args))
+    rows = catalog_rows(catalog)
     if markdown:
         print("| model | tasks | parameters | GPU memory, default settings | CPU RAM (auto precision) | output "
               "| licence |")
@@ -261,7 +275,8 @@ def _models(markdown: bool) -> int:
                   f"{r['rate']} | {r['license']} |")
     else:
         for r in rows:
-            print(f"{r['repo']:44} {r['tasks']:14} {r['gpu']:>16} {r['license']}")
+            print(f"{r['repo']:44} {r['tasks']:14} {r['gpu']:>16} {r['license']}"
+                  + (f"  [{r['added']}]" if r["added"] else ""))
     return 0
 
 
@@ -271,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         if args.command == "models":
-            return _models(args.markdown)
+            return _models(args)
         return _generate(args)
     except StudioError as error:
         print(f"error: {error}", file=sys.stderr)

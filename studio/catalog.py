@@ -177,6 +177,11 @@ class ModelSpec:
     gated: bool = False
     max_prompt_chars: int = 2000
     featured_in: tuple[str, ...] = ()  # tasks whose pickers and API default to this model
+    # A model the user added (studio.user_models): where the entry came from ("--add-model", "STUDIO_ADD_MODEL",
+    # or the settings file's path), and the catalog entry it copies its tasks, settings and speed from. Empty for
+    # the built-in catalog.
+    added_by: str = ""
+    like: str = ""
 
     def weight_bytes(self, dtype: str) -> int:
         """Weight bytes from the published parameter count; exact figures come from the files (studio.weights)."""
@@ -231,6 +236,31 @@ class Preparation:
 
 
 @dataclass(frozen=True)
+class Accepts:
+    """What a repo's config must say for a family to load it: `key` of `file` is one of `values`.
+
+    e.g. Accepts("config.json", "model_type", ("vits",)), or Accepts("model_index.json", "_class_name",
+    ("StableAudioPipeline",)). A dotted key reads a nested value ("model.pretransform.config.encoder.type").
+    """
+
+    file: str
+    key: str
+    values: tuple[str, ...]
+
+    def read(self, config: Any) -> Any:
+        """The value of `key` in a parsed config, or None when it has none."""
+        value = config
+        for part in self.key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        return value
+
+    def describe(self) -> str:
+        """The rule in words: "config.json's model_type 'vits'", or "... one of 'a', 'b'"."""
+        values = " or ".join(repr(v) for v in self.values)
+        return f"{self.file}'s {self.key} {values}"
+
+
+@dataclass(frozen=True)
 class Family:
     """What a model family provides; functions, so each adapter module reads top to bottom."""
 
@@ -270,6 +300,10 @@ class Family:
     # stage and progress on the context and checking it for cancel. The manager runs it before `load`.
     preparation: Callable[[ModelSpec], Preparation | None] | None = None
     prepare: Callable[[ModelSpec, Any], None] | None = None
+    # The configs of the repos it can load, checked before a repo the user added is loaded (studio.user_models):
+    # alternatives in order, the first whose file the repo has decides (a diffusers folder's model_index.json
+    # before an original layout's config, as the family's loader looks for them). Every family declares one.
+    accepts: tuple[Accepts, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.preparation is None) != (self.prepare is None):
@@ -396,6 +430,10 @@ class Catalog:
 
     def family(self, spec: ModelSpec) -> Family:
         return self._families[spec.family]
+
+    def families(self) -> list[Family]:
+        """Every family registered, in the order registered."""
+        return list(self._families.values())
 
     def voices(self, spec: ModelSpec) -> tuple[str, ...]:
         family = self.family(spec)

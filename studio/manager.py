@@ -26,6 +26,7 @@ from studio.run import Audio, LoadedModel, RunContext
 from studio.settings import DEFAULT_RESERVE, budget_caps, format_bytes
 from studio.sizer import Sizer, weights_label
 from studio.memory import DeviceRow, MemorySnapshot, ModelRow
+from studio.user_models import check_repo
 from studio.weights import downloaded, explain_load_failure, float_bytes, module_bytes, offline, require_files
 
 log = logging.getLogger(__name__)
@@ -441,6 +442,8 @@ class PipelineManager:
         self._import(family.libraries)
         started = self._clock()
         try:
+            if spec.added_by:  # a repo the user added: its config must be the family's before any weights are read
+                check_repo(self.catalog, spec)
             if offline():  # nothing can fetch a missing file: say which before reading any weights
                 require_files(spec, family.files)
             place(tag, max(step.weights, step.load_peak))  # claim first: a simulated device says no here, as CUDA would

@@ -20,6 +20,7 @@ from studio.history import History
 from studio.manager import PipelineManager
 from studio.run import RunContext
 from studio.settings import Settings
+from studio.user_models import catalog_for
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class Studio:
         self.settings = settings
         self.history = history if history is not None else History(settings.history_db, settings.output_dir)
         remove_abandoned_writes(settings.output_dir)  # temporaries and placeholders of a run killed while saving
-        self.catalog = catalog or Catalog.discover("models")
+        # The models/ package's, with the repos the user adds (flags, <output-dir>/models.json).
+        self.catalog = catalog or catalog_for(settings)
         self.manager = manager or PipelineManager(
             self.catalog, device if device is not None else pick_devices(settings),
             calibration=Calibration(settings.calibration_file),

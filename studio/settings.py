@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from studio.errors import InvalidInput
+from studio.user_models import ENV as ADD_MODEL_ENV, FLAG as ADD_MODEL_FLAG, AddedModel, parse_entries
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 _CUDA_INDEX_RE = re.compile(r"^cuda:([0-9]+)$")
@@ -99,6 +100,9 @@ class Settings:
     # Testing and demos only: pretend there are accelerators holding these many bytes, one simulated device per
     # size (see studio/device.py). One size stays an int, as before several devices.
     simulated_memory: int | tuple[int, ...] | None = None
+    # Repos to add to the catalog (--add-model REPO=FAMILY, STUDIO_ADD_MODEL), syntax checked; the catalog checks
+    # the rest (studio.user_models.add_models), with <output_dir>/models.json's entries.
+    add_models: tuple[AddedModel, ...] = ()
 
     @property
     def device_list(self) -> tuple[str, ...]:
@@ -252,6 +256,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="memory always left free, default 512MiB (STUDIO_MEMORY_RESERVE)")
     parser.add_argument("--output-dir", metavar="DIR", help="where results and history go (STUDIO_OUTPUT_DIR; default ./outputs)")
     parser.add_argument("--mcp", action="store_true", default=None, help="also serve Gradio's MCP server (STUDIO_MCP)")
+    add_model_argument(parser)
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--add-model", action="append", metavar="REPO=FAMILY",
+                        help="add a fine-tune or a mirror of a known family to the catalog, e.g. "
+                             "me/musicgen-finetune=musicgen; FAMILY is a family name or a catalog repo id whose "
+                             "settings it copies; repeatable (STUDIO_ADD_MODEL, comma-separated; more in "
+                             "<output-dir>/models.json)")
 
 
 def settings_from(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -304,6 +317,12 @@ def _settings_from(args: argparse.Namespace | None, env: Mapping[str, str] | Non
         if not str(out).strip():
             raise InvalidInput("--output-dir must not be empty: name a folder, e.g. --output-dir outputs")
         kwargs["output_dir"] = Path(out).expanduser()
+    if (added := values.get("add_model")) is not None:
+        source[0] = None
+        kwargs["add_models"] = tuple(entry for value in added for entry in parse_entries(value, ADD_MODEL_FLAG))
+    elif env.get(ADD_MODEL_ENV, "").strip():
+        source[0] = None  # the entries name the variable themselves
+        kwargs["add_models"] = parse_entries(env[ADD_MODEL_ENV], ADD_MODEL_ENV)
     source[0] = "STUDIO_SIMULATED_MEMORY"
     if (simulated := env.get("STUDIO_SIMULATED_MEMORY")):
         kwargs["simulated_memory"] = _parse_sizes(simulated, what="STUDIO_SIMULATED_MEMORY",
