@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from studio.errors import InvalidInput, StudioError
+from studio.user_models import parse_entries
 from studio.settings import (
     DEFAULT_RESERVE,
     Settings,
@@ -116,6 +117,8 @@ TWINS = [
     ("--output-dir", "STUDIO_OUTPUT_DIR", ["--output-dir", "from-flag"], "from-env", "output_dir",
      Path("from-flag"), Path("from-env")),
     ("--mcp", "STUDIO_MCP", ["--mcp"], "no", "mcp", True, False),
+    ("--add-model", "STUDIO_ADD_MODEL", ["--add-model", "me/a=bark"], "me/b=mms_tts,me/c=musicgen", "add_models",
+     parse_entries("me/a=bark"), parse_entries("me/b=mms_tts,me/c=musicgen", "STUDIO_ADD_MODEL")),
 ]
 TWIN_IDS = [t[0] for t in TWINS]
 
@@ -157,7 +160,8 @@ def test_a_flag_makes_its_env_twin_irrelevant_even_when_invalid(argv, var, bad_e
 @pytest.mark.parametrize(
     ("var", "value"),
     [("STUDIO_PORT", "0"), ("STUDIO_SHARE", "maybe"), ("STUDIO_MCP", "2"), ("STUDIO_DEVICE", "tpu"),
-     ("STUDIO_AUTH", "nocolon"), ("STUDIO_MEMORY_BUDGET", "6XB"), ("STUDIO_MEMORY_RESERVE", "-1GB")],
+     ("STUDIO_AUTH", "nocolon"), ("STUDIO_MEMORY_BUDGET", "6XB"), ("STUDIO_MEMORY_RESERVE", "-1GB"),
+     ("STUDIO_ADD_MODEL", "me/a=bark,me/b")],
 )
 def test_bad_env_values_are_refused(var, value):
     with pytest.raises(InvalidInput):
