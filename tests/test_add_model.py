@@ -286,3 +286,12 @@ def test_the_cli_lists_added_models_marked_and_generates_with_one(hub, tmp_path,
     assert main(["generate", "--model", MMS_FINE, "--prompt", "Hi.", "--seed", "1", "--out", str(tmp_path / "a.wav"),
                  "--output-dir", str(out), "--add-model", f"{MMS_FINE}=mms_tts"]) == 0
     assert json.loads(capsys.readouterr().out)["model"] == MMS_FINE
+
+
+def test_musicgen_picks_melody_by_the_repos_config_not_its_name(hub, catalog):
+    from models.musicgen import _is_melody
+
+    _copy_repo(hub, "facebook/musicgen-melody", "someone/tune-follower")
+    _copy_repo(hub, "facebook/musicgen-small", "someone/melody-named-small")
+    assert _is_melody(replace(catalog.get("facebook/musicgen-melody"), repo_id="someone/tune-follower"))
+    assert not _is_melody(replace(catalog.get("facebook/musicgen-small"), repo_id="someone/melody-named-small"))
