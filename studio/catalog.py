@@ -292,6 +292,13 @@ class Family:
     # Rules between settings that no single Param can check (e.g. an audio prompt plus the new audio must fit
     # the model's window): (spec, validated settings) -> None, raising InvalidInput with the fix.
     check: Callable[[ModelSpec, Mapping[str, Any]], None] | None = None
+    # Rules on the text itself that the generic length check cannot know (e.g. a dialogue script's speaker tags, or
+    # text plus a clip's transcript within the model's input): (spec, text, validated settings) -> None, raising
+    # InvalidInput that names the value and the fix; run after `check`.
+    check_text: Callable[[ModelSpec, str, Mapping[str, Any]], None] | None = None
+    # Weights the loader reads from other repos than the model's own (e.g. a codec its processor names): (repo id,
+    # published parameter count) each, counted in the floating dtype beside the model's weights.
+    companion_repos: tuple[tuple[str, int], ...] = ()
     # What a run will do with its inputs, in words for the estimate line ("continues the 5.0 s clip by 10 s"):
     # (spec, request) -> text, or "" when there is nothing to say.
     describe: Callable[[ModelSpec, "Request"], str] | None = None
@@ -464,6 +471,8 @@ class Catalog:
         family = self.family(spec)
         if family.check is not None:
             family.check(spec, values)
+        if family.check_text is not None:
+            family.check_text(spec, text, values)
         if "voice" in values and values["voice"] not in (None, ""):
             voices = self.voices(spec)
             if values["voice"] not in voices:

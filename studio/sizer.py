@@ -11,7 +11,7 @@ from studio.catalog import AUTO, CPU_NATIVE_BF16, DTYPE_BYTES, Catalog, ModelSpe
 from studio import device
 from studio.estimate import Calibration
 from studio.planner import Sizes
-from studio.weights import float_bytes, planned_weight_bytes
+from studio.weights import cached_weight_bytes, float_bytes, planned_weight_bytes
 
 
 class Sizer:
@@ -58,7 +58,16 @@ class Sizer:
         family = self.catalog.family(spec)
         # A pipeline of parts: components at one byte a parameter are the parts' parameter counts.
         counts = (lambda: family.components(spec, 1)) if family.components is not None else None
-        return planned_weight_bytes(spec, dtype, float_bytes(dtype, compute_kind), family.int8_parts, counts)
+        floating = float_bytes(dtype, compute_kind)
+        own = planned_weight_bytes(spec, dtype, floating, family.int8_parts, counts)
+        return own + sum(companion_weight_bytes(repo, parameters, floating)
+                         for repo, parameters in family.companion_repos)
+
+
+def companion_weight_bytes(repo_id: str, parameters: int, floating: int) -> int:
+    """A companion repo's weights (a codec a processor loads, kept float): exact once cached, else published."""
+    exact = cached_weight_bytes(repo_id, floating)
+    return exact if exact is not None else parameters * floating
 
 
 def preparation_peak(family, spec: ModelSpec) -> int:
