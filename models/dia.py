@@ -47,8 +47,10 @@ MIN_CAP_S = 1.0
 MIN_PROMPT_S = 1.0  # under a second of voice gives the decoder too little to continue
 SPEAKERS = ("S1", "S2")  # Dia's tokenizer has exactly these two speaker tokens (tokenization_dia.py ids 1 and 2)
 INT8_PARTS = ("model", "logits_dense")  # encoder, decoder and the output head; the DAC codec stays float32
-GUIDED_COST = 1.35  # guidance doubles the decoder batch: measured per frame on this CPU (see SPECS' speed prior)
-PROMPT_FRAME_COST = 0.02  # a prompt frame is prefilled in one pass, not sampled: measured about 1/50 of a step
+# Guidance doubles the decoder batch: measured 1.46x per step in int8 on this CPU (bench/dia_cpu.py); the float32
+# run gave 5.0x under a heavier load and is not trusted; MusicGen measured 1.6x.
+GUIDED_COST = 1.5
+PROMPT_FRAME_COST = 0.02  # a prompt frame is prefilled in one pass and DAC-encoded, not sampled (not measured)
 
 
 @dataclass(frozen=True)
@@ -175,11 +177,13 @@ SPECS = (
     ModelSpec(
         repo_id=REPO, family="dia", tasks=("speech",), label="Dia 1.6B", license=LICENSE,
         parameters=1_610_000_000, sample_rate=SAMPLE_RATE, channels=1, max_duration=None, params=_params(),
-        # Per decoder step (one frame, 1/86 s of audio), guidance on. CPU: measured on this 2-core AVX2 machine with
-        # a random-weight Dia of the published widths (bench figures in the README's Dia section): float32
-        # 0.26 s/frame extrapolated to the 18 decoder layers. CUDA: Nari Labs' README reports 86 tokens/s on an
-        # RTX 4090 in bfloat16 without torch.compile (not verified here).
-        speed={"cpu": SpeedPrior(2.0, 0.26), "cpu/int8": SpeedPrior(2.0, 0.26 / 1.6),
+        # Per decoder step (one frame, 1/86 s of audio) without guidance, the DAC's decode of the frame included.
+        # CPU: `nice -n 10 python -m bench.dia_cpu` on this 2-core AMD EPYC (AVX-512, avx512_bf16, VNNI), a
+        # random-weight Dia of the published widths built with 3 and 6 of its 18 decoder layers, the median step
+        # fitted as fixed + per layer and extrapolated to 18, on a machine shared with other jobs (load average 4.6-8):
+        # float32 0.64 s, int8 0.33 s, bfloat16 1.32 s; the DAC 44 kHz decode 0.034 s a frame. CUDA: Nari Labs'
+        # README reports 86 frames a second on an RTX 4090 in bfloat16 without torch.compile (not verified here).
+        speed={"cpu": SpeedPrior(2.0, 0.67), "cpu/int8": SpeedPrior(2.0, 0.37),
                "cuda": SpeedPrior(1.0, 1 / 86), "mps": SpeedPrior(2.0, 4 / 86)},
         unit="frame", max_prompt_chars=4000,
         description="Two-speaker dialogue from a [S1]/[S2] script with (laughs), (sighs) and other cues; continues "
@@ -374,8 +378,9 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> DiaModel:
 FAMILY = Family(
     name="dia", load=load, work_units=work_units, working_bytes=working_bytes, check_text=check_text,
     describe=describe,
-    # auto is float32 on a CPU (int8 measured: see the speed prior); float16 on GPUs, as for the other families.
-    preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "float32"},
+    # auto is int8 on a CPU: measured 1.9x faster per step than float32 without guidance and 6.6x with it (the
+    # float32 figure under a heavier load), as for Bark and MusicGen; float16 on GPUs.
+    preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     companion_repos=((DAC_REPO, DAC_PARAMETERS),),
     speed_param=None,
