@@ -56,11 +56,16 @@ _FLOAT_PROJECTIONS = ("audio_prompt_proj", "audio_latent_proj")
 MODEL_PARAMETERS = 89_449_537
 CODEC_PARAMETERS = 20_054_337
 LAYERS, HIDDEN = 6, 1024
-# Speed, measured here (2-core AVX2 CPU, torch 2.13; see the report in the commit that set them and
-# docs/benchmarks.md): a random-weight build of the published configs speaking three sentences.
-CPU_S_PER_FRAME = 0.030  # float32
-CPU_INT8_S_PER_FRAME = 0.030
-CUDA_S_PER_FRAME = 0.010  # not measured: a 6-layer step is launch-bound on a GPU, about 10 ms
+# Speed, measured here: a random-weight build of the published configs (above; the studio's load and generate)
+# speaking three sentences (215 characters, 344 frames to the cap = 27.7 s of audio, codec decode included), seed 1,
+# 2 threads, under `nice -n 10` on a 2-core AMD EPYC (avx2, avx512f/bw/vl, avx512_vnni, avx512_bf16) that other jobs
+# kept at a load average of 6-7: float32 110 s (0.32 s a frame, real-time factor 3.97), int8 91 s (0.265 s, RTF 3.29),
+# bfloat16 127 s (0.37 s, RTF 4.58); peak RSS 1.5-2.1 GB. Of a frame, the backbone and flow head took 0.19 s and the
+# codec's decode 0.04 s (100 frames: 19.4 s, 8 s of audio decoded in 3.7 s). These are upper bounds: the machine was
+# shared, and Kyutai publishes about 6x faster than real time on 2 cores of an M4.
+CPU_S_PER_FRAME = 0.32  # float32
+CPU_INT8_S_PER_FRAME = 0.265
+CUDA_S_PER_FRAME = 0.010  # not measured (no GPU here): a 6-layer 1024-wide step is launch-bound, about 10 ms
 MPS_S_PER_FRAME = 0.020  # not measured
 
 
@@ -321,7 +326,9 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> PocketTTSAdapter:
 FAMILY = Family(
     name="pocket_tts", load=load, work_units=work_units, working_bytes=working_bytes, list_voices=list_voices,
     components=components, describe=describe, speed_param=None,
-    # auto stays float32 on a CPU (see CPU_INT8_S_PER_FRAME for what int8 measured); bfloat16 on GPUs, where the
+    # auto stays float32 on a CPU: int8 measured 1.2x faster and bfloat16 1.15x slower (CPU_S_PER_FRAME's note), on a
+    # shared machine and random weights, so neither the gain nor int8's effect on a trained flow head is established;
+    # bfloat16 on GPUs, where the
     # library keeps the latent statistics and the flow times in float32 (_keep_in_fp32_modules_strict).
     preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "float32"},
     precisions=("float32", "bfloat16", "int8"), int8_parts=INT8_PARTS,
