@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior, echo
+from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, echo
 from studio.clips import Clip
 from studio.errors import InvalidInput, ModelUnavailable
 from studio.run import Audio, RunContext
@@ -383,5 +383,6 @@ FAMILY = Family(
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     companion_repos=((DAC_REPO, DAC_PARAMETERS),),
+    accepts=(Accepts("config.json", "model_type", ("dia",)),),  # DiaConfig.model_type
     speed_param=None,
 )

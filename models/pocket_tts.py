@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 
-from studio.catalog import Family, ModelSpec, Param, Request, SpeedPrior
+from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
@@ -333,4 +333,5 @@ FAMILY = Family(
     preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "float32"},
     precisions=("float32", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     files=(("tokenizer.json",), ("processor_config.json",)),
+    accepts=(Accepts("config.json", "model_type", ("pocket_tts",)),),  # PocketTTSConfig.model_type
 )
