@@ -20,6 +20,8 @@ from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
 from models.common import OneModuleModel, SAFE_LOAD, load_pretrained, seed_everything, to_float32_numpy, token_progress
+from models.dialogue import Turn, tagged_text
+from models.dialogue import parse_script as parse_script_for
 
 log = logging.getLogger(__name__)
 
@@ -85,57 +87,14 @@ def limits(spec: ModelSpec) -> Limits:
 # The script: [S1]/[S2] turns, or lines "Speaker 1: ..." (the studio's Dialogue form), with (cues)
 # ----------------------------------------------------------------------------------------------------------------
 
-_SPEAKER_LINE = re.compile(r"^[ \t]*speaker[ \t]*(\w+)[ \t]*:", re.IGNORECASE | re.MULTILINE)
-_TAG = re.compile(r"\[\s*(S\s*\w+)\s*\]", re.IGNORECASE)
-_CUE = re.compile(r"\([^()]*\)")
-
-
-@dataclass(frozen=True)
-class Turn:
-    speaker: str  # "S1" or "S2"
-    text: str
-
-
 def parse_script(text: str, *, what: str = "text") -> list[Turn]:
-    """The script's turns, refusing what Dia cannot speak; `what` names the setting in messages.
-
-    "Speaker 1: ..." at the start of a line becomes [S1]; text before any tag is spoken by S1 (Nari Labs' usage
-    notes: begin with [S1]). A turn must have words: a turn of nothing, or a script of cues alone, is refused.
-    """
-    def line_tag(match: re.Match) -> str:
-        number = match.group(1)
-        if number not in ("1", "2"):
-            raise InvalidInput(f"the {what} has a line for {echo(match.group(0).strip())}: Dia speaks two voices, "
-                               "Speaker 1 and Speaker 2 ([S1] and [S2]); give that line to one of them")
-        return f"[S{number}]"
-
-    tagged = _SPEAKER_LINE.sub(line_tag, text)
-    turns: list[Turn] = []
-    pieces = _TAG.split(tagged)  # text, tag, text, tag, text ...
-    lead = " ".join(pieces[0].split())
-    if lead:
-        turns.append(Turn("S1", lead))
-    for raw, body in zip(pieces[1::2], pieces[2::2]):
-        speaker = re.sub(r"\s+", "", raw).upper()
-        if speaker not in SPEAKERS:
-            raise InvalidInput(f"the {what} has a turn for [{raw}]: Dia speaks two voices, [S1] and [S2] (Speaker 1 "
-                               "and Speaker 2); give that turn to one of them")
-        words = " ".join(body.split())
-        if not words:
-            raise InvalidInput(f"the {what}'s turn {len(turns) + 1} ([{speaker}]) is empty: write what {speaker} "
-                               "says after the tag, or remove the tag")
-        turns.append(Turn(speaker, words))
-    if not turns:
-        raise InvalidInput(f"the {what} is empty: write lines like '[S1] Hello! [S2] Hi there.'")
-    if not any(re.search(r"\w", _CUE.sub(" ", turn.text)) for turn in turns):
-        raise InvalidInput(f"the {what} {echo(text)} has only non-verbal cues: Dia makes cues like (laughs) "
-                           "between words; add words for a speaker to say")
-    return turns
+    """The script's turns (models.dialogue), for Dia's two voices."""
+    return parse_script_for(text, speakers=len(SPEAKERS), model="Dia", what=what)
 
 
 def script_text(turns: list[Turn]) -> str:
     """The one-line form the model reads: "[S1] Hi! [S2] Hello there. (laughs)"."""
-    return " ".join(f"[{turn.speaker}] {turn.text}" for turn in turns)
+    return tagged_text(turns)
 
 
 def text_tokens(text: str) -> int:

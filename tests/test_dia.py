@@ -174,7 +174,7 @@ def test_estimates_count_frames_guidance_the_kv_cache_and_the_dac(studio, catalo
 @pytest.mark.parametrize("text, params, words", [
     ("(laughs) (sighs)", {}, ["only non-verbal cues", "add words"]),
     ("[S1] (coughs) [S2] (laughs)", {}, ["only non-verbal cues"]),
-    ("[S1]\n[S2]\n", {}, ["turn 1 ([S1]) is empty", "write what S1 says"]),
+    ("[S1]\n[S2]\n", {}, ["turn 1 ([S1]) is empty", "write what Speaker 1 says"]),
     ("[S1] Hi. [S3] Hello.", {}, ["[S3]", "two voices", "[S1] and [S2]"]),
     ("Speaker 1: Hi.\nSpeaker 3: Hello.", {}, ["'Speaker 3:'", "Speaker 1 and Speaker 2"]),
     ("[S1] " + "Words and words. " * 40, {}, ["about 48 s of speech", "at most 35.5 s", "max_position_embeddings",

@@ -1,0 +1,81 @@
+"""Dialogue scripts, as every multi-speaker speech family reads them: `[S1] ... [S2] ...` tags or lines that begin
+`Speaker 1:`, `Speaker 2:` (the Speech tab's Dialogue contract), with non-verbal cues in parentheses.
+
+One parser, so a script that one model takes reads the same in every other; each family says how many speakers
+it has and what its messages call it, and renders the turns in its own input format.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from studio.catalog import echo
+from studio.errors import InvalidInput
+
+_SPEAKER_LINE = re.compile(r"^[ \t]*speaker[ \t]*(\w+)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_TAG = re.compile(r"\[\s*(S\s*\w+)\s*\]", re.IGNORECASE)
+CUE = re.compile(r"\([^()]*\)")
+
+
+@dataclass(frozen=True)
+class Turn:
+    speaker: int  # 1-based, as the script numbers them
+    text: str
+
+    @property
+    def tag(self) -> str:
+        return f"S{self.speaker}"
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _voices(model: str, speakers: int) -> str:
+    names = _listed([f"Speaker {n}" for n in range(1, speakers + 1)])
+    tags = _listed([f"[S{n}]" for n in range(1, speakers + 1)])
+    count = {1: "one voice", 2: "two voices", 3: "three voices", 4: "four voices"}.get(speakers, f"{speakers} voices")
+    return f"{model} speaks {count}, {names} ({tags})"
+
+
+def parse_script(text: str, *, speakers: int, model: str, what: str = "text") -> list[Turn]:
+    """The script's turns, refusing what a model of `speakers` voices cannot speak; `what` names the setting.
+
+    "Speaker N: ..." at the start of a line becomes [SN]; text before any tag is spoken by Speaker 1. A turn must
+    have words: a turn of nothing, or a script of cues alone, is refused.
+    """
+    def number(raw: str, shown: str) -> int:
+        digits = re.sub(r"\s+", "", raw)
+        if not digits.isdigit() or not 1 <= int(digits) <= speakers:
+            raise InvalidInput(f"the {what} has a turn for {echo(shown)}: {_voices(model, speakers)}; give that "
+                               "turn to one of them")
+        return int(digits)
+
+    def line_tag(match: re.Match) -> str:
+        return f"[S{number(match.group(1), match.group(0).strip())}]"
+
+    tagged = _SPEAKER_LINE.sub(line_tag, text)
+    turns: list[Turn] = []
+    pieces = _TAG.split(tagged)  # text, tag, text, tag, text ...
+    lead = " ".join(pieces[0].split())
+    if lead:
+        turns.append(Turn(1, lead))
+    for raw, body in zip(pieces[1::2], pieces[2::2]):
+        speaker = number(re.sub(r"^\s*[sS]", "", raw), f"[{raw}]")
+        words = " ".join(body.split())
+        if not words:
+            raise InvalidInput(f"the {what}'s turn {len(turns) + 1} ([S{speaker}]) is empty: write what Speaker "
+                               f"{speaker} says after the tag, or remove the tag")
+        turns.append(Turn(speaker, words))
+    if not turns:
+        raise InvalidInput(f"the {what} is empty: write lines like '[S1] Hello! [S2] Hi there.'")
+    if not any(re.search(r"\w", CUE.sub(" ", turn.text)) for turn in turns):
+        raise InvalidInput(f"the {what} {echo(text)} has only non-verbal cues: {model} makes cues like (laughs) "
+                           "between words; add words for a speaker to say")
+    return turns
+
+
+def tagged_text(turns: list[Turn]) -> str:
+    """The one-line tagged form: "[S1] Hi! [S2] Hello there. (laughs)"."""
+    return " ".join(f"[{turn.tag}] {turn.text}" for turn in turns)
