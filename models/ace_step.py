@@ -102,6 +102,7 @@ STEP_LATENTS = 470
 # and 0.28 s a latent against 45 ms a unit, measured together under the same load (average 6).
 DECODE_UNITS = 5.5
 ENCODE_UNITS = 6.5
+XL_LAYERS = 32  # the XL DiT's layers, which the units count; a checkpoint of another depth scales its passes
 # With tiling (turned on at load) the VAE decodes windows of 512 latents overlapping by 64 each side and encodes
 # 30 s windows overlapping by 2 s (diffusers' AutoencoderOobleck defaults): memory stays bounded for a 10-minute
 # song, the overlaps cost a little time.
@@ -367,6 +368,13 @@ def _config(spec: ModelSpec, folder: str, published: Mapping[str, Any]) -> dict:
     return {**published, **(cached_json(spec.repo_id, f"{folder}/config.json") or {})}
 
 
+def dit_layers(spec: ModelSpec) -> int:
+    """The DiT's layers from the cached transformer/config.json (the XL's 32 until it is cached): a pass costs that
+    many layers', so a checkpoint of another depth (the bench's build of 2) is timed by what it runs."""
+    layers = _config(spec, "transformer", {"num_hidden_layers": XL_LAYERS}).get("num_hidden_layers")
+    return layers if isinstance(layers, int) and not isinstance(layers, bool) and layers > 0 else XL_LAYERS
+
+
 def _guided(spec: ModelSpec, request: Request) -> bool:
     """Whether the pipeline runs guidance (a doubled batch): never for a turbo checkpoint (L215-218, L943-945)."""
     turbo = _config(spec, "transformer", {"is_turbo": True}).get("is_turbo", False)
@@ -396,10 +404,12 @@ def _encoded_latents(clip_seconds: float) -> float:
 
 
 def work_units(spec: ModelSpec, request: Request) -> float:
-    """Steps x passes x (STEP_LATENTS + latents + latents^2 / ATTENTION_LATENTS), then the VAE: the clip and the
-    timbre reference encoded, the result decoded (by tiles), each latent at ENCODE_UNITS / DECODE_UNITS."""
+    """Steps x passes x (STEP_LATENTS + latents + latents^2 / ATTENTION_LATENTS) x the DiT's layers over the XL's 32,
+    then the VAE: the clip and the timbre reference encoded, the result decoded (by tiles), each latent at
+    ENCODE_UNITS / DECODE_UNITS."""
     length = latents(request)
     denoise = request.get("steps") * _passes(spec, request) * (STEP_LATENTS + length + length**2 / ATTENTION_LATENTS)
+    denoise *= dit_layers(spec) / XL_LAYERS
     encode = 0.0
     if request.get(MODE) in CLIP_MODES:
         encode += _encoded_latents(request.get("audio").seconds)
