@@ -164,6 +164,7 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
     out["default_dtype"] = default_dtype
     studios = {"studio": studio}
     sides: tuple[str, ...] = ("reference", "studio")
+    int8_parts = studio.catalog.family(studio.catalog.get(case.repo)).int8_parts
     if default_dtype != "float32":
         studio32 = _studio(workdir / f"{case.name}-float32")
         _timed(lambda: studio32.manager.run(request({**mode.calibration, "precision": "float32"},
@@ -172,8 +173,10 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
         out["weights_reduction"] = {
             "float32_bytes": out["float32_weight_bytes"], "default_bytes": weights, "dtype": default_dtype,
             "ratio": out["float32_weight_bytes"] / weights,
+            # The 3x target is for a model whose every Linear layer becomes int8 (MusicGen, Bark); a pipeline that
+            # quantizes some parts (ACE-Step's DiT: its encoders and VAE stay float32) has the ratio reported only.
             "target": TARGETS["int8_weights"].describe(), "met": TARGETS["int8_weights"].met(
-                out["float32_weight_bytes"] / weights) if default_dtype == "int8" else None,
+                out["float32_weight_bytes"] / weights) if default_dtype == "int8" and not int8_parts else None,
         }
         studios = {"studio": studio32, "default": studio}
         sides = ("reference", "studio", "default")
