@@ -642,13 +642,14 @@ def make_tiny_cache(hf_home: Path, repo_ids: Iterable[str] | None = None) -> Non
     Repos that share a builder are built once and copied.
     """
     from tests.tiny_ace_step import ACE_STEP_BUILDERS
+    from tests.tiny_csm import CSM_BUILDERS  # CSM with its Mimi codec inside, one repo
     from tests.tiny_dia import DIA_BUILDERS  # Dia and its DAC codec, two repos
     from tests.tiny_diffusers import DIFFUSERS_BUILDERS  # the diffusers pipelines live in their own module
     from tests.tiny_pocket_tts import POCKET_BUILDERS  # Pocket TTS and its codec, two repos
     from tests.tiny_stable_audio_3 import SA3_BUILDERS  # Stable Audio 3 in Stability's original format
 
     builders = {**TINY_BUILDERS, **DIFFUSERS_BUILDERS, **ACE_STEP_BUILDERS, **SA3_BUILDERS, **DIA_BUILDERS,
-                **POCKET_BUILDERS}
+                **POCKET_BUILDERS, **CSM_BUILDERS}
     hf_home = Path(hf_home)
     ids = list(builders) if repo_ids is None else list(repo_ids)
     unknown = [r for r in ids if r not in builders]
