@@ -74,7 +74,12 @@ INT8_PARTS = ("backbone_model", "depth_decoder")  # the transformers; the codec 
 # A frame of context (a voice clip's or an earlier turn's) is encoded by Mimi and prefilled in one pass, not sampled:
 # a fraction of a generated frame (not measured).
 CONTEXT_FRAME_COST = 0.05
-# Speed: see the module's speed comment at SPECS.
+# Speed per generated frame on a CPU: NOT yet measured. Estimated from the weights a frame reads: the backbone once
+# (1.1B parameters, 4.4 GB in float32) and the depth decoder's 4 layers 31 times (about 100M parameters each time,
+# 12 GB), at the 10-15 GB/s a 2-core share of this AMD EPYC reads: about 1.6 s in float32, 1.0 s in int8 (a quarter
+# of the bytes, but dynamic quantization's per-step overheads). `nice -n 10 python -m bench.csm_cpu` measures it on a
+# random-weight build of the published widths; its run did not finish in this change (load average 9-15 on the
+# 2 cores from the other jobs).
 CPU_S_PER_FRAME = 1.6
 CPU_INT8_S_PER_FRAME = 1.0
 CUDA_S_PER_FRAME = 0.08  # not measured (no GPU here): a 1B backbone step plus 31 depth-decoder steps, launch-bound
