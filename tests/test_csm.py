@@ -8,9 +8,6 @@ repo id). Random weights never sample the all-zero EOS frame, so every turn last
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -38,22 +35,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def gated_cli(tmp_path_factory):
-    """The CLI with an empty cache, offline: started first so that it runs beside the in-process tests."""
-    folder = tmp_path_factory.mktemp("gated")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HF_HOME=str(folder / "empty-cache"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "studio", "generate", "--model", CSM, "--prompt", "Hi.",
-                             "--device", "cpu", "--out", str(folder / "a.wav"), "--output-dir", str(folder / "out")],
-                            cwd=os.path.dirname(os.path.dirname(__file__)), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    yield proc, folder / "a.wav"
-    if proc.poll() is None:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def studio(gated_cli, tiny_cache, catalog, tmp_path_factory):
+def studio(tiny_cache, catalog, tmp_path_factory):
     from studio.device import CpuDevice
     from studio.service import Studio
     from studio.settings import Settings
@@ -216,12 +198,23 @@ def test_bad_input_is_refused_naming_the_value_and_the_fix(studio, tmp_path, tex
         assert word in message, message
 
 
-def test_the_gated_repo_missing_offline_says_how_to_get_it(gated_cli):
-    proc, out = gated_cli
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 2
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert "gated" in lines[0] and "accept its licence" in lines[0] and "HF_TOKEN" in lines[0]
-    assert f"https://huggingface.co/{CSM}" in lines[0]
-    assert not out.exists()
+def test_the_gated_repo_missing_offline_says_how_to_get_it(tiny_cache, catalog, tmp_path):
+    """The manager's real load path with the repo out of the (offline) cache: the gated repo's message, no file."""
+    from studio.device import CpuDevice
+    from studio.errors import StudioError
+    from studio.service import Studio
+    from studio.settings import Settings
+
+    repo = tiny_cache / "hub" / "models--sesame--csm-1b"
+    aside = tmp_path / "aside"
+    repo.rename(aside)
+    try:
+        fresh = Studio(Settings(output_dir=tmp_path / "out", memory_reserve=0), catalog=catalog, device=CpuDevice())
+        with pytest.raises(StudioError) as error:
+            fresh.generate(fresh.request("speech", CSM, "Hi.", seed=1, params={}))
+    finally:
+        aside.rename(repo)
+    message = str(error.value)
+    assert "gated" in message and "accept its licence" in message and "HF_TOKEN" in message, message
+    assert f"https://huggingface.co/{CSM}" in message
+    assert not list((tmp_path / "out").rglob("*.wav"))
