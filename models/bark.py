@@ -57,6 +57,7 @@ def _spec(repo: str, label: str, parameters: int, cpu_per_s: float, cuda_per_s: 
                "mps": SpeedPrior(1.0, cuda_per_s * 4)},
         unit="second of speech", voices=PUBLISHED_VOICES, max_prompt_chars=5000, description=description,
         featured_in=("speech",) if featured else (),
+        prompt_hint="Type what the voice should say. Bark also reads cues like [laughs], [sighs] and ♪ for singing",
     )
 
 

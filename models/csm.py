@@ -117,6 +117,8 @@ def _params() -> tuple[Param, ...]:
 SPECS = (
     ModelSpec(
         repo_id=REPO, family="csm", tasks=("speech",), label="CSM 1B", license=LICENSE, parameters=PARAMETERS,
+        prompt_hint="One speaker's text, or a conversation: [S1] How was the trip? [S2] Long, but worth it. (or lines "
+                    "'Speaker 1: ...')",
         sample_rate=SAMPLE_RATE, channels=1, max_duration=None, params=_params(), gated=True,
         # Per generated frame (1/12.5 s of audio: a backbone step and 31 depth-decoder steps), Mimi's decode included.
         speed={"cpu": SpeedPrior(2.0, CPU_S_PER_FRAME), "cpu/int8": SpeedPrior(2.0, CPU_INT8_S_PER_FRAME),

@@ -135,6 +135,8 @@ def _params() -> tuple[Param, ...]:
 SPECS = (
     ModelSpec(
         repo_id=REPO, family="dia", tasks=("speech",), label="Dia 1.6B", license=LICENSE,
+        prompt_hint="A dialogue: [S1] Did you hear that? [S2] Hear what? (laughs)  (or lines 'Speaker 1: ...'; "
+                    "cues in parentheses)",
         parameters=1_610_000_000, sample_rate=SAMPLE_RATE, channels=1, max_duration=None, params=_params(),
         # Per decoder step (one frame, 1/86 s of audio) without guidance, the DAC's decode of the frame included.
         # CPU: `nice -n 10 python -m bench.dia_cpu` on this 2-core AMD EPYC (AVX-512, avx512_bf16, VNNI), a

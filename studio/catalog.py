@@ -177,6 +177,9 @@ class ModelSpec:
     gated: bool = False
     max_prompt_chars: int = 2000
     featured_in: tuple[str, ...] = ()  # tasks whose pickers and API default to this model
+    # What the model's text looks like, as the text box's placeholder while it is picked (a dialogue script's
+    # tags, the cues it reads); empty: the tab's own.
+    prompt_hint: str = ""
     # A model the user added (studio.user_models): where the entry came from ("--add-model", "STUDIO_ADD_MODEL",
     # or the settings file's path), and the catalog entry it copies its tasks, settings and speed from. Empty for
     # the built-in catalog.

@@ -355,3 +355,18 @@ def test_short_choice_help_labels_the_choices_and_long_help_goes_into_the_info_l
     assert props["info"] == ("How steps are spaced. a: Even steps, the library's default for this model. "
                              "b: More steps near the end, for finer detail.")
     assert ctl._props(SONG_MODE, SPECS[0], catalog=None)["info"] == SONG_MODE.help  # the chosen mode's: a note
+
+
+def test_the_text_box_says_what_the_picked_models_text_looks_like(music, catalog):
+    """A model's prompt_hint is the placeholder while it is picked (Dia's script tags); others get the tab's own."""
+    from dataclasses import replace
+
+    from studio.ui.tab import PROMPT, on_model, placeholder
+
+    updates = on_model(music, {**_values(music, SMALL), music.model: SONG})
+    assert updates[music.prompt] == gr.update(placeholder=PROMPT["music"][1])
+    song = music.catalog.get(SONG)
+    assert placeholder("music", replace(song, prompt_hint="[verse] ...")) == "[verse] ..."
+    dia = catalog.get("nari-labs/Dia-1.6B-0626")
+    assert placeholder("speech", dia).startswith("A dialogue: [S1]") and "Bark" not in placeholder("speech", dia)
+    assert "Bark also reads" in placeholder("speech", catalog.get("suno/bark-small"))

@@ -29,7 +29,7 @@ from studio.ui.text import (clip_gone, estimate_html, format_choices, metadata_m
 
 PROMPT = {
     "music": ("Prompt", "Describe the music: genre, instruments, mood, tempo"),
-    "speech": ("Text to speak", "Type what the voice should say. Bark also reads cues like [laughs] and ♪"),
+    "speech": ("Text to speak", "Type what the voice should say"),
     "sfx": ("Prompt", "Describe the sound: what makes it, where, how it moves"),
 }
 # Prompts that give good results with the real models (MusicGen, Bark, AudioLDM 2 / Stable Audio Open).
@@ -159,6 +159,11 @@ def choice_label(group: ModelGroup) -> str:
     return model_choice_label(f"{label} · {format_parameters(spec.parameters)} parameters", None, spec.license)
 
 
+def placeholder(task: str, spec: ModelSpec) -> str:
+    """The text box's placeholder while `spec` is picked: what its text looks like, else the tab's own."""
+    return spec.prompt_hint or PROMPT[task][1]
+
+
 def group_choices(groups: list[ModelGroup]) -> list[tuple[str, str]]:
     """The model dropdown's (label, value) pairs."""
     return [(choice_label(group), group.key) for group in groups]
@@ -182,8 +187,8 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
             for control in basic:
                 if control.name == MODE:
                     render(control)
-            label, placeholder = PROMPT[task]
-            prompt = gr.Textbox(label=label, placeholder=placeholder, lines=3, max_lines=10, elem_id=f"{task}-prompt")
+            prompt = gr.Textbox(label=PROMPT[task][0], placeholder=placeholder(task, first), lines=3, max_lines=10,
+                                elem_id=f"{task}-prompt")
             for control in basic:  # text of several lines (lyrics) under the prompt, the column's width
                 if control.wide and control.kind == "text":
                     render(control)
@@ -319,7 +324,7 @@ class TabHandle:
             gr.update(value=group.key),
             language_update(group, spec),
             model_note(spec),
-            gr.update(value=prompt),
+            gr.update(value=prompt, placeholder=placeholder(self.task, spec)),
             gr.update(value=seed if seed is not None else -1),
             gr.update(value=fmt) if fmt in FORMATS else gr.update(),
             *widgets,
@@ -336,7 +341,7 @@ class TabHandle:
         ui = self.ui
         group = find_group(self.groups, spec.repo_id)
         updates: dict[Any, Any] = {ui.language: language_update(group, spec), ui.note: model_note(spec),
-                                   ui.shown: spec.repo_id}
+                                   ui.shown: spec.repo_id, ui.prompt: gr.update(placeholder=placeholder(self.task, spec))}
         notes, fresh = [], dict(values)
         mode = ctl.mode_of(spec, None)
         for control in sorted(ui.plan, key=lambda c: c.name != MODE):  # the mode first: the others show by it
@@ -637,7 +642,8 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
     # The model and language follow the user's choice (.input), so restoring a past run (which sets them
     # programmatically) does not reset the settings it restores.
     ui.model.input(bind(on_model, tab), {*inputs, ui.shown},
-                   [ui.language, ui.note, *widgets, ui.adjusted, ui.estimate, ui.shown, *ui.notes], **AS_SENT)
+                   [ui.language, ui.note, ui.prompt, *widgets, ui.adjusted, ui.estimate, ui.shown, *ui.notes],
+                   **AS_SENT)
     ui.language.input(bind(on_language, tab), inputs, [ui.note, ui.shown, ui.estimate], **AS_SENT)
     if ui.mode is not None:  # shows and hides at once, off the queue; the estimate follows as for any setting
         ui.mode.component.input(bind(on_mode, tab), {ui.model, ui.language, ui.mode.component}, ui.mode_outputs(),
