@@ -54,6 +54,7 @@ class Estimate:
     work: str = ""  # what the run does with its inputs ("continues the 5.0 s clip by 10 s: 15 s in all")
     prepares: str = ""  # the one-time preparation the load does first ("converts the checkpoint ... once")
     prepare_seconds: float = 0.0  # its share of load_seconds
+    fits_in: str = ""  # a run that fits nowhere: the model's precision that would (set by the manager)
 
     def summary(self) -> str:
         """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.
@@ -66,10 +67,11 @@ class Estimate:
         reserve = (f"the reserve ({_reserve_text(self.reserve_bytes)}) takes all of this device's memory: "
                    "lower --memory-reserve") if self.reserve_bytes and not self.budget_bytes else None
         if not self.fits:
-            return (
-                f"does not fit: needs {format_bytes(self.bytes)} of {format_bytes(self.budget_bytes)}; "
-                + (reserve or "unload pinned models or raise --memory-budget")
-            )
+            fix = reserve or (f"choose Precision {self.fits_in}, which fits" if self.fits_in
+                              else "unload pinned models or raise --memory-budget")
+            return f"does not fit in {self.dtype}: needs {format_bytes(self.bytes)} of " \
+                   f"{format_bytes(self.budget_bytes)}; {fix}"
+
         if self.placement == "device":
             parts.append(f"needs {format_bytes(self.bytes)} of {format_bytes(self.budget_bytes)}")
         elif self.placement == "offload":

@@ -13,13 +13,13 @@ import threading
 import time
 import traceback
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from studio import libraries
-from studio.catalog import Catalog, ModelSpec, Request
+from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
 from studio.device import Device, Devices, is_out_of_memory
-from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable
+from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable, StudioError
 from studio.estimate import Calibration, Estimate, TimeEstimator
 from studio.planner import DeviceView, Need, Placement, Plan, Resident, State, plan
 from studio.run import Audio, LoadedModel, RunContext
@@ -325,7 +325,31 @@ class PipelineManager:
             reserve_bytes=self.reserve if self._reserve_takes_all(device or self.device) else 0,
             work=family.describe(spec, request) if family.describe is not None else "",
             prepares=preparation.summary if preparation else "", prepare_seconds=prepare_s,
+            fits_in=self._fits_in(spec, request, only=only) if not chosen.fits else "",
         )
+
+    def _fits_in(self, spec: ModelSpec, request: Request, *, only: str | None = None) -> str:
+        """For a run that fits nowhere: the model's other precision that would fit (the smallest first), or "".
+        e.g. ACE-Step's XL in float32 on a 12 GB GPU: its DiT alone (16.7 GB) is more than offload can hold, and
+        bfloat16 (8.3 GB) runs with offload."""
+        param = spec.param("precision")
+        if param is None or not param.choices:
+            return ""
+        current = self._plan(spec, request, only=only).dtype
+        # int8 is no suggestion for a GPU: dynamic int8 runs on the CPU only, CUDA's needs bitsandbytes.
+        # Of two the same size, the one auto picks here first (bfloat16 for a model published in it).
+        first = self.devices.resolve()[0]
+        accelerator, preferred = first.kind != "cpu", self.sizer.dtype(spec, first.compute_kind)
+        others = sorted((c for c in param.choices if c not in (AUTO, current) and not (accelerator and c == "int8")),
+                        key=lambda c: (DTYPE_BYTES.get(c, 4), c != preferred))
+        for choice in others:
+            try:
+                other = replace(request, params={**request.params, "precision": choice})
+                if self._plan(spec, other, only=only).fits:
+                    return choice
+            except StudioError:  # a precision this device cannot run
+                continue
+        return ""
 
     def _preparation(self, spec: ModelSpec):
         """The one-time preparation `spec`'s family still has to do before loading it (catalog.Preparation), or None."""

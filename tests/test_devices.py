@@ -248,3 +248,20 @@ def test_a_second_run_of_a_model_in_use_waits_for_its_device_and_can_be_cancelle
     release.set()
     first.join(timeout=60)
     assert studio.generate(_request(studio, MUSIC)).metadata["device"] == devices[0].name  # the device is free again
+
+
+def test_a_run_that_fits_nowhere_names_the_precision_that_would(tmp_path, catalog, tiny_cache):
+    """MusicGen in float32 fits neither the GPU nor the RAM left; in float16 it fits the GPU: the refusal says so."""
+    def request(studio, precision):
+        return studio.request(None, MUSIC, "beat", seed=1,
+                              params={"duration": 0.5, "guidance_scale": 1.0, "precision": precision})
+
+    probe, _ = _studio(tmp_path / "probe", catalog, [4096 * MB])
+    need = {p: probe.estimate(request(probe, p)).bytes for p in ("float16", "float32")}
+    assert need["float16"] < need["float32"]
+    room = (need["float16"] + need["float32"]) // 2
+    studio, _ = _studio(tmp_path, catalog, [room], host_capacity=need["float16"] // 4)
+    refused = studio.estimate(request(studio, "float32"))
+    assert not refused.fits and refused.fits_in == "float16"
+    assert refused.summary().endswith("choose Precision float16, which fits")
+    assert studio.estimate(request(studio, "float16")).fits

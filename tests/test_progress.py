@@ -435,7 +435,7 @@ def test_a_reserve_that_takes_all_the_memory_is_named_with_its_fix():
     said = _estimate(budget_bytes=0, placement="cpu", reserve_bytes=mib).summary()
     assert "the reserve (512 MiB) takes all of this device's memory: lower --memory-reserve" in said
     refused = _estimate(budget_bytes=0, fits=False, reserve_bytes=mib).summary()
-    assert refused.startswith("does not fit: needs 38.0 MB of 0 B; the reserve (512 MiB) takes all")
+    assert refused.startswith("does not fit in float32: needs 38.0 MB of 0 B; the reserve (512 MiB) takes all")
     assert "reserve" not in _estimate(budget_bytes=0, fits=False).summary()  # a budget taken by models: as before
 
 
