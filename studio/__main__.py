@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "varies")
     gen.add_argument("--extend", metavar="SECONDS", help="MusicGen: keep going past the 30 s window until the "
                      "output (the --audio clip included) is SECONDS long, up to 300")
-    gen.add_argument("--voice", help="voice preset (speech models that have voices)")
+    gen.add_argument("--voice", help="a voice preset (speech models that have them), or a saved voice for a model "
+                     "that clones (Pocket TTS, Dia): see `python -m studio voices list`")
     gen.add_argument("--seed", help="seed for a repeatable result (default: random)")
     gen.add_argument("--format", help="wav, flac, mp3 or ogg (default: what --out ends in, else wav)")
     gen.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -49,7 +50,73 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(models)
     models.add_argument("--output-dir", metavar="DIR",
                         help="whose models.json adds models (STUDIO_OUTPUT_DIR; default ./outputs)")
+    _voice_commands(commands)
     return parser
+
+
+def _voice_commands(commands) -> None:
+    """`voices list|save|delete|rename`: the voice library of the output folder (studio.voices)."""
+    from studio.voices import CONSENT_TEXT
+
+    voices = commands.add_parser("voices", help="list, save, rename or delete the saved voices (the voice library)")
+    actions = voices.add_subparsers(dest="action", required=True, parser_class=_Parser)
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        sub = actions.add_parser(name, help=help)
+        sub.add_argument("--output-dir", metavar="DIR",
+                         help="whose voices/ folder (STUDIO_OUTPUT_DIR; default ./outputs)")
+        add_model_argument(sub)
+        return sub
+
+    listing = action("list", "the saved voices: name, length, rate, transcript; broken ones with the reason")
+    listing.add_argument("--json", action="store_true", help="as a JSON array (as the API's /voices)")
+    save = action("save", "save a clip as a voice; prints the voice as JSON")
+    save.add_argument("name", help="1-40 letters, digits, spaces, '-' or '_'; not a model's preset voice")
+    save.add_argument("--audio", required=True, metavar="FILE", help="the clip (WAV, FLAC, OGG or MP3), 1 to 60 s of "
+                      "one speaker; 5-10 s of clean speech work best")
+    save.add_argument("--transcript", default="", help="the words said in the clip (Dia needs them)")
+    save.add_argument("--consent", action="store_true", help=f"confirm: \"{CONSENT_TEXT}\" (required)")
+    delete = action("delete", "delete a saved voice")
+    delete.add_argument("name")
+    rename = action("rename", "rename a saved voice")
+    rename.add_argument("old")
+    rename.add_argument("new")
+
+
+def _voices(args: argparse.Namespace) -> int:
+    from studio.clips import read_clip
+    from studio.user_models import catalog_for
+    from studio.voices import MAX_SECONDS, VoiceLibrary
+
+    settings = settings_from(args)
+    library = VoiceLibrary(settings.output_dir, catalog_for(settings))
+    if args.action == "list":
+        voices = library.list()
+        if args.json:
+            print(json.dumps([v.to_dict() for v in voices], ensure_ascii=False))
+        elif not voices:
+            print(f"no voices saved in {library.folder}")
+        for voice in voices if not args.json else ():
+            if voice.broken:
+                print(f"{voice.name:40} BROKEN: {voice.problem}")
+            else:
+                words = f"  {voice.transcript!r}" if voice.transcript else ""
+                print(f"{voice.name:40} {voice.seconds:6.1f} s  {voice.sample_rate / 1000:g} kHz{words}")
+        return 0
+    if args.action == "save":
+        if not args.consent:  # before the clip is read: nothing is done without it
+            from studio.voices import CONSENT_FIX
+
+            raise StudioError(f"the voice {args.name!r} was not saved: {CONSENT_FIX}")
+        clip = read_clip(Path(args.audio).expanduser(), name=Path(args.audio).name, what="--audio",
+                         max_seconds=MAX_SECONDS)
+        voice = library.save(args.name, clip, args.transcript, consent=True, via="cli")
+    elif args.action == "delete":
+        voice = library.delete(args.name)
+    else:
+        voice = library.rename(args.old, args.new)
+    print(json.dumps({"action": args.action, **voice.to_dict()}, ensure_ascii=False))
+    return 0
 
 
 def _params(args: argparse.Namespace, spec, catalog) -> dict:
@@ -144,7 +211,10 @@ def _generate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     fmt = check_format(args.format or _format_of(Path(args.out)))
     out = _check_out(Path(args.out), fmt)
+    from studio.voices import VoiceLibrary
+
     catalog = catalog_for(settings)  # the models/ package's and the repos the user adds
+    catalog = catalog.with_voice_library(VoiceLibrary(settings.output_dir, catalog))  # --voice may name a saved one
     spec = catalog.get(args.model)
     params = _params(args, spec, catalog)
     if "duration" in params and spec.param("duration") is None:
@@ -287,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return _models(args)
+        if args.command == "voices":
+            return _voices(args)
         return _generate(args)
     except StudioError as error:
         print(f"error: {error}", file=sys.stderr)

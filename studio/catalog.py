@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import math
@@ -341,6 +342,9 @@ class Request:
     seed: int
     params: Mapping[str, Any]
     spec_params: tuple[Param, ...] = field(default=(), compare=False, repr=False)  # the model's, for `modes`
+    # The saved voices (studio.voices.VoiceUse) the request speaks in: `voice="my-voice"` filled `audio` (and
+    # `transcript`) from the voice library; a result's metadata says so (studio.voices.clone_marks).
+    voices: tuple[Any, ...] = ()
 
     def get(self, name: str) -> Any:
         return self.params[name]
@@ -352,8 +356,11 @@ class Request:
         """The settings as a result's metadata keeps them: an audio input by its stored copy's name; a setting of
         another mode than the run's is left out."""
         spec_params = self._spec_params()
+        # What a saved voice filled is kept as the voice's name alone (its clip is under "inputs" in the metadata):
+        # a past run's settings then name the voice, and reusing them asks the library for it again.
+        filled = {name for use in self.voices for name in use.filled}
         return {name: _plain(value) for name, value in self.params.items()
-                if name not in spec_params or spec_params[name].applies(self.params)}
+                if name not in filled and (name not in spec_params or spec_params[name].applies(self.params))}
 
     def clips(self) -> dict[str, Any]:
         """The audio inputs given, by setting name."""
@@ -379,6 +386,15 @@ class Catalog:
     def __init__(self) -> None:
         self._specs: dict[str, ModelSpec] = {}
         self._families: dict[str, Family] = {}
+        # The saved voices (studio.voices.VoiceLibrary) `voice` may name besides a model's presets; None: presets only.
+        self.library: Any = None
+
+    def with_voice_library(self, library: Any) -> "Catalog":
+        """This catalog (the same models) whose requests and voice lists also know the saved voices of `library`:
+        each Studio has its own, for its output folder."""
+        view = copy.copy(self)
+        view.library = library
+        return view
 
     def register(self, family: Family, specs: Iterable[ModelSpec]) -> None:
         self._families[family.name] = family
@@ -388,6 +404,8 @@ class Catalog:
                 raise ValueError(f"{spec.repo_id} names family {spec.family!r}, registered under {family.name!r}")
             if precision is not None and spec.param("precision") is None:
                 spec = replace(spec, params=(*spec.params, precision))
+            if spec.param("voice") is None and can_clone(spec):  # a saved voice is picked as any voice is
+                spec = replace(spec, params=(SAVED_VOICE_PARAM, *spec.params))
             if spec.repo_id in self._specs:
                 raise ValueError(f"{spec.repo_id} is registered twice")
             self._specs[spec.repo_id] = spec
@@ -446,10 +464,17 @@ class Catalog:
         return list(self._families.values())
 
     def voices(self, spec: ModelSpec) -> tuple[str, ...]:
+        """The model's preset voices."""
         family = self.family(spec)
         if family.list_voices is None:
             return ()
         return family.list_voices(spec) or spec.voices
+
+    def saved_voices(self, spec: ModelSpec) -> tuple[str, ...]:
+        """The saved voices (studio.voices) `spec` can speak in: all that are usable, for a model that clones."""
+        if self.library is None or not can_clone(spec):
+            return ()
+        return tuple(self.library.names())
 
     def make_request(
         self,
@@ -466,6 +491,9 @@ class Catalog:
         task = task or spec.tasks[0]
         text = _check_prompt(prompt, spec, task)
         params = dict(params or {})
+        used: tuple[Any, ...] = ()
+        if self.library is not None and can_clone(spec):  # a saved voice becomes the clip (and transcript) it holds
+            params, used = self.library.apply(spec, params, self.voices(spec))
         unknown = sorted(set(params) - {p.name for p in spec.params})
         if unknown:
             names = ", ".join(p.name for p in spec.params)
@@ -476,14 +504,41 @@ class Catalog:
             family.check(spec, values)
         if family.check_text is not None:
             family.check_text(spec, text, values)
-        if "voice" in values and values["voice"] not in (None, ""):
-            voices = self.voices(spec)
-            if values["voice"] not in voices:
-                raise InvalidInput(
-                    f"voice {echo(values['voice'])} is not a voice of {spec.repo_id}; choose one of: {', '.join(voices)}"
-                )
+        if "voice" in values and values["voice"] not in (None, "") and not any(u.speaker == 1 for u in used):
+            self._unknown_voice(spec, values["voice"])
         return Request(model=spec.repo_id, task=task, prompt=text, seed=_check_seed(seed, random_seed), params=values,
-                       spec_params=spec.params)
+                       spec_params=spec.params, voices=used)
+
+    def _unknown_voice(self, spec: ModelSpec, voice: Any) -> None:
+        """Refuse `voice`, which is neither a preset of `spec` nor a saved voice it can use, naming the choices."""
+        voices = self.voices(spec)
+        if voice in voices:
+            return
+        saved = self.saved_voices(spec)
+        if self.library is not None and not can_clone(spec) and self.library.find(voice) is not None:
+            cloners = ", ".join(s.label for s in self if can_clone(s))
+            raise InvalidInput(f"voice {echo(voice)} is a saved voice, and {spec.repo_id} cannot clone voices: use it "
+                               f"with a model that can ({cloners}), or choose one of: {', '.join(voices)}")
+        choices = [*voices, *(f"{name} (saved)" for name in saved)]
+        if choices:
+            raise InvalidInput(f"voice {echo(voice)} is not a voice of {spec.repo_id}; choose one of: "
+                               f"{', '.join(choices)}")
+        raise InvalidInput(f"voice {echo(voice)} is not a saved voice, and {spec.repo_id} has no preset voices: "
+                           "save the voice first (Speech tab, Voice library; or `python -m studio voices save NAME "
+                           "--audio FILE --consent`), or leave voice empty")
+
+
+def can_clone(spec: ModelSpec) -> bool:
+    """Whether `spec` speaks in a voice cloned from a clip: a speech model with a Clip setting named `audio` (the
+    voice library's saved voices are for these; see studio.voices)."""
+    param = spec.param("audio")
+    return "speech" in spec.tasks and param is not None and param.is_audio
+
+
+# The Voice setting a model that clones gets when it has no preset voices of its own (Dia): a saved voice or none.
+SAVED_VOICE_PARAM = Param(
+    "voice", str, "", "Voice", "A voice saved in the Voice library (below): it fills the clip to clone and its "
+    "transcript. Empty: the clip given here, or none.", advanced=False)
 
 
 def text_key(task: str | None) -> str:

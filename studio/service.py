@@ -21,6 +21,7 @@ from studio.manager import PipelineManager
 from studio.run import RunContext
 from studio.settings import Settings
 from studio.user_models import catalog_for
+from studio.voices import VoiceLibrary, clone_marks
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,11 @@ class Studio:
         self.settings = settings
         self.history = history if history is not None else History(settings.history_db, settings.output_dir)
         remove_abandoned_writes(settings.output_dir)  # temporaries and placeholders of a run killed while saving
-        # The models/ package's, with the repos the user adds (flags, <output-dir>/models.json).
-        self.catalog = catalog or catalog_for(settings)
+        # The models/ package's, with the repos the user adds (flags, <output-dir>/models.json), knowing the voices
+        # saved in <output-dir>/voices (`voice="my-voice"`).
+        models = catalog or catalog_for(settings)
+        self.voices = VoiceLibrary(settings.output_dir, models)
+        self.catalog = models.with_voice_library(self.voices)
         self.manager = manager or PipelineManager(
             self.catalog, device if device is not None else pick_devices(settings),
             calibration=Calibration(settings.calibration_file),
@@ -119,6 +123,7 @@ class Studio:
         }
         if request.clips():
             metadata["inputs"] = {name: clip.describe() for name, clip in request.clips().items()}
+        metadata.update(clone_marks(request))  # a cloned voice says so: which, from where, the owner's consent
         metadata.update(audio.info.get("metadata", {}))  # what the adapter says of the result (a partial extend)
         if out is None:
             path = output_path(self.settings.output_dir, task=request.task, model_id=spec.repo_id,
