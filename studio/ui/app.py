@@ -1,5 +1,6 @@
 """The page: a tab per task and the History, the memory panel beside them, and the named API endpoints
-(/music, /speech, /sfx, /estimate, /memory)."""
+(/music, /speech, /sfx, /estimate, /memory, and the voice library's /voices, /voice_save, /voice_delete,
+/voice_rename)."""
 
 from __future__ import annotations
 
@@ -61,5 +62,9 @@ def build_app(studio: Studio) -> gr.Blocks:
                    concurrency_limit=endpoints.run_slots())
         gr.api(endpoints.api_estimate(), api_name="estimate", concurrency_limit=None)
         gr.api(endpoints.api_memory(), api_name="memory", concurrency_limit=None)
+        gr.api(endpoints.api_voices(), api_name="voices", concurrency_limit=None)
+        gr.api(endpoints.api_voice_save(), api_name="voice_save", concurrency_limit=None)
+        gr.api(endpoints.api_voice_delete(), api_name="voice_delete", concurrency_limit=None)
+        gr.api(endpoints.api_voice_rename(), api_name="voice_rename", concurrency_limit=None)
     demo.queue(default_concurrency_limit=None)
     return demo

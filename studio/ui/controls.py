@@ -97,7 +97,29 @@ def _choices(param: Param, spec: ModelSpec, catalog: Catalog) -> list[Any]:
                 for choice in param.choices]
     if param.choices is not None:
         return list(param.choices)
-    return voice_choices(catalog.voices(spec))
+    return voice_options(param, spec, catalog)
+
+
+def voice_options(param: Param, spec: ModelSpec, catalog: Catalog) -> list[tuple[str, str]]:
+    """A Voice dropdown's (label, value) pairs: the model's presets, then the saved voices it can speak in
+    ("my-voice (saved)"); "None" first where the setting's default is no voice (a model without presets)."""
+    none = [("None (the clip below, or no voice)", "")] if param.default == "" else []
+    saved = [(f"{name} (saved)", name) for name in catalog.saved_voices(spec)]
+    return [*none, *voice_choices(catalog.voices(spec)), *saved]
+
+
+def voice_refresh(control: "Control", spec: ModelSpec, catalog: Catalog, value: Any,
+                  renamed: tuple[str, str] | None = None) -> Any:
+    """The update that lists the saved voices as they are now in a Voice control set for `spec`, keeping its
+    value where it is still a choice (following a rename), else the model's default."""
+    param = _param_for(control, spec)
+    if param is None:
+        return gr.update()
+    choices = voice_options(param, spec, catalog)
+    if renamed is not None and isinstance(value, str) and value.casefold() == renamed[0].casefold():
+        value = renamed[1]
+    values = [v for _, v in choices]
+    return gr.update(choices=choices, value=value if value in values else param.default)
 
 
 def _short_help(param: Param) -> bool:

@@ -308,3 +308,71 @@ class Endpoints:
             return self.memory()
 
         return memory
+
+    # -------------------------------------------------------------- the voice library (studio.voices)
+    def voices(self) -> list[Any]:
+        """Every saved voice, usable or broken (SavedVoice), by name."""
+        return self.studio.voices.list()
+
+    def voice_save(self, audio: Any, name: Any, transcript: Any = "", consent: Any = False, *,
+                   via: str = "page") -> Any:
+        """Save an uploaded or recorded clip as a voice; refusals (no consent, a bad name, a bad clip) name the
+        value and the fix. The consent is checked first: nothing is read without it."""
+        from studio.clips import read_clip
+        from studio.voices import CONSENT_FIX, MAX_SECONDS
+
+        if consent is not True:
+            raise InvalidInput(f"the voice {name!r} was not saved: {CONSENT_FIX}" if isinstance(name, str) and
+                               name.strip() else f"the voice was not saved: {CONSENT_FIX}")
+        self.studio.voices.check_name(name)  # before the clip is read: a bad name is the quicker fix
+        value = uploaded_file("audio", audio, [self.output_dir])
+        if value is None:
+            raise InvalidInput("there is no clip to save: upload or record the voice (1 to 60 s of one speaker), "
+                               "then save")
+        original = value.get("orig_name") if isinstance(value, Mapping) else None
+        path = value.get("path") if isinstance(value, Mapping) else value
+        clip = read_clip(path, name=original or Path(path).name, what="the voice clip", max_seconds=MAX_SECONDS)
+        return self.studio.voices.save(name, clip, transcript, consent=True, via=via)
+
+    def voice_delete(self, name: Any) -> Any:
+        return self.studio.voices.delete(name)
+
+    def voice_rename(self, name: Any, new_name: Any) -> Any:
+        return self.studio.voices.rename(name, new_name)
+
+    def voice_file(self, name: Any) -> str | None:
+        """The clip of the saved voice `name`, to play on the page; None when it has none."""
+        voice = self.studio.voices.find(name)
+        return str(voice.clip_path) if voice is not None and voice.clip_path.is_file() else None
+
+    def api_voices(self) -> Callable:
+        def voices() -> list:
+            """The saved voices: name, transcript, seconds, sample_rate, created, source, consent, and broken (why a
+            voice cannot be used, or null). Use one with /speech's voice="name" on a model that clones."""
+            return [voice.to_dict() for voice in self.voices()]
+
+        return user_errors(voices)
+
+    def api_voice_save(self) -> Callable:
+        def voice_save(audio: FileData, name: str, transcript: str = "", consent: bool = False) -> dict:
+            """Save the clip `audio` (gradio_client's handle_file("me.wav"), 1 to 60 s of one speaker) as the voice
+            `name` (1-40 letters, digits, spaces, '-' or '_'), with the words said in it (`transcript`; Dia needs
+            them). consent=true confirms: "I have the right to use this voice and its owner agreed to it being
+            cloned"; without it nothing is saved. Returns the voice as /voices lists it."""
+            return self.voice_save(audio, name, transcript, consent, via="api").to_dict()
+
+        return user_errors(voice_save)
+
+    def api_voice_delete(self) -> Callable:
+        def voice_delete(name: str) -> dict:
+            """Delete the saved voice `name` (any case). Returns the voice deleted."""
+            return self.voice_delete(name).to_dict()
+
+        return user_errors(voice_delete)
+
+    def api_voice_rename(self) -> Callable:
+        def voice_rename(name: str, new_name: str) -> dict:
+            """Rename the saved voice `name` to `new_name`. Returns the voice under its new name."""
+            return self.voice_rename(name, new_name).to_dict()
+
+        return user_errors(voice_rename)

@@ -697,7 +697,11 @@ def build_tab(demo: gr.Blocks, task: str, endpoints: Endpoints) -> TabHandle | N
             return None
         groups = group_models(specs)
         ui = lay_out(task, groups, ctl.plan_controls(specs), endpoints.studio.catalog)
-    tab = TabHandle(task, endpoints, groups, ui)
+        tab = TabHandle(task, endpoints, groups, ui)
+        if task == "speech":  # the saved voices, under the tab's settings (a model that clones speaks in them)
+            from studio.ui.voice_library import build_voice_library
+
+            build_voice_library(demo, endpoints, tab)
     wire(demo, tab)
     return tab
 

@@ -189,6 +189,8 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     if any(ran_on):
         rows.append(("Ran on", " · ".join(str(p) for p in ran_on if p)))
     inputs = metadata.get("inputs") or {}
+    if metadata.get("voice_cloned"):
+        rows.append(("Voice", _cloned_voice(metadata)))
     rows += _audio_rows(metadata, inputs)
     settings = metadata.get("settings") or {}
     if settings:
@@ -203,6 +205,21 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     if metadata.get("license"):
         rows.append(("Licence", metadata["license"]))
     return _table(rows)
+
+
+def _cloned_voice(metadata: Mapping[str, Any]) -> str:
+    """'my-voice · cloned (voice library) · consent confirmed 2026-05-01' for each cloned speaker."""
+    parts = []
+    for voice in metadata.get("cloned_voices") or ():
+        who = f"Speaker {voice.get('speaker')}: " if len(metadata.get("cloned_voices")) > 1 else ""
+        consent = voice.get("consent") or {}
+        if voice.get("source") == "library":
+            confirmed = str(consent.get("confirmed") or "")[:10]
+            parts.append(f"{who}{voice.get('voice')} · cloned (voice library) · consent "
+                         + (f"confirmed {confirmed}" if confirmed else "not recorded"))
+        else:
+            parts.append(f"{who}cloned from the clip given for this run · consent not asked")
+    return "; ".join(parts) or "cloned"
 
 
 def _audio_rows(metadata: Mapping[str, Any], inputs: Mapping[str, Any]) -> list[tuple[str, str]]:
