@@ -13,7 +13,7 @@ import soundfile as sf
 from studio.settings import Settings
 from studio.ui.launch import SHARE_USER, launch_auth, launch_options
 
-ENDPOINTS = {"/music", "/speech", "/sfx", "/estimate", "/memory"}
+ENDPOINTS = {"/music", "/speech", "/sfx", "/estimate", "/memory", "/voices", "/voice_save", "/voice_delete", "/voice_rename"}
 
 
 def _free_port() -> int:

@@ -314,3 +314,27 @@ def test_the_cli_speaks_in_a_saved_voice(cli_generate):
     assert metadata["voice"] == "my-voice" and metadata["voice_cloned"] is True
     assert metadata["voice_consent"]["via"] == "cli"
     assert soundfile.info(str(out)).samplerate == 24000
+
+
+# ------------------------------------------------------------------ the API's functions (served by gr.api in app.py)
+
+
+def test_the_api_saves_lists_renames_and_deletes_and_refuses_a_file_it_did_not_receive(studio, clips, tmp_path):
+    import gradio as gr
+
+    from studio.ui.endpoints import Endpoints
+
+    endpoints = Endpoints(studio)
+    received = studio.voices.folder.parent / "api-clip.wav"  # the output folder is one the API may read from
+    shutil.copy(clips["two"], received)
+    save, listing = endpoints.api_voice_save(), endpoints.api_voices()
+    with pytest.raises(gr.Error, match="confirm you have the right to use this voice"):
+        save({"path": str(received), "orig_name": "me.wav"}, "api voice", "", False)
+    with pytest.raises(gr.Error, match="did not receive"):
+        save({"path": str(clips["two"]), "orig_name": "me.wav"}, "api voice", "", True)
+    saved = save({"path": str(received), "orig_name": "me.wav"}, "api voice", "Hi.", True)
+    assert saved["source"] == "me.wav" and saved["consent"]["via"] == "api" and saved["broken"] is None
+    assert "api voice" in [v["name"] for v in listing()]
+    assert endpoints.api_voice_rename()("API VOICE", "api renamed")["name"] == "api renamed"
+    assert endpoints.api_voice_delete()("api renamed")["name"] == "api renamed"
+    assert "api renamed" not in [v["name"] for v in listing()]
