@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from studio.catalog import echo
 from studio.errors import InvalidInput
 
-_SPEAKER_LINE = re.compile(r"^[ \t]*speaker[ \t]*(\w+)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+# "Speaker N:" opens a turn at the start of a line, or after the end of a sentence (or a cue) on the same line, so
+# that a one-line script typed in a terminal reads as it would in lines: "Speaker 1: Hello. Speaker 2: Hi there."
+_SPEAKER_LINE = re.compile(r"(?:^|(?<=[.!?…)]))[ \t]*speaker[ \t]*(\w+)[ \t]*:", re.IGNORECASE | re.MULTILINE)
 _TAG = re.compile(r"\[\s*(S\s*\w+)\s*\]", re.IGNORECASE)
 CUE = re.compile(r"\([^()]*\)")
 
@@ -42,7 +44,7 @@ def _voices(model: str, speakers: int) -> str:
 def parse_script(text: str, *, speakers: int, model: str, what: str = "text") -> list[Turn]:
     """The script's turns, refusing what a model of `speakers` voices cannot speak; `what` names the setting.
 
-    "Speaker N: ..." at the start of a line becomes [SN]; text before any tag is spoken by Speaker 1. A turn must
+    "Speaker N: ..." at the start of a line, or after a sentence's end on the same line, becomes [SN]; text before any tag is spoken by Speaker 1. A turn must
     have words: a turn of nothing, or a script of cues alone, is refused.
     """
     def number(raw: str, shown: str) -> int:
