@@ -647,9 +647,10 @@ def make_tiny_cache(hf_home: Path, repo_ids: Iterable[str] | None = None) -> Non
     from tests.tiny_diffusers import DIFFUSERS_BUILDERS  # the diffusers pipelines live in their own module
     from tests.tiny_pocket_tts import POCKET_BUILDERS  # Pocket TTS and its codec, two repos
     from tests.tiny_stable_audio_3 import SA3_BUILDERS  # Stable Audio 3 in Stability's original format
+    from tests.tiny_vibevoice import VIBEVOICE_BUILDERS  # VibeVoice with its processor and chat template
 
     builders = {**TINY_BUILDERS, **DIFFUSERS_BUILDERS, **ACE_STEP_BUILDERS, **SA3_BUILDERS, **DIA_BUILDERS,
-                **POCKET_BUILDERS, **CSM_BUILDERS}
+                **POCKET_BUILDERS, **CSM_BUILDERS, **VIBEVOICE_BUILDERS}
     hf_home = Path(hf_home)
     ids = list(builders) if repo_ids is None else list(repo_ids)
     unknown = [r for r in ids if r not in builders]
