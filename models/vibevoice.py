@@ -41,10 +41,10 @@ SPEAKERS = 4
 VOICE_PARAMS = ("audio", "audio_2", "audio_3", "audio_4")  # speaker k's sample, as every multi-speaker family names it
 MIN_PROMPT_S = 1.0  # under a second there is hardly a voice to hear
 # The processor encodes every voice sample in one padded batch, and the acoustic tokenizer's first stage runs at the
-# full 24 kHz with num_filters (32) channels and a ConvNeXt FFN of 4x that: measured on a realistic-size random build
-# (bench notes in the README), its encoder held about 1.2 KB per sample, 29 MB per second of clip, at its peak in
-# float32. 30 s caps the voices' encoding at about 0.9 GB a clip (3.5 GB for four), and VibeVoice's own demo voices
-# are 10-30 s clips.
+# full 24 kHz with num_filters (32) channels and a ConvNeXt FFN of 4x that: counted from the architecture (not
+# measured: the bench's probe, bench/vibevoice_cpu.py, did not finish on the shared machine), its input, FFN and
+# activation, 32 + 128 + 128 floats a sample, about 1.2 KB a sample or 28 MB a second of clip in float32. 30 s caps a
+# clip's encoding at about 0.85 GB (3.5 GB for four), and VibeVoice's own demo voices are clips of that order.
 MAX_PROMPT_S = 30.0
 ENCODE_BYTES_PER_SAMPLE = 1200
 CHARS_PER_SECOND = 14.0  # typical read English, for the estimate (Bark's and Dia's figure)
@@ -68,14 +68,18 @@ ACOUSTIC_PARAMETERS = 687_392_001  # audio_tower: the sigma-VAE's encoder (voice
 SEMANTIC_PARAMETERS = 344_613_600  # semantic_tokenizer_encoder: reads every new frame back
 LAYERS, KV_WIDTH, HIDDEN = 28, 2 * 128, 1536
 DIFFUSION_STEPS = 10  # generate()'s default num_diffusion_steps (generation_vibevoice._prepare_generation_config)
-# Of a frame at 10 diffusion steps, the share the diffusion loop takes (the rest: the LM's two passes, the decoder and
-# the semantic encoder): measured on the realistic build, float32 (bench notes in the README).
-DIFFUSION_SHARE = 0.25
+# Speed, measured: `nice -n 10 python -m bench.vibevoice_cpu` on this 2-core AMD EPYC (avx2, avx512f/bw/vl/vnni,
+# avx512_bf16), random weights of the published widths with 2 and 5 of the 28 LM layers, float32, 10 diffusion steps,
+# denormals flushed (random tokenizers make them; trained ones do not), median of 8 frames, on a machine other jobs
+# kept at a load average of 7-14. At 5 layers: 8.5 s a frame, of it the LM's two passes 1.33 s (0.27 s a layer), the
+# diffusion head 4.8 s, the acoustic decoder 2.6 s, the semantic encoder 2.2 s; at 2 layers, under a heavier load,
+# 25.5 s (every part 2-2.5x slower), so the two depths cannot be fitted: the 5-layer parts, the LM scaled to 28
+# layers, give 17 s a frame, a real-time factor of about 128. An upper bound: the load inflated every part (a 5 GFLOP
+# diffusion head should take well under a second on one free core); int8 and bfloat16 did not finish in the session.
+DIFFUSION_SHARE = 0.28  # the diffusion head's share of a 28-layer frame at 10 steps: 4.8 s of 17 s
 INT8_PARTS = ("model",)  # every Linear under model: the LM, the diffusion head, the connectors, the tokenizers' FFNs
-# Speed, measured (see the README's VibeVoice section and the report): seconds a frame at 10 diffusion steps.
-CPU_S_PER_FRAME = 2.0
-CPU_INT8_S_PER_FRAME = 2.0
-CUDA_S_PER_FRAME = 0.05  # not measured (no GPU here)
+CPU_S_PER_FRAME = 17.0  # float32, above; int8 and bfloat16 use it too until measured
+CUDA_S_PER_FRAME = 0.05  # not measured (no GPU here): a guess for a 1.5B LM step, 10 head steps and the decoder
 MPS_S_PER_FRAME = 0.2  # not measured
 
 
@@ -117,7 +121,7 @@ SPECS = (
         repo_id=REPO, family="vibevoice", tasks=("speech",), label="VibeVoice 1.5B", license=LICENSE,
         parameters=LM_PARAMETERS + ACOUSTIC_PARAMETERS + SEMANTIC_PARAMETERS, sample_rate=SAMPLE_RATE, channels=1,
         max_duration=None, params=_params(),
-        speed={"cpu": SpeedPrior(3.0, CPU_S_PER_FRAME), "cpu/int8": SpeedPrior(3.0, CPU_INT8_S_PER_FRAME),
+        speed={"cpu": SpeedPrior(3.0, CPU_S_PER_FRAME),
                "cuda": SpeedPrior(2.0, CUDA_S_PER_FRAME), "mps": SpeedPrior(2.0, MPS_S_PER_FRAME)},
         unit="frame", max_prompt_chars=60_000,
         description="Microsoft's long-form multi-speaker speech: podcasts and dialogues of up to four speakers "
@@ -429,7 +433,7 @@ def _quantize_head(model) -> None:
 FAMILY = Family(
     name="vibevoice", load=load, work_units=work_units, working_bytes=working_bytes, components=components,
     check_text=check_text, describe=describe, libraries=("torch", "transformers", "diffusers"),
-    # auto stays float32 on a CPU (see the README's VibeVoice section for int8 and bfloat16 measured here);
+    # auto stays float32 on a CPU: int8 and bfloat16 are not measured yet (CPU_S_PER_FRAME's note);
     # bfloat16 on GPUs, the conversion script's default dtype.
     preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "float32"},
     precisions=("float32", "bfloat16", "int8"), int8_parts=INT8_PARTS,
