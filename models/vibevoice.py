@@ -119,6 +119,8 @@ def _params() -> tuple[Param, ...]:
 SPECS = (
     ModelSpec(
         repo_id=REPO, family="vibevoice", tasks=("speech",), label="VibeVoice 1.5B", license=LICENSE,
+        prompt_hint="A script of up to four speakers, a line each: 'Speaker 1: Welcome to the show.' 'Speaker 2: "
+                    "Glad to be here.' (or [S1] ... [S2] ...); plain text is Speaker 1's",
         parameters=LM_PARAMETERS + ACOUSTIC_PARAMETERS + SEMANTIC_PARAMETERS, sample_rate=SAMPLE_RATE, channels=1,
         max_duration=None, params=_params(),
         speed={"cpu": SpeedPrior(3.0, CPU_S_PER_FRAME),

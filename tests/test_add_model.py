@@ -235,7 +235,7 @@ def _args(**values):
 
 @pytest.mark.parametrize("flags, message", [
     ("me/x=musicgn", "'musicgn' is neither a model family (ace_step, audioldm2, bark, csm, dia, mms_tts, musicgen, "
-                     "pocket_tts, stable_audio, stable_audio_3) nor a repo id of the catalog: name one (did you "
+                     "pocket_tts, stable_audio, stable_audio_3, vibevoice) nor a repo id of the catalog: name one (did you "
                      "mean me/x=musicgen?)"),
     ("me/x=nobody/nothing", "'nobody/nothing' is neither a model family"),
     ("suno/bark-small=musicgen", "suno/bark-small is already in the catalog as a bark model; it cannot be added "
