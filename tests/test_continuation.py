@@ -155,6 +155,16 @@ def test_extension_runs_three_windows_to_the_total_with_smooth_joins(studio, tin
         assert steps[join - 50:join + 50].max() <= typical * 1.5
 
 
+def test_a_join_hands_over_under_a_crossfade_not_a_cut():
+    """The tiny model's noise-like output hides a hard cut (the test above passes with one); constant signals do not:
+    the music so far at 1, the next window at -1 must meet by a ramp over the fade, never by a step of 2."""
+    music, window = np.ones((1, 1000), np.float32), -np.ones((1, 800), np.float32)
+    joined = musicgen.crossfade_join(music, window, prompt_samples=300, fade=200)
+    assert joined.shape == (1, 1000 + 800 - 300)
+    assert np.abs(np.diff(joined[0])).max() <= 2 / 199 + 1e-6
+    assert joined[0, 799] == 1 and joined[0, 1000] == -1  # the original up to the fade, the window after the join
+
+
 def test_cancel_in_window_two_keeps_nothing_unless_asked(studio, tiny_window):
     def cancel_in_second_window(params):
         ctx = RunContext()
