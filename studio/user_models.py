@@ -92,7 +92,7 @@ def read_settings_file(path: Path) -> tuple[list[AddedModel], list[str]]:
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no file, or no output folder (the start says that one)
         return [], []
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
