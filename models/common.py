@@ -179,6 +179,11 @@ class OneModuleModel:
         self.preprocess = preprocess  # the tokenizer or processor that turns text into the model's inputs
         self.torch_device = torch_device
 
+    @property
+    def processor(self):
+        """The processor (for families whose preprocessing is a processor, so named in their code)."""
+        return self.preprocess
+
     def modules(self) -> list:
         return [self.model]
 

@@ -21,7 +21,8 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, cached_snapshot, module_bytes, read_header
 
-from models.common import SAFE_LOAD, check_tokenizer, load_pretrained, seed_everything, to_float32_numpy
+from models.common import (SAFE_LOAD, OneModuleModel, check_tokenizer, load_pretrained, seed_everything,
+                           to_float32_numpy)
 from models.dialogue import Turn
 from models.dialogue import parse_script as parse_script_for
 
@@ -315,21 +316,8 @@ def _cached_counts(spec: ModelSpec) -> dict[str, int] | None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class CsmAdapter:
+class CsmAdapter(OneModuleModel):
     """The model (backbone, depth decoder and the Mimi codec inside it) beside its processor."""
-
-    def __init__(self, spec: ModelSpec, model, processor, torch_device: str) -> None:
-        self.spec = spec
-        self.model = model
-        self.processor = processor
-        self.torch_device = torch_device
-
-    def modules(self) -> list:
-        return [self.model]
-
-    def move(self, torch_device: str) -> None:
-        self.model.to(torch_device)
-        self.torch_device = torch_device
 
     def parts(self) -> dict:
         backbone = [self.model.backbone_model, self.model.embed_text_tokens, self.model.lm_head]

@@ -17,8 +17,8 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, cached_snapshot, cached_weight_bytes, module_bytes
 
-from models.common import (SAFE_LOAD, check_tokenizer, join_with_pauses, load_pretrained, seed_everything, split_text,
-                           to_float32_numpy)
+from models.common import (SAFE_LOAD, OneModuleModel, check_tokenizer, join_with_pauses, load_pretrained,
+                           seed_everything, split_text, to_float32_numpy)
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +162,8 @@ def describe(spec: ModelSpec, request: Request) -> str:
     return f"speaks{parts} in the voice {request.get('voice')!r}"
 
 
-class PocketTTSAdapter:
+class PocketTTSAdapter(OneModuleModel):
     """The model, its processor and the codec the processor holds (the processor encodes voices and decodes frames)."""
-
-    def __init__(self, spec: ModelSpec, model, processor, torch_device: str) -> None:
-        self.spec = spec
-        self.model = model
-        self.processor = processor
-        self.torch_device = torch_device
 
     @property
     def codec(self):

@@ -20,7 +20,8 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, cached_snapshot, module_bytes
 
-from models.common import SAFE_LOAD, check_tokenizer, load_pretrained, seed_everything, to_float32_numpy, token_progress
+from models.common import (SAFE_LOAD, OneModuleModel, check_tokenizer, load_pretrained, seed_everything,
+                           to_float32_numpy, token_progress)
 from models.dialogue import Turn
 from models.dialogue import parse_script as parse_script_for
 
@@ -313,21 +314,8 @@ def estimate_segments(turns, samples, sample_rate: int = SAMPLE_RATE, hop: int =
     return segments
 
 
-class VibeVoiceAdapter:
+class VibeVoiceAdapter(OneModuleModel):
     """The model and its processor (the tokenizer, the chat template, the feature extractor of voice samples)."""
-
-    def __init__(self, spec: ModelSpec, model, processor, torch_device: str) -> None:
-        self.spec = spec
-        self.model = model
-        self.processor = processor
-        self.torch_device = torch_device
-
-    def modules(self) -> list:
-        return [self.model]
-
-    def move(self, torch_device: str) -> None:
-        self.model.to(torch_device)
-        self.torch_device = torch_device
 
     def enable_offload(self, accelerator: str, on_component) -> None:
         """Weights stay in RAM; the language model (with its head), the acoustic or the semantic tokenizer visits the
