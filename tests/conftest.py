@@ -61,3 +61,13 @@ def make_studio(tmp_path, catalog, tiny_cache):
         return Studio(settings, catalog=catalog, device=device)
 
     return make
+
+
+def cpu_studio(catalog, tmp_path_factory):
+    """A Studio on the CPU over the session's tiny cache, for a module-scoped `studio` fixture."""
+    from studio.device import CpuDevice
+    from studio.service import Studio
+    from studio.settings import Settings
+
+    return Studio(Settings(output_dir=tmp_path_factory.mktemp("out"), memory_reserve=0), catalog=catalog,
+                  device=CpuDevice())

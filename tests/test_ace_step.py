@@ -14,6 +14,7 @@ import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
+from tests.conftest import cpu_studio
 
 ACE = "ACE-Step/acestep-v15-xl-turbo-diffusers"
 RATE = 48000
@@ -22,12 +23,7 @@ LYRICS = "[verse]\nSoft notes in the morning light\n[chorus]\nMusic fills the ai
 
 @pytest.fixture(scope="module")
 def studio(tiny_cache, catalog, tmp_path_factory):
-    from studio.device import CpuDevice
-    from studio.service import Studio
-    from studio.settings import Settings
-
-    return Studio(Settings(output_dir=tmp_path_factory.mktemp("out"), memory_reserve=0), catalog=catalog,
-                  device=CpuDevice())
+    return cpu_studio(catalog, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

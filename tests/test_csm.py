@@ -16,6 +16,7 @@ import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
+from tests.speech_fixtures import cpu_studio, one_thread  # noqa: F401 (one_thread: autouse)
 
 CSM = "sesame/csm-1b"
 RATE = 24000
@@ -23,25 +24,9 @@ HOP = 1920
 SCRIPT = "Speaker 1: Hi there!\nSpeaker 2: Hello, how are you?\nSpeaker 1: Fine, thanks."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are all thread hand-offs (one thread ran Dia's tiny steps 18x faster than two, measured)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def studio(tiny_cache, catalog, tmp_path_factory):
-    from studio.device import CpuDevice
-    from studio.service import Studio
-    from studio.settings import Settings
-
-    return Studio(Settings(output_dir=tmp_path_factory.mktemp("out"), memory_reserve=0), catalog=catalog,
-                  device=CpuDevice())
+    return cpu_studio(catalog, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,6 @@ never sample the EOS, so every run lasts exactly its cap: the frames the text al
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -19,6 +16,7 @@ import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
+from tests.speech_fixtures import cpu_studio, one_thread, start_cli  # noqa: F401 (one_thread: autouse)
 
 DIA = "nari-labs/Dia-1.6B-0626"
 DAC = "descript/dac_44khz"
@@ -28,27 +26,11 @@ SCRIPT = "[S1] Hi! [S2] Hello there. (laughs)"
 FAST = {"guidance_scale": 1.0}  # guidance doubles the batch; the runs that test something else do without it
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are all thread hand-offs: on this 2-core machine under load, one thread ran a Dia step in 5.6 ms,
-    two threads in 100 ms (measured). Restored after the module."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cli_run(tiny_cache, tmp_path_factory):
     """The issue's command, started first so that its process runs beside the in-process tests."""
     out = tmp_path_factory.mktemp("cli") / "dia.wav"
-    env = dict(os.environ, OMP_NUM_THREADS="1", TRANSFORMERS_VERBOSITY="error")
-    proc = subprocess.Popen([sys.executable, "-m", "studio", "generate", "--model", DIA, "--prompt", SCRIPT,
-                             "--seed", "7", "--out", str(out), "--output-dir", str(out.parent / "outputs")],
-                            cwd=os.path.dirname(os.path.dirname(__file__)), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_cli(DIA, SCRIPT, out)
     yield proc, out
     if proc.poll() is None:
         proc.kill()
@@ -56,12 +38,7 @@ def cli_run(tiny_cache, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def studio(cli_run, tiny_cache, catalog, tmp_path_factory):
-    from studio.device import CpuDevice
-    from studio.service import Studio
-    from studio.settings import Settings
-
-    return Studio(Settings(output_dir=tmp_path_factory.mktemp("out"), memory_reserve=0), catalog=catalog,
-                  device=CpuDevice())
+    return cpu_studio(catalog, tmp_path_factory)
 
 
 def _request(studio, text=SCRIPT, seed=3, **params):

@@ -19,6 +19,7 @@ import soundfile
 from models.pocket_tts import MAX_PROMPT_S, frame_cap, split_text, CHUNK_CHARS
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
+from tests.speech_fixtures import cpu_studio, one_thread  # noqa: F401 (one_thread: autouse)
 
 REPO = "eustlb/pocket-tts"
 RATE = 24000
@@ -31,12 +32,7 @@ LONG = " ".join(f"Sentence number {i} makes the text long enough for two chunks.
 
 @pytest.fixture(scope="module")
 def studio(tiny_cache, catalog, tmp_path_factory):
-    from studio.device import CpuDevice
-    from studio.service import Studio
-    from studio.settings import Settings
-
-    return Studio(Settings(output_dir=tmp_path_factory.mktemp("out"), memory_reserve=0), catalog=catalog,
-                  device=CpuDevice())
+    return cpu_studio(catalog, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

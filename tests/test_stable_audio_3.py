@@ -21,7 +21,7 @@ import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cpu_studio
 from tests.tiny_stable_audio_3 import LATENT_SAMPLES, SA3_BASE, SA3_MEDIUM, build_components
 
 RATE = 44100
@@ -52,12 +52,7 @@ def _run(studio, request, stages=None, progress=None, ctx=None):
 
 @pytest.fixture(scope="module")
 def studio(tiny_cache, catalog, tmp_path_factory):
-    from studio.device import CpuDevice
-    from studio.service import Studio
-    from studio.settings import Settings
-
-    return Studio(Settings(output_dir=tmp_path_factory.mktemp("out"), memory_reserve=0), catalog=catalog,
-                  device=CpuDevice())
+    return cpu_studio(catalog, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

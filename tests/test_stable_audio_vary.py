@@ -13,6 +13,7 @@ import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
+from tests.conftest import cpu_studio
 
 SA = "stabilityai/stable-audio-open-1.0"
 RATE = 44100
@@ -20,12 +21,7 @@ RATE = 44100
 
 @pytest.fixture(scope="module")
 def studio(tiny_cache, catalog, tmp_path_factory):
-    from studio.device import CpuDevice
-    from studio.service import Studio
-    from studio.settings import Settings
-
-    return Studio(Settings(output_dir=tmp_path_factory.mktemp("out"), memory_reserve=0), catalog=catalog,
-                  device=CpuDevice())
+    return cpu_studio(catalog, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,6 @@ so every run lasts exactly its cap: the frames the text allows (models/vibevoice
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -20,6 +17,7 @@ import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
+from tests.speech_fixtures import cpu_studio, one_thread, start_cli  # noqa: F401 (one_thread: autouse)
 
 REPO = "vibevoice/VibeVoice-1.5B-hf"
 RATE = 24000
@@ -29,26 +27,11 @@ DIALOGUE = "Speaker 1: Welcome.\nSpeaker 2: Thanks, hello!\nSpeaker 1: Let us go
 FAST = {"num_diffusion_steps": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are all thread hand-offs (Dia's tests measured 5.6 ms a step on one thread, 100 ms on two)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cli_run(tiny_cache, tmp_path_factory):
     """The issue's command, started first so that its process runs beside the in-process tests."""
     out = tmp_path_factory.mktemp("cli") / "v.wav"
-    env = dict(os.environ, OMP_NUM_THREADS="1", TRANSFORMERS_VERBOSITY="error")
-    proc = subprocess.Popen([sys.executable, "-m", "studio", "generate", "--model", REPO, "--prompt", SCRIPT,
-                             "--seed", "7", "--out", str(out), "--output-dir", str(out.parent / "outputs")],
-                            cwd=os.path.dirname(os.path.dirname(__file__)), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_cli(REPO, SCRIPT, out)
     yield proc, out
     if proc.poll() is None:
         proc.kill()
@@ -56,12 +39,7 @@ def cli_run(tiny_cache, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def studio(cli_run, tiny_cache, catalog, tmp_path_factory):
-    from studio.device import CpuDevice
-    from studio.service import Studio
-    from studio.settings import Settings
-
-    return Studio(Settings(output_dir=tmp_path_factory.mktemp("out"), memory_reserve=0), catalog=catalog,
-                  device=CpuDevice())
+    return cpu_studio(catalog, tmp_path_factory)
 
 
 def _request(studio, text=DIALOGUE, seed=3, **params):
