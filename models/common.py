@@ -192,6 +192,41 @@ class OneModuleModel:
         self.torch_device = torch_device
 
 
+class PartSwitcher:
+    """CPU offload of a model in named parts: weights stay in RAM and the part that is about to run visits the
+    accelerator, the others going back, one at a time; `on_component` books the running part's bytes. On a
+    simulated accelerator ("cpu") only the accounting runs. Hook a part with `hook_forward` (its modules' forward)
+    or `hook_methods` (a codec called through encode()/decode(), not forward)."""
+
+    def __init__(self, parts: dict[str, list], accelerator: str, on_component, on_move=None) -> None:
+        from studio.weights import module_bytes
+
+        self.parts, self.accelerator, self.on_component, self.on_move = parts, accelerator, on_component, on_move
+        self.sizes = {name: module_bytes(modules) for name, modules in parts.items()}
+        self.active: str | None = None
+
+    def enter(self, name: str) -> None:
+        if self.active == name:
+            return
+        if self.accelerator != "cpu":
+            for other, modules in self.parts.items():
+                for module in modules:
+                    module.to(self.accelerator if other == name else "cpu")
+            if self.on_move is not None:  # tensors outside the parts' modules that the running part reads
+                self.on_move(self.accelerator)
+        self.active = name
+        self.on_component(self.sizes[name])
+
+    def hook_forward(self, name: str, modules=None) -> None:
+        for module in self.parts[name] if modules is None else modules:
+            module.register_forward_pre_hook(lambda _m, _a, _n=name: self.enter(_n))
+
+    def hook_methods(self, name: str, module, methods=("encode", "decode")) -> None:
+        for method in methods:
+            original = getattr(module, method)
+            setattr(module, method, lambda *a, _f=original, **k: (self.enter(name), _f(*a, **k))[1])
+
+
 def to_float32_numpy(tensor) -> Any:
     return tensor.detach().to("cpu").float().numpy()
 

@@ -19,9 +19,9 @@ from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrio
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
-from studio.weights import cached_json, cached_snapshot, module_bytes, read_header
+from studio.weights import cached_json, cached_snapshot, read_header
 
-from models.common import (SAFE_LOAD, OneModuleModel, check_tokenizer, load_pretrained, seed_everything,
+from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, load_pretrained, seed_everything,
                            to_float32_numpy)
 from models.dialogue import Turn
 from models.dialogue import parse_script as parse_script_for
@@ -328,28 +328,13 @@ class CsmAdapter(OneModuleModel):
 
         The backbone and the depth decoder take turns every frame, so on a real accelerator this moves weights each
         frame: slow, but it runs where the whole model does not fit."""
-        parts = self.parts()
-        sizes = {name: module_bytes(modules) for name, modules in parts.items()}
-        active: list[str | None] = [None]
-
-        def enter(name: str) -> None:
-            if active[0] == name:
-                return
-            if accelerator != "cpu":  # on a simulated accelerator only the accounting runs
-                for other, modules in parts.items():
-                    for module in modules:
-                        module.to(accelerator if other == name else "cpu")
-            active[0] = name
-            on_component(sizes[name])
-
-        for name, modules in parts.items():
-            for module in modules:
-                if name == "codec":  # the model calls the codec's encode and decode, not its forward
-                    for method in ("encode", "decode"):
-                        original = getattr(module, method)
-                        setattr(module, method, lambda *a, _f=original, **k: (enter("codec"), _f(*a, **k))[1])
-                else:
-                    module.register_forward_pre_hook(lambda _m, _a, name=name: enter(name))
+        switcher = PartSwitcher(self.parts(), accelerator, on_component)
+        for name, modules in switcher.parts.items():
+            if name == "codec":  # the model calls the codec's encode and decode, not its forward
+                for module in modules:
+                    switcher.hook_methods(name, module)
+            else:
+                switcher.hook_forward(name)
         self.torch_device = accelerator
 
     def generate(self, request: Request, ctx: RunContext) -> Audio:

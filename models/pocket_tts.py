@@ -15,9 +15,9 @@ from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrio
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
-from studio.weights import cached_json, cached_snapshot, cached_weight_bytes, module_bytes
+from studio.weights import cached_json, cached_snapshot, cached_weight_bytes
 
-from models.common import (SAFE_LOAD, OneModuleModel, check_tokenizer, join_with_pauses, load_pretrained,
+from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, join_with_pauses, load_pretrained,
                            seed_everything, split_text, to_float32_numpy)
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def _params() -> tuple[Param, ...]:
 def _spec() -> ModelSpec:
     return ModelSpec(
         repo_id=REPO, family="pocket_tts", tasks=("speech",), label="Pocket TTS",
-        license=LICENSE, parameters=MODEL_PARAMETERS + CODEC_PARAMETERS, sample_rate=SAMPLE_RATE, channels=1,
+        license=LICENSE, parameters=MODEL_PARAMETERS, sample_rate=SAMPLE_RATE, channels=1,
         max_duration=None, params=_params(),
         speed={"cpu": SpeedPrior(0.5, CPU_S_PER_FRAME), "cpu/int8": SpeedPrior(0.5, CPU_INT8_S_PER_FRAME),
                "cuda": SpeedPrior(0.5, CUDA_S_PER_FRAME), "mps": SpeedPrior(0.5, MPS_S_PER_FRAME)},
@@ -179,23 +179,9 @@ class PocketTTSAdapter(OneModuleModel):
 
     def enable_offload(self, accelerator: str, on_component) -> None:
         """Weights stay in RAM; the model or the codec visits the accelerator while it runs, one at a time."""
-        parts = {"model": self.model, "audio_tokenizer": self.codec}
-        sizes = {name: module_bytes([module]) for name, module in parts.items()}
-        active: list[str | None] = [None]
-
-        def enter(name: str) -> None:
-            if active[0] == name:
-                return
-            if accelerator != "cpu":  # on a simulated accelerator only the accounting runs
-                for other, module in parts.items():
-                    module.to(accelerator if other == name else "cpu")
-            active[0] = name
-            on_component(sizes[name])
-
-        self.model.register_forward_pre_hook(lambda _m, _a: enter("model"))
-        for method in ("encode", "decode"):  # the processor calls the codec's methods, not its forward
-            original = getattr(self.codec, method)
-            setattr(self.codec, method, lambda *a, _f=original, **k: (enter("audio_tokenizer"), _f(*a, **k))[1])
+        switcher = PartSwitcher({"model": [self.model], "audio_tokenizer": [self.codec]}, accelerator, on_component)
+        switcher.hook_forward("model")
+        switcher.hook_methods("audio_tokenizer", self.codec)  # the processor calls its methods, not its forward
         self.torch_device = accelerator
 
     def generate(self, request: Request, ctx: RunContext) -> Audio:
@@ -328,4 +314,7 @@ FAMILY = Family(
     precisions=("float32", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     files=(("tokenizer.json",), ("processor_config.json",)),
     accepts=(Accepts("config.json", "model_type", ("pocket_tts",)),),  # PocketTTSConfig.model_type
+    # The codec is a repo of its own that the processor loads: its bytes count beside the model's (exact once
+    # cached). Before any download, int8's per-part figure (components) counts it once more: 80 MB high.
+    companion_repos=((CODEC_REPO, CODEC_PARAMETERS),),
 )

@@ -18,9 +18,9 @@ from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrio
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
-from studio.weights import cached_json, cached_snapshot, module_bytes
+from studio.weights import cached_json, cached_snapshot
 
-from models.common import (SAFE_LOAD, OneModuleModel, check_tokenizer, load_pretrained, seed_everything,
+from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, load_pretrained, seed_everything,
                            to_float32_numpy, token_progress)
 from models.dialogue import Turn
 from models.dialogue import parse_script as parse_script_for
@@ -326,26 +326,15 @@ class VibeVoiceAdapter(OneModuleModel):
         rest = [module for name, module in inner.named_children()
                 if name not in ("audio_tower", "semantic_tokenizer_encoder")] + [self.model.lm_head]
         parts = {"model": rest, **{name: [module] for name, module in tokenizers.items()}}
-        sizes = {name: module_bytes(modules) for name, modules in parts.items()}
-        active: list[str | None] = [None]
 
-        def enter(name: str) -> None:
-            if active[0] == name:
-                return
-            if accelerator != "cpu":  # on a simulated accelerator only the accounting runs
-                for other, modules in parts.items():
-                    for module in modules:
-                        module.to(accelerator if other == name else "cpu")
-                for factor in (inner.latent_scaling_factor, inner.latent_bias_factor):
-                    factor.data = factor.data.to(accelerator)
-            active[0] = name
-            on_component(sizes[name])
+        def move_factors(device: str) -> None:  # buffers of the outer model that every part's output is scaled by
+            for factor in (inner.latent_scaling_factor, inner.latent_bias_factor):
+                factor.data = factor.data.to(device)
 
-        for module in rest:
-            module.register_forward_pre_hook(lambda _m, _a: enter("model"))
-        for name, tower in tokenizers.items():
-            for sub in tower.children():  # the acoustic tokenizer is called through encode()/decode()
-                sub.register_forward_pre_hook(lambda _m, _a, _n=name: enter(_n))
+        switcher = PartSwitcher(parts, accelerator, on_component, on_move=move_factors)
+        switcher.hook_forward("model")
+        for name, tower in tokenizers.items():  # the acoustic tokenizer is called through encode()/decode()
+            switcher.hook_forward(name, list(tower.children()))
         self.torch_device = accelerator
 
     def generate(self, request: Request, ctx: RunContext) -> Audio:
