@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import pkgutil
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Mapping
 
@@ -504,28 +505,35 @@ class Catalog:
             family.check(spec, values)
         if family.check_text is not None:
             family.check_text(spec, text, values)
-        if "voice" in values and values["voice"] not in (None, "") and not any(u.speaker == 1 for u in used):
-            self._unknown_voice(spec, values["voice"])
+        # A voice name that filled nothing is a preset of the model's or a mistake, for speaker 1 (`voice`) and for
+        # speaker k (`voice_k`, in the modes it belongs to: a Dialogue setting is not read in Single voice).
+        filled = {u.speaker for u in used}
+        for param in spec.params:
+            speaker = voice_speaker(param.name)
+            value = values.get(param.name)
+            if speaker is not None and value not in (None, "") and speaker not in filled and param.applies(values):
+                self._unknown_voice(spec, value, param.name)
         return Request(model=spec.repo_id, task=task, prompt=text, seed=_check_seed(seed, random_seed), params=values,
                        spec_params=spec.params, voices=used)
 
-    def _unknown_voice(self, spec: ModelSpec, voice: Any) -> None:
-        """Refuse `voice`, which is neither a preset of `spec` nor a saved voice it can use, naming the choices."""
+    def _unknown_voice(self, spec: ModelSpec, voice: Any, name: str = "voice") -> None:
+        """Refuse `voice` (the value of the setting `name`), which is neither a preset of `spec` nor a saved voice it
+        can use, naming the choices."""
         voices = self.voices(spec)
         if voice in voices:
             return
         saved = self.saved_voices(spec)
         if self.library is not None and not can_clone(spec) and self.library.find(voice) is not None:
             cloners = ", ".join(s.label for s in self if can_clone(s))
-            raise InvalidInput(f"voice {echo(voice)} is a saved voice, and {spec.repo_id} cannot clone voices: use it "
+            raise InvalidInput(f"{name} {echo(voice)} is a saved voice, and {spec.repo_id} cannot clone voices: use it "
                                f"with a model that can ({cloners}), or choose one of: {', '.join(voices)}")
-        choices = [*voices, *(f"{name} (saved)" for name in saved)]
+        choices = [*voices, *(f"{voice_name} (saved)" for voice_name in saved)]
         if choices:
-            raise InvalidInput(f"voice {echo(voice)} is not a voice of {spec.repo_id}; choose one of: "
+            raise InvalidInput(f"{name} {echo(voice)} is not a voice of {spec.repo_id}; choose one of: "
                                f"{', '.join(choices)}")
-        raise InvalidInput(f"voice {echo(voice)} is not a saved voice, and {spec.repo_id} has no preset voices: "
+        raise InvalidInput(f"{name} {echo(voice)} is not a saved voice, and {spec.repo_id} has no preset voices: "
                            "save the voice first (Speech tab, Voice library; or `python -m studio voices save NAME "
-                           "--audio FILE --consent`), or leave voice empty")
+                           f"--audio FILE --consent`), or leave {name} empty")
 
 
 def can_clone(spec: ModelSpec) -> bool:
@@ -535,10 +543,28 @@ def can_clone(spec: ModelSpec) -> bool:
     return "speech" in spec.tasks and param is not None and param.is_audio
 
 
+def voice_speaker(name: str) -> int | None:
+    """The speaker a Voice setting speaks for: 1 for `voice`, k for `voice_k` (the multi-speaker convention); None
+    for any other setting."""
+    found = re.fullmatch(r"voice(?:_(\d+))?", name)
+    if found is None:
+        return None
+    return int(found.group(1)) if found.group(1) else 1
+
+
+def saved_voice_param(speaker: int = 1, *, modes: tuple[str, ...] = ()) -> Param:
+    """The Voice setting of speaker `speaker` for a model that clones from clips and has no presets of its own: a
+    saved voice (studio.voices) that fills speaker k's clip (`audio` / `audio_k`) and its transcript, or none."""
+    if speaker == 1:
+        return Param("voice", str, "", "Voice", "A voice saved in the Voice library (below): it fills the clip to "
+                     "clone and its transcript. Empty: the clip given here, or none.", advanced=False, modes=modes)
+    return Param(f"voice_{speaker}", str, "", f"Voice of Speaker {speaker}",
+                 f"A voice saved in the Voice library for Speaker {speaker}'s lines: it fills Speaker {speaker}'s clip "
+                 "(and its transcript). Empty: the clip given here, or none.", advanced=False, modes=modes)
+
+
 # The Voice setting a model that clones gets when it has no preset voices of its own (Dia): a saved voice or none.
-SAVED_VOICE_PARAM = Param(
-    "voice", str, "", "Voice", "A voice saved in the Voice library (below): it fills the clip to clone and its "
-    "transcript. Empty: the clip given here, or none.", advanced=False)
+SAVED_VOICE_PARAM = saved_voice_param(1)
 
 
 def text_key(task: str | None) -> str:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from studio.catalog import ModelSpec, can_clone, echo  # noqa: F401 (can_clone: the library's rule, kept with the catalog)
+from studio.catalog import MODE, ModelSpec, can_clone, echo  # noqa: F401 (can_clone: the library's rule)
 from studio.errors import InvalidInput, StorageError
 
 log = logging.getLogger(__name__)
@@ -377,13 +377,18 @@ class VoiceLibrary:
               ) -> tuple[dict[str, Any], tuple[VoiceUse, ...]]:
         """`params` with every saved voice named in `voice` / `voice_k` (that is not one of `presets`, the
         model's own) turned into the settings it fills (voice_params); and the voices used. A clip or a transcript
-        given beside a saved voice is refused: say which of the two to drop."""
+        given beside a saved voice is refused: say which of the two to drop. A Voice setting of other modes than
+        the request's (`voice_2` of Dialogue in Single voice) is left as it is: the run does not read it."""
         params = dict(params)
         uses = []
+        mode_param = spec.param(MODE)
+        mode = params.get(MODE) if mode_param is None or params.get(MODE) not in (None, "") else mode_param.default
         for param in spec.params:
             speaker = speaker_of(param.name)
             value = params.get(param.name)
             if speaker is None or not param.name.startswith("voice") or not isinstance(value, str):
+                continue
+            if not param.applies({MODE: mode}):  # e.g. voice_2 in Single voice: not a setting of the run
                 continue
             if not value.strip() or value.strip() in presets or self.find(value) is None:
                 continue

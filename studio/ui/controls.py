@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import gradio as gr
 
-from studio.catalog import MODE, Catalog, ModelSpec, Param
+from studio.catalog import MODE, Catalog, ModelSpec, Param, voice_speaker
 from studio.ui.text import voice_choices
 
 
@@ -30,7 +30,7 @@ def widget_kind(param: Param) -> str:
         return "audio"
     if param.kind is bool:
         return "checkbox"
-    if param.choices is not None or param.name == "voice":
+    if param.choices is not None or voice_speaker(param.name) is not None:  # voice, voice_2, ...
         return "dropdown"
     if param.kind in (int, float):
         return "slider" if param.minimum is not None and param.maximum is not None else "number"
