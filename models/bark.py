@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import math
 
-from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior
+from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
 from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, join_with_pauses, load_pretrained, seed_everything,
-                           split_text, to_float32_numpy, token_progress)
+                           speech_chunks, to_float32_numpy, token_progress)
+from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,15 @@ INT8_PARTS = ("semantic", "coarse_acoustics", "fine_acoustics")  # the three GPT
 INT8_CPU_SPEEDUP = 1.56  # int8 vs float32 on a CPU, measured on bark-small (docs/benchmarks.md)
 
 
+# Bark speaks one preset voice (no cloning, no dialogue); Long form keeps the preset's history prompt on every
+# sentence, so the voice holds over a long text. Single voice is the default: what every call before modes did.
+MODES = (SINGLE, LONG_FORM)
+MAX_TEXT_CHARS = 20_000  # about 110 chunks of 180 characters, 24 minutes of speech: the estimate shows its time
+
+
 def _params() -> tuple[Param, ...]:
     return (
+        mode_param(MODES, SINGLE, {LONG_FORM: "Every sentence uses the same preset's history prompt."}),
         Param("voice", str, DEFAULT_VOICE, "Voice", "Speaker preset; the language of the preset sets the accent.",
               advanced=False),
         Param("text_temperature", float, 0.7, "Text temperature", "Variety of wording and prosody "
@@ -55,7 +63,7 @@ def _spec(repo: str, label: str, parameters: int, cpu_per_s: float, cuda_per_s: 
         speed={"cpu": SpeedPrior(1.0, cpu_per_s), "cpu/int8": SpeedPrior(1.0, cpu_per_s / INT8_CPU_SPEEDUP),
                "cuda": SpeedPrior(0.5, cuda_per_s),
                "mps": SpeedPrior(1.0, cuda_per_s * 4)},
-        unit="second of speech", voices=PUBLISHED_VOICES, max_prompt_chars=5000, description=description,
+        unit="second of speech", voices=PUBLISHED_VOICES, max_prompt_chars=MAX_TEXT_CHARS, description=description,
         featured_in=("speech",) if featured else (),
         prompt_hint="Type what the voice should say. Bark also reads cues like [laughs], [sighs] and ♪ for singing",
     )
@@ -77,8 +85,18 @@ def list_voices(spec: ModelSpec) -> tuple[str, ...]:
     return tuple(sorted(k for k, v in table.items() if isinstance(v, dict)))
 
 
+def _pieces(request: Request) -> list[tuple[str, float]]:
+    """(chunk, pause before it): sentences, and in Long form paragraphs kept apart (models.common.speech_chunks)."""
+    return speech_chunks(request.prompt, CHUNK_CHARS, long_form=request.params.get(MODE) == LONG_FORM)
+
+
 def _chunks(request: Request) -> list[str]:
-    return split_text(request.prompt, CHUNK_CHARS)
+    return [chunk for chunk, _ in _pieces(request)]
+
+
+def check_text(spec: ModelSpec, text: str, values) -> None:
+    """Bark speaks one voice in either mode: a speaker tag is refused, naming the fix."""
+    check_one_voice(text, values.get(MODE) or SINGLE, model="Bark", dialogue=False)
 
 
 def work_units(spec: ModelSpec, request: Request) -> float:
@@ -112,7 +130,8 @@ class BarkModelAdapter(OneModuleModel):
         coarse_config = BarkCoarseGenerationConfig(**config.coarse_acoustics_config)
         fine_config = BarkFineGenerationConfig(**config.fine_acoustics_config)
         semantic_max = max(1, round(request.get("max_chunk_seconds") * SEMANTIC_HZ))
-        chunks = _chunks(request)
+        pieces = _pieces(request)
+        chunks = [chunk for chunk, _ in pieces]
         total = 100 * len(chunks)
         seed_everything(request.seed)
         parts = []
@@ -158,7 +177,8 @@ class BarkModelAdapter(OneModuleModel):
             ctx.progress(base + 100, total)
             ctx.stage("generating")
         rate = int(config.sample_rate)
-        return Audio(join_with_pauses(parts, rate), rate, info={"chunks": len(chunks)})
+        return Audio(join_with_pauses(parts, rate, pauses=[pause for _, pause in pieces]), rate,
+                     info={"chunks": len(chunks)})
 
 
 def _scaled_progress(ctx: RunContext, steps: int, start: int, end: int, total: int):
@@ -218,6 +238,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> BarkModelAdapter:
 
 FAMILY = Family(
     name="bark", load=load, work_units=work_units, working_bytes=working_bytes, list_voices=list_voices,
+    check_text=check_text,
     # int8 on a CPU: 1.6x faster than float32 on bark-small (docs/benchmarks.md); EnCodec stays float.
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,

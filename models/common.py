@@ -259,17 +259,39 @@ def split_text(text: str, max_chars: int) -> list[str]:
     return merged
 
 
-def join_with_pauses(parts: list, sample_rate: int, pause_s: float = 0.15):
-    """Concatenate mono chunks with a short silence between them."""
+SENTENCE_PAUSE_S = 0.15
+# Between paragraphs of a Long form text: a reader's paragraph pause, about four times a sentence's (audiobook
+# narration guides give 0.5-1 s against 0.1-0.3 s between sentences).
+PARAGRAPH_PAUSE_S = 0.6
+
+
+def speech_chunks(text: str, max_chars: int, *, long_form: bool = False) -> list[tuple[str, float]]:
+    """The text's chunks for a model that speaks a chunk at a time, each with the pause before it (0 for the
+    first): split_text's sentences; in Long form each paragraph (models.dialogue.paragraphs) on its own, never
+    merged with the next, after a PARAGRAPH_PAUSE_S pause."""
+    if not long_form:
+        return [(chunk, SENTENCE_PAUSE_S if i else 0.0) for i, chunk in enumerate(split_text(text, max_chars))]
+    from models.dialogue import paragraphs
+
+    chunks: list[tuple[str, float]] = []
+    for paragraph in paragraphs(text):
+        for i, chunk in enumerate(split_text(paragraph, max_chars)):
+            chunks.append((chunk, (PARAGRAPH_PAUSE_S if i == 0 else SENTENCE_PAUSE_S) if chunks else 0.0))
+    return chunks
+
+
+def join_with_pauses(parts: list, sample_rate: int, pause_s: float = SENTENCE_PAUSE_S, pauses: list | None = None):
+    """Concatenate mono chunks with a short silence between them (`pauses`: the silence before each part, seconds;
+    the first's is ignored)."""
     import numpy as np
 
     if len(parts) == 1:
         return parts[0]
-    gap = np.zeros(int(pause_s * sample_rate), dtype=np.float32)
     joined: list = []
     for i, part in enumerate(parts):
         if i:
-            joined.append(gap)
+            seconds = pauses[i] if pauses is not None else pause_s
+            joined.append(np.zeros(int(seconds * sample_rate), dtype=np.float32))
         joined.append(part.astype(np.float32))
     return np.concatenate(joined)
 

@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, echo
+from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior, echo, saved_voice_param
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
@@ -23,7 +23,7 @@ from studio.weights import cached_json, cached_snapshot, read_header
 
 from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, load_pretrained, seed_everything,
                            to_float32_numpy)
-from models.dialogue import Turn
+from models.dialogue import DIALOGUE, SINGLE, Turn, check_one_voice, mode_param
 from models.dialogue import parse_script as parse_script_for
 
 log = logging.getLogger(__name__)
@@ -92,20 +92,33 @@ def voice_params(speaker: int) -> tuple[str, str]:
     return ("audio", "transcript") if speaker == 1 else (f"audio_{speaker}", f"transcript_{speaker}")
 
 
+# CSM is conversational: Dialogue is its default (every script sent before modes keeps working, Speaker 2's clip
+# included). Single voice is one speaker's text with Speaker 1's voice alone. No Long form: the turns share the
+# backbone's 2048-position window (a turn at most about 2 minutes), and max_prompt_chars is 4,000.
+MODES = (SINGLE, DIALOGUE)
+MODE_NOTES = {
+    DIALOGUE: "Each turn is spoken after the earlier ones; a speaker without a voice gets one the model picks.",
+    SINGLE: "Speaker 1's voice: a saved voice, or a clip with its transcript; none: a voice the model picks.",
+}
+
+
 def _params() -> tuple[Param, ...]:
     voices: list[Param] = []
     for speaker in range(1, SPEAKERS + 1):
         audio, transcript = voice_params(speaker)
+        modes = () if speaker == 1 else (DIALOGUE,)  # Speaker 2 speaks in Dialogue only
         voices += [
+            saved_voice_param(speaker, modes=modes),
             Param(audio, Clip, None, f"Voice of Speaker {speaker}",
                   f"A clip of Speaker {speaker}'s voice ({MIN_PROMPT_S:g} to {MAX_PROMPT_S:g} s of one speaker, WAV, "
                   "FLAC, OGG or MP3, or a recording); 5-10 s of clean speech work best. It is the first turn of the "
                   "conversation the model continues. Needs its transcript.",
-                  minimum=MIN_PROMPT_S, maximum=MAX_PROMPT_S, advanced=False),
+                  minimum=MIN_PROMPT_S, maximum=MAX_PROMPT_S, advanced=False, modes=modes),
             Param(transcript, str, "", f"Transcript of Speaker {speaker}'s clip",
-                  f"The words said in Speaker {speaker}'s clip, as plain text.", advanced=False, lines=2),
+                  f"The words said in Speaker {speaker}'s clip, as plain text.", advanced=False, lines=2, modes=modes),
         ]
     return (
+        mode_param(MODES, DIALOGUE, MODE_NOTES),
         *voices,
         Param("temperature", float, 0.9, "Temperature", "Higher is more varied, lower steadier; the same for the "
               "first codebook and the depth decoder's (as Sesame's generator samples them).",
@@ -186,7 +199,9 @@ def window(spec: ModelSpec) -> int:
 def voices_of(values) -> tuple[Voice, ...]:
     """Each speaker's voice clip with its transcript, refusing one without the other."""
     voices = []
-    for speaker in range(1, SPEAKERS + 1):
+    # Single voice reads Speaker 1's voice alone: Speaker 2's settings belong to Dialogue (Param.modes).
+    speakers = 1 if values.get(MODE) == SINGLE else SPEAKERS
+    for speaker in range(1, speakers + 1):
         audio_name, transcript_name = voice_params(speaker)
         clip: Clip | None = values.get(audio_name)
         transcript = " ".join((values.get(transcript_name) or "").split())
@@ -223,6 +238,8 @@ def plan(spec: ModelSpec, prompt: str, values) -> Plan:
 
 
 def check_text(spec: ModelSpec, text: str, values) -> None:
+    if values.get(MODE) == SINGLE:
+        check_one_voice(text, SINGLE, model="CSM", dialogue=True)
     plan(spec, text, values)
 
 

@@ -13,14 +13,14 @@ import math
 import re
 from dataclasses import dataclass
 
-from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, echo
+from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior, echo, saved_voice_param
 from studio.clips import Clip
 from studio.errors import InvalidInput, ModelUnavailable
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
 from models.common import OneModuleModel, SAFE_LOAD, load_pretrained, seed_everything, to_float32_numpy, token_progress
-from models.dialogue import Turn, tagged_text
+from models.dialogue import DIALOGUE, SINGLE, Turn, check_one_voice, mode_param, tagged_text
 from models.dialogue import parse_script as parse_script_for
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,23 @@ def spoken_chars(turns: list[Turn]) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# Dia is a dialogue model (its tokenizer has [S1] and [S2]), so Dialogue is its default: every script sent before
+# modes keeps working. Single voice is the same model on [S1] alone. No Long form: one run holds about 35 s.
+MODES = (SINGLE, DIALOGUE)
+MODE_NOTES = {
+    DIALOGUE: "Dia continues its voice prompt: Speaker 1's clip (which may hold both speakers, its Transcript tagged "
+              "[S1] / [S2]) then Speaker 2's; a speaker without a voice gets one Dia picks. At most about 35 s a "
+              "run, clips included.",
+    SINGLE: "Speaker 1's voice continues the clip in 'Voice to continue', or one Dia picks.",
+}
+# Speaker 2's clip follows speaker 1's in the one voice prompt Dia continues, after a 0.2 s pause: the typical gap
+# between turns in conversation (about 200 ms, Stivers et al., PNAS 2009), as CSM joins its turns.
+PROMPT_GAP_S = 0.2
+
+
 def _params() -> tuple[Param, ...]:
     return (
+        mode_param(MODES, DIALOGUE, MODE_NOTES),
         Param("audio", Clip, None, "Voice to continue",
               "A clip of the voice(s) to speak with (WAV, FLAC, OGG or MP3, or a recording; about 5-10 s is best): "
               "the new speech continues it, and the result holds only the new speech. Needs its Transcript.",
@@ -121,6 +136,15 @@ def _params() -> tuple[Param, ...]:
         Param("transcript", str, "", "Transcript of the voice clip",
               "What is said in the clip, with its speaker tags: '[S1] ... [S2] ...' (or lines 'Speaker 1: ...'). "
               "The speakers of the clip keep their tags in your script.", advanced=False, lines=2),
+        saved_voice_param(2, modes=(DIALOGUE,)),
+        Param("audio_2", Clip, None, "Voice of Speaker 2",
+              "A clip of Speaker 2's voice alone (WAV, FLAC, OGG or MP3, or a recording; about 5-10 s is best): Dia's "
+              "voice prompt is Speaker 1's clip, then this one. Needs its transcript.",
+              minimum=MIN_PROMPT_S, maximum=round(DECODER_POSITIONS / FRAME_RATE - 1.0, 1), advanced=False,
+              modes=(DIALOGUE,)),
+        Param("transcript_2", str, "", "Transcript of Speaker 2's clip",
+              "The words said in Speaker 2's clip, as plain text (they are tagged [S2]).", advanced=False, lines=2,
+              modes=(DIALOGUE,)),
         Param("guidance_scale", float, 3.0, "Guidance", "How closely to follow the script (classifier-free "
               "guidance); 1 turns it off and roughly halves the work.", minimum=1.0, maximum=10.0, step=0.5),
         Param("temperature", float, 1.2, "Temperature", "Higher is more varied. Dia does not go below 1.0 "
@@ -160,12 +184,18 @@ SPECS = (
 
 @dataclass(frozen=True)
 class Plan:
-    text: str  # what the encoder reads: the transcript's turns, then the script's
+    text: str  # what the encoder reads: the transcripts' turns, then the script's
     turns: int
-    prompt_frames: int  # DAC frames of the voice clip (0: none)
+    prompt_frames: int  # DAC frames of the voice prompt (0: none)
     frames: int  # new frames at most (the cap)
     expected_frames: int  # new frames a trained model makes, about
     tail: int  # steps that make no frame: the forced EOS + max(delay)
+    clips: tuple[tuple[int, Clip], ...] = ()  # (speaker, clip) of the voice prompt, in the order Dia hears them
+
+    @property
+    def prompt_seconds(self) -> float:
+        gaps = PROMPT_GAP_S * max(0, len(self.clips) - 1)
+        return sum(clip.seconds for _, clip in self.clips) + gaps
 
     @property
     def steps(self) -> int:
@@ -179,17 +209,33 @@ def plan(spec: ModelSpec, prompt: str, values) -> Plan:
     turns = parse_script(prompt)
     clip: Clip | None = values.get("audio")
     transcript = (values.get("transcript") or "").strip()
-    prompt_frames = 0
-    text = script_text(turns)
+    prompt_turns: list[Turn] = []
+    clips: list[tuple[int, Clip]] = []
     if clip is not None:
         if not transcript:
             raise InvalidInput(f"the voice clip {clip.name!r} has no transcript: Dia needs the words said in it, "
                                "with their tags ('[S1] ...'), in Transcript; type them, or remove the clip")
-        text = f"{script_text(parse_script(transcript, what='transcript'))} {text}"
-        prompt_frames = math.ceil(clip.seconds * FRAME_RATE)
+        prompt_turns += parse_script(transcript, what="transcript")
+        clips.append((1, clip))
     elif transcript:
         raise InvalidInput(f"the transcript {echo(transcript)} is given without its voice clip: upload or record "
                            "the clip in 'Voice to continue', or clear Transcript")
+    if (values.get(MODE) or DIALOGUE) == DIALOGUE:  # Speaker 2's settings belong to Dialogue (Param.modes)
+        clip_2: Clip | None = values.get("audio_2")
+        transcript_2 = (values.get("transcript_2") or "").strip()
+        if clip_2 is not None and not transcript_2:
+            raise InvalidInput(f"Speaker 2's voice clip {clip_2.name!r} (audio_2) has no transcript: Dia needs the "
+                               "words said in it; type them in transcript_2, or remove the clip")
+        if clip_2 is None and transcript_2:
+            raise InvalidInput(f"transcript_2 {echo(transcript_2)} is given without Speaker 2's voice clip: upload "
+                               "or record the clip in audio_2, or clear transcript_2")
+        if clip_2 is not None:  # its words are Speaker 2's, whatever tags they carry
+            prompt_turns += [Turn(2, turn.text) for turn in parse_script(transcript_2, what="transcript_2")]
+            clips.append((2, clip_2))
+    clip = clips[0][1] if clips else None
+    text = script_text([*prompt_turns, *turns])
+    seconds = sum(c.seconds for _, c in clips) + PROMPT_GAP_S * max(0, len(clips) - 1)
+    prompt_frames = math.ceil(seconds * FRAME_RATE)
     tokens = text_tokens(text)
     if tokens > window.text_positions:
         raise InvalidInput(
@@ -201,7 +247,7 @@ def plan(spec: ModelSpec, prompt: str, values) -> Plan:
     room = window.max_frames - prompt_frames
     prompt_s = prompt_frames / FRAME_RATE
     if expected_s * FRAME_RATE > room:
-        held = f" after the {prompt_s:.1f} s voice clip" if clip is not None else ""
+        held = f" after the {prompt_s:.1f} s voice clip{'s' if len(clips) > 1 else ''}" if clip is not None else ""
         raise InvalidInput(
             f"the script is about {expected_s:.0f} s of speech ({chars} characters at {CHARS_PER_SECOND:g} a "
             f"second); Dia makes at most {room / FRAME_RATE:.1f} s in one run{held} (its decoder holds "
@@ -210,17 +256,19 @@ def plan(spec: ModelSpec, prompt: str, values) -> Plan:
             + (", or use a shorter clip" if clip is not None else ""))
     cap = math.ceil(max(MIN_CAP_S, chars / CAP_CHARS_PER_SECOND) * FRAME_RATE)
     return Plan(text=text, turns=len(turns), prompt_frames=prompt_frames, frames=max(1, min(cap, room)),
-                expected_frames=max(1, math.ceil(expected_s * FRAME_RATE)), tail=window.tail)
+                expected_frames=max(1, math.ceil(expected_s * FRAME_RATE)), tail=window.tail, clips=tuple(clips))
 
 
 def check_text(spec: ModelSpec, text: str, values) -> None:
+    if (values.get(MODE) or DIALOGUE) == SINGLE:
+        check_one_voice(text, SINGLE, model="Dia", dialogue=True)
     plan(spec, text, values)
 
 
 def describe(spec: ModelSpec, request: Request) -> str:
     run = plan(spec, request.prompt, request.params)
-    clip = request.params.get("audio")
-    voices = f"continues the voice of {clip.name!r} ({clip.seconds:.1f} s): " if clip is not None else ""
+    named = " then ".join(f"{clip.name!r} ({clip.seconds:.1f} s, Speaker {speaker})" for speaker, clip in run.clips)
+    voices = f"continues the voice{'s' if len(run.clips) > 1 else ''} of {named}: " if run.clips else ""
     return (f"{voices}{run.turns} turn{'s' if run.turns != 1 else ''}, about {run.expected_frames / FRAME_RATE:.0f} "
             f"s of speech (at most {run.frames / FRAME_RATE:.1f} s)")
 
@@ -283,15 +331,22 @@ class DiaModel(OneModuleModel):
         import torch
 
         # 1. The plan: the script (Speaker N: lines as [SN] tags) after the clip's transcript, and the cap.
+        import numpy as np
+
         run = plan(self.spec, request.prompt, request.params)
-        clip: Clip | None = request.params.get("audio")
-        # 2. Text -> bytes; a voice clip -> 44.1 kHz mono -> DAC codes in the delay pattern (DiaProcessor).
-        audio = [clip.conformed(SAMPLE_RATE, 1)[0]] if clip is not None else None
+        clip = bool(run.clips)
+        # 2. Text -> bytes; the voice prompt (Speaker 1's clip, a pause, Speaker 2's) -> 44.1 kHz mono -> DAC codes in
+        #    the delay pattern (DiaProcessor).
+        audio = None
+        if run.clips:
+            gap = np.zeros(round(PROMPT_GAP_S * SAMPLE_RATE), dtype=np.float32)
+            pieces = [piece for i, (_, c) in enumerate(run.clips)
+                      for piece in ([gap] if i else []) + [c.conformed(SAMPLE_RATE, 1)[0].astype(np.float32)]]
+            audio = [np.concatenate(pieces)]
         with torch.inference_mode():
             inputs = self.preprocess(text=[run.text], audio=audio, padding=True, return_tensors="pt")
         inputs = inputs.to(self.torch_device)
-        prompt_len = self.preprocess.get_audio_prompt_len(inputs["decoder_attention_mask"]) if clip is not None \
-            else None
+        prompt_len = self.preprocess.get_audio_prompt_len(inputs["decoder_attention_mask"]) if clip else None
         ctx.check()
         seed_everything(request.seed)
         # 3. One frame of 9 codes per step; progress and cancel each step; the library forces the EOS (and the
@@ -311,8 +366,8 @@ class DiaModel(OneModuleModel):
             wave = self.preprocess.batch_decode(codes, audio_prompt_len=prompt_len)[0]
         samples = to_float32_numpy(wave.reshape(-1))
         info = {"turns": run.turns, "frames": int(samples.shape[0] // HOP), "max_frames": run.frames}
-        if clip is not None:
-            info["prompt_s"] = round(clip.seconds, 4)
+        if clip:
+            info["prompt_s"] = round(run.prompt_seconds, 4)
         return Audio(samples, SAMPLE_RATE, info={**info, "metadata": dict(info)})
 
 

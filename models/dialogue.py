@@ -3,6 +3,10 @@
 
 One parser, so a script that one model takes reads the same in every other; each family says how many speakers
 it has and what its messages call it, and renders the turns in its own input format.
+
+The Speech tab's modes are declared here too, one wording for every speech family: Single voice (one voice, preset
+or cloned; a tag for a second speaker is refused), Dialogue (a script, a voice per speaker) and Long form (many
+paragraphs in one voice, chunked by sentence). Each family offers the ones it can do (`mode_param`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from studio.catalog import echo
+from studio.catalog import MODE, Param, echo
 from studio.errors import InvalidInput
 
 # "Speaker N:" opens a turn at the start of a line, or after the end of a sentence (or a cue) on the same line, so
@@ -81,3 +85,53 @@ def parse_script(text: str, *, speakers: int, model: str, what: str = "text") ->
 def tagged_text(turns: list[Turn]) -> str:
     """The one-line tagged form: "[S1] Hi! [S2] Hello there. (laughs)"."""
     return " ".join(f"[{turn.tag}] {turn.text}" for turn in turns)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The Speech tab's modes
+# ----------------------------------------------------------------------------------------------------------------
+
+SINGLE, DIALOGUE, LONG_FORM = "single", "dialogue", "long form"
+MODE_NAMES = {SINGLE: "Single voice", DIALOGUE: "Dialogue", LONG_FORM: "Long form"}
+MODE_HELP = {
+    SINGLE: "Single voice: the text in one voice, a preset or one cloned from a clip or a saved voice. A tag for "
+            "another speaker ('Speaker 2:', '[S2]') is refused: switch to Dialogue for that.",
+    DIALOGUE: "Dialogue: a script of lines 'Speaker 1: ...' / 'Speaker 2: ...' (or [S1] ... [S2] ...), each speaker "
+              "in their own voice: Voice (Speaker 1) and Voice of Speaker 2 ... pick saved voices or take clips.",
+    LONG_FORM: "Long form: a text of many paragraphs in one voice, spoken sentence by sentence with a longer pause "
+               "between paragraphs; one progress bar over the whole, and the estimate covers all of it.",
+}
+
+
+def mode_param(modes: tuple[str, ...], default: str, notes: dict[str, str] | None = None) -> Param:
+    """The `mode` setting of a speech model that can do `modes` (SINGLE, DIALOGUE, LONG_FORM); `notes` adds a
+    model's own words to a mode's help (what its voice needs, how long a run can be)."""
+    notes = notes or {}
+    helps = tuple((mode, f"{MODE_HELP[mode]} {notes[mode]}".strip() if mode in notes else MODE_HELP[mode])
+                  for mode in modes)
+    what = ", ".join(MODE_NAMES[mode] for mode in modes)
+    return Param(MODE, str, default, "Mode", f"What to speak: {what}.", choices=modes, advanced=False,
+                 choice_help=helps)
+
+
+DIALOGUE_MODELS = "Dia, CSM or VibeVoice"  # the speech families with a Dialogue mode, for the fix of a model without
+
+
+def check_one_voice(text: str, mode: str, *, model: str, dialogue: bool, what: str = "text") -> None:
+    """Refuse a tag for a second speaker in a one-voice mode (Single voice, Long form), naming the fix: Dialogue
+    where `model` has it, else a model that has it."""
+    for match in [*_SPEAKER_LINE.finditer(text), *_TAG.finditer(text)]:
+        # "[S2]" or "Speaker 2:"; a cue in brackets such as Bark's [sighs] matches _TAG's pattern and is no speaker.
+        digits = re.sub(r"^[sS]|\s+", "", match.group(1))
+        if not digits.isdigit() or int(digits) == 1:
+            continue
+        shown = match.group(0).strip()
+        who, fix = ((MODE_NAMES[mode], "switch Mode to Dialogue to give each speaker a voice") if dialogue
+                    else (model, f"for a dialogue pick {DIALOGUE_MODELS} (Mode: Dialogue)"))
+        raise InvalidInput(f"the {what} has a turn for another speaker ({echo(shown)}), and {who} speaks one voice: "
+                           f"{fix}, or remove the tag")
+
+
+def paragraphs(text: str) -> list[str]:
+    """The text's paragraphs: pieces between blank lines, each with its words."""
+    return [part.strip() for part in re.split(r"\n[ \t]*\n", text) if part.strip()]

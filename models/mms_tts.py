@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior
+from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import OneModuleModel, SAFE_LOAD, check_tokenizer, join_with_pauses, seed_everything, split_text, \
-    to_float32_numpy, torch_dtype
+from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, join_with_pauses, seed_everything,
+                           speech_chunks, to_float32_numpy, torch_dtype)
+from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,14 @@ LANGUAGES = {
 }
 
 
+# One voice per language model (no presets, no cloning, no dialogue). Single voice is the default: what every call
+# before modes did; Long form keeps paragraphs apart with a longer pause.
+MODES = (SINGLE, LONG_FORM)
+
+
 def _params() -> tuple[Param, ...]:
     return (
+        mode_param(MODES, SINGLE),
         Param("speaking_rate", float, 1.0, "Speaking rate", "Above 1 speaks faster, below 1 slower.",
               minimum=0.5, maximum=2.0, step=0.05),
         Param("noise_scale", float, 0.667, "Variation", "How much the voice varies between runs (VITS noise scale).",
@@ -54,6 +61,16 @@ def _spec(code: str, name: str) -> ModelSpec:
 
 
 SPECS = tuple(_spec(code, name) for code, name in LANGUAGES.items())
+
+
+def _pieces(request: Request) -> list[tuple[str, float]]:
+    """(chunk, pause before it): sentences, and in Long form paragraphs kept apart (models.common.speech_chunks)."""
+    return speech_chunks(request.prompt, CHUNK_CHARS, long_form=request.params.get(MODE) == LONG_FORM)
+
+
+def check_text(spec: ModelSpec, text: str, values) -> None:
+    """MMS-TTS speaks one voice in either mode: a speaker tag is refused, naming the fix."""
+    check_one_voice(text, values.get(MODE) or SINGLE, model=spec.label, dialogue=False)
 
 
 def work_units(spec: ModelSpec, request: Request) -> float:
@@ -76,19 +93,25 @@ class MmsTtsModel(OneModuleModel):
         import torch
 
         # 1. Sentence-sized chunks keep memory bounded for long text.
-        chunks = split_text(request.prompt, CHUNK_CHARS)
+        pieces = _pieces(request)
+        chunks = [chunk for chunk, _ in pieces]
         self.model.noise_scale = request.get("noise_scale")
         seed_everything(request.seed)
-        parts = []
+        parts, pauses, pending = [], [], 0.0
         # 2. One forward pass per chunk; cancel is checked between chunks.
         for index, chunk in enumerate(chunks):
             ctx.check()
             inputs = self.preprocess(chunk, return_tensors="pt").to(self.torch_device)
+            # A skipped chunk's pause passes to the next spoken one: a paragraph break stays the longer pause.
+            pending = max(pending, pieces[index][1])
             if inputs["input_ids"].shape[-1] == 0:
+                ctx.progress(index + 1, len(chunks))  # the bar counts every chunk, spoken or not
                 continue  # nothing this language's alphabet can say (e.g. only punctuation)
             with torch.inference_mode():
                 waveform = self.model(**inputs, speaking_rate=request.get("speaking_rate")).waveform
             parts.append(to_float32_numpy(waveform[0]))
+            pauses.append(pending)
+            pending = 0.0
             ctx.progress(index + 1, len(chunks))
         ctx.check()
         if not parts:
@@ -97,7 +120,7 @@ class MmsTtsModel(OneModuleModel):
                 f"{LANGUAGES.get(self.spec.language or '', 'the model language')}"
             )
         rate = self.model.config.sampling_rate
-        return Audio(join_with_pauses(parts, rate), rate, info={"chunks": len(chunks)})
+        return Audio(join_with_pauses(parts, rate, pauses=pauses), rate, info={"chunks": len(chunks)})
 
 
 def load(spec: ModelSpec, torch_device: str, dtype: str) -> MmsTtsModel:
@@ -113,7 +136,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MmsTtsModel:
 # The model is 36M parameters (145 MB in fp32): halving it saves little, and fp32 keeps VITS's flow and
 # stochastic duration predictor clear of fp16 range problems.
 FAMILY = Family(
-    name="mms_tts", load=load, work_units=work_units, working_bytes=working_bytes,
+    name="mms_tts", load=load, work_units=work_units, working_bytes=working_bytes, check_text=check_text,
     preferred_dtypes={"cuda": "float32", "mps": "float32", "cpu": "float32"}, precisions=("float32",),
     files=(("vocab.json",),),  # VitsTokenizer's characters
     accepts=(Accepts("config.json", "model_type", ("vits",)),),  # VitsConfig.model_type: every MMS-TTS repo is VITS

@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import math
 
-from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior
+from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, cached_snapshot, cached_weight_bytes
 
-from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, join_with_pauses, load_pretrained,
-                           seed_everything, split_text, to_float32_numpy)
+from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, join_with_pauses,  # noqa: F401
+                           load_pretrained, seed_everything, speech_chunks, split_text,  # split_text: tests read it
+                           to_float32_numpy)
+from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param, paragraphs
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,14 @@ CUDA_S_PER_FRAME = 0.010  # not measured (no GPU here): a 6-layer 1024-wide step
 MPS_S_PER_FRAME = 0.020  # not measured
 
 
+# One voice, a preset or cloned (no dialogue): the same voice latents prompt every chunk, so Long form holds the voice
+# over a long text. Single voice is the default: what every call before modes did.
+MODES = (SINGLE, LONG_FORM)
+
+
 def _params() -> tuple[Param, ...]:
     return (
+        mode_param(MODES, SINGLE, {LONG_FORM: "Every chunk starts from the same voice (preset or cloned)."}),
         Param("voice", str, DEFAULT_VOICE, "Voice", "One of the voices shipped with the model. A clip in Voice to "
               "clone replaces it.", advanced=False),
         Param("audio", Clip, None, "Voice to clone",
@@ -112,8 +120,18 @@ def list_voices(spec: ModelSpec) -> tuple[str, ...]:
     return tuple(sorted(path.stem for path in (snapshot / "voices").glob("*.safetensors")))
 
 
+def _pieces(request: Request) -> list[tuple[str, float]]:
+    """(chunk, pause before it): sentences, and in Long form paragraphs kept apart (models.common.speech_chunks)."""
+    return speech_chunks(request.prompt, CHUNK_CHARS, long_form=request.params.get(MODE) == LONG_FORM)
+
+
 def _chunks(request: Request) -> list[str]:
-    return split_text(request.prompt, CHUNK_CHARS)
+    return [chunk for chunk, _ in _pieces(request)]
+
+
+def check_text(spec: ModelSpec, text: str, values) -> None:
+    """Pocket TTS speaks one voice in either mode: a speaker tag is refused, naming the fix."""
+    check_one_voice(text, values.get(MODE) or SINGLE, model="Pocket TTS", dialogue=False)
 
 
 def frame_cap(chunk: str, frame_rate: float = FRAME_RATE) -> int:
@@ -157,6 +175,9 @@ def describe(spec: ModelSpec, request: Request) -> str:
     clip = request.params.get("audio")
     chunks = len(_chunks(request))
     parts = f" in {chunks} parts" if chunks > 1 else ""
+    if request.params.get(MODE) == LONG_FORM:
+        count = len(paragraphs(request.prompt))
+        parts = f" {count} paragraph{'s' if count != 1 else ''} in {chunks} part{'s' if chunks != 1 else ''}"
     if clip is not None:
         return f"speaks{parts} in the voice of the {clip.seconds:.1f} s clip {clip.name!r} (cloned)"
     return f"speaks{parts} in the voice {request.get('voice')!r}"
@@ -190,7 +211,8 @@ class PocketTTSAdapter(OneModuleModel):
         # 1. The voice: latents of the clip to clone, or of a shipped voice; the same for every chunk.
         clip = request.params.get("audio")
         voice = self._clone(clip) if clip is not None else self._shipped_voice(request.get("voice"))
-        chunks = _chunks(request)
+        pieces = _pieces(request)
+        chunks = [chunk for chunk, _ in pieces]
         caps = [frame_cap(chunk, self.model.config.frame_rate) for chunk in chunks]
         total, done = sum(caps), 0
         temperature = request.get("temperature")
@@ -230,7 +252,7 @@ class PocketTTSAdapter(OneModuleModel):
             parts.append(to_float32_numpy(waveform))
             frames.append(int(out.audio_latents_mask[0].sum()))
             ctx.stage("generating")
-        return Audio(join_with_pauses(parts, SAMPLE_RATE), SAMPLE_RATE,
+        return Audio(join_with_pauses(parts, SAMPLE_RATE, pauses=[pause for _, pause in pieces]), SAMPLE_RATE,
                      info={"chunks": len(chunks), "frames": frames, "cloned": clip is not None})
 
     def _clone(self, clip: Clip):
@@ -305,6 +327,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> PocketTTSAdapter:
 
 FAMILY = Family(
     name="pocket_tts", load=load, work_units=work_units, working_bytes=working_bytes, list_voices=list_voices,
+    check_text=check_text,
     components=components, describe=describe, speed_param=None,
     # auto stays float32 on a CPU: int8 measured 1.2x faster and bfloat16 1.15x slower (CPU_S_PER_FRAME's note), on a
     # shared machine and random weights, so neither the gain nor int8's effect on a trained flow head is established;

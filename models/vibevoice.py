@@ -14,7 +14,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior
+from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior, saved_voice_param
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
@@ -22,7 +22,7 @@ from studio.weights import cached_json, cached_snapshot
 
 from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, load_pretrained, seed_everything,
                            to_float32_numpy, token_progress)
-from models.dialogue import Turn
+from models.dialogue import DIALOGUE, LONG_FORM, SINGLE, Turn, check_one_voice, mode_param, paragraphs
 from models.dialogue import parse_script as parse_script_for
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,27 @@ def voice_param(speaker: int) -> str:
     return VOICE_PARAMS[speaker - 1]
 
 
-def parse_script(text: str) -> list[Turn]:
-    """The script's turns (models.dialogue: [SN] tags or 'Speaker N:' lines; plain text is Speaker 1's)."""
-    return parse_script_for(text, speakers=SPEAKERS, model="VibeVoice")
+def parse_script(text: str, mode: str = DIALOGUE) -> list[Turn]:
+    """The script's turns (models.dialogue: [SN] tags or 'Speaker N:' lines; plain text is Speaker 1's). Single voice
+    and Long form refuse a second speaker; Long form makes each paragraph a turn of Speaker 1 (a line of the prompt,
+    as the chat template writes a turn), so the segments follow the paragraphs."""
+    if mode == DIALOGUE:
+        return parse_script_for(text, speakers=SPEAKERS, model="VibeVoice")
+    check_one_voice(text, mode, model="VibeVoice", dialogue=True)
+    if mode == SINGLE:
+        return parse_script_for(text, speakers=1, model="VibeVoice")
+    return [turn for part in paragraphs(text) for turn in parse_script_for(part, speakers=1, model="VibeVoice")]
+
+
+# Dialogue is the default: VibeVoice is made for scripts of several speakers, and every call before modes sent one.
+# Its single pass over the whole text is long-form by nature (up to about 90 minutes in its window), so Long form is
+# the same pass with one voice and a turn per paragraph.
+MODES = (SINGLE, DIALOGUE, LONG_FORM)
+MODE_NOTES = {
+    DIALOGUE: "Up to four speakers; one without a voice speaks in a voice the model picks.",
+    LONG_FORM: "VibeVoice reads the whole text in one pass (up to about 90 minutes), each paragraph a turn of "
+               "Speaker 1.",
+}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -101,13 +119,16 @@ def parse_script(text: str) -> list[Turn]:
 def _params() -> tuple[Param, ...]:
     voices = []
     for speaker, name in enumerate(VOICE_PARAMS, start=1):
+        modes = () if speaker == 1 else (DIALOGUE,)  # Speakers 2-4 speak in Dialogue only
+        voices.append(saved_voice_param(speaker, modes=modes))
         voices.append(Param(
             name, Clip, None, f"Voice of Speaker {speaker}",
             f"A sample of Speaker {speaker}'s voice ({MIN_PROMPT_S:g}-{MAX_PROMPT_S:g} s of one speaker, WAV, FLAC, "
             "OGG or MP3, or a recording; no transcript needed); 10-30 s of clean speech work best. Without one, "
             f"Speaker {speaker} speaks in a voice the model picks.",
-            minimum=MIN_PROMPT_S, maximum=MAX_PROMPT_S, advanced=speaker > 2))
+            minimum=MIN_PROMPT_S, maximum=MAX_PROMPT_S, advanced=speaker > 2, modes=modes))
     return (
+        mode_param(MODES, DIALOGUE, MODE_NOTES),
         *voices,
         Param("guidance_scale", float, 1.3, "Guidance", "How strongly each frame follows the script and the voices "
               "(classifier-free guidance of the diffusion head; the released checkpoints use 1.3). Every value costs "
@@ -161,9 +182,12 @@ def positions(spec: ModelSpec) -> int:
 
 def plan(spec: ModelSpec, text: str, values) -> Plan:
     """The run a request makes, refusing one that does not fit the model (messages name the value and the fix)."""
-    turns = tuple(parse_script(text))
+    mode = values.get(MODE) or DIALOGUE
+    turns = tuple(parse_script(text, mode))
     spoken = {turn.speaker for turn in turns}
-    given = {speaker: values.get(voice_param(speaker)) for speaker in range(1, SPEAKERS + 1)}
+    # Speakers 2-4's clips belong to Dialogue (Param.modes): another mode reads Speaker 1's alone.
+    speakers = SPEAKERS if mode == DIALOGUE else 1
+    given = {speaker: values.get(voice_param(speaker)) for speaker in range(1, speakers + 1)}
     voices = {speaker: clip for speaker, clip in given.items() if clip is not None and speaker in spoken}
     unused = tuple(speaker for speaker, clip in given.items() if clip is not None and speaker not in spoken)
     chars = sum(len(turn.text) for turn in turns)
@@ -197,7 +221,9 @@ def describe(spec: ModelSpec, request: Request) -> str:
         who.append(f"Speaker {speaker} in the voice of {clip.name!r}" if clip is not None
                    else f"Speaker {speaker} in a voice the model picks")
     turns = len(run.turns)
-    text = (f"{turns} turn{'s' if turns != 1 else ''}: {', '.join(who)}; about {run.expected_frames / FRAME_RATE:.0f} s "
+    unit = "paragraph" if request.params.get(MODE) == LONG_FORM else "turn"
+    text = (f"{turns} {unit}{'s' if turns != 1 else ''}: {', '.join(who)}; "
+            f"about {run.expected_frames / FRAME_RATE:.0f} s "
             f"of speech (at most {run.frames / FRAME_RATE:.1f} s)")
     if run.unused:
         names = ", ".join(f"Speaker {speaker}" for speaker in run.unused)
