@@ -17,6 +17,7 @@ import soundfile
 from studio.catalog import MODE
 from studio.errors import InvalidInput
 from studio.run import RunContext
+from tests.speech_fixtures import cpu_studio, one_thread  # noqa: F401 (fixtures: one torch thread, a CPU studio)
 
 VIBEVOICE = "vibevoice/VibeVoice-1.5B-hf"
 CSM = "sesame/csm-1b"
@@ -27,17 +28,6 @@ MMS = "facebook/mms-tts-eng"
 SCRIPT = "Speaker 1: Hello. Speaker 2: Hi there."
 FAST = {"num_diffusion_steps": 2}
 RATE = 24000
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are all thread hand-offs (tests/test_vibevoice.py)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +48,8 @@ def clips(tmp_path_factory):
 def studio(tiny_cache, catalog, clips, tmp_path_factory):
     """A studio with the two clips saved as the voices "tone" and "noise", each with a transcript."""
     from studio.clips import read_clip
-    from studio.device import CpuDevice
-    from studio.service import Studio
-    from studio.settings import Settings
 
-    studio = Studio(Settings(output_dir=tmp_path_factory.mktemp("out"), memory_reserve=0), catalog=catalog,
-                    device=CpuDevice())
+    studio = cpu_studio(catalog, tmp_path_factory)
     for name, path in clips.items():
         studio.voices.save(name, read_clip(path), f"A {name}.", consent=True)
     return studio
