@@ -558,7 +558,7 @@ def saved_voice_param(speaker: int = 1, *, modes: tuple[str, ...] = ()) -> Param
     if speaker == 1:
         return Param("voice", str, "", "Voice", "A voice saved in the Voice library (below): it fills the clip to "
                      "clone and its transcript. Empty: the clip given here, or none.", advanced=False, modes=modes)
-    return Param(f"voice_{speaker}", str, "", f"Voice of Speaker {speaker}",
+    return Param(f"voice_{speaker}", str, "", f"Saved voice of Speaker {speaker}",
                  f"A voice saved in the Voice library for Speaker {speaker}'s lines: it fills Speaker {speaker}'s clip "
                  "(and its transcript). Empty: the clip given here, or none.", advanced=False, modes=modes)
 

@@ -103,7 +103,9 @@ def _choices(param: Param, spec: ModelSpec, catalog: Catalog) -> list[Any]:
 def voice_options(param: Param, spec: ModelSpec, catalog: Catalog) -> list[tuple[str, str]]:
     """A Voice dropdown's (label, value) pairs: the model's presets, then the saved voices it can speak in
     ("my-voice (saved)"); "None" first where the setting's default is no voice (a model without presets)."""
-    none = [("None (the clip below, or no voice)", "")] if param.default == "" else []
+    # Speaker 1's Voice stands above its clip; speaker k's saved voice below all the clips (laid out with them).
+    where = "below" if param.name == "voice" else "given"
+    none = [(f"None (the clip {where}, or no voice)", "")] if param.default == "" else []
     saved = [(f"{name} (saved)", name) for name in catalog.saved_voices(spec)]
     return [*none, *voice_choices(catalog.voices(spec)), *saved]
 
