@@ -91,7 +91,7 @@ def tagged_text(turns: list[Turn]) -> str:
 # The Speech tab's modes
 # ----------------------------------------------------------------------------------------------------------------
 
-SINGLE, DIALOGUE, LONG_FORM = "single", "dialogue", "long form"
+SINGLE, DIALOGUE, LONG_FORM = "single voice", "dialogue", "long form"
 MODE_NAMES = {SINGLE: "Single voice", DIALOGUE: "Dialogue", LONG_FORM: "Long form"}
 MODE_HELP = {
     SINGLE: "Single voice: the text in one voice, a preset or one cloned from a clip or a saved voice. A tag for "

@@ -66,18 +66,18 @@ def _zero_runs(samples) -> np.ndarray:
 
 
 @pytest.mark.parametrize("repo, choices, default", [
-    (VIBEVOICE, ("single", "dialogue", "long form"), "dialogue"),
-    (CSM, ("single", "dialogue"), "dialogue"),
-    (DIA, ("single", "dialogue"), "dialogue"),
-    (POCKET, ("single", "long form"), "single"),
-    (BARK, ("single", "long form"), "single"),
-    (MMS, ("single", "long form"), "single"),
+    (VIBEVOICE, ("single voice", "dialogue", "long form"), "dialogue"),
+    (CSM, ("single voice", "dialogue"), "dialogue"),
+    (DIA, ("single voice", "dialogue"), "dialogue"),
+    (POCKET, ("single voice", "long form"), "single voice"),
+    (BARK, ("single voice", "long form"), "single voice"),
+    (MMS, ("single voice", "long form"), "single voice"),
 ])
 def test_each_speech_model_offers_the_modes_it_can_do_with_a_note_for_each(catalog, repo, choices, default):
     mode = catalog.get(repo).param(MODE)
     assert mode.choices == choices and mode.default == default and not mode.advanced
     assert [choice for choice, _ in mode.choice_help] == list(choices)
-    assert "one voice" in mode.explain("single")
+    assert "one voice" in mode.explain("single voice")
     if "long form" in choices:
         assert "one progress bar" in mode.explain("long form")
 
@@ -97,7 +97,7 @@ def test_a_call_without_a_mode_keeps_working_in_the_models_default(studio):
     request = studio.request("speech", VIBEVOICE, SCRIPT, seed=1, params=FAST)
     assert request.get(MODE) == "dialogue" and request.settings()[MODE] == "dialogue"
     request = studio.request("speech", MMS, "Hello there.", seed=1)
-    assert request.get(MODE) == "single"
+    assert request.get(MODE) == "single voice"
 
 
 @pytest.mark.parametrize("repo, text, fix", [
@@ -109,13 +109,13 @@ def test_a_call_without_a_mode_keeps_working_in_the_models_default(studio):
 ])
 def test_a_one_voice_mode_refuses_a_second_speaker_naming_the_fix(studio, repo, text, fix):
     with pytest.raises(InvalidInput) as error:
-        studio.request("speech", repo, text, seed=1, params={MODE: "single"})
+        studio.request("speech", repo, text, seed=1, params={MODE: "single voice"})
     message = str(error.value)
     assert "turn for another speaker" in message and fix in message and "or remove the tag" in message
     # Speaker 1's own tag, and a cue, are one voice; so is Bark's cue in brackets (the dialogue models' parser reads
     # a bracket as a speaker tag, and refuses [sighs] as a speaker it does not have, in any mode).
-    studio.request("speech", repo, "Speaker 1: Hello (sighs) there.", seed=1, params={MODE: "single"})
-    studio.request("speech", BARK, "Speaker 1: Hello [sighs] there.", seed=1, params={MODE: "single"})
+    studio.request("speech", repo, "Speaker 1: Hello (sighs) there.", seed=1, params={MODE: "single voice"})
+    studio.request("speech", BARK, "Speaker 1: Hello [sighs] there.", seed=1, params={MODE: "single voice"})
 
 
 def test_long_form_refuses_a_second_speaker_too(studio):
@@ -155,7 +155,7 @@ def test_the_metadata_marks_every_cloned_speaker(dialogue_runs):
 
 
 def test_a_speakers_voice_is_not_read_outside_dialogue_and_an_unknown_one_is_refused(studio):
-    request = studio.request("speech", VIBEVOICE, "Hello.", seed=1, params={MODE: "single", "voice_2": "noise",
+    request = studio.request("speech", VIBEVOICE, "Hello.", seed=1, params={MODE: "single voice", "voice_2": "noise",
                                                                             **FAST})
     assert request.get("audio_2") is None and not request.voices and "voice_2" not in request.settings()
     with pytest.raises(InvalidInput) as error:
@@ -186,7 +186,7 @@ def test_dias_voice_prompt_is_speaker_1s_clip_then_speaker_2s_with_their_transcr
     # A clip without its words is refused, naming the setting and the fix; Single voice does not read Speaker 2's.
     with pytest.raises(InvalidInput, match="audio_2.*has no transcript.*type them in transcript_2"):
         studio.request("speech", DIA, script, seed=6, params={"audio_2": both.get("audio_2")})
-    single = studio.request("speech", DIA, "Hi.", seed=6, params={MODE: "single", "voice_2": "noise"})
+    single = studio.request("speech", DIA, "Hi.", seed=6, params={MODE: "single voice", "voice_2": "noise"})
     assert plan(spec, single.prompt, single.params).clips == ()
 
 
@@ -253,14 +253,14 @@ def test_switching_the_mode_shows_a_voice_per_speaker_in_dialogue_only(speech):
     per_speaker = {"voice_2", "audio_2", "voice_3", "audio_3", "voice_4", "audio_4"}
     updates = on_mode(speech, _values(speech, VIBEVOICE, mode="dialogue"))
     assert per_speaker <= _shown(speech, updates, True)
-    for mode in ("single", "long form"):
+    for mode in ("single voice", "long form"):
         updates = on_mode(speech, _values(speech, VIBEVOICE, mode=mode))
         assert per_speaker <= _shown(speech, updates, False)
         mode_control = next(c for c in speech.plan if c.name == MODE)
-        assert updates[mode_control.note]["value"].startswith({"single": "Single voice:",
+        assert updates[mode_control.note]["value"].startswith({"single voice": "Single voice:",
                                                                "long form": "Long form:"}[mode])
     # CSM: speaker 2's clip and its transcript follow the mode too.
-    assert {"voice_2", "audio_2", "transcript_2"} <= _shown(speech, on_mode(speech, _values(speech, CSM, mode="single")),
+    assert {"voice_2", "audio_2", "transcript_2"} <= _shown(speech, on_mode(speech, _values(speech, CSM, mode="single voice")),
                                                             False)
     # The per-speaker Voice is a dropdown of the saved voices, "None" first.
     voice_2 = next(c for c in speech.plan if c.name == "voice_2")
