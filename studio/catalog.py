@@ -543,13 +543,18 @@ def can_clone(spec: ModelSpec) -> bool:
     return "speech" in spec.tasks and param is not None and param.is_audio
 
 
-def voice_speaker(name: str) -> int | None:
-    """The speaker a Voice setting speaks for: 1 for `voice`, k for `voice_k` (the multi-speaker convention); None
-    for any other setting."""
-    found = re.fullmatch(r"voice(?:_(\d+))?", name)
+def speaker_of(name: str, kinds: tuple[str, ...] = ("voice", "audio", "transcript")) -> int | None:
+    """The speaker a setting of one of `kinds` belongs to: 1 for `audio`, k for `audio_k` (the multi-speaker
+    convention); None for any other setting."""
+    found = re.fullmatch(rf"(?:{'|'.join(kinds)})(?:_(\d+))?", name)
     if found is None:
         return None
     return int(found.group(1)) if found.group(1) else 1
+
+
+def voice_speaker(name: str) -> int | None:
+    """The speaker a Voice setting speaks for: 1 for `voice`, k for `voice_k`; None for any other setting."""
+    return speaker_of(name, ("voice",))
 
 
 def saved_voice_param(speaker: int = 1, *, modes: tuple[str, ...] = ()) -> Param:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-from studio.catalog import MODE, ModelSpec, can_clone, echo  # noqa: F401 (can_clone: the library's rule)
+from studio.catalog import MODE, ModelSpec, can_clone, echo, speaker_of  # noqa: F401 (can_clone: the library's rule)
 from studio.errors import InvalidInput, StorageError
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,6 @@ def speaker_params(speaker: int) -> tuple[str, str, str]:
         raise ValueError(f"speakers count from 1, not {speaker}")
     suffix = "" if speaker == 1 else f"_{speaker}"
     return f"voice{suffix}", f"audio{suffix}", f"transcript{suffix}"
-
-
-def speaker_of(name: str) -> int | None:
-    """The speaker a setting name belongs to ('audio' -> 1, 'audio_2' -> 2), None for any other name."""
-    found = re.fullmatch(r"(?:voice|audio|transcript)(?:_(\d+))?", name)
-    if found is None:
-        return None
-    return int(found.group(1)) if found.group(1) else 1
 
 
 @dataclass(frozen=True)
