@@ -325,17 +325,17 @@ class PipelineManager:
             reserve_bytes=self.reserve if self._reserve_takes_all(device or self.device) else 0,
             work=family.describe(spec, request) if family.describe is not None else "",
             prepares=preparation.summary if preparation else "", prepare_seconds=prepare_s,
-            fits_in=self._fits_in(spec, request, only=only) if not chosen.fits else "",
+            fits_in=self._fits_in(spec, request, chosen.dtype, only=only) if not chosen.fits else "",
         )
 
-    def _fits_in(self, spec: ModelSpec, request: Request, *, only: str | None = None) -> str:
-        """For a run that fits nowhere: the model's other precision that would fit (the smallest first), or "".
+    def _fits_in(self, spec: ModelSpec, request: Request, current: str, *, only: str | None = None) -> str:
+        """For a run that fits nowhere in `current` (its plan's dtype): the model's other precision that would fit
+        (the smallest first), or "".
         e.g. ACE-Step's XL in float32 on a 12 GB GPU: its DiT alone (16.7 GB) is more than offload can hold, and
         bfloat16 (8.3 GB) runs with offload."""
         param = spec.param("precision")
         if param is None or not param.choices:
             return ""
-        current = self._plan(spec, request, only=only).dtype
         # int8 is no suggestion for a GPU: dynamic int8 runs on the CPU only, CUDA's needs bitsandbytes.
         # Of two the same size, the one auto picks here first (bfloat16 for a model published in it).
         first = self.devices.resolve()[0]
