@@ -175,6 +175,8 @@ def render(results: dict) -> str:
           "of it), so they are compared after it. The estimate lengths are continuations after a text-only "
           "calibration run, so their error shows how well `PROMPT_FRAME_COST` counts a prompt.\n")
 
+    _render_real_time(w, results.get("models", {}))
+
     w("### The studio's default on this machine\n")
     picks = ", ".join(f"{name} {e['compare_default']['dtype']}" for name, e in results.get("models", {}).items()
                       if e.get("compare_default"))
@@ -325,6 +327,25 @@ def render(results: dict) -> str:
             w(f"- {name}: `{last[:300]}`")
         w("")
     return "\n".join(out) + "\n"
+
+
+def _render_real_time(w, models: dict) -> None:
+    """Real-time factor of the compared runs (seconds of compute per second of audio) and the precisions weighed."""
+    rows = [(name, e) for name, e in models.items() if e["compare"].get("real_time_factor")]
+    if not rows:
+        return
+    w("### Real-time factor\n")
+    w("Seconds of the run per second of audio made, from each side's median compared run (below 1.00 is faster "
+      "than real time). Where a case weighs other precisions, each ran in its own studio in the same rounds; "
+      "ratio = the float32 reference's time / that studio's.\n")
+    w("| model | work | float32 RTF | default | default RTF | other precisions: ratio (RTF) |\n|---|---|---|---|---|---|")
+    for name, e in rows:
+        d = e.get("compare_default") or {}
+        others = ", ".join(f"{p}: {_x(c['ratio'])} ({_s(c.get('real_time_factor'))})"
+                           for p, c in (e.get("compare_precisions") or {}).items()) or "–"
+        w(f"| {name} | {e['what']} | {_s(e['compare']['real_time_factor'])} | {d.get('dtype', '–')} | "
+          f"{_s(d.get('real_time_factor'))} | {others} |")
+    w("")
 
 
 def _when(entry: dict) -> str:

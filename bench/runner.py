@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 
-AUTOREGRESSIVE = ("musicgen-small", "musicgen-continuation", "bark-small")  # ">= 1.5x with the studio's default"
+AUTOREGRESSIVE = ("musicgen-small", "musicgen-continuation", "bark-small", "pocket-tts", "dia-1.6b", "csm-1b",
+                  "vibevoice-1.5b")  # ">= 1.5x with the studio's default"
 TARGETS = {
     "ratio": Target(">=", 1.0),  # reference / studio
     "ratio_autoregressive": Target(">=", 1.5),  # MusicGen and Bark, with the studio's default setting (issue 5)
@@ -113,7 +114,7 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
 
     def borrow_from(source, req, key: str = "run") -> None:
         with source.manager.acquire(req) as lease:
-            components = dict(lease.model.pipe.components)
+            components = borrowed_components(lease.model)
         ref[key], modules = LOADERS[case.family](case.repo, borrow=components)
         ref.setdefault("modules", modules)
         out["reference_borrowed"] = True
@@ -180,6 +181,17 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
         }
         studios = {"studio": studio32, "default": studio}
         sides = ("reference", "studio", "default")
+    # Precisions the case also weighs (a family whose `auto` the bench decides): each in a studio of its own, in
+    # the same rounds, against the same float32 reference.
+    weighed = [p for p in case.extra.get("precisions", ()) if p not in ("float32", default_dtype)]
+    requests = {"studio": req, "default": default_req}
+    for precision in weighed:
+        studios[precision] = _studio(workdir / f"{case.name}-{precision}")
+        requests[precision] = request({**mode.compare, "precision": precision})
+        _timed(lambda: studios[precision].manager.run(request({**mode.calibration, "precision": precision},
+                                                              mode.calibration_prompt)),
+               label=f"studio {precision} (loads)")
+        sides = (*sides, precision)
     if borrow:  # from the float32 studio: the one holding the reference's precision
         borrow_from(studios["studio"], req)
         reference_warmup()
@@ -202,10 +214,11 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
             audio[slot.side] = samples[..., skip:]
         else:
             runner_studio = studios[slot.side]
-            one = req if slot.side == "studio" else default_req
+            one = requests[slot.side]
             estimate = runner_studio.estimate(one)
             result, rec = _timed(lambda: runner_studio.manager.run(one), label=label)
-            rec.update(predicted_s=estimate.seconds, compute_s=result.compute_s, dtype=result.dtype)
+            rec.update(predicted_s=estimate.seconds, compute_s=result.compute_s, dtype=result.dtype,
+                       audio_s=result.audio.duration)
             audio[slot.side] = result.audio.samples[..., skip:]
         times[slot.side].append(rec)
     out["compare"] = _compare_summary(req, {k: times[k] for k in ("reference", "studio")},
@@ -222,10 +235,18 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
                 default_req, {"reference": times["reference_default"], "studio": times["default"]},
                 {"reference": audio["reference_default"], "studio": audio["default"]})
             out["compare_default_same"]["dtype"] = default_dtype
-        studio32.manager.unload_all()
-        del studios, studio32
     else:
         out["compare_default"] = {**out["compare"], "dtype": default_dtype}
+    if weighed:
+        out["compare_precisions"] = {
+            precision: {**_compare_summary(requests[precision], {"reference": times["reference"],
+                                                                 "studio": times[precision]},
+                                           {"reference": audio["reference"], "studio": audio[precision]}),
+                        "dtype": precision} for precision in weighed}
+    for other in studios.values():  # every studio but the one measured below ("studio" when it is the default)
+        if other is not studio:
+            other.manager.unload_all()
+    del studios
     if case.name in AUTOREGRESSIVE:
         ratio = out["compare_default"]["ratio"]
         out["compare_default"].update(target=TARGETS["ratio_autoregressive"].describe(),
@@ -249,6 +270,20 @@ def run_model(case: Case, *, quick: bool, workdir: Path, overhead_repeats: int |
     out["elapsed_s"] = time.monotonic() - started
     torch.set_num_threads(out["threads"])  # nothing above should change it; keep the next model's runs equal
     return out
+
+
+def borrowed_components(adapter) -> dict[str, Any]:
+    """What a reference builds itself from when it borrows a loaded model: a diffusers pipeline's components, or a
+    transformers model and its processor (models.common.OneModuleModel's `model` and `preprocess`)."""
+    pipe = getattr(adapter, "pipe", None)
+    if pipe is not None:
+        return dict(pipe.components)
+    return {"model": adapter.model, "processor": adapter.preprocess}
+
+
+def real_time_factor(times: dict, audio_s: float | None) -> float | None:
+    """Seconds of compute per second of audio (below 1 is faster than real time), from the median run."""
+    return times["median_s"] / audio_s if audio_s else None
 
 
 def _estimate_summary(runs: list[dict]) -> dict:
@@ -281,6 +316,8 @@ def _compare_summary(req, times: dict[str, list[dict]], audio: dict) -> dict:
         "target": TARGETS["ratio"].describe(), "met": TARGETS["ratio"].met(ratio),
         "max_abs_difference": diff, "same_output": diff is not None and diff == 0.0,
         "estimate_time_error_median": median_relative_error(predicted) if predicted else None,
+        "real_time_factor": real_time_factor(summarize_times(stu), median(
+            [r["audio_s"] for r in times["studio"] if r.get("audio_s")] or [0.0])),
     }
 
 

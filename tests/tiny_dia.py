@@ -33,38 +33,55 @@ DAC_REPO = "descript/dac_44khz"
 SEED = 1526
 
 
-def _dac():
-    """The tiny DAC, the same every time (the Dia repo's processor and the DAC repo hold the same one)."""
+def _dac(published: bool = False):
+    """The tiny DAC, the same every time (the Dia repo's processor and the DAC repo hold the same one);
+    `published`: descript/dac_44khz's widths (bench/dia_cpu.py), for the benchmark's realistic-size build."""
     from transformers import DacConfig, DacModel
 
-    config = DacConfig(encoder_hidden_size=2, downsampling_ratios=[2, 4, 8, 8], decoder_hidden_size=16,
-                       n_codebooks=9, codebook_size=1024, codebook_dim=2, sampling_rate=44100)
+    widths = dict(encoder_hidden_size=64, decoder_hidden_size=1536, codebook_dim=8) if published else \
+        dict(encoder_hidden_size=2, decoder_hidden_size=16, codebook_dim=2)
+    config = DacConfig(downsampling_ratios=[2, 4, 8, 8], n_codebooks=9, codebook_size=1024, sampling_rate=44100,
+                       **widths)
     with _Seeded(SEED):
         dac = DacModel(config).eval()
     dac.name_or_path = DAC_REPO  # what the processor writes into processor_config.json
     return dac
 
 
-def build_dac(dst: Path) -> None:
+def build_dac(dst: Path, *, published: bool = False) -> None:
     from transformers import DacFeatureExtractor
 
-    _save_model(_dac(), dst)
+    _save_model(_dac(published), dst)
     DacFeatureExtractor(sampling_rate=44100, hop_length=512).save_pretrained(dst)
 
 
-def build_dia(dst: Path) -> None:
+def build_dia(dst: Path, *, decoder_layers: int | None = None) -> None:
+    """The tiny Dia; with `decoder_layers`, the published widths (DiaConfig's defaults are Nari Labs' 1.6B: a
+    12-layer encoder of 1024, an 18-layer decoder of 2048) with that many decoder layers, and the published DAC, for
+    the benchmark's realistic-size build."""
+    import torch
     from transformers import (DiaConfig, DiaFeatureExtractor, DiaForConditionalGeneration, DiaProcessor,
                               DiaTokenizer, GenerationConfig)
 
+    published = decoder_layers is not None
     encoder = dict(num_hidden_layers=1, hidden_size=8, num_attention_heads=2, num_key_value_heads=2, head_dim=4,
                    intermediate_size=16, vocab_size=256, max_position_embeddings=1024)
     decoder = dict(num_hidden_layers=1, hidden_size=4, intermediate_size=8, num_attention_heads=2,
                    num_key_value_heads=1, head_dim=4, cross_num_attention_heads=2, cross_head_dim=4,
                    cross_num_key_value_heads=2, cross_hidden_size=8, vocab_size=1028, num_channels=9,
                    max_position_embeddings=3072)
-    config = DiaConfig(encoder_config=encoder, decoder_config=decoder)
+    config = DiaConfig(encoder_config=encoder, decoder_config=decoder) if not published else \
+        DiaConfig(decoder_config={"num_hidden_layers": decoder_layers})
     with _Seeded(SEED + 1):
         model = DiaForConditionalGeneration(config).eval()
+    if published:
+        # Channel 0's EOS ends a run when it is the likeliest code (DiaEOSChannelFilterLogitsProcessor): a random
+        # head makes it so about once in 1,025 steps, at random. A zero row gives it a logit of 0, below the best of
+        # the 1,024 random others: every run goes to its cap, as the benchmark's estimates assume.
+        with torch.no_grad():
+            vocab = config.decoder_config.vocab_size
+            model.logits_dense.weight[config.decoder_config.eos_token_id].zero_()
+            assert model.logits_dense.weight.shape[0] == config.decoder_config.num_channels * vocab
     # convert_dia_to_hf.get_generation_config
     generation = GenerationConfig.from_model_config(config)
     generation._from_model_config = False
@@ -75,7 +92,8 @@ def build_dia(dst: Path) -> None:
     generation.guidance_scale = 3.0
     generation.max_length = 3072
     model.generation_config = generation
-    processor = DiaProcessor(DiaFeatureExtractor(sampling_rate=44100, hop_length=512), DiaTokenizer(), _dac())
+    processor = DiaProcessor(DiaFeatureExtractor(sampling_rate=44100, hop_length=512), DiaTokenizer(),
+                             _dac(published))
     processor.save_pretrained(dst)
     _save_model(model, dst)
 

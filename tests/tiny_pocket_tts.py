@@ -88,10 +88,15 @@ def _write_tokenizer(dst: Path) -> int:
     return len(vocab)
 
 
-def _configs(text_vocab: int):
+def _configs(text_vocab: int, *, published: bool = False):
+    """The tiny configs; `published`: the library's defaults, which are Kyutai's released widths (the benchmark's
+    realistic-size build), with this tokenizer's vocabulary and ids (a 4,000-row token table in the real one)."""
     from transformers import PocketTTSAudioTokenizerConfig, PocketTTSConfig
 
     ids = {name.replace("_token", "_token_id"): text_vocab + i for i, name in enumerate(_TOKENS)}
+    if published:
+        return (PocketTTSConfig(vocab_size=text_vocab + len(_TOKENS), pad_token_id=1, **ids),
+                PocketTTSAudioTokenizerConfig())
     config = PocketTTSConfig(
         vocab_size=text_vocab + len(_TOKENS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=8192, latent_dim=LATENT_DIM, pad_token_id=1,
@@ -106,34 +111,36 @@ def _configs(text_vocab: int):
     return config, codec
 
 
-def build_pocket_codec(dst: Path) -> None:
+def build_pocket_codec(dst: Path, *, published: bool = False) -> None:
     """The codec repo: config.json and model.safetensors of PocketTTSAudioTokenizerModel."""
     from transformers import PocketTTSAudioTokenizerModel
 
-    _, codec_config = _configs(len(_unigram_vocab()))
+    _, codec_config = _configs(len(_unigram_vocab()), published=published)
     with _Seeded(1500):
         codec = PocketTTSAudioTokenizerModel(codec_config).eval()
     _save_model(codec, dst)
 
 
-def build_pocket_tts(dst: Path) -> None:
-    """The model repo (see the module docstring); it points at POCKET_CODEC_REPO for its audio tokenizer."""
+def build_pocket_tts(dst: Path, *, published: bool = False) -> None:
+    """The model repo (see the module docstring); it points at POCKET_CODEC_REPO for its audio tokenizer.
+    `published`: Kyutai's widths (see _configs) and voices of 10 s, for the benchmark."""
     import torch
     from safetensors.torch import save_file
     from transformers import GenerationConfig, PocketTTSFeatureExtractor, PocketTTSForConditionalGeneration
 
     text_vocab = _write_tokenizer(dst)
-    config, codec_config = _configs(text_vocab)
+    config, codec_config = _configs(text_vocab, published=published)
+    latent_dim, voice_frames = config.latent_dim, 125 if published else VOICE_FRAMES
     with _Seeded(1501):
         model = PocketTTSForConditionalGeneration(config).eval()
         # Random latent statistics, as a trained model's are not 0 and 1: voices and frames then differ per dim.
-        model.latent_mean.copy_(torch.randn(LATENT_DIM) * 0.1)
-        model.latent_std.copy_(torch.rand(LATENT_DIM) + 0.5)
-        model.model.bos_latent.data.copy_(torch.randn(LATENT_DIM))
+        model.latent_mean.copy_(torch.randn(latent_dim) * 0.1)
+        model.latent_std.copy_(torch.rand(latent_dim) + 0.5)
+        model.model.bos_latent.data.copy_(torch.randn(latent_dim))
         # A random end-of-speech head fires at random (with the released threshold of -4, at the first frame it
         # may); this one never does, as MODELS.md says of random weights: every run goes to the studio's cap.
         model.eos_head.bias.data.fill_(-100.0)
-        voices = {name: torch.randn(VOICE_FRAMES, LATENT_DIM) for name in POCKET_VOICES}
+        voices = {name: torch.randn(voice_frames, latent_dim) for name in POCKET_VOICES}
     # The released checkpoints' sampling: temperature 0.7 and one LSD step (generation_pocket_tts's defaults).
     model.generation_config = GenerationConfig(
         do_sample=True, temperature=0.7, num_flow_steps=1, eos_threshold=-4.0, min_frames_before_eos=6,
