@@ -176,7 +176,39 @@ STABLE_AUDIO_3 = Case(
     extra={"borrow": True},
 )
 
-CASES: tuple[Case, ...] = (MMS, MUSICGEN, MUSICGEN_CONTINUATION, AUDIOLDM2, BARK, STABLE_AUDIO, ACE_STEP, STABLE_AUDIO_3)
+POCKET_TTS = Case(
+    name="pocket-tts", repo="eustlb/pocket-tts", family="pocket_tts", prompt=_SENTENCE,
+    # The published widths (89M + the 20M codec: the whole model), voice "alba" (10 s of latents). Random weights
+    # never end a chunk, so each runs to the studio's cap, 1 s + 0.12 s a character: 97 frames (7.8 s of audio) for
+    # the compared sentence, 1.8-2.2x the frames a trained model speaks for the same text (14 characters a
+    # second), a factor the calibration run absorbs; the lengths then check how the estimate scales with the text.
+    # `auto` is float32 on a CPU until measured otherwise: int8 and bfloat16 run in the same rounds.
+    quick=Mode(compare={}, repeats=2, warmup={}, calibration={}, lengths=({}, {}, {}), prompt=_SENTENCE,
+               calibration_prompt=_MEDIUM, length_prompts=(_SHORT, _SENTENCE, _LONG)),
+    full=Mode(compare={}, repeats=4, warmup={}, calibration={}, lengths=({}, {}, {}), prompt=_SENTENCE,
+              calibration_prompt=_MEDIUM, length_prompts=(_SHORT, _SENTENCE, _LONG)),
+    slow=True, what=f"one sentence ({len(_SENTENCE)} characters) to the cap: 97 frames, 7.8 s of audio, voice alba",
+    extra={"precisions": ("int8", "bfloat16")},
+)
+
+DIA = Case(
+    name="dia-1.6b", repo="nari-labs/Dia-1.6B-0626", family="dia", prompt="[S1] Hello there.",
+    # Built with 6 of the decoder's 18 layers (bench/checkpoints.py DIA_BENCH_LAYERS; the encoder and the DAC are
+    # full-size). Random weights never end a run, so it goes to the studio's cap: max(1 s, spoken characters / 8) of
+    # frames, 1.75x what a trained model says in the same text (14 characters a second), a factor the calibration
+    # absorbs. Guidance 3 (a batch of 2), the published sampling.
+    quick=Mode(compare={}, repeats=2, warmup={}, calibration={}, lengths=({}, {}, {}),
+               calibration_prompt="[S1] Good morning to you.",
+               length_prompts=("[S1] Hi there.", "[S1] Hello there, friend.", "[S1] Good morning. [S2] How are you?")),
+    full=Mode(compare={}, repeats=3, warmup={}, calibration={}, lengths=({}, {}, {}),
+              calibration_prompt="[S1] Good morning to you.",
+              length_prompts=("[S1] Hi there.", "[S1] Hello there, friend.", "[S1] Good morning. [S2] How are you?")),
+    slow=True, what="'[S1] Hello there.' to the cap: 146 decoder steps (1.5 s of 44.1 kHz audio), guidance 3 (6 of the "
+                    "decoder's 18 layers built)",
+)
+
+CASES: tuple[Case, ...] = (MMS, MUSICGEN, MUSICGEN_CONTINUATION, AUDIOLDM2, BARK, STABLE_AUDIO, ACE_STEP, STABLE_AUDIO_3,
+                           POCKET_TTS, DIA)
 
 
 # ------------------------------------------------------------------------------------ MusicGen extension

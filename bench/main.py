@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("bench %s%s: %s %s", mode, " (tiny)" if args.tiny else "", [c.name for c in cases], sections)
 
     # 1. Checkpoints, built once per cache. Without --only every model is built: the catalog check reads them all.
-    repos = [c.repo for c in (cases if args.only is not None or args.tiny else CASES)]
+    picked = cases if args.only is not None or args.tiny else CASES
+    repos = [repo for c in picked for repo in (c.repo, *companion_repos(c))]
     if {"musicgen-extend", "musicgen-prompt-cost"} & set(sections):
         repos.append(CONTINUATION_REPO)
     if "ace-xl-plan" in sections:
@@ -242,6 +243,14 @@ def run(args: argparse.Namespace) -> int:
     args.doc.write_text(report.render(merged))
     log.info("wrote %s and %s in %.0f s", args.out, args.doc, results["elapsed_s"])
     return 1 if results["errors"] else 0
+
+
+def companion_repos(case) -> tuple[str, ...]:
+    """Repos the case's family loads beside its own (a codec its processor names): built with it."""
+    from studio.catalog import Catalog
+
+    catalog = Catalog.discover("models")
+    return tuple(repo for repo, _ in catalog.family(catalog.get(case.repo)).companion_repos)
 
 
 def _load_average() -> list[float] | None:

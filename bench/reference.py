@@ -198,6 +198,65 @@ def load_stable_audio_3(repo: str, *, borrow=None) -> tuple[Runner, list]:
     return run, [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
 
 
+def load_pocket_tts(repo: str) -> tuple[Runner, list]:
+    """The model card's use of transformers' Pocket TTS port (model_doc/pocket_tts; processing_pocket_tts's
+    docstrings): a shipped voice's latents from the repo's voices/ folder, the chat template's prompt, generate(),
+    the processor's decode. The frame cap is the studio's (its `max_new_tokens` for a chunk of the same text):
+    random weights never end a chunk early, so both sides make exactly that many frames."""
+    import torch
+    from huggingface_hub import hf_hub_download
+    from safetensors.torch import load_file
+    from transformers import PocketTTSForConditionalGeneration, PocketTTSProcessor
+
+    from models.pocket_tts import frame_cap  # the setting's translation: the studio's cap for this text
+
+    processor = PocketTTSProcessor.from_pretrained(repo)
+    model = PocketTTSForConditionalGeneration.from_pretrained(repo).eval()
+
+    def run(text: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        voice = load_file(hf_hub_download(repo, f"voices/{params['voice']}.safetensors"))["audio_prompt_latents"]
+        conversation = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": text}]}]
+        inputs = processor(text=processor.apply_chat_template(conversation),
+                           audio_prompt_latents=[voice.reshape(-1, model.config.latent_dim).float()],
+                           return_tensors="pt")
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=frame_cap(text), do_sample=params["temperature"] > 0,
+                                 temperature=params["temperature"] or None, num_flow_steps=params["num_flow_steps"],
+                                 eos_threshold=params["eos_threshold"], return_dict_in_generate=True)
+            wave = processor.decode(out.audio_latents, out.audio_latents_mask)[0]
+        return wave.float().cpu().numpy().reshape(-1)
+
+    return run, [model, processor.audio_tokenizer]
+
+
+def load_dia(repo: str) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/transformers/model_doc/dia#generation-with-text (processor, generate with the
+    sampling settings, batch_decode). `max_new_tokens` is the studio's cap for the script (models/dia.py plan:
+    `ceil(max(1 s, spoken characters / 8) x 86.13)` frames + the delay tail): random weights never end a run early
+    (the bench's build, bench/checkpoints.py), so both sides make exactly that many frames."""
+    import torch
+    from transformers import DiaForConditionalGeneration, DiaProcessor
+
+    from models.dia import CAP_CHARS_PER_SECOND, DELAY, FRAME_RATE, MIN_CAP_S, parse_script, spoken_chars
+
+    processor = DiaProcessor.from_pretrained(repo)
+    model = DiaForConditionalGeneration.from_pretrained(repo).eval()
+
+    def run(text: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        frames = math.ceil(max(MIN_CAP_S, spoken_chars(parse_script(text)) / CAP_CHARS_PER_SECOND) * FRAME_RATE)
+        inputs = processor(text=[text], padding=True, return_tensors="pt")
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            codes = model.generate(**inputs, max_new_tokens=frames + 1 + max(DELAY), do_sample=True,
+                                   guidance_scale=params["guidance_scale"], temperature=params["temperature"],
+                                   top_p=params["top_p"], top_k=params["top_k"])
+            wave = processor.batch_decode(codes)[0]
+        return wave.float().cpu().numpy().reshape(-1)
+
+    return run, [model, processor.audio_tokenizer]
+
+
 LOADERS: dict[str, Callable[..., tuple[Runner, list]]] = {
     "mms_tts": load_mms_tts,
     "musicgen": load_musicgen,
@@ -206,4 +265,6 @@ LOADERS: dict[str, Callable[..., tuple[Runner, list]]] = {
     "stable_audio": load_stable_audio,
     "ace_step": load_ace_step,
     "stable_audio_3": load_stable_audio_3,
+    "pocket_tts": load_pocket_tts,
+    "dia": load_dia,
 }

@@ -341,10 +341,10 @@ def _render_real_time(w, models: dict) -> None:
     w("| model | work | float32 RTF | default | default RTF | other precisions: ratio (RTF) |\n|---|---|---|---|---|---|")
     for name, e in rows:
         d = e.get("compare_default") or {}
-        others = ", ".join(f"{p}: {_x(c['ratio'])} ({_s(c.get('real_time_factor'))})"
+        others = ", ".join(f"{p}: {_x(c['ratio'])} (RTF {_num(c.get('real_time_factor'))})"
                            for p, c in (e.get("compare_precisions") or {}).items()) or "–"
-        w(f"| {name} | {e['what']} | {_s(e['compare']['real_time_factor'])} | {d.get('dtype', '–')} | "
-          f"{_s(d.get('real_time_factor'))} | {others} |")
+        w(f"| {name} | {e['what']} | {_num(e['compare']['real_time_factor'])} | {d.get('dtype', '–')} | "
+          f"{_num(d.get('real_time_factor'))} | {others} |")
     w("")
 
 

@@ -636,11 +636,8 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
 }
 
 
-def make_tiny_cache(hf_home: Path, repo_ids: Iterable[str] | None = None) -> None:
-    """Build every repo of TINY_BUILDERS (or only ``repo_ids``) into ``hf_home/hub``.
-
-    Repos that share a builder are built once and copied.
-    """
+def all_tiny_builders() -> dict[str, Callable[[Path], None]]:
+    """Every tiny repo's builder: TINY_BUILDERS and the families kept in modules of their own."""
     from tests.tiny_ace_step import ACE_STEP_BUILDERS
     from tests.tiny_csm import CSM_BUILDERS  # CSM with its Mimi codec inside, one repo
     from tests.tiny_dia import DIA_BUILDERS  # Dia and its DAC codec, two repos
@@ -649,8 +646,16 @@ def make_tiny_cache(hf_home: Path, repo_ids: Iterable[str] | None = None) -> Non
     from tests.tiny_stable_audio_3 import SA3_BUILDERS  # Stable Audio 3 in Stability's original format
     from tests.tiny_vibevoice import VIBEVOICE_BUILDERS  # VibeVoice with its processor and chat template
 
-    builders = {**TINY_BUILDERS, **DIFFUSERS_BUILDERS, **ACE_STEP_BUILDERS, **SA3_BUILDERS, **DIA_BUILDERS,
-                **POCKET_BUILDERS, **CSM_BUILDERS, **VIBEVOICE_BUILDERS}
+    return {**TINY_BUILDERS, **DIFFUSERS_BUILDERS, **ACE_STEP_BUILDERS, **SA3_BUILDERS, **DIA_BUILDERS,
+            **POCKET_BUILDERS, **CSM_BUILDERS, **VIBEVOICE_BUILDERS}
+
+
+def make_tiny_cache(hf_home: Path, repo_ids: Iterable[str] | None = None) -> None:
+    """Build every tiny repo (or only ``repo_ids``) into ``hf_home/hub``.
+
+    Repos that share a builder are built once and copied.
+    """
+    builders = all_tiny_builders()
     hf_home = Path(hf_home)
     ids = list(builders) if repo_ids is None else list(repo_ids)
     unknown = [r for r in ids if r not in builders]
