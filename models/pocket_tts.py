@@ -58,15 +58,15 @@ _FLOAT_PROJECTIONS = ("audio_prompt_proj", "audio_latent_proj")
 MODEL_PARAMETERS = 89_449_537
 CODEC_PARAMETERS = 20_054_337
 LAYERS, HIDDEN = 6, 1024
-# Speed, measured here: a random-weight build of the published configs (above; the studio's load and generate)
-# speaking three sentences (215 characters, 344 frames to the cap = 27.7 s of audio, codec decode included), seed 1,
-# 2 threads, under `nice -n 10` on a 2-core AMD EPYC (avx2, avx512f/bw/vl, avx512_vnni, avx512_bf16) that other jobs
-# kept at a load average of 6-7: float32 110 s (0.32 s a frame, real-time factor 3.97), int8 91 s (0.265 s, RTF 3.29),
-# bfloat16 127 s (0.37 s, RTF 4.58); peak RSS 1.5-2.1 GB. Of a frame, the backbone and flow head took 0.19 s and the
-# codec's decode 0.04 s (100 frames: 19.4 s, 8 s of audio decoded in 3.7 s). These are upper bounds: the machine was
-# shared, and Kyutai publishes about 6x faster than real time on 2 cores of an M4.
-CPU_S_PER_FRAME = 0.32  # float32
-CPU_INT8_S_PER_FRAME = 0.265
+# Speed, measured here: `python -m bench --quick --only pocket-tts` (docs/benchmarks.md), a random-weight build of the
+# published configs (above) speaking one 56-character sentence to its cap (97 frames, 7.76 s of audio, codec decode
+# included), the studio's run against transformers called directly, 2 threads, on a 2-core AMD EPYC (avx2,
+# avx512f/bw/vl, avx512_vnni, avx512_bf16) with other jobs holding under one core: float32 4.02 s (0.041 s a frame,
+# real-time factor 0.52, the reference 4.10 s), int8 2.28 s (0.024 s a frame, RTF 0.29: 1.80x the float32 reference),
+# bfloat16 3.72 s (1.10x). An earlier probe on the same CPU kept at a load average of 6-7 measured 0.32 s a frame:
+# other jobs cost this model eight-fold. Kyutai publishes about 6x faster than real time on 2 cores of an M4.
+CPU_S_PER_FRAME = 0.041  # float32
+CPU_INT8_S_PER_FRAME = 0.024
 CUDA_S_PER_FRAME = 0.010  # not measured (no GPU here): a 6-layer 1024-wide step is launch-bound, about 10 ms
 MPS_S_PER_FRAME = 0.020  # not measured
 
@@ -103,8 +103,11 @@ def _spec() -> ModelSpec:
         speed={"cpu": SpeedPrior(0.5, CPU_S_PER_FRAME), "cpu/int8": SpeedPrior(0.5, CPU_INT8_S_PER_FRAME),
                "cuda": SpeedPrior(0.5, CUDA_S_PER_FRAME), "mps": SpeedPrior(0.5, MPS_S_PER_FRAME)},
         unit="frame", voices=PUBLISHED_VOICES, max_prompt_chars=20_000,
-        description="Kyutai's 100M-parameter English TTS, fast on a CPU: eight shipped voices or a voice cloned "
-                    f"from a clip; 24 kHz. Community port in a personal namespace ({REPO}, codec in {CODEC_REPO}); "
+        # The speech default on a CPU: about 3.4x faster than real time there in int8 (CPU_S_PER_FRAME's note), where
+        # Bark small takes some 20 s a second of speech. Bark stays the default on GPUs (13 languages, cues).
+        featured_in=("speech",), featured_on=("cpu",),
+        description="Kyutai's 100M-parameter English TTS, faster than real time on a CPU: eight shipped voices or a "
+                    f"voice cloned from a clip; 24 kHz. Community port in a personal namespace ({REPO}, codec in {CODEC_REPO}); "
                     "Kyutai gates the weights that clone voices.",
     )
 
@@ -329,11 +332,11 @@ FAMILY = Family(
     name="pocket_tts", load=load, work_units=work_units, working_bytes=working_bytes, list_voices=list_voices,
     check_text=check_text,
     components=components, describe=describe, speed_param=None,
-    # auto stays float32 on a CPU: int8 measured 1.2x faster and bfloat16 1.15x slower (CPU_S_PER_FRAME's note), on a
-    # shared machine and random weights, so neither the gain nor int8's effect on a trained flow head is established;
-    # bfloat16 on GPUs, where the
-    # library keeps the latent statistics and the flow times in float32 (_keep_in_fp32_modules_strict).
-    preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "float32"},
+    # auto is int8 on a CPU: 1.80x the float32 reference and 1.76x the studio's own float32 (CPU_S_PER_FRAME's note;
+    # bfloat16 only 1.10x), as for Bark and MusicGen. Its effect on a trained flow head could not be heard here
+    # (random weights): Precision float32 is one click away. bfloat16 on GPUs, where the library keeps the latent
+    # statistics and the flow times in float32 (_keep_in_fp32_modules_strict).
+    preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "int8"},
     precisions=("float32", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     files=(("tokenizer.json",), ("processor_config.json",)),
     accepts=(Accepts("config.json", "model_type", ("pocket_tts",)),),  # PocketTTSConfig.model_type

@@ -7,6 +7,8 @@ import functools
 import gc
 import logging
 import os
+import platform
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -361,6 +363,23 @@ def expected_device_count(settings: Settings) -> int:
         return max(1, len(os.listdir("/proc/driver/nvidia/gpus")))
     except OSError:
         return 1
+
+
+def expected_compute_kind(settings: Settings) -> str:
+    """The hardware the first device of `pick_devices(settings)` computes on (cuda, mps or cpu), without importing
+    torch: the pickers' default model depends on it and the page is built before the devices are decided. For 'auto'
+    a GPU the NVIDIA driver lists means cuda, Apple silicon mps; the pickers only order models by it."""
+    if settings.simulated_sizes is not None:
+        return SimulatedDevice.compute_kind
+    for kind in ("cuda", "mps", "cpu"):
+        if settings.device.startswith(kind):
+            return kind
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip()[:1] in ("", "-")  # "" or "-1": no GPU for CUDA
+    if not hidden and os.path.isdir("/proc/driver/nvidia/gpus") and os.listdir("/proc/driver/nvidia/gpus"):
+        return "cuda"
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        return "mps"
+    return "cpu"
 
 
 def _detect(choice: str) -> list[Device]:

@@ -33,6 +33,32 @@ def test_per_language_models_are_one_entry_with_a_language_picker(catalog):
     assert all(not g.by_language for g in group_models(catalog.for_task("music")))
 
 
+def test_the_speech_default_is_pocket_tts_on_a_cpu_and_bark_on_a_gpu(catalog):
+    # Pocket TTS runs faster than real time on a CPU (docs/benchmarks.md), Bark small some 20x slower: the picker
+    # and the API default to the model the hardware runs well.
+    assert catalog.for_task("speech", "cpu")[0].repo_id == "eustlb/pocket-tts"
+    for kind in ("cuda", "mps", None):
+        assert catalog.for_task("speech", kind)[0].repo_id == "suno/bark-small", kind
+    # A model featured on one kind of hardware only is not featured on another: it keeps its catalog place.
+    order = [s.repo_id for s in catalog.for_task("speech", "cuda")]
+    assert order.index("eustlb/pocket-tts") > 0
+    assert catalog.for_task("music", "cpu")[0].repo_id == catalog.for_task("music", "cuda")[0].repo_id
+
+
+@pytest.mark.parametrize("device, env, expected", [
+    ("cpu", {}, "cpu"), ("cuda:1", {}, "cuda"), ("mps", {}, "mps"), ("auto", {"CUDA_VISIBLE_DEVICES": "-1"}, "cpu"),
+])
+def test_the_hardware_kind_is_known_before_the_devices_are_decided(monkeypatch, device, env, expected):
+    import sys
+
+    from studio.device import expected_compute_kind
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert expected_compute_kind(Settings(device=device)) == expected
+
+
 def test_voice_and_format_labels_read_as_words():
     assert text.voice_label("v2/en_speaker_6") == "English · speaker 6"
     assert text.voice_label("v2/zh_speaker_0") == "Chinese · speaker 0"
