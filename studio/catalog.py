@@ -180,7 +180,8 @@ class ModelSpec:
     max_prompt_chars: int = 2000
     featured_in: tuple[str, ...] = ()  # tasks whose pickers and API default to this model
     # Where the hardware decides (Pocket TTS is the speech default on a CPU, measured faster than real time there,
-    # Bark elsewhere): the compute kinds (cpu, cuda, mps) on which featured_in applies; empty: on every one.
+    # Bark elsewhere): the device kinds (Device.kind: cpu, cuda, mps; sim is a simulated GPU) on which featured_in
+    # applies; empty: on every one.
     featured_on: tuple[str, ...] = ()
     # What the model's text looks like, as the text box's placeholder while it is picked (a dialogue script's
     # tags, the cues it reads); empty: the tab's own.
@@ -434,15 +435,15 @@ class Catalog:
     def ids(self, task: str | None = None) -> list[str]:
         return [s.repo_id for s in self._specs.values() if task is None or task in s.tasks]
 
-    def for_task(self, task: str, compute_kind: str | None = None) -> list[ModelSpec]:
+    def for_task(self, task: str, device_kind: str | None = None) -> list[ModelSpec]:
         """The task's models, the featured one (the default choice) first: one featured for this hardware
-        (`compute_kind`, ModelSpec.featured_on) before one featured everywhere."""
+        (`device_kind`, ModelSpec.featured_on) before one featured everywhere."""
         def rank(spec: ModelSpec) -> int:
             if task not in spec.featured_in:
                 return 2
             if not spec.featured_on:
                 return 1
-            return 0 if compute_kind in spec.featured_on else 2
+            return 0 if device_kind in spec.featured_on else 2
 
         return sorted((s for s in self._specs.values() if task in s.tasks), key=rank)
 

@@ -365,12 +365,13 @@ def expected_device_count(settings: Settings) -> int:
         return 1
 
 
-def expected_compute_kind(settings: Settings) -> str:
-    """The hardware the first device of `pick_devices(settings)` computes on (cuda, mps or cpu), without importing
-    torch: the pickers' default model depends on it and the page is built before the devices are decided. For 'auto'
-    a GPU the NVIDIA driver lists means cuda, Apple silicon mps; the pickers only order models by it."""
+def expected_device_kind(settings: Settings) -> str:
+    """Where the first device of `pick_devices(settings)` keeps its memory (Device.kind: cuda, mps, cpu, or sim for a
+    simulated GPU), without importing torch: the pickers' default model depends on it and the page is built before
+    the devices are decided. For 'auto' a GPU the NVIDIA driver lists means cuda, Apple silicon mps; the pickers only
+    order models by it."""
     if settings.simulated_sizes is not None:
-        return SimulatedDevice.compute_kind
+        return SimulatedDevice.kind
     for kind in ("cuda", "mps", "cpu"):
         if settings.device.startswith(kind):
             return kind

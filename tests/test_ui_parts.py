@@ -37,7 +37,7 @@ def test_the_speech_default_is_pocket_tts_on_a_cpu_and_bark_on_a_gpu(catalog):
     # Pocket TTS runs faster than real time on a CPU (docs/benchmarks.md), Bark small some 20x slower: the picker
     # and the API default to the model the hardware runs well.
     assert catalog.for_task("speech", "cpu")[0].repo_id == "eustlb/pocket-tts"
-    for kind in ("cuda", "mps", None):
+    for kind in ("cuda", "mps", "sim", None):  # sim: the tests' simulated GPU
         assert catalog.for_task("speech", kind)[0].repo_id == "suno/bark-small", kind
     # A model featured on one kind of hardware only is not featured on another: it keeps its catalog place.
     order = [s.repo_id for s in catalog.for_task("speech", "cuda")]
@@ -45,18 +45,20 @@ def test_the_speech_default_is_pocket_tts_on_a_cpu_and_bark_on_a_gpu(catalog):
     assert catalog.for_task("music", "cpu")[0].repo_id == catalog.for_task("music", "cuda")[0].repo_id
 
 
-@pytest.mark.parametrize("device, env, expected", [
-    ("cpu", {}, "cpu"), ("cuda:1", {}, "cuda"), ("mps", {}, "mps"), ("auto", {"CUDA_VISIBLE_DEVICES": "-1"}, "cpu"),
+@pytest.mark.parametrize("device, env, simulated, expected", [
+    ("cpu", {}, False, "cpu"), ("cuda:1", {}, False, "cuda"), ("mps", {}, False, "mps"),
+    ("auto", {"CUDA_VISIBLE_DEVICES": "-1"}, False, "cpu"), ("cpu", {}, True, "sim"),
 ])
-def test_the_hardware_kind_is_known_before_the_devices_are_decided(monkeypatch, device, env, expected):
+def test_the_device_kind_is_known_before_the_devices_are_decided(monkeypatch, device, env, simulated, expected):
     import sys
 
-    from studio.device import expected_compute_kind
+    from studio.device import expected_device_kind
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(sys, "platform", "linux")
-    assert expected_compute_kind(Settings(device=device)) == expected
+    settings = Settings(device=device, simulated_memory=(8 * 10**9,) if simulated else None)
+    assert expected_device_kind(settings) == expected
 
 
 def test_voice_and_format_labels_read_as_words():

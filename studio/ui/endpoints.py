@@ -17,7 +17,7 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from studio.audio import FORMATS
-from studio.device import expected_compute_kind
+from studio.device import expected_device_kind
 from studio.catalog import TASK_LABELS, ModelSpec, text_key
 from studio.errors import InvalidInput, StudioError
 from studio.estimate import Estimate
@@ -94,7 +94,7 @@ class Endpoints:
 
     def specs(self, task: str) -> list[ModelSpec]:
         devices = self.studio.devices
-        kind = devices[0].compute_kind if devices.resolved else expected_compute_kind(self.studio.settings)
+        kind = devices[0].kind if devices.resolved else expected_device_kind(self.studio.settings)
         return self.studio.catalog.for_task(task, kind)
 
     def _check_task(self, task: str) -> None:
