@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.checkpoints import CSM_BENCH_LAYERS, VIBEVOICE_BENCH_LAYERS
+
 SEED = 1234
 
 
@@ -207,8 +209,48 @@ DIA = Case(
                     "decoder's 18 layers built)",
 )
 
+
+# CSM and VibeVoice: random weights never end a turn, so a run lasts the studio's cap, which comes from the text
+# (8 characters a second, a second at least): the text sets the length. 8 characters make the 1 s minimum; the three
+# estimate lengths (9, 14 and 17 characters) are continuous in the cap, above that minimum. No voice clip: the voices
+# the model picks, the docs' plain text-to-speech call.
+_ONE_S, _TURN_9, _TURN_14, _TURN_17 = "See you.", "Thank you", "See you later.", "Nice to meet you!"
+
+CSM = Case(
+    name="csm-1b", repo="sesame/csm-1b", family="csm", prompt=_ONE_S,
+    # One turn of Speaker 1: 13 frames of 32 codebooks (a backbone step and 31 depth-decoder steps each), about 3 s a
+    # frame in float32 here. The reference loads its own copy (3.6 GB in float32 at 4 layers): it fits beside the
+    # studios. auto is float32 on a CPU (models/csm.py: not measured), so int8 and bfloat16 are weighed beside it.
+    quick=Mode(compare={}, repeats=2, warmup={}, calibration={}, lengths=({}, {}, {}),
+               length_prompts=(_TURN_9, _TURN_14, _TURN_17)),
+    full=Mode(compare={}, repeats=3, warmup={}, calibration={}, lengths=({}, {}, {}), prompt=_TURN_17,
+              length_prompts=(_TURN_9, _TURN_14, _TURN_17)),
+    slow=True, what=f"one 8-character turn: 1 s, 13 frames of 32 codebooks ({CSM_BENCH_LAYERS} of the backbone's 16 "
+                    "layers built)",
+    what_full=f"one 17-character turn: 2.1 s, 27 frames of 32 codebooks ({CSM_BENCH_LAYERS} of the backbone's 16 layers "
+              "built)",
+    extra={"precisions": ("int8", "bfloat16")},
+)
+
+VIBEVOICE = Case(
+    name="vibevoice-1.5b", repo="vibevoice/VibeVoice-1.5B-hf", family="vibevoice", prompt=_ONE_S,
+    # A script of one line: 8 frames (7.5 a second, 3200 samples each), each an LM step in the guided and the
+    # unconditioned branch, 10 DPM-Solver steps of the diffusion head, the acoustic decoder and the semantic encoder.
+    # The reference is built from the studio's float32 model and processor (borrow): the tokenizers alone are 4.1 GB
+    # in float32, and the studio holds three copies (float32, int8, bfloat16) in the same rounds.
+    quick=Mode(compare={}, repeats=2, warmup={}, calibration={}, lengths=({}, {}, {}),
+               length_prompts=(_TURN_9, _TURN_14, _TURN_17)),
+    full=Mode(compare={}, repeats=3, warmup={}, calibration={}, lengths=({}, {}, {}), prompt=_TURN_17,
+              length_prompts=(_TURN_9, _TURN_14, _TURN_17)),
+    slow=True, what=f"one 8-character line: 1 s, 8 frames, 10 diffusion steps, guidance 1.3 ({VIBEVOICE_BENCH_LAYERS} of "
+                    "the LM's 28 layers built)",
+    what_full=f"one 17-character line: 2.1 s, 16 frames, 10 diffusion steps, guidance 1.3 ({VIBEVOICE_BENCH_LAYERS} of "
+              "the LM's 28 layers built)",
+    extra={"borrow": True, "precisions": ("int8", "bfloat16")},
+)
+
 CASES: tuple[Case, ...] = (MMS, MUSICGEN, MUSICGEN_CONTINUATION, AUDIOLDM2, BARK, STABLE_AUDIO, ACE_STEP, STABLE_AUDIO_3,
-                           POCKET_TTS, DIA)
+                           POCKET_TTS, DIA, CSM, VIBEVOICE)
 
 
 # ------------------------------------------------------------------------------------ MusicGen extension

@@ -467,6 +467,38 @@ def _speech_builders() -> dict[str, Callable[[Path], None]]:
             DAC_REPO: functools.partial(build_dac, published=True)}
 
 
+# ------------------------------------------------------------------------------------ CSM 1B
+# The published widths (tests/tiny_csm.py with backbone_layers: CsmConfig() and MimiConfig(num_quantizers=32)) with
+# 4 of the backbone's 16 layers. A frame is one backbone step and 31 steps of the full-size depth decoder (4 layers,
+# 1024 wide), which reads about 4x the bytes of the 4-layer backbone: measured here (bench probe of this build, load
+# average about 4), 3 s a frame in float32 at 4 layers. The 16 would add 12 x 60M parameters (2.9 GB read a frame)
+# and 2.9 GB of RAM per float32 copy; the reference holds its own copy beside the studio's (float32, int8, bfloat16).
+CSM_BENCH_LAYERS = int(os.environ.get("BENCH_CSM_LAYERS", "4"))
+
+
+def build_csm_1b(dst: Path) -> None:
+    """sesame/csm-1b: the published widths, CSM_BENCH_LAYERS (4) of the backbone's 16 layers; the first codebook's
+    head never samples the EOS frame, so every turn runs to the studio's cap."""
+    from tests.tiny_csm import build_csm
+
+    build_csm(dst, backbone_layers=CSM_BENCH_LAYERS)
+
+
+# ------------------------------------------------------------------------------------ VibeVoice 1.5B
+# VibeVoiceConfig()'s defaults (the 1.5B's tokenizers and diffusion head) with the Qwen2.5-1.5B text model and 4 of its
+# 28 layers (tests/tiny_vibevoice.py with lm_layers). The two tokenizers alone are 4.1 GB in float32 and run every
+# frame; an LM layer is 0.27 s of a frame's 8.5 (bench/vibevoice_cpu.py), so a frame's time is mostly the real one.
+VIBEVOICE_BENCH_LAYERS = int(os.environ.get("BENCH_VIBEVOICE_LAYERS", "4"))
+
+
+def build_vibevoice_1_5b(dst: Path) -> None:
+    """vibevoice/VibeVoice-1.5B-hf: the published widths, VIBEVOICE_BENCH_LAYERS (4) of the LM's 28 layers; the audio
+    placeholder always wins (no run ends early) and the tokenizers' convolutions are at unit gain (no denormals)."""
+    from tests.tiny_vibevoice import build_vibevoice
+
+    build_vibevoice(dst, lm_layers=VIBEVOICE_BENCH_LAYERS)
+
+
 REALISTIC_BUILDERS: dict[str, Callable[[Path], None]] = {
     "facebook/mms-tts-eng": build_mms_tts,
     "facebook/musicgen-small": build_musicgen_small,
@@ -476,6 +508,8 @@ REALISTIC_BUILDERS: dict[str, Callable[[Path], None]] = {
     "ACE-Step/acestep-v15-xl-turbo-diffusers": build_ace_step_xl_turbo,
     "stabilityai/stable-audio-3-medium": build_stable_audio_3_original,  # needs tests/tiny_stable_audio_3.py (sa3)
     **_speech_builders(),
+    "sesame/csm-1b": build_csm_1b,
+    "vibevoice/VibeVoice-1.5B-hf": build_vibevoice_1_5b,
 }
 
 

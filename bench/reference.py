@@ -257,6 +257,68 @@ def load_dia(repo: str) -> tuple[Runner, list]:
     return run, [model, processor.audio_tokenizer]
 
 
+def load_csm(repo: str, *, borrow=None) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/transformers/model_doc/csm (the docs' text-only call: one message through the
+    processor's chat template, then generate(output_audio=True), which decodes with the model's Mimi).
+
+    The studio's settings, translated inline: a turn's cap from its text (random weights never sample the EOS frame:
+    at 8 characters a second, a second at least, 12.5 frames a second: models/csm.py turn_cap), the same temperature
+    and top-k for both heads, and Mimi's undecodable codes 2048-2050 suppressed in both (a random model samples
+    them). `borrow`: {"model", "processor"} of an already loaded copy (bench.runner.borrowed_components)."""
+    import torch
+    from transformers import AutoProcessor, CsmForConditionalGeneration
+
+    if borrow is not None:
+        model, processor = borrow["model"], borrow["processor"]
+    else:
+        processor = AutoProcessor.from_pretrained(repo)
+        model = CsmForConditionalGeneration.from_pretrained(repo)
+    specials = [2048, 2049, 2050]
+
+    def run(text: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        conversation = [{"role": "0", "content": [{"type": "text", "text": text}]}]
+        inputs = processor.apply_chat_template(conversation, tokenize=True, return_dict=True)
+        frames = math.ceil(max(1.0, len(text) / 8.0) * 12.5)
+        torch.manual_seed(seed)
+        audio = model.generate(
+            **inputs, output_audio=True, max_new_tokens=frames, do_sample=True, temperature=params["temperature"],
+            top_k=params["top_k"], suppress_tokens=specials, depth_decoder_do_sample=True,
+            depth_decoder_temperature=params["temperature"], depth_decoder_top_k=params["top_k"],
+            depth_decoder_suppress_tokens=specials,
+        )
+        return audio[0].float().cpu().numpy()
+
+    return run, [model]
+
+
+def load_vibevoice(repo: str, *, borrow=None) -> tuple[Runner, list]:
+    """https://huggingface.co/docs/transformers/model_doc/vibevoice#text-to-speech-tts (a one-message chat template
+    through the processor, generate() returning the audio), with the studio's cap (random weights never end a script:
+    at 8 characters a second, a second at least, 7.5 frames a second: models/vibevoice.py plan), guidance and
+    diffusion steps. `borrow`: {"model", "processor"} of the studio's float32 copy: a second copy of the tokenizers
+    alone is 4.1 GB."""
+    import torch
+    from transformers import AutoProcessor, VibeVoiceForConditionalGeneration
+
+    if borrow is not None:
+        model, processor = borrow["model"], borrow["processor"]
+    else:
+        processor = AutoProcessor.from_pretrained(repo)
+        model = VibeVoiceForConditionalGeneration.from_pretrained(repo)
+
+    def run(text: str, params: Mapping[str, Any], seed: int) -> np.ndarray:
+        conversation = [{"role": "0", "content": [{"type": "text", "text": text}]}]
+        # return_tensors: this version's processor returns lists without it (MODELS.md, the gotchas).
+        inputs = processor.apply_chat_template(conversation, tokenize=True, return_dict=True, return_tensors="pt")
+        frames = math.ceil(max(1.0, len(text) / 8.0) * 7.5)
+        torch.manual_seed(seed)
+        audio = model.generate(**inputs, max_new_tokens=frames, guidance_scale=params["guidance_scale"],
+                               num_diffusion_steps=params["num_diffusion_steps"])
+        return audio[0].reshape(-1).float().cpu().numpy()
+
+    return run, [model]
+
+
 LOADERS: dict[str, Callable[..., tuple[Runner, list]]] = {
     "mms_tts": load_mms_tts,
     "musicgen": load_musicgen,
@@ -267,4 +329,6 @@ LOADERS: dict[str, Callable[..., tuple[Runner, list]]] = {
     "stable_audio_3": load_stable_audio_3,
     "pocket_tts": load_pocket_tts,
     "dia": load_dia,
+    "csm": load_csm,
+    "vibevoice": load_vibevoice,
 }

@@ -60,26 +60,34 @@ def _tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos, pad_token=eos)
 
 
-def _model(tokenizer):
+def _model(tokenizer, backbone_layers: int | None = None):
+    """The tiny CSM; with `backbone_layers`, the published widths (CsmConfig()'s defaults and MimiConfig(num_quantizers=
+    32), as convert_csm.py builds sesame/csm-1b: a 2048-wide backbone, the 4-layer depth decoder, 32 codebooks, the
+    128,256-row text table) with that many of the backbone's 16 layers, for the benchmark's realistic-size build."""
     import torch
     from transformers import CsmConfig, CsmForConditionalGeneration, MimiConfig
 
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIALS}
-    codec = MimiConfig(hidden_size=16, num_filters=2, num_residual_layers=1, upsampling_ratios=[8, 6, 5, 4],
-                       codebook_size=2048, codebook_dim=2, vector_quantization_hidden_dimension=2,
-                       num_quantizers=CODEBOOKS, num_semantic_quantizers=1, upsample_groups=16,
-                       num_hidden_layers=1, intermediate_size=16, num_attention_heads=2, num_key_value_heads=2,
-                       head_dim=8, sliding_window=250, max_position_embeddings=8000)
-    depth = dict(num_codebooks=CODEBOOKS, backbone_hidden_size=8, vocab_size=2051, hidden_size=4,
-                 intermediate_size=8, num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,
-                 max_position_embeddings=CODEBOOKS + 1)
-    config = CsmConfig(
-        num_codebooks=CODEBOOKS, vocab_size=2051, text_vocab_size=len(tokenizer), hidden_size=8, intermediate_size=16,
-        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-        bos_token_id=ids["<|begin_of_text|>"], pad_token_id=ids["<|AUDIO|>"], audio_token_id=ids["<|AUDIO|>"],
-        audio_eos_token_id=ids["<|audio_eos|>"], codebook_pad_token_id=2050, codebook_eos_token_id=0,
-        depth_decoder_config=depth, codec_config=codec.to_dict(),
-    )
+    special_ids = dict(bos_token_id=ids["<|begin_of_text|>"], pad_token_id=ids["<|AUDIO|>"],
+                       audio_token_id=ids["<|AUDIO|>"], audio_eos_token_id=ids["<|audio_eos|>"])
+    if backbone_layers is not None:
+        config = CsmConfig(num_hidden_layers=backbone_layers, codec_config=MimiConfig(num_quantizers=32).to_dict(),
+                           **special_ids)
+    else:
+        codec = MimiConfig(hidden_size=16, num_filters=2, num_residual_layers=1, upsampling_ratios=[8, 6, 5, 4],
+                           codebook_size=2048, codebook_dim=2, vector_quantization_hidden_dimension=2,
+                           num_quantizers=CODEBOOKS, num_semantic_quantizers=1, upsample_groups=16,
+                           num_hidden_layers=1, intermediate_size=16, num_attention_heads=2, num_key_value_heads=2,
+                           head_dim=8, sliding_window=250, max_position_embeddings=8000)
+        depth = dict(num_codebooks=CODEBOOKS, backbone_hidden_size=8, vocab_size=2051, hidden_size=4,
+                     intermediate_size=8, num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,
+                     max_position_embeddings=CODEBOOKS + 1)
+        config = CsmConfig(
+            num_codebooks=CODEBOOKS, vocab_size=2051, text_vocab_size=len(tokenizer), hidden_size=8,
+            intermediate_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+            max_position_embeddings=2048, codebook_pad_token_id=2050, codebook_eos_token_id=0,
+            depth_decoder_config=depth, codec_config=codec.to_dict(), **special_ids,
+        )
     with _Seeded(SEED):
         model = CsmForConditionalGeneration(config).eval()
         with torch.no_grad():  # Mimi's codebooks: noise, not zeros (see the module docstring)
@@ -87,6 +95,12 @@ def _model(tokenizer):
                 if hasattr(layer, "embed_sum"):
                     layer.embed_sum.copy_(torch.randn_like(layer.embed_sum))
                     layer._embed = None
+            if backbone_layers is not None:
+                # A turn ends at the frame whose codebooks 0-30 are all codebook_eos_token_id (generation_csm.py
+                # _sample's "Csm specific" EOS check). A zero row of the first codebook's head gives code 0 a logit
+                # of 0, below the 50 best of 2,047 random others (top_k 50): codebook 0 never samples it, so no
+                # frame is an EOS frame and every turn runs to the studio's cap, as the benchmark's estimates assume.
+                model.lm_head.weight[config.codebook_eos_token_id].zero_()
     # convert_csm.write_model's generation config
     generation = model.generation_config
     generation._from_model_config = False
@@ -101,11 +115,12 @@ def _model(tokenizer):
     return model
 
 
-def build_csm(dst: Path) -> None:
+def build_csm(dst: Path, *, backbone_layers: int | None = None) -> None:
+    """The tiny CSM; `backbone_layers`: the published widths with that many backbone layers (see _model)."""
     from transformers import CsmProcessor, EncodecFeatureExtractor
 
     tokenizer = _tokenizer()
-    model = _model(tokenizer)
+    model = _model(tokenizer, backbone_layers)
     _save_model(model, dst)
     # kyutai/mimi's preprocessor_config.json: an EncodecFeatureExtractor, mono, 24 kHz, no chunking
     features = EncodecFeatureExtractor(feature_size=1, sampling_rate=24000, padding_value=0.0)

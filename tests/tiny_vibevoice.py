@@ -108,13 +108,24 @@ def _tokenizer():
                               pad_token=SPECIALS[0], unk_token=None)
 
 
-def _config(vocab_size: int):
+# The published text model (microsoft/VibeVoice-1.5B's Qwen2.5-1.5B: bench/vibevoice_cpu.py's TEXT) for the
+# benchmark's realistic-size build; the rest of VibeVoiceConfig()'s defaults are the 1.5B's.
+PUBLISHED_TEXT = dict(model_type="qwen2", vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+                      num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=65536,
+                      rope_theta=1000000.0, tie_word_embeddings=True)
+
+
+def _config(vocab_size: int, lm_layers: int | None = None):
     from transformers import VibeVoiceConfig
 
     ids = {name: SPECIALS.index(token) for name, token in (
         ("pad_token_id", "<|endoftext|>"), ("eos_token_id", "<|endoftext|>"),
         ("audio_bos_token_id", "<|vision_start|>"), ("audio_eos_token_id", "<|vision_end|>"),
         ("audio_token_id", "<|vision_pad|>"))}
+    if lm_layers is not None:
+        text = dict(PUBLISHED_TEXT, num_hidden_layers=lm_layers, pad_token_id=ids["pad_token_id"],
+                    eos_token_id=ids["eos_token_id"], bos_token_id=None)
+        return VibeVoiceConfig(text_config=text, **ids)
     # The real acoustic tokenizer's strides and stages (hop 3200), at tiny widths: num_filters channels doubling at
     # each of the six downsamplings, one ConvNeXt block a stage.
     tokenizer = dict(num_filters=1, downsampling_ratios=[2, 2, 4, 5, 5, 8], depths=[1] * 7, kernel_size=7, ffn_expansion=1,
@@ -131,13 +142,15 @@ def _config(vocab_size: int):
     )
 
 
-def build_vibevoice(dst: Path) -> None:
+def build_vibevoice(dst: Path, *, lm_layers: int | None = None) -> None:
+    """The tiny VibeVoice; with `lm_layers`, the published widths (VibeVoiceConfig()'s defaults with the Qwen2.5-1.5B
+    text model, PUBLISHED_TEXT) with that many of the LM's 28 layers, for the benchmark's realistic-size build."""
     import torch
     from transformers import (GenerationConfig, VibeVoiceAcousticTokenizerFeatureExtractor,
                               VibeVoiceForConditionalGeneration, VibeVoiceProcessor)
 
     tokenizer = _tokenizer()
-    config = _config(len(tokenizer))
+    config = _config(len(tokenizer), lm_layers)
     with _Seeded(SEED):
         model = VibeVoiceForConditionalGeneration(config).eval()
         # The placeholder always wins (see the module docstring): every input embedding carries +4 in dimension 0
@@ -155,6 +168,8 @@ def build_vibevoice(dst: Path) -> None:
             for name, param in tower.named_parameters():
                 if name.endswith("gamma"):  # layer scale, 1e-6 at init: the blocks would add nothing
                     param.data.fill_(0.5)
+        if lm_layers is not None:
+            _unit_gain_towers(model)
     # convert_vibevoice_to_hf.py's generation config for the 1.5B
     model.generation_config = GenerationConfig(
         max_new_tokens=40500, do_sample=False, guidance_scale=1.3, noise_scheduler_class="DPMSolverMultistepScheduler",
@@ -166,6 +181,24 @@ def build_vibevoice(dst: Path) -> None:
                                                           target_dB_FS=-25, eps=1e-6)
     VibeVoiceProcessor(feature_extractor=features, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE).save_pretrained(dst)
     _tokenizer_class(dst / "tokenizer_config.json")
+
+
+def _unit_gain_towers(model) -> None:
+    """The published tokenizers' convolutions redrawn at unit gain (N(0, 1 / fan_in)). At the config's
+    initializer_range of 0.01 the narrow stages (32-256 channels) shrink a signal ~0.15x each, so a random decoder
+    writes waveforms and the semantic encoder features that fall to denormal floats, which x86 computes some 100x
+    slower (bench/vibevoice_cpu.py measured 31 s a frame so): a trained model's signals stay near unit scale, and so
+    do these. The arithmetic, and so the time of a run without denormals, is the same."""
+    import torch
+
+    generator = torch.Generator().manual_seed(SEED + 1)
+    for tower in (model.model.audio_tower, model.model.semantic_tokenizer_encoder):
+        for module in tower.modules():
+            if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+                weight = module.weight
+                fan_in = weight.shape[1] * weight.shape[2] if isinstance(module, torch.nn.Conv1d) else \
+                    weight.shape[0] * weight.shape[2] // max(1, module.stride[0])
+                weight.data.copy_(torch.randn(weight.shape, generator=generator) / fan_in ** 0.5)
 
 
 def _tokenizer_class(path: Path) -> None:
