@@ -218,8 +218,8 @@ _ONE_S, _TURN_9, _TURN_14, _TURN_17 = "See you.", "Thank you", "See you later.",
 
 CSM = Case(
     name="csm-1b", repo="sesame/csm-1b", family="csm", prompt=_ONE_S,
-    # One turn of Speaker 1: 13 frames of 32 codebooks (a backbone step and 31 depth-decoder steps each), about 3 s a
-    # frame in float32 here. The reference loads its own copy (3.6 GB in float32 at 4 layers): it fits beside the
+    # One turn of Speaker 1: 13 frames of 32 codebooks (a backbone step and 31 depth-decoder steps each), 18-40 s in
+    # float32 here; a quick run took 7.7 minutes with the build. The reference loads its own copy (3.6 GB in float32 at 4 layers): it fits beside the
     # studios. auto is float32 on a CPU (models/csm.py: not measured), so int8 and bfloat16 are weighed beside it.
     quick=Mode(compare={}, repeats=2, warmup={}, calibration={}, lengths=({}, {}, {}),
                length_prompts=(_TURN_9, _TURN_14, _TURN_17)),
@@ -237,7 +237,8 @@ VIBEVOICE = Case(
     # A script of one line: 8 frames (7.5 a second, 3200 samples each), each an LM step in the guided and the
     # unconditioned branch, 10 DPM-Solver steps of the diffusion head, the acoustic decoder and the semantic encoder.
     # The reference is built from the studio's float32 model and processor (borrow): the tokenizers alone are 4.1 GB
-    # in float32, and the studio holds three copies (float32, int8, bfloat16) in the same rounds.
+    # in float32, and the studio holds three copies (float32, int8, bfloat16) in the same rounds. About 13 s a compared
+    # run in float32 here; a quick run took 5.2 minutes with the build.
     quick=Mode(compare={}, repeats=2, warmup={}, calibration={}, lengths=({}, {}, {}),
                length_prompts=(_TURN_9, _TURN_14, _TURN_17)),
     full=Mode(compare={}, repeats=3, warmup={}, calibration={}, lengths=({}, {}, {}), prompt=_TURN_17,

@@ -470,9 +470,11 @@ def _speech_builders() -> dict[str, Callable[[Path], None]]:
 # ------------------------------------------------------------------------------------ CSM 1B
 # The published widths (tests/tiny_csm.py with backbone_layers: CsmConfig() and MimiConfig(num_quantizers=32)) with
 # 4 of the backbone's 16 layers. A frame is one backbone step and 31 steps of the full-size depth decoder (4 layers,
-# 1024 wide), which reads about 4x the bytes of the 4-layer backbone: measured here (bench probe of this build, load
-# average about 4), 3 s a frame in float32 at 4 layers. The 16 would add 12 x 60M parameters (2.9 GB read a frame)
-# and 2.9 GB of RAM per float32 copy; the reference holds its own copy beside the studio's (float32, int8, bfloat16).
+# 1024 wide), which reads about 4x the bytes of the 4-layer backbone: measured here, the quick case's 13 frames in
+# 18 s (1.4 s a frame, float32, others' load 1.0; 3 s a frame in a probe at load average 4-5). The 16 would add
+# 12 x 60M parameters (2.9 GB read a frame) and 2.9 GB of RAM per float32 copy; the reference holds its own copy
+# (3.7 GB) beside the studio's float32 (3.7 GB), int8 (2.2 GB) and bfloat16 (2.0 GB): 11.6 GB of weights. The build
+# takes 39 s and 3.68 GB on disk.
 CSM_BENCH_LAYERS = int(os.environ.get("BENCH_CSM_LAYERS", "4"))
 
 
@@ -488,6 +490,9 @@ def build_csm_1b(dst: Path) -> None:
 # VibeVoiceConfig()'s defaults (the 1.5B's tokenizers and diffusion head) with the Qwen2.5-1.5B text model and 4 of its
 # 28 layers (tests/tiny_vibevoice.py with lm_layers). The two tokenizers alone are 4.1 GB in float32 and run every
 # frame; an LM layer is 0.27 s of a frame's 8.5 (bench/vibevoice_cpu.py), so a frame's time is mostly the real one.
+# Measured here, the quick case's 8 frames in 13 s (1.7 s a frame, float32, 10 diffusion steps, others' load 1.0).
+# The studio holds float32 (6.3 GB), int8 (2.2 GB) and bfloat16 (3.2 GB) copies; the reference borrows the float32
+# one. The build takes 54 s and 6.32 GB on disk.
 VIBEVOICE_BENCH_LAYERS = int(os.environ.get("BENCH_VIBEVOICE_LAYERS", "4"))
 
 
