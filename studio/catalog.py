@@ -320,6 +320,11 @@ class Family:
     # alternatives in order, the first whose file the repo has decides (a diffusers folder's model_index.json
     # before an original layout's config, as the family's loader looks for them). Every family declares one.
     accepts: tuple[Accepts, ...] = ()
+    # Streaming: the work units (as work_units counts them) done when the run hands on its first piece of audio
+    # (RunContext.audio): (spec, request) -> units, or None when this request makes its audio in one piece. A
+    # family without it does not stream (a diffusion model denoises the whole clip at once). The estimate's time to
+    # first audio comes from it.
+    first_audio_units: Callable[[ModelSpec, "Request"], float | None] | None = None
 
     def __post_init__(self) -> None:
         if (self.preparation is None) != (self.prepare is None):

@@ -55,6 +55,8 @@ class Estimate:
     prepares: str = ""  # the one-time preparation the load does first ("converts the checkpoint ... once")
     prepare_seconds: float = 0.0  # its share of load_seconds
     fits_in: str = ""  # a run that fits nowhere: the model's precision that would (set by the manager)
+    # Seconds until the first piece of audio can be heard (load included) for a run that streams; None: it does not.
+    first_audio_seconds: float | None = None
 
     def summary(self) -> str:
         """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.

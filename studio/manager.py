@@ -312,9 +312,12 @@ class PipelineManager:
         preparation = None if loaded else self._preparation(spec)  # a model loaded once is prepared
         prepare_s = self.timer.prepare_seconds(family.name, preparation.io_bytes) if preparation else 0.0
         load_s += prepare_s
-        compute_s = self.timer.compute_seconds(
-            spec, family.work_units(spec, request), compute_kind=self._compute_kind(chosen.placement, device),
-            placement=chosen.placement.value, dtype=chosen.dtype, weights=chosen.weights)
+        speed = dict(compute_kind=self._compute_kind(chosen.placement, device), placement=chosen.placement.value,
+                     dtype=chosen.dtype, weights=chosen.weights)
+        compute_s = self.timer.compute_seconds(spec, family.work_units(spec, request), **speed)
+        first_units = family.first_audio_units(spec, request) if family.first_audio_units is not None else None
+        first_audio_s = None if first_units is None else \
+            load_s + min(compute_s, self.timer.compute_seconds(spec, first_units, **speed))
         return Estimate(
             model=spec.repo_id, seconds=load_s + compute_s, bytes=chosen.need, fits=chosen.fits,
             evicts=chosen.evicts, weights_bytes=chosen.weights, working_bytes=chosen.working, load_seconds=load_s,
@@ -326,6 +329,7 @@ class PipelineManager:
             work=family.describe(spec, request) if family.describe is not None else "",
             prepares=preparation.summary if preparation else "", prepare_seconds=prepare_s,
             fits_in=self._fits_in(spec, request, chosen.dtype, only=only) if not chosen.fits else "",
+            first_audio_seconds=first_audio_s,
         )
 
     def _fits_in(self, spec: ModelSpec, request: Request, current: str, *, only: str | None = None) -> str:

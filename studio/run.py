@@ -24,6 +24,10 @@ class RunContext:
     on_estimate: Callable[[Any], None] = lambda estimate: None
     # Seconds the run has left by what it has measured so far (None: not known), for the runs waiting behind it.
     remaining: Callable[[], float | None] = lambda: None
+    # A finished piece of the output, as soon as it is made (streaming: the page's player, /v1/audio/speech): float32
+    # samples shaped as Audio.samples, and their rate. Pieces come in order and, joined, are the run's audio as the
+    # adapter returns it (before the studio's own finishing, studio.audio.make_peak_safe). Nobody listening: a no-op.
+    on_audio: Callable[[np.ndarray, int], None] = lambda samples, rate: None
 
     def progress(self, done: int, total: int) -> None:
         self.on_progress(done, total)
@@ -36,6 +40,11 @@ class RunContext:
 
     def planned(self, estimate: Any) -> None:
         self.on_estimate(estimate)
+
+    def audio(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Hand on a finished piece of the output (see on_audio); adapters that make audio piece by piece call it."""
+        if samples.shape[-1]:
+            self.on_audio(samples, sample_rate)
 
     def check(self) -> None:
         """Call between steps: raises Cancelled once the user has asked to stop."""
