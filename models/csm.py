@@ -75,14 +75,15 @@ INT8_PARTS = ("backbone_model", "depth_decoder")  # the transformers; the codec 
 # A frame of context (a voice clip's or an earlier turn's) is encoded by Mimi and prefilled in one pass, not sampled:
 # a fraction of a generated frame (not measured).
 CONTEXT_FRAME_COST = 0.05
-# Speed per generated frame on a CPU: NOT yet measured. Estimated from the weights a frame reads: the backbone once
-# (1.1B parameters, 4.4 GB in float32) and the depth decoder's 4 layers 31 times (about 100M parameters each time,
-# 12 GB), at the 10-15 GB/s a 2-core share of this AMD EPYC reads: about 1.6 s in float32, 1.0 s in int8 (a quarter
-# of the bytes, but dynamic quantization's per-step overheads). `nice -n 10 python -m bench.csm_cpu` measures it on a
-# random-weight build of the published widths; its run did not finish in this change (load average 9-15 on the
-# 2 cores from the other jobs).
-CPU_S_PER_FRAME = 1.6
-CPU_INT8_S_PER_FRAME = 1.0
+# Speed per generated frame on a CPU, measured: `python -m bench --quick --only csm-1b` (docs/benchmarks.md), a
+# random-weight build of the published widths with 4 of the backbone's 16 layers, one turn of 13 frames, on a 2-core
+# AMD EPYC (avx2, avx512f/bw/vl/vnni, avx512_bf16) with about one core's worth of other jobs: float32 1.28 s a frame
+# (16.6 s; the transformers call alone 16.2 s), int8 3.33x faster (0.38 s), bfloat16 1.55x. A frame is one backbone
+# step and 31 depth-decoder steps, and the depth decoder reads about 4x the bytes of the 4-layer backbone; scaled to
+# the 16 layers (the backbone's share 4x): about 2.0 s a frame in float32 and 0.6 s in int8 (real-time factors of
+# about 25 and 8: CSM is no CPU model).
+CPU_S_PER_FRAME = 2.0
+CPU_INT8_S_PER_FRAME = 0.6
 CUDA_S_PER_FRAME = 0.08  # not measured (no GPU here): a 1B backbone step plus 31 depth-decoder steps, launch-bound
 MPS_S_PER_FRAME = 0.25  # not measured
 
@@ -470,8 +471,9 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> CsmAdapter:
 FAMILY = Family(
     name="csm", load=load, work_units=work_units, working_bytes=working_bytes, check_text=check_text,
     describe=describe, components=components, speed_param=None,
-    # auto stays float32 on a CPU (see the speed figures at SPECS); bfloat16 on GPUs, as Sesame runs it.
-    preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "float32"},
+    # auto is int8 on a CPU, as for Bark and MusicGen: 3.33x the float32 transformers call (CPU_S_PER_FRAME's note;
+    # bfloat16 1.55x); bfloat16 on GPUs, as Sesame runs it.
+    preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "int8"},
     precisions=("float32", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     files=(("tokenizer.json",),),
     accepts=(Accepts("config.json", "model_type", ("csm",)),),  # CsmConfig.model_type

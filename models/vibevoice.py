@@ -79,7 +79,13 @@ DIFFUSION_STEPS = 10  # generate()'s default num_diffusion_steps (generation_vib
 # diffusion head should take well under a second on one free core); int8 and bfloat16 did not finish in the session.
 DIFFUSION_SHARE = 0.28  # the diffusion head's share of a 28-layer frame at 10 steps: 4.8 s of 17 s
 INT8_PARTS = ("model",)  # every Linear under model: the LM, the diffusion head, the connectors, the tokenizers' FFNs
-CPU_S_PER_FRAME = 17.0  # float32, above; int8 and bfloat16 use it too until measured
+# Then on a quieter machine (about one core's worth of other jobs), `python -m bench --quick --only vibevoice-1.5b`
+# (docs/benchmarks.md): a build with 4 of the 28 LM layers, one line of 8 frames, the studio's run against transformers
+# called directly: float32 1.7 s a frame (13.6 s; the reference 14.2 s), int8 4.03x faster (0.44 s), bfloat16 2.19x.
+# With the LM's layers at the earlier probe's share (3 % of a 5-layer frame each), the 28 layers give about 3.0 s a
+# frame in float32 and 0.8 s in int8: real-time factors of about 22 and 6.
+CPU_S_PER_FRAME = 3.0  # float32
+CPU_INT8_S_PER_FRAME = 0.8
 CUDA_S_PER_FRAME = 0.05  # not measured (no GPU here): a guess for a 1.5B LM step, 10 head steps and the decoder
 MPS_S_PER_FRAME = 0.2  # not measured
 
@@ -145,7 +151,7 @@ SPECS = (
                     "Glad to be here.' (or [S1] ... [S2] ...); plain text is Speaker 1's",
         parameters=LM_PARAMETERS + ACOUSTIC_PARAMETERS + SEMANTIC_PARAMETERS, sample_rate=SAMPLE_RATE, channels=1,
         max_duration=None, params=_params(),
-        speed={"cpu": SpeedPrior(3.0, CPU_S_PER_FRAME),
+        speed={"cpu": SpeedPrior(3.0, CPU_S_PER_FRAME), "cpu/int8": SpeedPrior(3.0, CPU_INT8_S_PER_FRAME),
                "cuda": SpeedPrior(2.0, CUDA_S_PER_FRAME), "mps": SpeedPrior(2.0, MPS_S_PER_FRAME)},
         unit="frame", max_prompt_chars=60_000,
         description="Microsoft's long-form multi-speaker speech: podcasts and dialogues of up to four speakers "
@@ -438,9 +444,9 @@ def _quantize_head(model) -> None:
 FAMILY = Family(
     name="vibevoice", load=load, work_units=work_units, working_bytes=working_bytes, components=components,
     check_text=check_text, describe=describe, libraries=("torch", "transformers", "diffusers"),
-    # auto stays float32 on a CPU: int8 and bfloat16 are not measured yet (CPU_S_PER_FRAME's note);
-    # bfloat16 on GPUs, the conversion script's default dtype.
-    preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "float32"},
+    # auto is int8 on a CPU: 4.03x the float32 transformers call, bfloat16 2.19x (CPU_S_PER_FRAME's note); bfloat16
+    # on GPUs, the conversion script's default dtype.
+    preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "int8"},
     precisions=("float32", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     files=(("tokenizer.json",), ("processor_config.json",)),
     accepts=(Accepts("config.json", "model_type", ("vibevoice",)),),  # VibeVoiceConfig.model_type
