@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior, echo, saved_voice_param
+from studio.catalog import MODE, Accepts, Companion, Family, ModelSpec, Param, Request, SpeedPrior, echo, saved_voice_param
 from studio.clips import Clip
 from studio.errors import InvalidInput, ModelUnavailable
 from studio.run import Audio, RunContext
@@ -400,7 +400,7 @@ FAMILY = Family(
     # float16 on GPUs.
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
-    companion_repos=((DAC_REPO, DAC_PARAMETERS),),
+    companion_repos=(Companion(DAC_REPO, DAC_PARAMETERS),),  # Dia's own 1.61B leave the DAC out
     accepts=(Accepts("config.json", "model_type", ("dia",)),),  # DiaConfig.model_type
     speed_param=None,
 )

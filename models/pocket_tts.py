@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 
-from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, SpeedPrior
+from studio.catalog import MODE, Accepts, Companion, Family, ModelSpec, Param, Request, SpeedPrior
 from studio.clips import Clip
 from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
@@ -340,7 +340,7 @@ FAMILY = Family(
     precisions=("float32", "bfloat16", "int8"), int8_parts=INT8_PARTS,
     files=(("tokenizer.json",), ("processor_config.json",)),
     accepts=(Accepts("config.json", "model_type", ("pocket_tts",)),),  # PocketTTSConfig.model_type
-    # The codec is a repo of its own that the processor loads: its bytes count beside the model's (exact once
-    # cached). Before any download, int8's per-part figure (components) counts it once more: 80 MB high.
-    companion_repos=((CODEC_REPO, CODEC_PARAMETERS),),
+    # The codec is a repo of its own that the processor loads: its bytes count once beside the model's (exact once
+    # cached), and the sizer leaves its part out of the model's own int8 figure from `components`.
+    companion_repos=(Companion(CODEC_REPO, CODEC_PARAMETERS, part="audio_tokenizer"),),
 )

@@ -270,6 +270,21 @@ class Accepts:
 
 
 @dataclass(frozen=True)
+class Companion:
+    """A repo of weights the loader reads beside the model's own, e.g. the codec a processor's files name.
+
+    Its weights count once in a model's bytes, beside the model's own: exact from its cached files, else
+    `parameters` (the published count) in float32, the dtype both codecs load in (their processors load them as
+    stored and the adapters never cast them). `part` is the name `Family.components` gives it when that lists it:
+    the model's own bytes computed from the parts leave that part out.
+    """
+
+    repo_id: str
+    parameters: int
+    part: str | None = None
+
+
+@dataclass(frozen=True)
 class Family:
     """What a model family provides; functions, so each adapter module reads top to bottom."""
 
@@ -305,9 +320,8 @@ class Family:
     # text plus a clip's transcript within the model's input): (spec, text, validated settings) -> None, raising
     # InvalidInput that names the value and the fix; run after `check`.
     check_text: Callable[[ModelSpec, str, Mapping[str, Any]], None] | None = None
-    # Weights the loader reads from other repos than the model's own (e.g. a codec its processor names): (repo id,
-    # published parameter count) each, counted in the floating dtype beside the model's weights.
-    companion_repos: tuple[tuple[str, int], ...] = ()
+    # Weights the loader reads from other repos than the model's own (e.g. a codec its processor names).
+    companion_repos: tuple[Companion, ...] = ()
     # What a run will do with its inputs, in words for the estimate line ("continues the 5.0 s clip by 10 s"):
     # (spec, request) -> text, or "" when there is nothing to say.
     describe: Callable[[ModelSpec, "Request"], str] | None = None

@@ -7,7 +7,7 @@ from the catalog's parameter count.
 
 from __future__ import annotations
 
-from studio.catalog import AUTO, CPU_NATIVE_BF16, DTYPE_BYTES, Catalog, ModelSpec, Request
+from studio.catalog import AUTO, CPU_NATIVE_BF16, DTYPE_BYTES, Catalog, Companion, ModelSpec, Request
 from studio import device
 from studio.estimate import Calibration
 from studio.planner import Sizes
@@ -56,18 +56,23 @@ class Sizer:
         if measured is not None:
             return measured
         family = self.catalog.family(spec)
-        # A pipeline of parts: components at one byte a parameter are the parts' parameter counts.
-        counts = (lambda: family.components(spec, 1)) if family.components is not None else None
+        # The model's own weights, then each companion repo's once. A pipeline of parts: components at one byte a
+        # parameter are the parts' parameter counts, less the parts that are companions (counted below).
+        companion_parts = {companion.part for companion in family.companion_repos}
+        counts = None
+        if family.components is not None:
+            def counts() -> dict[str, int]:
+                return {name: count for name, count in family.components(spec, 1).items()
+                        if name not in companion_parts}
         floating = float_bytes(dtype, compute_kind)
         own = planned_weight_bytes(spec, dtype, floating, family.int8_parts, counts)
-        return own + sum(companion_weight_bytes(repo, parameters, floating)
-                         for repo, parameters in family.companion_repos)
+        return own + sum(companion_weight_bytes(companion) for companion in family.companion_repos)
 
 
-def companion_weight_bytes(repo_id: str, parameters: int, floating: int) -> int:
-    """A companion repo's weights (a codec a processor loads, kept float): exact once cached, else published."""
-    exact = cached_weight_bytes(repo_id, floating)
-    return exact if exact is not None else parameters * floating
+def companion_weight_bytes(companion: Companion) -> int:
+    """A companion repo's weights, kept float32 in every precision: exact once cached, else as published."""
+    exact = cached_weight_bytes(companion.repo_id, 4)
+    return exact if exact is not None else companion.parameters * 4
 
 
 def preparation_peak(family, spec: ModelSpec) -> int:

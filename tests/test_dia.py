@@ -142,7 +142,7 @@ def test_estimates_count_frames_guidance_the_kv_cache_and_the_dac(studio, catalo
     assert work_units(spec, guided) > work_units(spec, plain) > 0
     assert working_bytes(spec, guided, 4) > working_bytes(spec, plain, 4)
     # The DAC lives in its own repo; the weights before a load count it beside Dia's.
-    assert FAMILY.companion_repos[0][0] == DAC
+    assert FAMILY.companion_repos[0].repo_id == DAC
     weights = Sizer(catalog, Calibration(None)).weights(spec, "float32", "cpu")
     assert weights == cached_weight_bytes(DIA, 4) + cached_weight_bytes(DAC, 4)
     assert "2 turns" in studio.manager.estimate_run(plain).work

@@ -111,3 +111,32 @@ def test_the_tiny_checkpoints_are_downloaded_until_a_weight_file_goes(make_studi
     finally:
         shutil.move(backup, path)
     assert downloaded(repo_id)
+
+
+@pytest.mark.parametrize("repo_id, dtype", [("eustlb/pocket-tts", "float32"), ("eustlb/pocket-tts", "int8"),
+                                            ("eustlb/pocket-tts", "bfloat16"), ("nari-labs/Dia-1.6B-0626", "int8"),
+                                            ("nari-labs/Dia-1.6B-0626", "float16")])
+def test_weights_before_a_download_count_a_companion_codec_once_in_float32(catalog, monkeypatch, tmp_path, repo_id,
+                                                                           dtype):
+    # Pocket TTS's components list its codec as a part: int8's per-part figure once counted it there (at 4 x 4 bytes
+    # a parameter) and again as the companion repo, 490.5 MB for 169.7 MB; and the companion counted in the run's
+    # floating dtype, where both codecs stay float32 (bfloat16 219.0 MB for 259.1 MB, Dia float16 3.37 GB for 3.52).
+    from huggingface_hub import constants
+
+    from studio.catalog import DTYPE_BYTES
+    from studio.estimate import Calibration
+    from studio.sizer import Sizer
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # nothing downloaded: the published counts
+    spec, family = catalog.get(repo_id), catalog.family(catalog.get(repo_id))
+    (companion,) = family.companion_repos
+    if family.components is not None:  # Pocket TTS: the model's own parts (its codec excluded) and their int8 split
+        own = dict(family.components(spec, 1))
+        del own[companion.part]
+        assert sum(own.values()) == spec.parameters
+        own_bytes = sum(count * (1 if dtype == "int8" and name in family.int8_parts else DTYPE_BYTES[dtype])
+                        for name, count in own.items())
+    else:  # Dia: int8 keeps about a third of float32 (planned_weight_bytes), the DAC aside
+        own_bytes = spec.parameters * 4 // 3 if dtype == "int8" else spec.parameters * DTYPE_BYTES[dtype]
+    weights = Sizer(catalog, Calibration(None)).weights(spec, dtype, "cpu")
+    assert weights == own_bytes + companion.parameters * 4
