@@ -270,3 +270,31 @@ def test_switching_the_mode_shows_a_voice_per_speaker_in_dialogue_only(speech):
     options = ctl.voice_options(speech.catalog.get(VIBEVOICE).param("voice_2"), speech.catalog.get(VIBEVOICE),
                                 speech.catalog)
     assert options[0][1] == "" and ("noise (saved)", "noise") in options
+
+
+def _ancestors(block) -> list:
+    chain = []
+    while getattr(block, "parent", None) is not None:
+        block = block.parent
+        chain.append(block)
+    return chain
+
+
+def test_each_speakers_saved_voice_and_transcript_sit_under_its_clip_and_the_library_ends_the_settings(speech):
+    part: dict = {}
+    for control in speech.plan:
+        part.setdefault(control.name, control.component)
+    # Reading order (blocks are numbered as they are made): speaker 1's Voice among the settings (Bark and Pocket TTS
+    # pick presets there), then each speaker's clip with its transcript and saved voice under it.
+    order = [speech.prompt, part["voice"], part["audio"], part["transcript"], part["audio_2"], part["voice_2"],
+             part["transcript_2"], part["audio_3"], part["voice_3"], part["audio_4"], part["voice_4"]]
+    assert [b._id for b in order] == sorted(b._id for b in order)
+    advanced = next(a for a in _ancestors(part["audio_3"]) if isinstance(a, gr.Accordion))
+    assert advanced.elem_id == "speech-advanced"
+    assert advanced in _ancestors(part["voice_3"]) and advanced in _ancestors(part["voice_4"])
+    assert advanced not in _ancestors(part["voice_2"])
+    # The Voice library: the last thing of the input column, after Advanced (not under the examples, page-wide).
+    library = next(a for a in _ancestors(speech.ui.below.clip) if isinstance(a, gr.Accordion))
+    assert library.elem_id == "speech-voice-library"
+    column = library.parent
+    assert column in _ancestors(speech.model) and column.children[-2:] == [advanced, library]

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 import gradio as gr
 
 from studio.audio import FORMATS
-from studio.catalog import MODE, TASK_LABELS, Catalog, ModelSpec, format_parameters, metadata_text
+from studio.catalog import MODE, TASK_LABELS, Catalog, ModelSpec, format_parameters, metadata_text, speaker_of
 from studio.errors import Cancelled, InvalidInput, StudioError
 from studio.settings import format_bytes
 from studio.ui import controls as ctl
@@ -117,6 +117,7 @@ class TabLayout:
     shown: gr.State  # the repo id the settings are set for: a model switch carries them from it
     last: gr.State  # the metadata of this session's last result in this tab
     plan: list[ctl.Control] = field(default_factory=list)
+    below: Any = None  # what lay_out's `below` laid out at the bottom of the input column (the Voice library's)
 
     @property
     def widgets(self) -> list[Any]:
@@ -169,15 +170,48 @@ def group_choices(groups: list[ModelGroup]) -> list[tuple[str, str]]:
     return [(choice_label(group), group.key) for group in groups]
 
 
-def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalog: Catalog) -> TabLayout:
-    """Create the tab's components in the current container (a gr.Tab), set for the first group's default model."""
+def clip_speakers(plan: list[ctl.Control]) -> dict[str, list[ctl.Control]]:
+    """The settings laid out under each speaker's clip, by the clip's name: speaker k's saved voice and transcript
+    (voice_k, transcript_k) under audio_k, and speaker 1's transcript under audio.
+
+    Speaker 1's Voice stays among the settings: Bark and Pocket TTS pick presets there, with no clip to sit under.
+    A speaker's setting without a clip of that speaker in the tab keeps its place among the settings too.
+    """
+    clips = {speaker_of(c.name): c.name for c in plan if c.kind == "audio" and speaker_of(c.name) is not None}
+    grouped: dict[str, list[ctl.Control]] = {name: [] for name in clips.values()}
+    for control in plan:
+        speaker = speaker_of(control.name) if control.kind != "audio" else None
+        if speaker in clips and not (speaker == 1 and control.name == "voice"):
+            grouped[clips[speaker]].append(control)
+    return grouped
+
+
+def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalog: Catalog,
+            below: Callable[[], Any] | None = None) -> TabLayout:
+    """Create the tab's components in the current container (a gr.Tab), set for the first group's default model.
+
+    `below()` lays out more of the tab at the bottom of its input column (the Speech tab's Voice library); what it
+    returns is the layout's `below`.
+    """
     first_group = groups[0]
     first = first_group.default
 
     def render(control: ctl.Control, **options: Any) -> None:
         ctl.render(control, first, catalog, elem_id=f"{task}-input-{control.name}", **options)
 
-    basic = [c for c in plan if not c.advanced]
+    by_clip = clip_speakers(plan)
+    under_clip = {id(c) for controls in by_clip.values() for c in controls}
+
+    def render_clip(control: ctl.Control) -> None:
+        """An audio input, with its speaker's settings under it, side by side where there is room."""
+        render(control)
+        if by_clip.get(control.name):
+            with gr.Row(equal_height=False, elem_id=f"{task}-{control.name}-speaker",
+                        elem_classes="studio-clip-settings"):
+                for setting in by_clip[control.name]:
+                    render(setting, min_width=CLIP_SETTING_MIN_WIDTH)
+
+    basic = [c for c in plan if not c.advanced and id(c) not in under_clip]
     with gr.Row(equal_height=False, elem_classes="studio-tab"):
         with gr.Column(scale=11, min_width=360):
             model = gr.Dropdown(group_choices(groups), value=first_group.key, label="Model",
@@ -204,10 +238,11 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
                             render(control)
                 fmt = gr.Dropdown(format_choices(FORMATS), value="wav", label="Format", scale=1, min_width=110,
                                   elem_id=f"{task}-format")
-            # An audio input takes the column's whole width: its waveform and trim handles need the room.
+            # An audio input takes the column's whole width: its waveform and trim handles need the room. A speaker's
+            # clip has that speaker's saved voice and transcript right under it (clip_speakers).
             for control in basic:
                 if control.kind == "audio":
-                    render(control)
+                    render_clip(control)
             # Settings about the clip (a range to repaint: from, to) under it, side by side where there is room
             # (two at 1280 px wide; one a line on a phone, where two sliders with their number boxes are too narrow).
             with gr.Row(equal_height=False, elem_id=f"{task}-clip-settings", elem_classes="studio-clip-settings"):
@@ -222,8 +257,13 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
                     random_seed = gr.Button("Random", size="sm", scale=1, min_width=80, elem_id=f"{task}-seed-random")
                     last_seed = gr.Button("Last seed", size="sm", scale=1, min_width=90, elem_id=f"{task}-seed-last")
                 for control in plan:
-                    if control.advanced:
+                    if not control.advanced or id(control) in under_clip:
+                        continue
+                    if control.kind == "audio":  # a speaker's clip kept for the few (VibeVoice's Speakers 3, 4)
+                        render_clip(control)
+                    else:
                         render(control)
+            extra = below() if below is not None else None
         with gr.Column(scale=10, min_width=340):
             # Filled on page load (building the page asks the device nothing); its height is kept from the start.
             estimate = gr.HTML(estimate_html(None, problem=ESTIMATE_PENDING), min_height=ESTIMATE_MIN_HEIGHT,
@@ -253,7 +293,7 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
                      random_seed=random_seed, last_seed=last_seed, estimate=estimate, generate=generate,
                      cancel=cancel, audio=audio, actions=actions, download=download, reuse=reuse,
                      use_input=use_input, extend=extend, details=details,
-                     shown=gr.State(first.repo_id), last=gr.State(None), plan=plan)
+                     shown=gr.State(first.repo_id), last=gr.State(None), plan=plan, below=extra)
 
 
 # ------------------------------------------------------------------ the tab, as other parts of the page see it
@@ -696,12 +736,15 @@ def build_tab(demo: gr.Blocks, task: str, endpoints: Endpoints) -> TabHandle | N
             gr.Markdown(NO_MODELS.get(task, "No models for this task are installed."), elem_classes="studio-empty")
             return None
         groups = group_models(specs)
-        ui = lay_out(task, groups, ctl.plan_controls(specs), endpoints.studio.catalog)
-        tab = TabHandle(task, endpoints, groups, ui)
-        if task == "speech":  # the saved voices, under the tab's settings (a model that clones speaks in them)
-            from studio.ui.voice_library import build_voice_library
+        library = None
+        if task == "speech":  # the saved voices, at the bottom of the settings (a model that clones speaks in them)
+            from studio.ui import voice_library
 
-            build_voice_library(demo, endpoints, tab)
+            library = voice_library.layout_for(groups)
+        ui = lay_out(task, groups, ctl.plan_controls(specs), endpoints.studio.catalog, below=library)
+        tab = TabHandle(task, endpoints, groups, ui)
+        if library is not None:
+            voice_library.build_voice_library(demo, endpoints, tab, ui.below)
     wire(demo, tab)
     return tab
 

@@ -185,12 +185,14 @@ def wire(demo: gr.Blocks, lib: LibraryHandle) -> None:
     demo.load(bind(on_load, lib), inputs, outputs, **LIGHT)
 
 
-def build_voice_library(demo: gr.Blocks, endpoints: Endpoints, tab: TabHandle) -> LibraryHandle | None:
-    """Lay out and wire the library under the Speech tab's settings; call inside the tab. None when no speech model
-    clones."""
-    cloners = [spec.label for group in tab.groups for spec in group.specs if can_clone(spec)]
-    if not cloners:
-        return None
-    lib = LibraryHandle(endpoints, tab, lay_out(", ".join(cloners)))
+def layout_for(groups: list[Any]) -> Any:
+    """What lays out the library in the Speech tab (tab.lay_out's `below`), or None when no speech model clones."""
+    cloners = [spec.label for group in groups for spec in group.specs if can_clone(spec)]
+    return (lambda: lay_out(", ".join(cloners))) if cloners else None
+
+
+def build_voice_library(demo: gr.Blocks, endpoints: Endpoints, tab: TabHandle, ui: LibraryLayout) -> LibraryHandle:
+    """Wire the library laid out at the bottom of the Speech tab's input column (`layout_for`); call inside the tab."""
+    lib = LibraryHandle(endpoints, tab, ui)
     wire(demo, lib)
     return lib
