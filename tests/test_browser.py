@@ -6,9 +6,9 @@ The app is served in-process over the tiny checkpoints with a simulated 8 GB GPU
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -29,10 +29,20 @@ TABS = {"music": "Music", "speech": "Speech", "sfx": "Sound effects", "history":
 SECOND = 1000  # Playwright timeouts are in milliseconds
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@contextlib.contextmanager
+def chromium_browser(*extra_args: str):
+    """Debian's Chromium under Playwright with CHROMIUM_ARGS and `extra_args`; test-artifacts/ made for screenshots.
+    The browser test modules' browser fixtures are this."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"),
+                                              args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -41,28 +51,18 @@ def server(tmp_path_factory, catalog, tiny_cache):
     from studio.device import SimulatedDevice
     from studio.service import Studio
     from studio.settings import Settings
-    from studio.ui.app import build_app, page_options
-    from studio.ui.launch import launch_options
+    from tests.serving import launched
 
-    settings = Settings(port=_free_port(), output_dir=tmp_path_factory.mktemp("browser-out"), memory_reserve=0)
+    settings = Settings(output_dir=tmp_path_factory.mktemp("browser-out"), memory_reserve=0)
     studio = Studio(settings, catalog=catalog, device=SimulatedDevice(8 * 10**9))
-    demo = build_app(studio)
-    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, None))
-    try:
-        yield f"http://127.0.0.1:{settings.port}/", studio
-    finally:
-        demo.close()
+    with launched(studio) as url:
+        yield url + "/", studio
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+    with chromium_browser() as chromium:
         yield chromium
-        chromium.close()
 
 
 def _open(browser, url: str, *, dark: bool = False):

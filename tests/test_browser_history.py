@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, SECOND, _expect_text, _generate, _pick, _tab, _wait_result
+from tests.test_browser import (  # noqa: F401 (browser is a fixture)
+    ARTIFACTS, SECOND, _expect_text, _generate, _pick, _tab, _wait_result, browser,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -39,19 +41,8 @@ def served(tmp_path_factory, catalog, tiny_cache):
         yield url + "/", studio
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def _page(chromium, url: str, size: str = "desktop", *, dark: bool = False):
-    page = chromium.new_page(viewport=SIZES[size], accept_downloads=True)
+def _page(browser, url: str, size: str = "desktop", *, dark: bool = False):
+    page = browser.new_page(viewport=SIZES[size], accept_downloads=True)
     page.set_default_timeout(20 * SECOND)
     page.goto(url + ("?__theme=dark" if dark else ""))
     page.locator("#music-estimate .studio-estimate").wait_for()
@@ -85,9 +76,9 @@ def _delete_then_see_undo(page, text: str) -> None:
                            timeout=10 * SECOND)
 
 
-def test_delete_then_undo_brings_the_generation_back_and_it_plays_and_downloads(served, chromium):
+def test_delete_then_undo_brings_the_generation_back_and_it_plays_and_downloads(served, browser):
     url, studio = served
-    page = _page(chromium, url)
+    page = _page(browser, url)
     _tab(page, "speech")
     _pick(page, "#speech-model", re.compile("MMS-TTS"))
     page.locator("#speech-language").wait_for(state="visible")
@@ -127,11 +118,11 @@ def test_delete_then_undo_brings_the_generation_back_and_it_plays_and_downloads(
 
 
 @pytest.mark.parametrize("size, dark", [("desktop", True), ("phone", False)], ids=["dark", "phone"])
-def test_the_undo_bar_in_the_dark_and_on_a_phone(served, chromium, size, dark):
+def test_the_undo_bar_in_the_dark_and_on_a_phone(served, browser, size, dark):
     url, studio = served
     text = f"Deleted and undone, {'dark' if dark else size}."
     studio_run = _endpoints(studio).generate("speech", "facebook/mms-tts-eng", text, seed=1)
-    page = _page(chromium, url, size, dark=dark)
+    page = _page(browser, url, size, dark=dark)
     _open_history(page)
     _expect_text(page.locator("#history-list"), re.escape(text), 10)
     _delete_then_see_undo(page, text)

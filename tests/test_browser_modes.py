@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_browser import ARTIFACTS, SECOND, VIEWPORT, _expect_text, _set_duration, _tab, browser  # noqa: F401
 from tests.test_browser_audio import _fits_width
-from tests.test_browser_tab import WATCH_TOASTS, _model_option, _pick, _settle, _toasts
+from tests.test_browser_tab import _model_option, _open, _pick, _settle, _toasts
 
 pytestmark = [
     pytest.mark.browser,
@@ -36,20 +36,14 @@ def server(tmp_path_factory):
     from studio.device import SimulatedDevice
     from studio.service import Studio
     from studio.settings import Settings
-    from studio.ui.app import build_app, page_options
-    from studio.ui.launch import launch_options
     from tests.modes_family import catalog_with_modes, install
-    from tests.serving import free_port
+    from tests.serving import launched
 
     install(Path(os.environ["HF_HOME"]))
-    settings = Settings(port=free_port(), output_dir=tmp_path_factory.mktemp("modes-out"), memory_reserve=0)
+    settings = Settings(output_dir=tmp_path_factory.mktemp("modes-out"), memory_reserve=0)
     studio = Studio(settings, catalog=catalog_with_modes(), device=SimulatedDevice(8 * 10**9))
-    demo = build_app(studio)
-    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, None))
-    try:
-        yield f"http://127.0.0.1:{settings.port}/", studio
-    finally:
-        demo.close()
+    with launched(studio) as url:
+        yield url + "/", studio
 
 
 def _mode(page, label: str) -> None:
@@ -59,11 +53,7 @@ def _mode(page, label: str) -> None:
 
 def test_the_mode_shows_its_settings_and_a_four_minute_song_plays_at_once(server, browser):
     url, _ = server
-    page = browser.new_page(viewport=VIEWPORT)
-    page.set_default_timeout(20 * SECOND)
-    page.add_init_script(WATCH_TOASTS)
-    page.goto(url)
-    page.locator("#music-estimate .studio-estimate").wait_for()
+    page = _open(browser, url)
     page.locator("#music-input-mode").wait_for(state="hidden")  # MusicGen, the featured model, has no modes
     _pick(page, "#music-model", _model_option(page, "music", "Song editor (test)"))
     _settle(page, "music")

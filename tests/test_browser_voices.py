@@ -9,9 +9,11 @@ import shutil
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, CHROMIUM_ARGS, SECOND, VIEWPORT, _expect_text, _tab  # noqa: F401
+from tests.test_browser import (  # noqa: F401 (server is a fixture)
+    ARTIFACTS, VIEWPORT, _expect_text, _tab, chromium_browser, server,
+)
 from tests.test_browser_audio import _fits_width
-from tests.test_browser_tab import WATCH_TOASTS, _pick, _settle, _toasts
+from tests.test_browser_tab import _open, _pick, _settle, _toasts
 
 pytestmark = [
     pytest.mark.browser,
@@ -32,45 +34,15 @@ def _options(page, dropdown: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, catalog, tiny_cache):
-    """(url, studio): the app on a free port, a simulated 8 GB GPU, output in a temporary folder."""
-    from studio.device import SimulatedDevice
-    from studio.service import Studio
-    from studio.settings import Settings
-    from studio.ui.app import build_app, page_options
-    from studio.ui.launch import launch_options
-    from tests.serving import free_port
-
-    settings = Settings(port=free_port(), output_dir=tmp_path_factory.mktemp("voices-out"), memory_reserve=0)
-    studio = Studio(settings, catalog=catalog, device=SimulatedDevice(8 * 10**9))
-    demo = build_app(studio)
-    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, None))
-    try:
-        yield f"http://127.0.0.1:{settings.port}/", studio
-    finally:
-        demo.close()
-
-
-@pytest.fixture(scope="module")
 def microphone_browser():
     """Chromium with a fake microphone (a beep) that needs no permission prompt."""
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=args)
+    with chromium_browser("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream") as chromium:
         yield chromium
-        chromium.close()
 
 
 def test_a_recorded_voice_is_saved_picked_and_spoken_in(server, microphone_browser):
     url, studio = server
-    page = microphone_browser.new_page(viewport=VIEWPORT)
-    page.set_default_timeout(20 * SECOND)
-    page.add_init_script(WATCH_TOASTS)
-    page.goto(url)
-    page.locator("#music-estimate .studio-estimate").wait_for()
+    page = _open(microphone_browser, url)
     _tab(page, "speech")
     page.locator("#speech-voice-library").get_by_text("Voice library").first.click()
     clip = page.locator("#voice-clip")

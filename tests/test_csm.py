@@ -12,11 +12,11 @@ import threading
 
 import numpy as np
 import pytest
-import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
-from tests.speech_fixtures import cpu_studio, one_thread  # noqa: F401 (one_thread: autouse)
+from tests.speech_fixtures import (  # noqa: F401 (one_thread: autouse)
+    cpu_studio, one_thread, run_with_reports, two_voices, write_clips)
 
 CSM = "sesame/csm-1b"
 RATE = 24000
@@ -32,15 +32,7 @@ def studio(tiny_cache, catalog, tmp_path_factory):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Two 1.5 s voice clips that differ: a 220 Hz tone and a noise burst."""
-    folder = tmp_path_factory.mktemp("clips")
-    t = np.arange(round(1.5 * RATE)) / RATE
-    tone = (0.4 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    noise = (0.3 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
-    paths = []
-    for name, samples in (("tone.wav", tone), ("noise.wav", noise)):
-        soundfile.write(folder / name, samples, RATE)
-        paths.append(str(folder / name))
-    return paths
+    return two_voices(tmp_path_factory.mktemp("clips"), 1.5, RATE)
 
 
 def _request(studio, text=SCRIPT, seed=3, **params):
@@ -56,9 +48,8 @@ def _plan(studio, request):
 @pytest.fixture(scope="module")
 def first(studio, clips):
     """The script with a voice for Speaker 2, every progress report kept."""
-    reports = []
     request = _request(studio, audio_2=clips[1], transcript_2="A burst of noise.")
-    result = studio.manager.run(request, RunContext(on_progress=lambda done, total: reports.append((done, total))))
+    result, reports = run_with_reports(studio, request)
     return request, result, reports
 
 
@@ -170,12 +161,7 @@ def test_estimates_count_context_frames_and_the_three_parts(studio, catalog, cli
                                               "max_position_embeddings", "split the turn"]),
 ])
 def test_bad_input_is_refused_naming_the_value_and_the_fix(studio, tmp_path, text, params, words):
-    lengths = {"clip": 1.5, "short": 0.5, "long": 42.0}
-    for name in ("audio", "audio_2"):
-        if name in params:
-            path = tmp_path / f"{params[name]}.wav"
-            soundfile.write(path, np.full(round(lengths[params[name]] * RATE), 0.1, np.float32), RATE)
-            params = {**params, name: str(path)}
+    params = write_clips(tmp_path, params, {"clip": 1.5, "short": 0.5, "long": 42.0}, RATE)
     with pytest.raises(InvalidInput) as error:
         studio.request("speech", CSM, text, seed=1, params=params)
     message = str(error.value)

@@ -7,16 +7,15 @@ never sample the EOS, so every run lasts exactly its cap: the frames the text al
 
 from __future__ import annotations
 
-import json
 import threading
 
 import numpy as np
 import pytest
-import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
-from tests.speech_fixtures import cpu_studio, one_thread, start_cli  # noqa: F401 (one_thread: autouse)
+from tests.speech_fixtures import (  # noqa: F401 (one_thread: autouse)
+    cli_run_fixture, cli_samples, cpu_studio, one_thread, run_with_reports, two_voices, write_clips)
 
 DIA = "nari-labs/Dia-1.6B-0626"
 DAC = "descript/dac_44khz"
@@ -26,14 +25,8 @@ SCRIPT = "[S1] Hi! [S2] Hello there. (laughs)"
 FAST = {"guidance_scale": 1.0}  # guidance doubles the batch; the runs that test something else do without it
 
 
-@pytest.fixture(scope="module")
-def cli_run(tiny_cache, tmp_path_factory):
-    """The issue's command, started first so that its process runs beside the in-process tests."""
-    out = tmp_path_factory.mktemp("cli") / "dia.wav"
-    proc = start_cli(DIA, SCRIPT, out)
-    yield proc, out
-    if proc.poll() is None:
-        proc.kill()
+# The issue's command, started first so that its process runs beside the in-process tests.
+cli_run = cli_run_fixture(DIA, SCRIPT, "dia.wav")
 
 
 @pytest.fixture(scope="module")
@@ -54,24 +47,15 @@ def _plan(studio, request):
 @pytest.fixture(scope="module")
 def first(studio):
     """One script, with every progress report kept."""
-    reports = []
     request = _request(studio)
-    result = studio.manager.run(request, RunContext(on_progress=lambda done, total: reports.append((done, total))))
+    result, reports = run_with_reports(studio, request)
     return request, result, reports
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Two 2 s voice clips that differ: a 220 Hz tone and a noise burst."""
-    folder = tmp_path_factory.mktemp("clips")
-    t = np.arange(2 * RATE) / RATE
-    tone = (0.4 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    noise = (0.3 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
-    paths = []
-    for name, samples in (("tone.wav", tone), ("noise.wav", noise)):
-        soundfile.write(folder / name, samples, RATE)
-        paths.append(str(folder / name))
-    return paths
+    return two_voices(tmp_path_factory.mktemp("clips"), 2.0, RATE)
 
 
 def test_a_script_becomes_44k_mono_speech_as_long_as_its_cap_with_progress_per_frame(studio, first):
@@ -167,11 +151,7 @@ def test_estimates_count_frames_guidance_the_kv_cache_and_the_dac(studio, catalo
     (SCRIPT, {"temperature": 0.7}, ["temperature", "between 1 and 2"]),
 ])
 def test_bad_input_is_refused_naming_the_value_and_the_fix(studio, tmp_path, text, params, words):
-    lengths = {"clip": 2.0, "short": 0.5, "long": 40.0, "thirty": 30.0}
-    if "audio" in params:
-        path = tmp_path / f"{params['audio']}.wav"
-        soundfile.write(path, np.full(round(lengths[params["audio"]] * RATE), 0.1, np.float32), RATE)
-        params = {**params, "audio": str(path)}
+    params = write_clips(tmp_path, params, {"clip": 2.0, "short": 0.5, "long": 40.0, "thirty": 30.0}, RATE)
     with pytest.raises(InvalidInput) as error:
         studio.request("speech", DIA, text, seed=1, params=params)
     message = str(error.value)
@@ -180,10 +160,5 @@ def test_bad_input_is_refused_naming_the_value_and_the_fix(studio, tmp_path, tex
 
 
 def test_the_cli_speaks_the_issue_script_offline(cli_run):
-    proc, out = cli_run
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-2000:]
-    metadata = json.loads(stdout)
-    assert metadata["model"] == DIA and metadata["sample_rate"] == RATE
-    samples, rate = soundfile.read(out)
-    assert rate == RATE and samples.shape == (259 * HOP,)
+    samples = cli_samples(cli_run, DIA, RATE)
+    assert samples.shape == (259 * HOP,)

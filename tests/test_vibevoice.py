@@ -8,16 +8,15 @@ so every run lasts exactly its cap: the frames the text allows (models/vibevoice
 
 from __future__ import annotations
 
-import json
 import threading
 
 import numpy as np
 import pytest
-import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
-from tests.speech_fixtures import cpu_studio, one_thread, start_cli  # noqa: F401 (one_thread: autouse)
+from tests.speech_fixtures import (  # noqa: F401 (one_thread: autouse)
+    cli_run_fixture, cli_samples, cpu_studio, one_thread, run_with_reports, two_voices, write_clips)
 
 REPO = "vibevoice/VibeVoice-1.5B-hf"
 RATE = 24000
@@ -27,14 +26,8 @@ DIALOGUE = "Speaker 1: Welcome.\nSpeaker 2: Thanks, hello!\nSpeaker 1: Let us go
 FAST = {"num_diffusion_steps": 2}
 
 
-@pytest.fixture(scope="module")
-def cli_run(tiny_cache, tmp_path_factory):
-    """The issue's command, started first so that its process runs beside the in-process tests."""
-    out = tmp_path_factory.mktemp("cli") / "v.wav"
-    proc = start_cli(REPO, SCRIPT, out)
-    yield proc, out
-    if proc.poll() is None:
-        proc.kill()
+# The issue's command, started first so that its process runs beside the in-process tests.
+cli_run = cli_run_fixture(REPO, SCRIPT, "v.wav")
 
 
 @pytest.fixture(scope="module")
@@ -55,23 +48,14 @@ def _plan(studio, request):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """Two 2 s voice samples that differ: a 220 Hz tone and a noise burst."""
-    folder = tmp_path_factory.mktemp("clips")
-    t = np.arange(2 * RATE) / RATE
-    tone = (0.4 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
-    noise = (0.3 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
-    paths = []
-    for name, samples in (("tone.wav", tone), ("noise.wav", noise)):
-        soundfile.write(folder / name, samples, RATE)
-        paths.append(str(folder / name))
-    return paths
+    return two_voices(tmp_path_factory.mktemp("clips"), 2.0, RATE)
 
 
 @pytest.fixture(scope="module")
 def first(studio):
     """The three-turn dialogue, with every progress report kept."""
-    reports = []
     request = _request(studio)
-    result = studio.manager.run(request, RunContext(on_progress=lambda done, total: reports.append((done, total))))
+    result, reports = run_with_reports(studio, request)
     return request, result, reports
 
 
@@ -157,12 +141,7 @@ def test_a_voice_sample_reaches_the_model_per_speaker(studio, clips):
     (SCRIPT, {"num_diffusion_steps": 0}, ["num_diffusion_steps", "between 1 and 50"]),
 ])
 def test_bad_input_is_refused_naming_the_value_and_the_fix(studio, tmp_path, text, params, words):
-    lengths = {"short": 0.5, "long": 31.0}
-    for name, value in list(params.items()):
-        if name.startswith("audio"):
-            path = tmp_path / f"{value}.wav"
-            soundfile.write(path, np.full(round(lengths[value] * RATE), 0.1, np.float32), RATE)
-            params = {**params, name: str(path)}
+    params = write_clips(tmp_path, params, {"short": 0.5, "long": 31.0}, RATE)
     with pytest.raises(InvalidInput) as error:
         studio.request("speech", REPO, text, seed=1, params=params)
     message = str(error.value)
@@ -194,10 +173,5 @@ def test_int8_speaks_the_same_script(studio):
 
 
 def test_the_cli_speaks_the_issue_script_offline(cli_run):
-    proc, out = cli_run
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-2000:]
-    metadata = json.loads(stdout)
-    assert metadata["model"] == REPO and metadata["sample_rate"] == RATE
-    samples, rate = soundfile.read(out)
-    assert rate == RATE and samples.shape == (15 * HOP,)
+    samples = cli_samples(cli_run, REPO, RATE)
+    assert samples.shape == (15 * HOP,)
