@@ -59,13 +59,16 @@ class Sizer:
         # The model's own weights, then each companion repo's once. A pipeline of parts: components at one byte a
         # parameter are the parts' parameter counts, less the parts that are companions (counted below).
         companion_parts = {companion.part for companion in family.companion_repos}
-        counts = None
-        if family.components is not None:
-            def counts() -> dict[str, int]:
-                return {name: count for name, count in family.components(spec, 1).items()
-                        if name not in companion_parts}
         floating = float_bytes(dtype, compute_kind)
-        own = planned_weight_bytes(spec, dtype, floating, family.int8_parts, counts)
+        part_bytes = None
+        if family.components is not None:
+            def part_bytes() -> dict[str, int]:
+                # Each part's bytes at its int8 size when it is an int8 part, else at the floating size the family
+                # gives it (a part the loader keeps float32 whatever the precision, e.g. a codec, says so itself).
+                int8, float_ = family.components(spec, 1), family.components(spec, floating)
+                return {name: int8[name] if name in family.int8_parts else float_[name] for name in int8
+                        if name not in companion_parts}
+        own = planned_weight_bytes(spec, dtype, floating, family.int8_parts, part_bytes)
         return own + sum(companion_weight_bytes(companion) for companion in family.companion_repos)
 
 

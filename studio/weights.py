@@ -201,20 +201,20 @@ def float_bytes(dtype: str, compute_kind: str) -> int:
 
 
 def planned_weight_bytes(spec: ModelSpec, dtype: str, floating: int, int8_parts: tuple[str, ...] = (),
-                         part_counts: Callable[[], dict[str, int]] | None = None) -> int:
+                         part_bytes: Callable[[], dict[str, int]] | None = None) -> int:
     """Weight bytes `spec` will take loaded in `dtype` (floating tensors at `floating` bytes each), before any load.
 
     Exact from the cached safetensors headers when the model is downloaded; otherwise from the catalog's parameter
-    count, where int8 keeps about a third (the codec and the vectors stay float), or, for a pipeline whose
-    `part_counts()` gives each part's parameters, its int8 parts at a byte a parameter and the rest floating.
+    count, where int8 keeps about a third (the codec and the vectors stay float), or, for a pipeline of parts,
+    the sum of `part_bytes()`: each part's bytes as it will be held (int8 parts at a byte a parameter).
     """
     exact = cached_weight_bytes(spec.repo_id, floating, int8_parts if dtype == "int8" else ())
     if exact is not None:
         return exact
     if dtype != "int8":
         return spec.weight_bytes(dtype)
-    if part_counts is not None:
-        return sum(count * (1 if name in int8_parts else floating) for name, count in part_counts().items())
+    if part_bytes is not None:
+        return sum(part_bytes().values())
     return spec.parameters * floating // 3
 
 

@@ -181,7 +181,7 @@ def test_the_xl_plan_says_before_the_run_that_a_12_gb_gpu_needs_offload(make_stu
     monkeypatch.setattr(ace, "component_bytes", lambda repo_id, dtype_bytes: {})
     monkeypatch.setattr(ace, "cached_json", lambda repo_id, filename="config.json": None)
     monkeypatch.setattr(studio.sizer, "planned_weight_bytes",
-                        lambda spec, dtype, floating, int8_parts=(), part_counts=None: spec.weight_bytes(dtype))
+                        lambda spec, dtype, floating, int8_parts=(), part_bytes=None: spec.weight_bytes(dtype))
     probe = make_studio(12 * GB, host_capacity=64 * GB)
     request = probe.request("music", ACE, "upbeat synth-pop", seed=1, params={"precision": "bfloat16"})
     estimate = probe.estimate(request)

@@ -140,3 +140,25 @@ def test_weights_before_a_download_count_a_companion_codec_once_in_float32(catal
         own_bytes = spec.parameters * 4 // 3 if dtype == "int8" else spec.parameters * DTYPE_BYTES[dtype]
     weights = Sizer(catalog, Calibration(None)).weights(spec, dtype, "cpu")
     assert weights == own_bytes + companion.parameters * 4
+
+
+def test_an_int8_estimate_before_a_download_keeps_a_float32_part_at_its_own_size(catalog, monkeypatch, tmp_path):
+    # CSM's components give its Mimi codec at 4 bytes a parameter in every precision (the loader keeps it float32):
+    # int8's per-part figure once took that figure as a parameter count and multiplied it by 4 again, so CSM in
+    # int8 came to 7.3 GB before a download, more than in float32 (6.6 GB).
+    from huggingface_hub import constants
+
+    from studio.estimate import Calibration
+    from studio.sizer import Sizer
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # nothing downloaded: the published counts
+    spec = catalog.get("sesame/csm-1b")
+    family = catalog.family(spec)
+    sizer = Sizer(catalog, Calibration(None))
+    codec = family.components(spec, 4)["codec"]
+    assert family.components(spec, 1)["codec"] == codec  # the family keeps it float32 whatever the precision
+    int8, float32 = sizer.weights(spec, "int8", "cpu"), sizer.weights(spec, "float32", "cpu")
+    assert int8 <= float32
+    assert int8 == sum(size for name, size in family.components(spec, 4).items()
+                       if name not in family.int8_parts) + sum(
+        size for name, size in family.components(spec, 1).items() if name in family.int8_parts)
