@@ -87,8 +87,9 @@ class Studio:
         return replace(request, params={**request.params, **stored})
 
     def generate(self, request: Request, *, fmt: str = "wav", out: Path | None = None,
-                 ctx: RunContext | None = None) -> Generation:
-        """Run `request` and write the result to `out` (or a fresh name in the output directory)."""
+                 ctx: RunContext | None = None, metadata: Mapping[str, Any] | None = None) -> Generation:
+        """Run `request` and write the result to `out` (or a fresh name in the output directory); `metadata` is
+        added to the result's (e.g. `source: "api"` for a request of the OpenAI-compatible endpoint)."""
         fmt = check_format(fmt)
         ctx = ctx or RunContext()
         started = time.monotonic()
@@ -97,6 +98,7 @@ class Studio:
         ctx.stage("saving")
         spec = self.catalog.get(request.model)
         audio = result.audio
+        extra = dict(metadata or {})
         metadata: dict[str, Any] = {
             "model": spec.repo_id,
             "task": request.task,
@@ -125,6 +127,7 @@ class Studio:
             metadata["inputs"] = {name: clip.describe() for name, clip in request.clips().items()}
         metadata.update(clone_marks(request))  # a cloned voice says so: which, from where, the owner's consent
         metadata.update(audio.info.get("metadata", {}))  # what the adapter says of the result (a partial extend)
+        metadata.update(extra)
         if out is None:
             path = output_path(self.settings.output_dir, task=request.task, model_id=spec.repo_id,
                                seed=request.seed, prompt=request.prompt, ext=fmt)

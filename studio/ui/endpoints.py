@@ -103,16 +103,21 @@ class Endpoints:
 
     # -------------------------------------------------------------- the shared core
     def generate(self, task: str, model: Any, prompt: Any, *, seed: Any = -1, params: Mapping[str, Any] | None = None,
-                 fmt: str = "wav", session: str = "", progress: Callable[..., Any] = lambda *a, **k: None) -> Generation:
+                 fmt: str = "wav", session: str = "", progress: Callable[..., Any] = lambda *a, **k: None,
+                 on_audio: Callable[[Any, int], None] | None = None,
+                 metadata: Mapping[str, Any] | None = None) -> Generation:
         """Validate, run and save one generation; stops at the next step when the session's Cancel is pressed
-        or when Gradio drops the event (the page's Cancel, an API client's job.cancel())."""
+        or when Gradio drops the event (the page's Cancel, an API client's job.cancel()). `on_audio` hears each
+        finished piece of the output as the adapter hands it on (RunContext.on_audio); `metadata` is added to the
+        result's (where the request came from)."""
         self._check_task(task)
         request = self.studio.request(task, model, prompt, seed=seed, params=params)
         estimated = self.studio.estimate(request)
         with self.runs.track(session) as cancel, \
                 ProgressBridge(cancel, progress, estimate=estimated, cancelled=gradio_event_cancelled(),
-                               waiting=lambda queued: self.runs.set_waiting(cancel, queued)) as bridge:
-            return self.studio.generate(request, fmt=fmt, ctx=bridge.context)
+                               waiting=lambda queued: self.runs.set_waiting(cancel, queued),
+                               on_audio=on_audio) as bridge:
+            return self.studio.generate(request, fmt=fmt, ctx=bridge.context, metadata=metadata)
 
     def estimate(self, task: str | None, model: Any, prompt: Any, params: Mapping[str, Any] | None = None) -> Estimate:
         if task is not None:

@@ -145,7 +145,8 @@ class ProgressBridge:
     def __init__(self, cancel: threading.Event, progress: Callable[..., Any], *, estimated_s: float | None = None,
                  cancelled: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
                  tick_s: float = 0.5, waiting: Callable[[bool], None] = lambda queued: None,
-                 tail_share: float = TAIL_SHARE, estimate: Any = None) -> None:
+                 tail_share: float = TAIL_SHARE, estimate: Any = None,
+                 on_audio: Callable[[Any, int], None] | None = None) -> None:
         self.cancel = cancel
         self._progress = progress
         self._estimated = estimated_s
@@ -173,6 +174,8 @@ class ProgressBridge:
         self._ticker: threading.Thread | None = None
         self.context = RunContext(cancel=cancel, on_progress=self._on_progress, on_stage=self._on_stage,
                                   on_wait=self._on_wait, on_estimate=self._on_estimate, remaining=self.remaining)
+        if on_audio is not None:  # a streaming reader (studio.streaming.stream): the run's finished pieces of audio
+            self.context.on_audio = on_audio
         if estimate is not None:
             self._on_estimate(estimate)
 
