@@ -25,13 +25,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from studio.ui.app import build_app, page_options
+    from studio.ui.endpoints import Endpoints
     from studio.ui.launch import launch_auth, launch_options
+    from studio.ui.openai_api import api_key_for, speech_routes
 
     auth, message = launch_auth(settings)
     if message:
         print(message, flush=True)  # once, on purpose: the only place the made-up password is shown
+    key, message = api_key_for(settings)
+    if message:
+        print(message, flush=True)  # likewise the made-up API key
     demo = build_app(studio)
-    demo.launch(prevent_thread_lock=True, **page_options(), **launch_options(settings, auth))
+    routes = speech_routes(Endpoints(studio), key)  # /v1/audio/speech and /v1/models, OpenAI's shape
+    demo.launch(prevent_thread_lock=True, **page_options(), **launch_options(settings, auth, routes))
     # Once the page is served, decide the device and import torch in the background: started earlier, the
     # import would compete with the server's start-up for the interpreter and delay the first page.
     warm_up = threading.Timer(WARM_UP_DELAY_S, studio.manager.warm_up)

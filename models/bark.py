@@ -28,6 +28,15 @@ PUBLISHED_VOICES = tuple(
     for lang in ("en", "de", "es", "fr", "hi", "it", "ja", "ko", "pl", "pt", "ru", "tr", "zh")
     for i in range(10)
 )
+# OpenAI's voice names for /v1/audio/speech (studio.ui.openai_api): alloy, the clients' usual default, is Bark's default;
+# OpenAI's female voices go to v2/en_speaker_9, the one female English preset of Suno's speaker library, the male
+# ones spread over the other English presets.
+OPENAI_VOICES = (
+    ("alloy", DEFAULT_VOICE), ("ash", "v2/en_speaker_1"), ("ballad", "v2/en_speaker_2"), ("cedar", "v2/en_speaker_8"),
+    ("coral", "v2/en_speaker_9"), ("echo", "v2/en_speaker_3"), ("fable", "v2/en_speaker_4"),
+    ("marin", "v2/en_speaker_9"), ("nova", "v2/en_speaker_9"), ("onyx", "v2/en_speaker_0"),
+    ("sage", "v2/en_speaker_9"), ("shimmer", "v2/en_speaker_9"), ("verse", "v2/en_speaker_7"),
+)
 # Stage shares of a chunk's progress, so one bar moves smoothly through the three models and the codec.
 _SEMANTIC, _COARSE, _FINE = 25, 75, 95
 INT8_PARTS = ("semantic", "coarse_acoustics", "fine_acoustics")  # the three GPTs; the EnCodec codec stays float
@@ -64,6 +73,7 @@ def _spec(repo: str, label: str, parameters: int, cpu_per_s: float, cuda_per_s: 
                "cuda": SpeedPrior(0.5, cuda_per_s),
                "mps": SpeedPrior(1.0, cuda_per_s * 4)},
         unit="second of speech", voices=PUBLISHED_VOICES, max_prompt_chars=MAX_TEXT_CHARS, description=description,
+        openai_voices=OPENAI_VOICES,
         featured_in=("speech",) if featured else (),
         prompt_hint="Type what the voice should say. Bark also reads cues like [laughs], [sighs] and ♪ for singing",
     )

@@ -35,6 +35,14 @@ FRAME_RATE = 12.5  # PocketTTSConfig.frame_rate: 24000 / (6 * 5 * 4 * 16) sample
 # The eight voices Kyutai publishes; the list offered is read from the cached repo's voices/ folder when present.
 PUBLISHED_VOICES = ("alba", "marius", "javert", "jean", "fantine", "cosette", "eponine", "azelma")
 DEFAULT_VOICE = "alba"
+# OpenAI's voice names for /v1/audio/speech (studio.ui.openai_api), by the voice's register: Kyutai's female voices
+# (alba, the default, fantine, cosette, eponine, azelma) for OpenAI's female ones and alloy, the male ones (marius,
+# javert, jean) for OpenAI's male ones.
+OPENAI_VOICES = (
+    ("alloy", "alba"), ("ash", "marius"), ("ballad", "jean"), ("cedar", "jean"), ("coral", "cosette"),
+    ("echo", "javert"), ("fable", "marius"), ("marin", "fantine"), ("nova", "fantine"), ("onyx", "javert"),
+    ("sage", "azelma"), ("shimmer", "eponine"), ("verse", "marius"),
+)
 MIN_PROMPT_S = 1.0  # under a second there is hardly a voice to hear
 # The codec's encoder transformer runs at the SEANet rate, 24000 / (6 * 5 * 4) = 200 frames a second, with rotary
 # positions up to max_position_embeddings = 8000 (PocketTTSAudioTokenizerConfig): 40 s of voice prompt. The feature
@@ -102,7 +110,7 @@ def _spec() -> ModelSpec:
         max_duration=None, params=_params(),
         speed={"cpu": SpeedPrior(0.5, CPU_S_PER_FRAME), "cpu/int8": SpeedPrior(0.5, CPU_INT8_S_PER_FRAME),
                "cuda": SpeedPrior(0.5, CUDA_S_PER_FRAME), "mps": SpeedPrior(0.5, MPS_S_PER_FRAME)},
-        unit="frame", voices=PUBLISHED_VOICES, max_prompt_chars=20_000,
+        unit="frame", voices=PUBLISHED_VOICES, max_prompt_chars=20_000, openai_voices=OPENAI_VOICES,
         # The speech default on a CPU: about 3.4x faster than real time there in int8 (CPU_S_PER_FRAME's note), where
         # Bark small takes some 20 s a second of speech. Bark stays the default on GPUs (13 languages, cues).
         featured_in=("speech",), featured_on=("cpu",),

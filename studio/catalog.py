@@ -191,6 +191,9 @@ class ModelSpec:
     # the built-in catalog.
     added_by: str = ""
     like: str = ""
+    # OpenAI's voice names (alloy, ash, ...) -> this model's presets, for the OpenAI-compatible /v1/audio/speech
+    # (studio.ui.openai_api); a name not listed there means the model's default voice. Empty: no presets.
+    openai_voices: tuple[tuple[str, str], ...] = ()
 
     def weight_bytes(self, dtype: str) -> int:
         """Weight bytes from the published parameter count; exact figures come from the files (studio.weights)."""

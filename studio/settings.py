@@ -103,6 +103,10 @@ class Settings:
     # Repos to add to the catalog (--add-model REPO=FAMILY, STUDIO_ADD_MODEL), syntax checked; the catalog checks
     # the rest (studio.user_models.add_models), with <output_dir>/models.json's entries.
     add_models: tuple[AddedModel, ...] = ()
+    # The bearer key of the OpenAI-compatible endpoints (/v1/audio/speech, /v1/models): --api-key, STUDIO_API_KEY.
+    # Required there with --auth or --share (studio.ui.openai_api.api_key_for makes one when none is given); a secret,
+    # so never in the repr.
+    api_key: str | None = field(default=None, repr=False)
 
     @property
     def device_list(self) -> tuple[str, ...]:
@@ -174,6 +178,19 @@ def _parse_pair(text: str, where: str = "") -> tuple[str, str]:
         raise InvalidInput(f"--auth must be USER:PASS with both parts non-empty{where}, e.g. --auth me:a-long-password, "
                            "or @FILE with one USER:PASS per line")
     return user, password
+
+
+MIN_API_KEY_CHARS = 8
+
+
+def _parse_api_key(text: str) -> str:
+    """A bearer key: at least MIN_API_KEY_CHARS printable characters, no spaces (it travels in a header)."""
+    key = str(text).strip()
+    # The value is a secret: name the rule, never echo it.
+    if len(key) < MIN_API_KEY_CHARS or not key.isprintable() or any(c.isspace() for c in key):
+        raise InvalidInput(f"--api-key must be at least {MIN_API_KEY_CHARS} printable characters without spaces, "
+                           "e.g. --api-key $(openssl rand -hex 16); leave it out to have one made and printed at start")
+    return key
 
 
 def _parse_device(text: str) -> str:
@@ -323,6 +340,8 @@ def _settings_from(args: argparse.Namespace | None, env: Mapping[str, str] | Non
     elif env.get(ADD_MODEL_ENV, "").strip():
         source[0] = None  # the entries name the variable themselves
         kwargs["add_models"] = parse_entries(env[ADD_MODEL_ENV], ADD_MODEL_ENV)
+    if (key := pick("api_key", "STUDIO_API_KEY")) is not None:
+        kwargs["api_key"] = _parse_api_key(key)
     source[0] = "STUDIO_SIMULATED_MEMORY"
     if (simulated := env.get("STUDIO_SIMULATED_MEMORY")):
         kwargs["simulated_memory"] = _parse_sizes(simulated, what="STUDIO_SIMULATED_MEMORY",
@@ -337,4 +356,7 @@ def _settings_from(args: argparse.Namespace | None, env: Mapping[str, str] | Non
 def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(prog="app.py", description="Audio Studio: music, speech and sound effects.")
     add_arguments(parser)
+    parser.add_argument("--api-key", metavar="KEY",
+                        help="the bearer key of the OpenAI-compatible speech API (/v1/audio/speech), required there "
+                             "with --auth or --share; without it one is made and printed at start (STUDIO_API_KEY)")
     return settings_from(parser.parse_args(argv), env)

@@ -57,8 +57,10 @@ def mcp_available() -> bool:
     return importlib.util.find_spec("mcp") is not None
 
 
-def launch_options(settings: Settings, auth: Login | list[Login] | None) -> dict[str, Any]:
-    """Keyword arguments for `gr.Blocks.launch`; only the output directory is served from disk."""
+def launch_options(settings: Settings, auth: Login | list[Login] | None, routes: Sequence[Any] = ()) -> dict[str, Any]:
+    """Keyword arguments for `gr.Blocks.launch`; only the output directory is served from disk. `routes` (Starlette
+    routes: the OpenAI-compatible API, studio.ui.openai_api.speech_routes) are served by the same app, before
+    Gradio's own: launch hands app_kwargs to its FastAPI app's constructor (gradio/routes.py App.create_app)."""
     if settings.share and not auth:
         raise InvalidInput("--share needs a login: pass the one launch_auth(settings) makes, or --auth USER:PASS")
     options: dict[str, Any] = {
@@ -70,7 +72,7 @@ def launch_options(settings: Settings, auth: Login | list[Login] | None) -> dict
         "footer_links": ["api", "settings"],
         "max_file_size": MAX_UPLOAD_BYTES,
         # A queue join with an fn_index the app does not have is a 400, not Gradio's 500 (studio.ui.queue_check).
-        "app_kwargs": {"middleware": [Middleware(QueueJoinCheck)]},
+        "app_kwargs": {"middleware": [Middleware(QueueJoinCheck)], "routes": list(routes)},
     }
     if settings.mcp:
         if mcp_available():

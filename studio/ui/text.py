@@ -180,6 +180,8 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
                    f"{' stereo' if metadata.get('channels') == 2 else ''}"),
         ("Took", f"{format_seconds(metadata.get('elapsed_s', 0))} (estimated {format_seconds(metadata.get('estimated_s') or 0)})"),
     ]
+    if metadata.get("source") == "api":  # a request of the OpenAI-compatible API (studio.openai_speech)
+        rows.append(("From", _api_source(metadata.get("api") or {})))
     if metadata.get("peak_bytes"):
         rows.append(("Peak memory", format_bytes(metadata["peak_bytes"])))
     # On the CPU "whole on the device" (or "on the CPU") would only repeat the device's name.
@@ -205,6 +207,13 @@ def metadata_markdown(metadata: Mapping[str, Any]) -> str:
     if metadata.get("license"):
         rows.append(("Licence", metadata["license"]))
     return _table(rows)
+
+
+def _api_source(api: Mapping[str, Any]) -> str:
+    """'the OpenAI-compatible API (/v1/audio/speech; model tts, voice alloy)': what the client asked for."""
+    asked = [f"{name} {api[name]}" for name in ("model", "voice") if isinstance(api.get(name), str) and api[name]]
+    return f"the OpenAI-compatible API ({api.get('endpoint') or '/v1/audio/speech'}" + \
+        (f"; {', '.join(asked)})" if asked else ")")
 
 
 def _cloned_voice(metadata: Mapping[str, Any]) -> str:
