@@ -230,7 +230,13 @@ class OpenAISpeech:
         sent_frames, header_sent = 0, False
         try:
             while True:
-                item = await self._next(items, request, session)
+                try:
+                    item = await self._next(items, request, session)
+                except (asyncio.CancelledError, GeneratorExit):
+                    raise  # the response was dropped while it waited (Starlette saw the client go): cancel, below
+                except BaseException:
+                    finished = True  # the run failed (and so is over): nothing left to cancel
+                    raise
                 if item is _END:
                     finished = True
                     return
@@ -269,7 +275,7 @@ class OpenAISpeech:
         except StudioError as error:
             yield _event({"type": "error", "error": json.loads(studio_error_response(error).body)["error"]})
             return
-        # No tokens here: usage counts the input's characters and the audio's bytes, in OpenAI's fields.
+        # OpenAI's usage counts tokens, which these models do not have: zeros, and the audio's bytes beside them.
         yield _event({"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0,
                                                              "total_tokens": 0, "audio_bytes": total}})
 
