@@ -250,7 +250,7 @@ def companion_repos(case) -> tuple[str, ...]:
     from studio.catalog import Catalog
 
     catalog = Catalog.discover("models")
-    return tuple(repo for repo, _ in catalog.family(catalog.get(case.repo)).companion_repos)
+    return tuple(companion.repo_id for companion in catalog.family(catalog.get(case.repo)).companion_repos)
 
 
 def _load_average() -> list[float] | None:

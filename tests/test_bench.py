@@ -129,12 +129,15 @@ def test_report_renders_every_target(tmp_path):
 
 @pytest.mark.slow
 def test_bench_quick_smoke_on_a_tiny_model(tmp_path):
-    """`python -m bench --quick --only mms-tts-eng --tiny` runs end to end and writes the expected keys."""
+    """`python -m bench --quick --only mms-tts-eng,pocket-tts --tiny` runs end to end and writes the expected keys
+    (Pocket TTS: a family with a companion repo to build, precisions weighed beside its default, a real-time
+    factor)."""
     out = tmp_path / "results.json"
     doc = tmp_path / "benchmarks.md"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "STUDIO_"))}
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "mms-tts-eng", "--tiny", "--cache", str(tmp_path / "cache"),
+        [sys.executable, "-m", "bench", "--quick", "--only", "mms-tts-eng,pocket-tts", "--tiny", "--cache",
+         str(tmp_path / "cache"),
          "--out", str(out), "--doc", str(doc)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -156,8 +159,13 @@ def test_bench_quick_smoke_on_a_tiny_model(tmp_path):
     assert {"time_error_median", "memory_error_median", "time_met", "memory_met"} <= set(estimate)
     assert {"overhead", "target", "met"} <= set(mms["warm_overhead"])
     assert "float32" in results["catalog_memory"]["mms-tts-eng"]
+    pocket = results["models"]["pocket-tts"]
+    assert results["checkpoints"]["eustlb/pocket-tts-audio-tokenizer"]["kind"] == "tiny"  # the companion was built
+    assert pocket["compare"]["same_output"] is True and pocket["compare"]["real_time_factor"] > 0
+    assert pocket["default_dtype"] == "int8" and set(pocket["compare_precisions"]) == {"bfloat16"}
     text = doc.read_text()
     assert "ratio = reference time / studio time" in text and "## Targets" in text
+    assert "### Real-time factor" in text and "bfloat16:" in text
 
 
 # ------------------------------------------------------------------ issue 13: MusicGen's audio in
