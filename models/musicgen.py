@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, duration_param
@@ -39,6 +40,21 @@ MUSICGEN, MUSICGEN_MELODY = "musicgen", "musicgen_melody"  # config.json's model
 INT8_PARTS = ("decoder", "text_encoder")  # the language model and T5; the EnCodec codec stays float
 INT8_CPU_SPEEDUP = 3.8  # int8 vs float32 per token on a CPU, measured on musicgen-small (docs/benchmarks.md)
 GUIDED_COST = 1.6  # classifier-free guidance doubles the batch; measured 25.1 s vs 15.6 s per 100 tokens on CPU
+# Streaming (issue 16): while a window generates, the codes made so far are decoded with EnCodec and the new audio
+# handed on (RunContext.audio). The codec's decoder is not causal: its first convolution (kernel 7, padded 3 a side)
+# and the transposed convolutions look ahead, and its LSTM remembers what came before. Decoding frames [a, b) to
+# hand on [a + LEFT, b - RIGHT) matches the full decode there: measured on the realistic musicgen-small build
+# (bench/checkpoints.py, random weights, 500 random frames, pieces of 2 s): RIGHT 4 frames is the look-ahead (with
+# 2: max |diff| 0.02, SNR 43 dB; with 4 or more the seam error vanishes); LEFT 5 frames gives SNR 76 dB, 10 gives
+# 93 dB, 25 gives 134 dB (max |diff| 1e-7: float rounding); the tiny test codec the same (142 dB at 25). 25 frames
+# (0.5 s) leaves a trained LSTM, whose memory may be longer than a random one's, four times the measured need.
+STREAM_LEFT_FRAMES = 25
+STREAM_RIGHT_FRAMES = 4
+# The first piece comes after 1 s of new music (time to first audio); then every 2 s: each decode costs its new
+# frames plus LEFT + RIGHT again, and the final full decode is made as well, so fewer, longer pieces cost less
+# (a 129-frame window decodes in 0.26-0.37 s on 2 cores, the full 10 s in 1.3-1.5 s).
+STREAM_FIRST_S = 1.0
+STREAM_EVERY_S = 2.0
 
 # Published architecture, used for estimates until the repo's config.json is cached.
 _PUBLISHED = {
@@ -250,6 +266,19 @@ def work_units(spec: ModelSpec, request: Request) -> float:
     return (units + prompt_cost(_melody_frames(spec, request), _tokens(spec, request.get("duration"))[1])) * guided
 
 
+def first_audio_units(spec: ModelSpec, request: Request) -> float:
+    """Work units (as work_units counts them) done when the first piece is handed on: the first window's prompt,
+    then STREAM_FIRST_S of new frames, the look-ahead and the delay pattern's extra steps. A window shorter than
+    that hands on its audio when it ends."""
+    arch = _arch(spec)
+    guided = GUIDED_COST if request.get("guidance_scale") > 1 else 1.0
+    window = _run_plan(spec, request)[1][0]
+    prompt_frames, steps = _window_steps(spec, window)
+    delay = arch["codebooks"] // spec.channels - 1
+    needed = min(steps, round(STREAM_FIRST_S * arch["frame_rate"]) + STREAM_RIGHT_FRAMES + delay)
+    return (needed + prompt_cost(prompt_frames, needed) + prompt_cost(_melody_frames(spec, request), needed)) * guided
+
+
 def prompt_cost(frames: int, steps: int) -> float:
     """Decoder steps' worth of work that `frames` of prompt add to a generate() call of `steps` new tokens."""
     return frames * (PROMPT_FRAME_COST + PROMPT_FRAME_COST_PER_STEP * steps)
@@ -283,9 +312,128 @@ def crossfade_join(music: "np.ndarray", window: "np.ndarray", prompt_samples: in
     fade = min(fade, prompt_samples, music.shape[1])
     if fade <= 0:
         return np.concatenate([music, window[:, prompt_samples:]], axis=1)
-    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-    blended = music[:, -fade:] * (1.0 - ramp) + window[:, prompt_samples - fade:prompt_samples] * ramp
+    blended = crossfade(music[:, -fade:], window[:, prompt_samples - fade:prompt_samples])
     return np.concatenate([music[:, :-fade], blended, window[:, prompt_samples:]], axis=1)
+
+
+def crossfade(old: "np.ndarray", new: "np.ndarray") -> "np.ndarray":
+    """`old` handing over to `new` (the same span of audio, two renderings) linearly over their length."""
+    import numpy as np
+
+    ramp = np.linspace(0.0, 1.0, old.shape[1], dtype=np.float32)
+    return old * (1.0 - ramp) + new * ramp
+
+
+def listening(ctx: RunContext) -> bool:
+    """Whether anyone reads the run's pieces: without a reader the windowed decodes are not made at all."""
+    return ctx.on_audio is not RunContext.__dataclass_fields__["on_audio"].default
+
+
+class AudioStream:
+    """The new music handed on so far, in samples from where it starts (the end of the user's clip, if any).
+
+    Pieces come from the windowed decodes during a window and from its final decode when it ends; each `hand`
+    passes on only what lies past what was already handed on and before `limit` (the requested length), so the
+    pieces joined follow the result without a gap or a repeat."""
+
+    def __init__(self, ctx: RunContext, rate: int, channels: int, limit: int) -> None:
+        self.ctx, self.rate, self.channels, self.limit = ctx, rate, channels, limit
+        self.sent = 0
+
+    def hand(self, start: int, samples) -> None:
+        """Hand on `samples` ((channels, n) float32) that sit at `start` in the new music."""
+        if start > self.sent:
+            raise RuntimeError(f"streamed audio would skip samples {self.sent}-{start}: a window decoded past the "
+                               "frames handed on (a bug in models/musicgen.py's streaming)")
+        end = min(start + samples.shape[1], self.limit)
+        if end <= self.sent:
+            return
+        piece = samples[:, self.sent - start:end - start]
+        self.ctx.audio(piece[0] if self.channels == 1 else piece, self.rate)
+        self.sent = end
+
+
+@contextmanager
+def delay_mask_kept(decoder, kept: dict):
+    """Keep the delay pattern mask generate() builds, while it runs: the sequence the sampler grows holds raw
+    predictions where the mask fixes a value (the prompt's last frames of the later codebooks, in the positions
+    where their delay puts them), and generate() applies the mask only at the end (transformers
+    models/musicgen/modeling_musicgen.py generate(): build_delay_pattern_mask, then apply_delay_pattern_mask on
+    the output ids). A window decode mid-run applies it the same way."""
+    original = decoder.build_delay_pattern_mask
+
+    def build(*args, **kwargs):
+        ids, mask = original(*args, **kwargs)
+        kept["mask"] = mask
+        return ids, mask
+
+    decoder.build_delay_pattern_mask = build
+    try:
+        yield kept
+    finally:
+        del decoder.build_delay_pattern_mask  # the class's method again
+
+
+class WindowedDecode:
+    """A transformers StoppingCriteria that, as a window generates, decodes the complete frames made so far and
+    hands on their new audio; it never stops generation.
+
+    After n sampled steps the sequence holds 1 + prompt_frames + n positions per codebook, and frame j of codebook
+    row r sits at position j + delay(r) + 1 (delay = r for mono, r // 2 for stereo's interleaved rows: the mask's
+    layout in build_delay_pattern_mask), so the first frames_complete = positions - codebooks_per_channel frames
+    have every codebook. A decode covers STREAM_LEFT_FRAMES before what it hands on and STREAM_RIGHT_FRAMES after.
+    """
+
+    def __init__(self, model, stream: AudioStream, kept: dict, *, prompt_frames: int, frames: int, hop: int,
+                 frame_rate: float, base: int, held=None) -> None:
+        self.model, self.stream, self.kept = model, stream, kept
+        # An extension window's join: the music's last samples before `base`, held back when the window before
+        # ended, which the result crossfades into this window's rendering of them (crossfade_join).
+        self.held = held
+        self.prompt_frames, self.frames, self.hop, self.base = prompt_frames, frames, hop, base
+        self.channels = model.decoder.config.audio_channels
+        self.per_channel = model.decoder.num_codebooks // self.channels
+        self.every = max(1, round(STREAM_EVERY_S * frame_rate))
+        self.handed = prompt_frames  # frames handed on through (window frames; the prompt is not handed on)
+        self.next_at = prompt_frames + max(1, round(STREAM_FIRST_S * frame_rate))
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        complete = input_ids.shape[-1] - self.per_channel
+        stable = complete - STREAM_RIGHT_FRAMES
+        # No piece in the window's last quarter-interval: its final decode is that close and brings the rest.
+        if stable >= self.next_at and stable < self.frames - self.every // 4:
+            self._decode(input_ids, stable, complete)
+            self.next_at = stable + self.every
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def _decode(self, input_ids, stable: int, complete: int) -> None:
+        import torch
+
+        mask = self.kept["mask"][..., :input_ids.shape[-1]]
+        ids = torch.where(mask == -1, input_ids, mask)
+        start = max(0, self.handed - STREAM_LEFT_FRAMES)
+        rows = ids.shape[0]  # batch 1: one row per codebook
+        delays = [r // self.channels for r in range(rows)]
+        codes = torch.stack([ids[r, start + d + 1:complete + d + 1] for r, d in enumerate(delays)])[None, None]
+        codec = self.model.audio_encoder
+        with torch.inference_mode():
+            if self.channels == 1:
+                values = codec.decode(codes, audio_scales=[None]).audio_values
+            else:  # as generate() decodes stereo: even rows left, odd rows right
+                left = codec.decode(codes[:, :, ::2], audio_scales=[None]).audio_values
+                right = codec.decode(codes[:, :, 1::2], audio_scales=[None]).audio_values
+                values = torch.cat([left, right], dim=1)
+        audio = to_float32_numpy(values[0])
+        if self.held is not None:  # the join first, as the result will have it (start <= prompt - LEFT)
+            end = (self.prompt_frames - start) * self.hop
+            count = self.held.shape[1]
+            self.stream.hand(self.base - count, crossfade(self.held, audio[:, end - count:end]))
+            self.held = None
+        self.stream.hand(self.base + (self.handed - self.prompt_frames) * self.hop,
+                         audio[:, (self.handed - start) * self.hop:(stable - start) * self.hop])
+        self.handed = stable
 
 
 class MusicgenModel(OneModuleModel):
@@ -313,6 +461,13 @@ class MusicgenModel(OneModuleModel):
             # generate() builds the unconditional half for guidance itself: pass one row, in the model's dtype
             inputs["input_features"] = features.to(self.torch_device, dtype=self.model.dtype)
         seed_everything(request.seed)
+        # Streaming: the new music only (a clip to continue is the user's own), up to the requested length. The
+        # codec's scale is None here: MusicGen's EnCodec does not normalize (a codec that did would need the
+        # prompt's scale, which generate() keeps to itself).
+        origin = music.shape[1]
+        stream = AudioStream(ctx, rate, channels, wanted - origin) \
+            if listening(ctx) and not self.model.audio_encoder.config.normalize else None
+        fade = round(CROSSFADE_S * rate)
         done, finished = 0, 0
         try:
             for index, window in enumerate(windows):
@@ -322,12 +477,25 @@ class MusicgenModel(OneModuleModel):
                 #    follow it with no gap.
                 prompt = music[:, music.shape[1] - prompt_frames * hop:] if prompt_frames else None
                 last = index == len(windows) - 1
-                values = self._sample(request, inputs, prompt, steps, ctx, done, total_steps, last)
+                base = music.shape[1] - origin  # where this window's new music starts in the stream
+                decode = None
+                if stream is not None:
+                    held = music[:, origin + stream.sent:] if stream.sent < base else None
+                    decode = WindowedDecode(self.model, stream, {}, prompt_frames=prompt_frames,
+                                            frames=prompt_frames + _tokens(self.spec, window.new_s)[0], hop=hop,
+                                            frame_rate=arch["frame_rate"], base=base, held=held)
+                values = self._sample(request, inputs, prompt, steps, ctx, done, total_steps, last, decode)
                 done += steps
                 # 4. Keep the new part, joined to the music so far under a short crossfade.
                 rendered = to_float32_numpy(values[0])
-                music = crossfade_join(music, rendered, prompt_frames * hop, round(CROSSFADE_S * rate)) \
-                    if prompt is not None else rendered
+                music = crossfade_join(music, rendered, prompt_frames * hop, fade) if prompt is not None else rendered
+                if stream is not None:
+                    # The rest of the window from its ordinary full decode, but for the span the next window's
+                    # join will crossfade: that goes with the next window's first piece.
+                    upto = music.shape[1] - origin
+                    if not last:
+                        upto -= min(fade, _window_steps(self.spec, windows[index + 1])[0] * hop, music.shape[1])
+                    stream.hand(stream.sent, music[:, origin + stream.sent:origin + upto])
                 finished += 1
         except Cancelled:
             if not (request.params.get("keep_partial") and finished and len(windows) > 1):
@@ -347,8 +515,9 @@ class MusicgenModel(OneModuleModel):
         return Audio(music[0] if channels == 1 else music, rate, info={**info, "metadata": dict(info)})
 
     def _sample(self, request: Request, inputs, prompt, steps: int, ctx: RunContext, offset: int, total: int,
-                last: bool):
-        """One generate() call: `steps` new tokens after the (channels, samples) `prompt`, decoded with it."""
+                last: bool, decode: WindowedDecode | None = None):
+        """One generate() call: `steps` new tokens after the (channels, samples) `prompt`, decoded with it; with
+        `decode`, its new audio is handed on as it is made as well."""
         import torch
 
         top_p = request.get("top_p")
@@ -357,7 +526,12 @@ class MusicgenModel(OneModuleModel):
             codec_dtype = next(self.model.audio_encoder.parameters()).dtype
             extra["input_values"] = torch.from_numpy(prompt[None]).to(self.torch_device, dtype=codec_dtype)
         on_last = (lambda: ctx.stage("decoding")) if last else None
-        with torch.inference_mode():
+        # Progress first: it raises Cancelled before a windowed decode is spent on a run that is stopping.
+        criteria = token_progress(ctx, steps, offset=offset, grand_total=total, on_last=on_last)
+        if decode is not None:
+            criteria.append(decode)
+        kept = delay_mask_kept(self.model.decoder, decode.kept) if decode is not None else nullcontext()
+        with torch.inference_mode(), kept:
             return self.model.generate(
                 **inputs, **extra,
                 do_sample=True,
@@ -366,7 +540,7 @@ class MusicgenModel(OneModuleModel):
                 temperature=request.get("temperature"),
                 top_k=request.get("top_k") or None,
                 top_p=top_p if 0 < top_p < 1 else None,
-                stopping_criteria=token_progress(ctx, steps, offset=offset, grand_total=total, on_last=on_last),
+                stopping_criteria=criteria,
             )
 
 
@@ -393,6 +567,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MusicgenModel:
 
 FAMILY = Family(
     name="musicgen", load=load, work_units=work_units, working_bytes=working_bytes, check=check, describe=describe,
+    first_audio_units=first_audio_units,
     # int8 on a CPU: 3.8x faster than float32 on musicgen-small (docs/benchmarks.md); EnCodec stays float.
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
