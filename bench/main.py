@@ -119,6 +119,10 @@ def run(args: argparse.Namespace) -> int:
         from bench.cases import ACE_PLAN
 
         repos.append(ACE_PLAN["repo"])
+    if "streaming" in sections:
+        from bench.streaming import streaming_repos
+
+        repos += streaming_repos()  # only the models that stream: the others' rows are not run
     repos = list(dict.fromkeys(repos))  # two cases of one model build it once
     build_started = time.monotonic()
     built = ensure_checkpoints(args.cache / "hf", repos, tiny=args.tiny)
@@ -191,6 +195,17 @@ def run(args: argparse.Namespace) -> int:
         except Exception as error:
             log.error("ace-xl-plan failed: %s", error)
             results["errors"]["ace-xl-plan"] = "".join(traceback.format_exception(error))[-4000:]
+
+    # 4c. Streaming (issue 16): time to first audio vs the whole run, and listening's overhead.
+    if "streaming" in sections:
+        from bench.streaming import run_streaming
+
+        log.info("== streaming (%s)", size)
+        with tempfile.TemporaryDirectory(prefix="bench-streaming-") as tmp:
+            found = run_streaming(size=size, workdir=Path(tmp))
+        results["sections"]["streaming"] = {"rows": found["rows"], "created": now, "mode": mode, "tiny": args.tiny}
+        if found["errors"]:  # under the section's name, so that a later run of it clears them
+            results["errors"]["streaming"] = "\n".join(f"{name}: {text}" for name, text in found["errors"].items())
 
     # 5. Prototypes of product changes.
     if "prototypes" in sections:

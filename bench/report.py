@@ -66,6 +66,15 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
     if ext:
         rows.append((f"musicgen-small: extension's overhead over the sum of its windows (studio/sum - 1, "
                      f"{ext['dtype']})", _pct(ext["overhead"]), ext["target"], _met(ext["met"]), _when(ext)))
+    streaming = results.get("sections", {}).get("streaming")
+    for name, row in (streaming or {}).get("rows", {}).items():
+        if not row.get("streams"):
+            continue
+        when = _when(streaming)
+        rows.append((f"{name}: time to first audio / whole run ({row['what']}, {row['dtype']})",
+                     _pct(row["first_share"]), row["first_target"], _met(row["first_met"]), when))
+        rows.append((f"{name}: streaming's overhead on the whole run (listened / not - 1)", _pct(row["overhead"]),
+                     row["overhead_target"], _met(row["overhead_met"]), when))
     page = results.get("sections", {}).get("page-start")
     if page:
         rows.append(("page start: studio / bare Gradio app", _x(page["ratio"]), page["target"], _met(page["met"]),
@@ -258,6 +267,9 @@ def render(results: dict) -> str:
     cost = results.get("sections", {}).get("musicgen-prompt-cost")
     if cost:
         _render_prompt_cost(w, cost)
+    streaming = results.get("sections", {}).get("streaming")
+    if streaming:
+        _render_streaming(w, streaming)
     page = results.get("sections", {}).get("page-start")
     if page:
         w(f"Page start (`python app.py --port P --device cpu` to the first HTTP 200 on `/`, vs a bare Gradio Blocks "
@@ -313,6 +325,7 @@ def render(results: dict) -> str:
       "audio in (about an hour here beside about one core of other jobs)\n"
       "nice -n 10 python -m bench.music_dit ace-steps sa3-steps ace-run sa3-run ace-decode sa3-decode offload "
       "sa3-window   # issue 14 through diffusers alone (about 30 min here; under 10 GB resident)\n"
+      "python -m bench --quick --only streaming   # issue 16: first audio and streaming's overhead\n"
       "python -m bench --quick --only ace-step-xl-turbo,ace-xl-plan   # issue 14 through the studio (about 9 min); "
       "the cases ACE_STEP and STABLE_AUDIO_3 (bench/cases.py) join CASES once their adapters are on main\n```\n")
     w("The first run builds the realistic-size checkpoints into `bench/cache/` (about 1 minute, 13.8 GB, git-ignored; "
@@ -375,6 +388,33 @@ def _render_extension(w, ext: dict) -> None:
       "lease), the studio's window plan, the same clip, sampling arguments and seed (the studio adds its per-token "
       "progress callback); the direct side times only its "
       "generate() calls (prompt encoding, prefill, sampling, decoding), the studio the whole request.\n")
+
+
+def _render_streaming(w, section: dict) -> None:
+    builds = "tiny checkpoints: a smoke run, the figures mean nothing" if section.get("tiny") else "realistic builds"
+    w(f"Streaming ({_when(section)}; {builds}; the studio's default precision): each request run with nobody "
+      "listening (`manager.run`) and read through `studio.streaming.stream` (as the page and /v1/audio/speech read "
+      "it), in interleaved rounds. First audio: the first piece's arrival after the streamed run starts; overhead: "
+      "the streamed run's whole time over the plain one's, paired per round; in brackets, inside the streamed runs, "
+      "the adapter's own streaming work (MusicGen's windowed decodes) over the rest of the run, which other jobs on "
+      "the machine cannot tilt.\n")
+    w("| model | work | precision | whole, plain | whole, streamed | first audio | first / whole | overhead | "
+      "pieces | same file | estimate: first audio / whole |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, row in section.get("rows", {}).items():
+        if not row.get("streams"):
+            w(f"| {name} | {row['what']} | – | – | – | {row.get('note', 'does not stream')} | – | – | – | – | – |")
+            continue
+        inside = "" if row.get("overhead_inside") is None else f" ({_pct(row['overhead_inside'])} inside)"
+        est = row.get("estimate", {})
+        guess = (f"{_s(est.get('calibrated_first_audio_s'))} / {_s(est.get('calibrated_seconds'))}"
+                 if est.get("calibrated_first_audio_s") is not None else "–")
+        w(f"| {name} | {row['what']} | {row['dtype']} | {_s(row['plain']['median_s'])} | "
+          f"{_s(row['streamed']['median_s'])} | {_s(row['first_audio']['median_s'])} | "
+          f"**{_pct(row['first_share'])}** (target {row['first_target']}: {_met(row['first_met'])}) | "
+          f"**{_pct(row['overhead'])}**{inside} (target {row['overhead_target']}: {_met(row['overhead_met'])}) | "
+          f"{row['pieces']} | {'yes' if row['same_output'] else 'no'} | {guess} |")
+    w("")
 
 
 def _render_prompt_cost(w, cost: dict) -> None:

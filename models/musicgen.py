@@ -339,6 +339,7 @@ class AudioStream:
     def __init__(self, ctx: RunContext, rate: int, channels: int, limit: int) -> None:
         self.ctx, self.rate, self.channels, self.limit = ctx, rate, channels, limit
         self.sent = 0
+        self.decode_s = 0.0  # the windowed decodes' time: what listening adds to the run (Audio.info, the bench)
 
     def hand(self, start: int, samples) -> None:
         """Hand on `samples` ((channels, n) float32) that sit at `start` in the new music."""
@@ -409,8 +410,11 @@ class WindowedDecode:
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     def _decode(self, input_ids, stable: int, complete: int) -> None:
+        import time
+
         import torch
 
+        started = time.perf_counter()
         mask = self.kept["mask"][..., :input_ids.shape[-1]]
         ids = torch.where(mask == -1, input_ids, mask)
         start = max(0, self.handed - STREAM_LEFT_FRAMES)
@@ -434,6 +438,7 @@ class WindowedDecode:
         self.stream.hand(self.base + (self.handed - self.prompt_frames) * self.hop,
                          audio[:, (self.handed - start) * self.hop:(stable - start) * self.hop])
         self.handed = stable
+        self.stream.decode_s += time.perf_counter() - started
 
 
 class MusicgenModel(OneModuleModel):
@@ -512,7 +517,9 @@ class MusicgenModel(OneModuleModel):
             info["melody_s"] = round(min(melody.seconds, MELODY_S), 4)
         if clip is not None:
             info.update(prompt_s=round(clip.seconds, 4), continuation_s=round(music.shape[1] / rate - clip.seconds, 4))
-        return Audio(music[0] if channels == 1 else music, rate, info={**info, "metadata": dict(info)})
+        # Not in the metadata: the file is the same whether anyone listened or not.
+        streamed = {"stream_decode_s": round(stream.decode_s, 4)} if stream is not None else {}
+        return Audio(music[0] if channels == 1 else music, rate, info={**info, **streamed, "metadata": dict(info)})
 
     def _sample(self, request: Request, inputs, prompt, steps: int, ctx: RunContext, offset: int, total: int,
                 last: bool, decode: WindowedDecode | None = None):
