@@ -360,3 +360,24 @@ def test_report_renders_the_music_dit_section():
     assert "| int8 | 0.180 s | 0.000 s | **5.8 s** | 4.50x (CPU time 4.50x) | 0.0052 | 4.18 GB |" in text
     assert "10 s -> 108 latents (10.03 s)" in text and "not adopted" in text
     assert "**16.68 GB** in float32" in text and "908 MB-1.42 GB" in text
+
+
+def test_report_renders_the_streaming_section_and_models_that_do_not_stream_yet():
+    from bench.report import render, summary_rows
+
+    music = {"streams": True, "what": "10 s, guidance 3", "dtype": "int8", "plain": {"median_s": 40.0},
+             "streamed": {"median_s": 41.0}, "first_audio": {"median_s": 5.0}, "first_share": 0.122,
+             "first_target": "<= 35%", "first_met": True, "overhead": 0.025, "overhead_inside": 0.031,
+             "overhead_target": "<= 5%", "overhead_met": True, "pieces": 6, "same_output": True,
+             "estimate": {"calibrated_first_audio_s": 4.5, "calibrated_seconds": 39.0}}
+    section = {"created": "2025-01-01T00:00:00+00:00", "mode": "quick", "tiny": False,
+               "rows": {"mms-tts-eng": {"streams": False, "what": "six sentences", "note": "does not stream yet"},
+                        "musicgen-small": music}}
+    results = {"runs": [], "models": {}, "sections": {"streaming": section}}
+    rows = summary_rows(results)
+    assert ("musicgen-small: time to first audio / whole run (10 s, guidance 3, int8)", "12.2 %", "<= 35%", "met",
+            "quick, 2025-01-01T00:00") in rows
+    assert not any(r[0].startswith("mms-tts-eng") for r in rows)  # nothing measured, no target row
+    text = render(results)
+    assert "| mms-tts-eng | six sentences | – | – | – | does not stream yet |" in text
+    assert "**2.5 %** (3.1 % inside) (target <= 5%: met) | 6 | yes | 4.50 s / 39.00 s |" in text
