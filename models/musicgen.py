@@ -327,11 +327,6 @@ def crossfade(old: "np.ndarray", new: "np.ndarray") -> "np.ndarray":
     return old * (1.0 - ramp) + new * ramp
 
 
-def listening(ctx: RunContext) -> bool:
-    """Whether anyone reads the run's pieces: without a reader the windowed decodes are not made at all."""
-    return ctx.on_audio is not RunContext.__dataclass_fields__["on_audio"].default
-
-
 class AudioStream:
     """The new music handed on so far, in samples from where it starts (the end of the user's clip, if any).
 
@@ -476,7 +471,7 @@ class MusicgenModel(OneModuleModel):
         # prompt's scale, which generate() keeps to itself).
         origin = music.shape[1]
         stream = AudioStream(ctx, rate, channels, wanted - origin) \
-            if listening(ctx) and not self.model.audio_encoder.config.normalize else None
+            if ctx.listening and not self.model.audio_encoder.config.normalize else None
         fade = round(CROSSFADE_S * rate)
         done, finished = 0, 0
         try:

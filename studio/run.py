@@ -27,7 +27,7 @@ class RunContext:
     # A finished piece of the output, as soon as it is made (streaming: the page's player, /v1/audio/speech): float32
     # samples shaped as Audio.samples, and their rate. Pieces come in order and, joined, are the run's audio as the
     # adapter returns it (before the studio's own finishing, studio.audio.make_peak_safe). Nobody listening: a no-op.
-    on_audio: Callable[[np.ndarray, int], None] = lambda samples, rate: None
+    on_audio: Callable[[np.ndarray, int], None] | None = None
 
     def progress(self, done: int, total: int) -> None:
         self.on_progress(done, total)
@@ -41,9 +41,14 @@ class RunContext:
     def planned(self, estimate: Any) -> None:
         self.on_estimate(estimate)
 
+    @property
+    def listening(self) -> bool:
+        """Someone takes the pieces: an adapter may skip work done only for them (MusicGen's window decodes)."""
+        return self.on_audio is not None
+
     def audio(self, samples: np.ndarray, sample_rate: int) -> None:
         """Hand on a finished piece of the output (see on_audio); adapters that make audio piece by piece call it."""
-        if samples.shape[-1]:
+        if self.on_audio is not None and samples.shape[-1]:
             self.on_audio(samples, sample_rate)
 
     def check(self) -> None:

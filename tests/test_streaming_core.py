@@ -73,3 +73,11 @@ def test_a_piece_is_a_copy_the_run_may_reuse_its_buffer():
 
     pieces = [i for i in stream(run) if isinstance(i, Piece)]
     assert pieces[0].samples.tolist() == [1.0, 1.0]
+
+
+def test_a_context_without_a_reader_says_so_and_drops_pieces():
+    ctx = RunContext()
+    assert not ctx.listening
+    ctx.audio(np.ones(2, dtype=np.float32), 8)  # nobody to hand it to: nothing happens
+    heard = []
+    assert RunContext(on_audio=lambda samples, rate: heard.append(rate)).listening
