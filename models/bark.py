@@ -9,8 +9,9 @@ from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, Spe
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, join_with_pauses, load_pretrained, seed_everything,
-                           speech_chunks, to_float32_numpy, token_progress)
+from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, first_chunk_units, join_with_pauses,
+                           load_pretrained, seed_everything, speech_chunks, to_float32_numpy, token_progress,
+                           with_pause)
 from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,18 @@ def check_text(spec: ModelSpec, text: str, values) -> None:
     check_one_voice(text, values.get(MODE) or SINGLE, model="Bark", dialogue=False)
 
 
-def work_units(spec: ModelSpec, request: Request) -> float:
+def _chunk_units(request: Request) -> list[float]:
     cap = request.get("max_chunk_seconds")
-    return sum(min(len(chunk) / CHARS_PER_SECOND, cap) for chunk in _chunks(request))
+    return [min(len(chunk) / CHARS_PER_SECOND, cap) for chunk in _chunks(request)]
+
+
+def work_units(spec: ModelSpec, request: Request) -> float:
+    return sum(_chunk_units(request))
+
+
+def first_audio_units(spec: ModelSpec, request: Request) -> float | None:
+    """The first chunk's units: each chunk is heard as soon as the codec has decoded it."""
+    return first_chunk_units(_chunk_units(request))
 
 
 def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
@@ -143,6 +153,7 @@ class BarkModelAdapter(OneModuleModel):
         pieces = _pieces(request)
         chunks = [chunk for chunk, _ in pieces]
         total = 100 * len(chunks)
+        rate = int(config.sample_rate)
         seed_everything(request.seed)
         parts = []
         for index, chunk in enumerate(chunks):
@@ -184,9 +195,10 @@ class BarkModelAdapter(OneModuleModel):
                 ctx.stage("decoding")
                 audio = self.model.codec_decode(fine)
             parts.append(to_float32_numpy(audio.reshape(-1)))
+            # 6. Heard at once by whoever listens (the pause before the chunk is part of it: join_with_pauses).
+            ctx.audio(with_pause(parts[-1], pieces[index][1] if index else 0.0, rate), rate)
             ctx.progress(base + 100, total)
             ctx.stage("generating")
-        rate = int(config.sample_rate)
         return Audio(join_with_pauses(parts, rate, pauses=[pause for _, pause in pieces]), rate,
                      info={"chunks": len(chunks)})
 
@@ -248,7 +260,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> BarkModelAdapter:
 
 FAMILY = Family(
     name="bark", load=load, work_units=work_units, working_bytes=working_bytes, list_voices=list_voices,
-    check_text=check_text,
+    check_text=check_text, first_audio_units=first_audio_units,
     # int8 on a CPU: 1.6x faster than float32 on bark-small (docs/benchmarks.md); EnCodec stays float.
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,

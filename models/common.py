@@ -265,8 +265,10 @@ def to_float32_numpy(tensor) -> Any:
     return tensor.detach().to("cpu").float().numpy()
 
 
-def split_text(text: str, max_chars: int) -> list[str]:
-    """Split long text into pieces of at most `max_chars`, at sentence ends, then clause breaks, then spaces."""
+def split_text(text: str, max_chars: int, *, first_alone: bool = False) -> list[str]:
+    """Split long text into pieces of at most `max_chars`, at sentence ends, then clause breaks, then spaces.
+
+    `first_alone`: the first sentence is a piece of its own, never merged with the next (see speech_chunks)."""
     import re
 
     pieces: list[str] = []
@@ -286,7 +288,7 @@ def split_text(text: str, max_chars: int) -> list[str]:
     # Join short neighbours back together so each call does a useful amount of work.
     merged: list[str] = []
     for piece in pieces:
-        if merged and len(merged[-1]) + 1 + len(piece) <= max_chars:
+        if merged and len(merged[-1]) + 1 + len(piece) <= max_chars and not (first_alone and len(merged) == 1):
             merged[-1] = f"{merged[-1]} {piece}"
         else:
             merged.append(piece)
@@ -302,32 +304,50 @@ PARAGRAPH_PAUSE_S = 0.6
 def speech_chunks(text: str, max_chars: int, *, long_form: bool = False) -> list[tuple[str, float]]:
     """The text's chunks for a model that speaks a chunk at a time, each with the pause before it (0 for the
     first): split_text's sentences; in Long form each paragraph (models.dialogue.paragraphs) on its own, never
-    merged with the next, after a PARAGRAPH_PAUSE_S pause."""
+    merged with the next, after a PARAGRAPH_PAUSE_S pause.
+
+    The text's first sentence is a chunk of its own (first_alone): a streamed run is heard once its first chunk is
+    made, and three merged sentences of a six-sentence text would make the listener wait half the run (issue 16's
+    target is a quarter). The chunking is the same whether anyone listens or not, so a file is the same streamed or
+    not; the cost is one more model call and one more SENTENCE_PAUSE_S pause after the first sentence."""
     if not long_form:
-        return [(chunk, SENTENCE_PAUSE_S if i else 0.0) for i, chunk in enumerate(split_text(text, max_chars))]
+        return [(chunk, SENTENCE_PAUSE_S if i else 0.0)
+                for i, chunk in enumerate(split_text(text, max_chars, first_alone=True))]
     from models.dialogue import paragraphs
 
     chunks: list[tuple[str, float]] = []
     for paragraph in paragraphs(text):
-        for i, chunk in enumerate(split_text(paragraph, max_chars)):
+        for i, chunk in enumerate(split_text(paragraph, max_chars, first_alone=not chunks)):
             chunks.append((chunk, (PARAGRAPH_PAUSE_S if i == 0 else SENTENCE_PAUSE_S) if chunks else 0.0))
     return chunks
 
 
+def with_pause(part, pause_s: float, sample_rate: int):
+    """A spoken chunk as it is handed on (RunContext.audio) and joined: `pause_s` seconds of silence, then the chunk
+    (mono float32). The pause before a chunk belongs to it, so the pieces handed on, joined, are the whole output."""
+    import numpy as np
+
+    part = part.astype(np.float32)
+    if pause_s <= 0:
+        return part
+    return np.concatenate([np.zeros(int(pause_s * sample_rate), dtype=np.float32), part])
+
+
+def first_chunk_units(units: list[float]) -> float | None:
+    """Family.first_audio_units from the work units of each chunk a run hands on: the first's, None for one chunk
+    (nothing to hear before the run ends)."""
+    return units[0] if len(units) > 1 else None
+
+
 def join_with_pauses(parts: list, sample_rate: int, pause_s: float = SENTENCE_PAUSE_S, pauses: list | None = None):
     """Concatenate mono chunks with a short silence between them (`pauses`: the silence before each part, seconds;
-    the first's is ignored)."""
+    the first's is ignored): the pieces `with_pause` makes, joined."""
     import numpy as np
 
     if len(parts) == 1:
         return parts[0]
-    joined: list = []
-    for i, part in enumerate(parts):
-        if i:
-            seconds = pauses[i] if pauses is not None else pause_s
-            joined.append(np.zeros(int(seconds * sample_rate), dtype=np.float32))
-        joined.append(part.astype(np.float32))
-    return np.concatenate(joined)
+    return np.concatenate([with_pause(part, (pauses[i] if pauses is not None else pause_s) if i else 0.0, sample_rate)
+                           for i, part in enumerate(parts)])
 
 
 def step_callback(ctx: RunContext, steps: int):

@@ -21,8 +21,8 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, cached_snapshot, read_header
 
-from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, load_pretrained, seed_everything,
-                           to_float32_numpy)
+from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, first_chunk_units,
+                           load_pretrained, seed_everything, to_float32_numpy)
 from models.dialogue import DIALOGUE, SINGLE, Turn, check_one_voice, mode_param
 from models.dialogue import parse_script as parse_script_for
 
@@ -269,12 +269,21 @@ def _context_frames(run: Plan, frames_of) -> list[int]:
     return out
 
 
-def work_units(spec: ModelSpec, request: Request) -> float:
-    """Frames a trained model makes for the script, plus every context frame each turn re-reads (Mimi encodes the
-    earlier turns' audio again and the backbone prefills it: CONTEXT_FRAME_COST a frame)."""
+def _turn_units(spec: ModelSpec, request: Request) -> list[float]:
+    """Each turn's work: the frames a trained model makes for it, plus the context frames it re-reads (Mimi encodes
+    the voices' and the earlier turns' audio again and the backbone prefills it: CONTEXT_FRAME_COST a frame)."""
     run = plan(spec, request.prompt, request.params)
-    made = sum(run.expected(i) for i in range(len(run.turns)))
-    return made + CONTEXT_FRAME_COST * sum(_context_frames(run, run.expected))
+    return [run.expected(i) + CONTEXT_FRAME_COST * context
+            for i, context in enumerate(_context_frames(run, run.expected))]
+
+
+def work_units(spec: ModelSpec, request: Request) -> float:
+    return sum(_turn_units(spec, request))
+
+
+def first_audio_units(spec: ModelSpec, request: Request) -> float | None:
+    """The first turn's units: each turn is heard as soon as Mimi has decoded it (the next is made after it)."""
+    return first_chunk_units(_turn_units(spec, request))
 
 
 def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
@@ -394,6 +403,8 @@ class CsmAdapter(OneModuleModel):
             samples = self._decode(codes[0])
             ctx.check()
             parts.append(samples)
+            # Heard at once by whoever listens: the gap before a turn is part of it, as the turns are joined below.
+            ctx.audio(np.concatenate([gap, samples]) if index else samples, SAMPLE_RATE)
             end = start + samples.shape[0] / SAMPLE_RATE
             segments.append({"speaker": turn.speaker, "text": turn.text, "start": round(start, 4),
                              "end": round(end, 4), "context_turns": kept})
@@ -470,7 +481,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> CsmAdapter:
 
 FAMILY = Family(
     name="csm", load=load, work_units=work_units, working_bytes=working_bytes, check_text=check_text,
-    describe=describe, components=components, speed_param=None,
+    describe=describe, first_audio_units=first_audio_units, components=components, speed_param=None,
     # auto is int8 on a CPU, as for Bark and MusicGen: 3.33x the float32 transformers call (CPU_S_PER_FRAME's note;
     # bfloat16 1.55x); bfloat16 on GPUs, as Sesame runs it.
     preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "int8"},

@@ -9,8 +9,8 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, join_with_pauses, seed_everything,
-                           speech_chunks, to_float32_numpy, torch_dtype)
+from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, first_chunk_units, join_with_pauses,
+                           seed_everything, speech_chunks, to_float32_numpy, torch_dtype, with_pause)
 from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,11 @@ def work_units(spec: ModelSpec, request: Request) -> float:
     return float(len(request.prompt))
 
 
+def first_audio_units(spec: ModelSpec, request: Request) -> float | None:
+    """The first chunk's characters: each chunk is heard as soon as its forward pass is done."""
+    return first_chunk_units([float(len(chunk)) for chunk, _ in _pieces(request)])
+
+
 def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     """The HiFi-GAN decoder's activations for the longest chunk dominate."""
     config = cached_json(spec.repo_id) or {}
@@ -97,6 +102,7 @@ class MmsTtsModel(OneModuleModel):
         chunks = [chunk for chunk, _ in pieces]
         self.model.noise_scale = request.get("noise_scale")
         seed_everything(request.seed)
+        rate = self.model.config.sampling_rate
         parts, pauses, pending = [], [], 0.0
         # 2. One forward pass per chunk; cancel is checked between chunks.
         for index, chunk in enumerate(chunks):
@@ -112,6 +118,8 @@ class MmsTtsModel(OneModuleModel):
             parts.append(to_float32_numpy(waveform[0]))
             pauses.append(pending)
             pending = 0.0
+            # Heard at once by whoever listens (with the pause before it, as join_with_pauses joins them).
+            ctx.audio(with_pause(parts[-1], pauses[-1] if len(parts) > 1 else 0.0, rate), rate)
             ctx.progress(index + 1, len(chunks))
         ctx.check()
         if not parts:
@@ -119,7 +127,6 @@ class MmsTtsModel(OneModuleModel):
                 f"{self.spec.repo_id} found nothing it can pronounce in the text: write it in "
                 f"{LANGUAGES.get(self.spec.language or '', 'the model language')}"
             )
-        rate = self.model.config.sampling_rate
         return Audio(join_with_pauses(parts, rate, pauses=pauses), rate, info={"chunks": len(chunks)})
 
 
@@ -137,6 +144,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MmsTtsModel:
 # stochastic duration predictor clear of fp16 range problems.
 FAMILY = Family(
     name="mms_tts", load=load, work_units=work_units, working_bytes=working_bytes, check_text=check_text,
+    first_audio_units=first_audio_units,
     preferred_dtypes={"cuda": "float32", "mps": "float32", "cpu": "float32"}, precisions=("float32",),
     files=(("vocab.json",),),  # VitsTokenizer's characters
     accepts=(Accepts("config.json", "model_type", ("vits",)),),  # VitsConfig.model_type: every MMS-TTS repo is VITS

@@ -17,9 +17,9 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, cached_snapshot, cached_weight_bytes
 
-from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, join_with_pauses,  # noqa: F401
-                           load_pretrained, seed_everything, speech_chunks, split_text,  # split_text: tests read it
-                           to_float32_numpy)
+from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, first_chunk_units,
+                           join_with_pauses, load_pretrained, seed_everything, speech_chunks, to_float32_numpy,
+                           with_pause)
 from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param, paragraphs
 
 log = logging.getLogger(__name__)
@@ -150,12 +150,23 @@ def frame_cap(chunk: str, frame_rate: float = FRAME_RATE) -> int:
     return math.ceil((CAP_BASE_S + CAP_S_PER_CHAR * len(chunk)) * frame_rate)
 
 
-def work_units(spec: ModelSpec, request: Request) -> float:
-    """Frames a trained model makes for the text at a typical speaking rate, plus the voice clip's frames (its
-    encoding and the prefill over it cost about a frame each)."""
-    frames = sum(min(len(chunk) / CHARS_PER_SECOND * FRAME_RATE, frame_cap(chunk)) for chunk in _chunks(request))
+def _chunk_units(request: Request) -> list[float]:
+    """Each chunk's frames a trained model makes at a typical speaking rate; the first also carries the voice clip's
+    frames (its encoding and the prefill over it cost about a frame each), which come before it."""
+    units = [min(len(chunk) / CHARS_PER_SECOND * FRAME_RATE, frame_cap(chunk)) for chunk in _chunks(request)]
     clip = request.params.get("audio")
-    return frames + (clip.seconds * FRAME_RATE if clip is not None else 0.0)
+    if units and clip is not None:
+        units[0] += clip.seconds * FRAME_RATE
+    return units
+
+
+def work_units(spec: ModelSpec, request: Request) -> float:
+    return sum(_chunk_units(request))
+
+
+def first_audio_units(spec: ModelSpec, request: Request) -> float | None:
+    """The voice and the first chunk: each chunk is heard as soon as the codec has decoded it."""
+    return first_chunk_units(_chunk_units(request))
 
 
 def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
@@ -261,6 +272,9 @@ class PocketTTSAdapter(OneModuleModel):
             # is a 0-d tensor, whose tolist() is an int it then iterates).
             waveform = self.processor.decode(out.audio_latents, out.audio_latents_mask)[0]
             parts.append(to_float32_numpy(waveform))
+            # Heard at once by whoever listens (with the pause before it, as join_with_pauses joins them).
+            ctx.audio(with_pause(parts[-1], pieces[len(parts) - 1][1] if len(parts) > 1 else 0.0, SAMPLE_RATE),
+                      SAMPLE_RATE)
             frames.append(int(out.audio_latents_mask[0].sum()))
             ctx.stage("generating")
         return Audio(join_with_pauses(parts, SAMPLE_RATE, pauses=[pause for _, pause in pieces]), SAMPLE_RATE,
@@ -338,7 +352,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> PocketTTSAdapter:
 
 FAMILY = Family(
     name="pocket_tts", load=load, work_units=work_units, working_bytes=working_bytes, list_voices=list_voices,
-    check_text=check_text,
+    check_text=check_text, first_audio_units=first_audio_units,
     components=components, describe=describe, speed_param=None,
     # auto is int8 on a CPU: 1.80x the float32 reference and 1.76x the studio's own float32 (CPU_S_PER_FRAME's note;
     # bfloat16 only 1.10x), as for Bark and MusicGen. Its effect on a trained flow head could not be heard here

@@ -10,6 +10,7 @@ reads back for the next step. The model stops itself with an EOS.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -255,6 +256,15 @@ def work_units(spec: ModelSpec, request: Request) -> float:
         + run.prompt_tokens / 20
 
 
+def first_audio_units(spec: ModelSpec, request: Request) -> float | None:
+    """The prefill and one frame: VibeVoice's acoustic decoder turns each frame into its 3200 samples as it is made
+    (streaming convolutions, a padding cache), and each is heard at once (VibeVoiceAdapter._hand_on_frames)."""
+    run = plan(spec, request.prompt, request.params)
+    if min(run.expected_frames, run.frames) < 2:
+        return None
+    return frame_cost(request.get("num_diffusion_steps")) + run.prompt_tokens / 20
+
+
 def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     """The KV caches of the guided and the unconditioned branch over the whole window the run may use, the prefill's
     activations, and the voice samples' encoding (the acoustic encoder at its peak on the padded batch, float32)."""
@@ -395,7 +405,7 @@ class VibeVoiceAdapter(OneModuleModel):
         #    the stopping criteria it is given (VibeVoice's _sample calls them after each frame), so progress and
         #    cancel run per frame and raising there stops within the frame. The DPM-Solver scheduler is the one the
         #    generation config names (noise_scheduler_class), built by the library.
-        with torch.inference_mode():
+        with torch.inference_mode(), self._hand_on_frames(ctx):
             out = self.model.generate(
                 **inputs, max_new_tokens=run.frames, guidance_scale=request.get("guidance_scale"),
                 num_diffusion_steps=request.get("num_diffusion_steps"), return_dict_in_generate=True,
@@ -414,6 +424,26 @@ class VibeVoiceAdapter(OneModuleModel):
                 "cloned": sorted(run.voices)}
         return Audio(samples_out, SAMPLE_RATE, info={**info, "metadata": {k: v for k, v in info.items()
                                                                             if k != "segments"}})
+
+    @contextlib.contextmanager
+    def _hand_on_frames(self, ctx: RunContext):
+        """While generate runs, hand each frame's audio on (ctx.audio) as the acoustic decoder makes it. The library
+        decodes every new latent frame at once through `_decode_audio_latent` (generation_vibevoice.py, _sample: the
+        decoder's padding cache makes its convolutions causal), keeps `audio_output.audio[i]` for each sequence and
+        returns their torch.cat: the frames handed on, joined, are the returned audio. One sequence here (batch 1)."""
+        model = self.model
+        original = model._decode_audio_latent
+
+        def decode(*args, **kwargs):
+            output = original(*args, **kwargs)
+            ctx.audio(to_float32_numpy(output.audio[0].reshape(-1)), SAMPLE_RATE)
+            return output
+
+        model._decode_audio_latent = decode  # an instance attribute, over the class's method
+        try:
+            yield
+        finally:
+            del model._decode_audio_latent
 
 
 def load(spec: ModelSpec, torch_device: str, dtype: str) -> VibeVoiceAdapter:
@@ -443,7 +473,8 @@ def _quantize_head(model) -> None:
 
 FAMILY = Family(
     name="vibevoice", load=load, work_units=work_units, working_bytes=working_bytes, components=components,
-    check_text=check_text, describe=describe, libraries=("torch", "transformers", "diffusers"),
+    check_text=check_text, describe=describe, first_audio_units=first_audio_units,
+    libraries=("torch", "transformers", "diffusers"),
     # auto is int8 on a CPU: 4.03x the float32 transformers call, bfloat16 2.19x (CPU_S_PER_FRAME's note); bfloat16
     # on GPUs, the conversion script's default dtype.
     preferred_dtypes={"cuda": "bfloat16", "mps": "float32", "cpu": "int8"},

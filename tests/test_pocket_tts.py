@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from models.pocket_tts import MAX_PROMPT_S, frame_cap, split_text, CHUNK_CHARS
+from models.pocket_tts import MAX_PROMPT_S, frame_cap, CHUNK_CHARS
+from models.common import speech_chunks
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
 from tests.speech_fixtures import cpu_studio, one_thread  # noqa: F401 (one_thread: autouse)
@@ -25,7 +26,7 @@ REPO = "eustlb/pocket-tts"
 RATE = 24000
 HOP = 1920  # samples a frame
 PAUSE = int(0.15 * RATE)  # join_with_pauses between chunks
-TEXT = "Hello there. How are you?"
+TEXT = "Hello there, how are you?"  # one sentence: one chunk
 SHORT = "Hi there."  # 26 frames: the runs that are only compared with each other
 LONG = " ".join(f"Sentence number {i} makes the text long enough for two chunks." for i in range(4))  # 236 chars
 
@@ -67,7 +68,7 @@ def runs(studio, clips):
 def test_speaks_at_24_khz_mono_for_the_capped_length(runs):
     audio = runs["text"]
     assert audio.sample_rate == RATE and audio.samples.ndim == 1
-    # One chunk (the two sentences fit in CHUNK_CHARS), run to its cap: frames x 1920 samples.
+    # One chunk (one sentence), run to its cap: frames x 1920 samples.
     assert audio.samples.shape[0] == frame_cap(TEXT) * HOP
     assert audio.info["frames"] == [frame_cap(TEXT)]
     assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() > 0
@@ -83,7 +84,7 @@ def long_run(studio):
 
 def test_long_text_is_spoken_chunk_by_chunk_within_the_caps(long_run):
     audio, _ = long_run
-    chunks = split_text(LONG, CHUNK_CHARS)
+    chunks = [chunk for chunk, _ in speech_chunks(LONG, CHUNK_CHARS)]
     assert len(chunks) == 2
     assert audio.info["chunks"] == len(chunks)
     expected = sum(frame_cap(c) for c in chunks) * HOP + PAUSE * (len(chunks) - 1)
@@ -94,7 +95,7 @@ def test_long_text_is_spoken_chunk_by_chunk_within_the_caps(long_run):
 
 def test_progress_counts_frames_over_the_whole_text(long_run):
     _, seen = long_run
-    total = sum(frame_cap(c) for c in split_text(LONG, CHUNK_CHARS))
+    total = sum(frame_cap(c) for c, _ in speech_chunks(LONG, CHUNK_CHARS))
     assert {n for _, n in seen} == {total}  # one bar across every chunk
     done = [d for d, _ in seen]
     assert done == sorted(done) and done[-1] == total

@@ -203,13 +203,16 @@ def test_long_form_is_one_progress_bar_over_every_paragraph(studio):
     totals = {total for _, total in reports}
     done = [d for d, _ in reports]
     assert len(totals) == 1 and done == sorted(done) and reports[-1][0] == reports[-1][1]
-    assert result.audio.info["chunks"] == 4 == reports[-1][1]  # a paragraph each: never merged across a break
-    # Paragraphs are apart by the longer pause (0.6 s of silence); Single voice merges them into one chunk.
+    # A paragraph each, never merged across a break; the text's first sentence is a chunk of its own (it is heard
+    # first when the run streams: models.common.speech_chunks).
+    assert result.audio.info["chunks"] == 5 == reports[-1][1]
+    # Paragraphs are apart by the longer pause (0.6 s of silence); Single voice merges them into one chunk after
+    # the first sentence's, with the one sentence pause between the two.
     rate = result.audio.sample_rate
     assert (_zero_runs(result.audio.samples.reshape(-1)) >= round(0.6 * rate)).sum() == 3
     single = studio.manager.run(studio.request("speech", MMS, LONG_TEXT, seed=2))
-    assert single.audio.info["chunks"] == 1
-    assert not (_zero_runs(single.audio.samples.reshape(-1)) >= round(0.15 * rate)).any()
+    assert single.audio.info["chunks"] == 2
+    assert (_zero_runs(single.audio.samples.reshape(-1)) >= round(0.15 * rate)).sum() == 1
 
 
 def test_the_estimate_and_its_words_cover_the_whole_long_form_text(studio):
