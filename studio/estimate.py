@@ -58,12 +58,15 @@ class Estimate:
     # Seconds until the first piece of audio can be heard (load included) for a run that streams; None: it does not.
     first_audio_seconds: float | None = None
 
-    def summary(self) -> str:
+    def summary(self, *, first_audio: bool = False) -> str:
         """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.
 
         The precision is named unless it is float32: it changes both figures, and "auto" decides it per machine.
+        `first_audio`: a run that streams also says when it is first heard ('about 24 s · first audio in about 5 s').
         """
         parts = [f"about {format_seconds(self.seconds)}"]
+        if first_audio and self.first_audio_seconds is not None:
+            parts.append(f"first audio in about {format_seconds(self.first_audio_seconds)}")
         if self.work:
             parts.insert(0, self.work)
         reserve = (f"the reserve ({_reserve_text(self.reserve_bytes)}) takes all of this device's memory: "

@@ -108,3 +108,20 @@ def test_long_form_streams_paragraph_pauses_inside_the_pieces(studio):
     audio = studio.manager.run(request, RunContext(on_audio=lambda s, r: pieces.append(s.copy()))).audio
     assert len(pieces) == 2 and np.array_equal(np.concatenate(pieces), audio.samples)
     assert not pieces[1][:int(PARAGRAPH_PAUSE_S * audio.sample_rate)].any()
+
+
+def test_the_page_and_api_core_passes_the_pieces_on_and_the_estimate_line_says_when(studio):
+    """Endpoints.generate (the page's and the API's shared core) hands the run's pieces to `on_audio` through the
+    ProgressBridge's RunContext; the estimate's line names the time to first audio when asked."""
+    from studio.ui.endpoints import Endpoints
+
+    endpoints = Endpoints(studio)
+    pieces: list = []
+    result = endpoints.generate("speech", "facebook/mms-tts-eng", SIX, seed=4,
+                                on_audio=lambda samples, rate: pieces.append((samples.copy(), rate)))
+    assert len(pieces) == 2 and {rate for _, rate in pieces} == {result.metadata["sample_rate"]}
+    joined = sum(samples.shape[-1] for samples, _ in pieces)
+    assert joined == round(result.metadata["duration"] * result.metadata["sample_rate"])
+    estimate = endpoints.estimate("speech", "facebook/mms-tts-eng", SIX)
+    assert "first audio in about" in estimate.summary(first_audio=True)
+    assert "first audio" not in estimate.summary()

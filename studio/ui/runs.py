@@ -138,8 +138,8 @@ class ProgressBridge:
 
     A ticker thread repeats the report every `tick_s`, so the time left keeps moving during a long load or a long
     step, and polls `cancelled`: when it says yes, the run's cancel Event is set and the adapter stops at its next
-    step. `waiting(True/False)` is told when the run starts and stops waiting for its device. Use as a context
-    manager around the run.
+    step. `waiting(True/False)` is told when the run starts and stops waiting for its device; `on_audio` hears the
+    pieces of audio the run hands on (RunContext.on_audio; studio.streaming). Use as a context manager around the run.
     """
 
     def __init__(self, cancel: threading.Event, progress: Callable[..., Any], *, estimated_s: float | None = None,
