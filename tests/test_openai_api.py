@@ -89,8 +89,9 @@ def test_every_format_decodes_to_the_same_speech(served):
     client, _, studio = served
     decoded = {}
     for fmt in ("wav", "flac", "mp3", "opus", "pcm"):
+        # stream false: the finished file's samples (streamed pieces are not yet scaled as the file is: see below)
         body = client.audio.speech.create(model=MMS, voice="nova", input="Hello there.", response_format=fmt,
-                                          extra_body={"seed": 3}).content
+                                          extra_body={"seed": 3, "stream": False}).content
         if fmt == "pcm":
             decoded[fmt] = (np.frombuffer(body, "<i2").astype(np.float32) / 32767, 16000)
         else:
@@ -102,8 +103,16 @@ def test_every_format_decodes_to_the_same_speech(served):
         assert np.abs(decoded[fmt][0] - reference).max() < 2e-4
     for fmt in ("mp3", "opus"):  # lossy, the same length
         assert abs(len(decoded[fmt][0]) - len(reference)) <= 0.01 * rate
-    rows = _history(studio)[:5]
-    assert [row.format for row in rows] == ["wav", "wav", "mp3", "flac", "wav"]  # pcm and opus keep a wav
+    # Streamed as it is made, the same speech: the samples as the model made them, which the file scales below
+    # -1 dBFS when they peak above it (the README says so); this tiny voice peaks at full scale.
+    streamed, _ = sf.read(io.BytesIO(client.audio.speech.create(
+        model=MMS, voice="nova", input="Hello there.", response_format="wav", extra_body={"seed": 3}).content),
+        dtype="float32")
+    assert len(streamed) == len(reference)
+    gain = np.abs(reference).max() / np.abs(streamed).max()
+    assert 0.5 < gain <= 1.0 and np.abs(streamed * gain - reference).max() < 2e-3
+    rows = _history(studio)[:6]
+    assert [row.format for row in rows] == ["wav", "wav", "wav", "mp3", "flac", "wav"]  # pcm and opus keep a wav
     assert all(row.metadata["source"] == "api" for row in rows)
 
 
