@@ -9,9 +9,8 @@ from studio.catalog import MODE, Accepts, Family, ModelSpec, Param, Request, Spe
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, first_chunk_units, join_with_pauses,
-                           load_pretrained, seed_everything, speech_chunks, to_float32_numpy, token_progress,
-                           with_pause)
+from models.common import (OneModuleModel, SAFE_LOAD, SpokenChunks, check_tokenizer, first_chunk_units,
+                           load_pretrained, seed_everything, speech_chunks, to_float32_numpy, token_progress)
 from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param
 
 log = logging.getLogger(__name__)
@@ -155,7 +154,7 @@ class BarkModelAdapter(OneModuleModel):
         total = 100 * len(chunks)
         rate = int(config.sample_rate)
         seed_everything(request.seed)
-        parts = []
+        made = SpokenChunks(ctx, rate)
         for index, chunk in enumerate(chunks):
             base = 100 * index
             # 1. Text (cues like [laughs] included) and the voice preset -> token ids and history prompt.
@@ -194,13 +193,11 @@ class BarkModelAdapter(OneModuleModel):
                 # 5. EnCodec turns the codes into a waveform.
                 ctx.stage("decoding")
                 audio = self.model.codec_decode(fine)
-            parts.append(to_float32_numpy(audio.reshape(-1)))
-            # 6. Heard at once by whoever listens (the pause before the chunk is part of it: join_with_pauses).
-            ctx.audio(with_pause(parts[-1], pieces[index][1] if index else 0.0, rate), rate)
+            # 6. Heard at once by whoever listens, with the pause before it.
+            made.add(to_float32_numpy(audio.reshape(-1)), pieces[index][1])
             ctx.progress(base + 100, total)
             ctx.stage("generating")
-        return Audio(join_with_pauses(parts, rate, pauses=[pause for _, pause in pieces]), rate,
-                     info={"chunks": len(chunks)})
+        return Audio(made.joined(), rate, info={"chunks": len(chunks)})
 
 
 def _scaled_progress(ctx: RunContext, steps: int, start: int, end: int, total: int):

@@ -324,7 +324,8 @@ def speech_chunks(text: str, max_chars: int, *, long_form: bool = False) -> list
 
 def with_pause(part, pause_s: float, sample_rate: int):
     """A spoken chunk as it is handed on (RunContext.audio) and joined: `pause_s` seconds of silence, then the chunk
-    (mono float32). The pause before a chunk belongs to it, so the pieces handed on, joined, are the whole output."""
+    (mono float32). The pause before a chunk belongs to it, so the pieces handed on, joined, are the whole output
+    (SpokenChunks)."""
     import numpy as np
 
     part = part.astype(np.float32)
@@ -333,21 +334,32 @@ def with_pause(part, pause_s: float, sample_rate: int):
     return np.concatenate([np.zeros(int(pause_s * sample_rate), dtype=np.float32), part])
 
 
+class SpokenChunks:
+    """A speech run's chunks as they are made: each with the pause before it (the first's is dropped) is handed on
+    at once (RunContext.audio) and kept, so the run's output is those same pieces joined."""
+
+    def __init__(self, ctx: RunContext, sample_rate: int) -> None:
+        self.ctx, self.sample_rate = ctx, sample_rate
+        self.pieces: list = []
+
+    def add(self, part, pause_s: float) -> None:
+        piece = with_pause(part, pause_s if self.pieces else 0.0, self.sample_rate)
+        self.pieces.append(piece)
+        self.ctx.audio(piece, self.sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def joined(self):
+        import numpy as np
+
+        return self.pieces[0] if len(self.pieces) == 1 else np.concatenate(self.pieces)
+
+
 def first_chunk_units(units: list[float]) -> float | None:
     """Family.first_audio_units from the work units of each chunk a run hands on: the first's, None for one chunk
     (nothing to hear before the run ends)."""
     return units[0] if len(units) > 1 else None
-
-
-def join_with_pauses(parts: list, sample_rate: int, pause_s: float = SENTENCE_PAUSE_S, pauses: list | None = None):
-    """Concatenate mono chunks with a short silence between them (`pauses`: the silence before each part, seconds;
-    the first's is ignored): the pieces `with_pause` makes, joined."""
-    import numpy as np
-
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate([with_pause(part, (pauses[i] if pauses is not None else pause_s) if i else 0.0, sample_rate)
-                           for i, part in enumerate(parts)])
 
 
 def step_callback(ctx: RunContext, steps: int):

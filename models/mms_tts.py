@@ -9,8 +9,8 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
-from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, first_chunk_units, join_with_pauses,
-                           seed_everything, speech_chunks, to_float32_numpy, torch_dtype, with_pause)
+from models.common import (OneModuleModel, SAFE_LOAD, SpokenChunks, check_tokenizer, first_chunk_units,
+                           seed_everything, speech_chunks, to_float32_numpy, torch_dtype)
 from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class MmsTtsModel(OneModuleModel):
         self.model.noise_scale = request.get("noise_scale")
         seed_everything(request.seed)
         rate = self.model.config.sampling_rate
-        parts, pauses, pending = [], [], 0.0
+        spoken, pending = SpokenChunks(ctx, rate), 0.0
         # 2. One forward pass per chunk; cancel is checked between chunks.
         for index, chunk in enumerate(chunks):
             ctx.check()
@@ -115,19 +115,17 @@ class MmsTtsModel(OneModuleModel):
                 continue  # nothing this language's alphabet can say (e.g. only punctuation)
             with torch.inference_mode():
                 waveform = self.model(**inputs, speaking_rate=request.get("speaking_rate")).waveform
-            parts.append(to_float32_numpy(waveform[0]))
-            pauses.append(pending)
+            # Heard at once by whoever listens, with the pause before it.
+            spoken.add(to_float32_numpy(waveform[0]), pending)
             pending = 0.0
-            # Heard at once by whoever listens (with the pause before it, as join_with_pauses joins them).
-            ctx.audio(with_pause(parts[-1], pauses[-1] if len(parts) > 1 else 0.0, rate), rate)
             ctx.progress(index + 1, len(chunks))
         ctx.check()
-        if not parts:
+        if not spoken:
             raise InvalidInput(
                 f"{self.spec.repo_id} found nothing it can pronounce in the text: write it in "
                 f"{LANGUAGES.get(self.spec.language or '', 'the model language')}"
             )
-        return Audio(join_with_pauses(parts, rate, pauses=pauses), rate, info={"chunks": len(chunks)})
+        return Audio(spoken.joined(), rate, info={"chunks": len(chunks)})
 
 
 def load(spec: ModelSpec, torch_device: str, dtype: str) -> MmsTtsModel:

@@ -17,9 +17,8 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, cached_snapshot, cached_weight_bytes
 
-from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, first_chunk_units,
-                           join_with_pauses, load_pretrained, seed_everything, speech_chunks, to_float32_numpy,
-                           with_pause)
+from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, SpokenChunks, check_tokenizer, first_chunk_units,
+                           load_pretrained, seed_everything, speech_chunks, to_float32_numpy)
 from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param, paragraphs
 
 log = logging.getLogger(__name__)
@@ -239,7 +238,7 @@ class PocketTTSAdapter(OneModuleModel):
         total, done = sum(caps), 0
         temperature = request.get("temperature")
         seed_everything(request.seed)
-        parts, frames = [], []
+        spoken, frames = SpokenChunks(ctx, SAMPLE_RATE), []
         for chunk, cap in zip(chunks, caps):
             ctx.check()
             # 2. The prompt as the processor's chat template writes it: voice placeholders, the text, the first frame.
@@ -271,13 +270,11 @@ class PocketTTSAdapter(OneModuleModel):
             # As a batch of one: decode's one-sample form (2-D latents) fails on its mask in 5.23 (sum() of a 1-D mask
             # is a 0-d tensor, whose tolist() is an int it then iterates).
             waveform = self.processor.decode(out.audio_latents, out.audio_latents_mask)[0]
-            parts.append(to_float32_numpy(waveform))
-            # Heard at once by whoever listens (with the pause before it, as join_with_pauses joins them).
-            ctx.audio(with_pause(parts[-1], pieces[len(parts) - 1][1] if len(parts) > 1 else 0.0, SAMPLE_RATE),
-                      SAMPLE_RATE)
+            # Heard at once by whoever listens, with the pause before it.
+            spoken.add(to_float32_numpy(waveform), pieces[len(spoken)][1])
             frames.append(int(out.audio_latents_mask[0].sum()))
             ctx.stage("generating")
-        return Audio(join_with_pauses(parts, SAMPLE_RATE, pauses=[pause for _, pause in pieces]), SAMPLE_RATE,
+        return Audio(spoken.joined(), SAMPLE_RATE,
                      info={"chunks": len(chunks), "frames": frames, "cloned": clip is not None})
 
     def _clone(self, clip: Clip):

@@ -25,7 +25,7 @@ from tests.speech_fixtures import cpu_studio, one_thread  # noqa: F401 (one_thre
 REPO = "eustlb/pocket-tts"
 RATE = 24000
 HOP = 1920  # samples a frame
-PAUSE = int(0.15 * RATE)  # join_with_pauses between chunks
+PAUSE = int(0.15 * RATE)  # the pause before each chunk after the first (models.common.SpokenChunks)
 TEXT = "Hello there, how are you?"  # one sentence: one chunk
 SHORT = "Hi there."  # 26 frames: the runs that are only compared with each other
 LONG = " ".join(f"Sentence number {i} makes the text long enough for two chunks." for i in range(4))  # 236 chars
