@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    from studio.ui.app import build_app, page_options
+    from studio.ui.app import build_app, page_options, page_routes
     from studio.ui.endpoints import Endpoints
     from studio.ui.launch import launch_auth, launch_options
     from studio.ui.openai_api import api_key_for, speech_routes
@@ -35,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     key, message = api_key_for(settings)
     if message:
         print(message, flush=True)  # likewise the made-up API key
-    demo = build_app(studio)
-    routes = speech_routes(Endpoints(studio), key)  # /v1/audio/speech and /v1/models, OpenAI's shape
+    endpoints = Endpoints(studio)
+    demo = build_app(studio, endpoints)
+    # The live player's stream, and /v1/audio/speech and /v1/models in OpenAI's shape, on the page's server.
+    routes = [*page_routes(endpoints), *speech_routes(endpoints, key)]
     demo.launch(prevent_thread_lock=True, **page_options(), **launch_options(settings, auth, routes))
     # Once the page is served, decide the device and import torch in the background: started earlier, the
     # import would compete with the server's start-up for the interpreter and delay the first page.

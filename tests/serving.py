@@ -16,12 +16,15 @@ def free_port() -> int:
 def launched(studio, auth=None):
     """The app for `studio` on a free port with the product's launch options; yields its base URL."""
     from studio.settings import Settings
-    from studio.ui.app import build_app, page_options
+    from studio.ui.app import build_app, page_options, page_routes
+    from studio.ui.endpoints import Endpoints
     from studio.ui.launch import launch_options
 
-    demo = build_app(studio)
+    endpoints = Endpoints(studio)
+    demo = build_app(studio, endpoints)
     settings = Settings(port=free_port(), output_dir=studio.settings.output_dir)
-    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(), **launch_options(settings, auth))
+    demo.launch(prevent_thread_lock=True, quiet=True, **page_options(),
+                **launch_options(settings, auth, page_routes(endpoints)))
     try:
         yield f"http://127.0.0.1:{settings.port}"
     finally:

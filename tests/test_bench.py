@@ -371,7 +371,7 @@ def test_report_renders_the_streaming_section_and_models_that_do_not_stream_yet(
              "overhead_target": "<= 5%", "overhead_met": True, "pieces": 6, "same_output": True,
              "estimate": {"calibrated_first_audio_s": 4.5, "calibrated_seconds": 39.0}}
     section = {"created": "2025-01-01T00:00:00+00:00", "mode": "quick", "tiny": False,
-               "rows": {"mms-tts-eng": {"streams": False, "what": "six sentences", "note": "does not stream yet"},
+               "rows": {"mms-tts-eng": {"streams": False, "what": "six sentences", "note": "does not stream"},
                         "musicgen-small": music}}
     results = {"runs": [], "models": {}, "sections": {"streaming": section}}
     rows = summary_rows(results)
@@ -379,5 +379,5 @@ def test_report_renders_the_streaming_section_and_models_that_do_not_stream_yet(
             "quick, 2025-01-01T00:00") in rows
     assert not any(r[0].startswith("mms-tts-eng") for r in rows)  # nothing measured, no target row
     text = render(results)
-    assert "| mms-tts-eng | six sentences | – | – | – | does not stream yet |" in text
+    assert "| mms-tts-eng | six sentences | – | – | – | does not stream |" in text
     assert "**2.5 %** (3.1 % inside) (target <= 5%: met) | 6 | yes | 4.50 s / 39.00 s |" in text

@@ -11,14 +11,21 @@ from studio.service import Studio
 from studio.ui.common import LIGHT
 from studio.ui.endpoints import Endpoints
 from studio.ui.history_tab import build_history_tab
+from studio.ui.live import LIVE_JS
 from studio.ui.memory_panel import build_memory_panel
 from studio.ui.style import CSS, page_theme
 from studio.ui.tab import TabHandle, build_tab
 
 
 def page_options() -> dict:
-    """The look of the page, which gradio 6 takes at launch: `demo.launch(**page_options(), ...)`."""
-    return {"css": CSS, "theme": page_theme()}
+    """The look of the page and its live player's script, which gradio 6 takes at launch:
+    `demo.launch(**page_options(), ...)`."""
+    return {"css": CSS, "theme": page_theme(), "head": LIVE_JS}
+
+
+def page_routes(endpoints: Endpoints) -> list:
+    """The routes the page itself needs besides Gradio's: its live player's (studio.ui.live)."""
+    return endpoints.live.routes()
 
 
 def memory_version(snapshot: dict) -> str:
@@ -30,9 +37,10 @@ def memory_version(snapshot: dict) -> str:
     return repr((rows, budgets, snapshot.get("budget_bytes")))
 
 
-def build_app(studio: Studio) -> gr.Blocks:
-    """Build the Blocks app over `studio`; launch it with `page_options()` and `studio.ui.launch.launch_options`."""
-    endpoints = Endpoints(studio)
+def build_app(studio: Studio, endpoints: Endpoints | None = None) -> gr.Blocks:
+    """Build the Blocks app over `studio` (through `endpoints`, made here when not given); launch it with
+    `page_options()` and `studio.ui.launch.launch_options`, with `page_routes(endpoints)` among its routes."""
+    endpoints = endpoints or Endpoints(studio)
     with gr.Blocks(title="Audio Studio") as demo:
         with gr.Row(elem_classes="studio-header"):
             gr.Markdown("# Audio Studio\nMusic, speech and sound effects with open models, on this machine.")

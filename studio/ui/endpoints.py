@@ -22,6 +22,7 @@ from studio.catalog import TASK_LABELS, ModelSpec, text_key
 from studio.errors import InvalidInput, StudioError
 from studio.estimate import Estimate
 from studio.service import Generation, Studio
+from studio.ui.live import LiveRelay, streams
 from studio.ui.runs import ProgressBridge, RunRegistry, gradio_event_cancelled
 from studio.ui.text import sentence
 
@@ -91,6 +92,11 @@ class Endpoints:
     def __init__(self, studio: Studio, runs: RunRegistry | None = None) -> None:
         self.studio = studio
         self.runs = runs or RunRegistry()
+        self.live = LiveRelay()  # the page's runs' pieces on their way to its live player
+
+    def streams(self, spec: ModelSpec) -> bool:
+        """Whether runs of `spec` hand their audio on piece by piece as they are made."""
+        return streams(self.studio.catalog.family(spec))
 
     def specs(self, task: str) -> list[ModelSpec]:
         devices = self.studio.devices

@@ -48,6 +48,21 @@ CSS = """
 .studio-meter { height: 4px; border-radius: 2px; background: var(--border-color-primary); margin-top: 6px; overflow: hidden; }
 .studio-meter > div { height: 100%; background: var(--color-accent); }
 
+/* ---- live player (studio/ui/live.py) and the Stream switch ---- */
+.studio-live { display: flex; align-items: center; gap: 8px; padding: 6px 10px; border-radius: var(--radius-md);
+  border: 1px solid var(--border-color-primary); background: var(--block-background-fill); font-size: var(--text-sm); }
+.studio-live[hidden] { display: none; }
+.studio-live-block:has(.studio-live[hidden]) { display: none !important; }  /* no gap above Result while idle */
+.studio-live-text { flex: 1; min-width: 0; overflow-wrap: anywhere; }
+.studio-live-dot { width: 10px; height: 10px; border-radius: 50%; flex: none; background: var(--border-color-primary); }
+.studio-live[data-state="playing"] .studio-live-dot { background: #16a34a; animation: studio-pulse 1.2s ease-in-out infinite; }
+.studio-live[data-state="waiting"] .studio-live-dot, .studio-live[data-state="gap"] .studio-live-dot { background: #d97706; }
+.studio-live-stop { flex: none; padding: 2px 10px; border-radius: var(--radius-sm); font-size: var(--text-sm);
+  border: 1px solid var(--border-color-primary); background: var(--button-secondary-background-fill); cursor: pointer; }
+.studio-live-stop[hidden] { display: none; }
+@keyframes studio-pulse { 50% { opacity: .35; } }
+@media (prefers-reduced-motion: reduce) { .studio-live-dot { animation: none !important; } }
+
 /* ---- result table ---- */
 .studio-details table { font-size: var(--text-sm); width: 100%; border-collapse: collapse; table-layout: fixed;
   border: none !important; margin: 0; }

@@ -22,6 +22,7 @@ from studio.settings import format_bytes
 from studio.ui import controls as ctl
 from studio.ui.common import LIGHT
 from studio.ui.endpoints import NO_MODELS, Endpoints, session_of, user_errors
+from studio.ui.live import END_CANCELLED, END_DONE, END_FAILED, LIVE_HTML, stream_note
 from studio.ui.picker import ModelGroup, find_group, group_models
 from studio.ui.runs import gradio_queued
 from studio.ui.text import (clip_gone, estimate_html, format_choices, metadata_markdown, model_choice_label,
@@ -107,6 +108,10 @@ class TabLayout:
     estimate: gr.HTML
     generate: gr.Button
     cancel: gr.Button
+    stream: gr.Checkbox  # hear the run while it is made; shown for a model that streams (stream_updates)
+    stream_note: gr.Markdown  # why the result plays when done, for a model that does not stream
+    live: gr.HTML  # the live player's box (studio.ui.live), filled by the page's script
+    live_token: gr.Textbox  # hidden: the channel of the latest click's run, which the page's script listens to
     audio: gr.Audio
     actions: gr.Row
     download: gr.DownloadButton
@@ -145,8 +150,16 @@ class TabLayout:
         return next((c for c in inputs if c.name == "audio"), inputs[0] if inputs else None)
 
     def settings_inputs(self) -> set[Any]:
-        """What an estimate reads: the model, language, prompt and every setting."""
-        return {self.model, self.language, self.prompt, *self.widgets}
+        """What an estimate reads: the model, language, prompt, every setting, and the Stream switch (whether it
+        says when the run is first heard)."""
+        return {self.model, self.language, self.prompt, self.stream, *self.widgets}
+
+
+def stream_updates(endpoints: Endpoints, spec: ModelSpec) -> tuple[Any, Any]:
+    """The Stream switch (as the user left it) where `spec` streams; else the note that says why it plays when done."""
+    streams = endpoints.streams(spec)
+    note = stream_note(spec, streams)
+    return gr.update(visible=streams), gr.update(value=note, visible=bool(note))
 
 
 def choice_label(group: ModelGroup) -> str:
@@ -186,7 +199,7 @@ def clip_speakers(plan: list[ctl.Control]) -> dict[str, list[ctl.Control]]:
     return grouped
 
 
-def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalog: Catalog,
+def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], endpoints: Endpoints,
             below: Callable[[], Any] | None = None) -> TabLayout:
     """Create the tab's components in the current container (a gr.Tab), set for the first group's default model.
 
@@ -195,6 +208,7 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
     """
     first_group = groups[0]
     first = first_group.default
+    catalog = endpoints.studio.catalog
 
     def render(control: ctl.Control, **options: Any) -> None:
         ctl.render(control, first, catalog, elem_id=f"{task}-input-{control.name}", **options)
@@ -274,6 +288,15 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
                 # Enabled only while a run of this tab (in this browser tab) waits or works.
                 cancel = gr.Button("Cancel", variant="secondary", scale=1, min_width=90, interactive=False,
                                    elem_id=f"{task}-cancel")
+            switch, why = stream_updates(endpoints, first)
+            stream = gr.Checkbox(True, label="Stream: hear it while it is made", container=False,
+                                 visible=switch["visible"], elem_id=f"{task}-stream")
+            stream_note = gr.Markdown(why["value"], visible=why["visible"], elem_classes="studio-note",
+                                      elem_id=f"{task}-stream-note")
+            # Shown by the page's script from a streaming run's start; it plays on while the result comes below.
+            live = gr.HTML(LIVE_HTML, apply_default_css=False, padding=False, container=False, elem_id=f"{task}-live",
+                           elem_classes="studio-live-block")
+            live_token = gr.Textbox("", visible=False, elem_id=f"{task}-live-token")
             # One way to download: the button below, which names the format and size.
             audio = gr.Audio(type="filepath", label="Result", interactive=False, buttons=[], elem_id=f"{task}-audio")
             # Two buttons a line, on a phone as beside the result on a wide screen (three would not fit either).
@@ -291,7 +314,8 @@ def lay_out(task: str, groups: list[ModelGroup], plan: list[ctl.Control], catalo
     gr.Examples(EXAMPLES[task], example_inputs, label="Examples: click one to fill the prompt", examples_per_page=4)
     return TabLayout(model=model, note=note, prompt=prompt, language=language, fmt=fmt, adjusted=adjusted, seed=seed,
                      random_seed=random_seed, last_seed=last_seed, estimate=estimate, generate=generate,
-                     cancel=cancel, audio=audio, actions=actions, download=download, reuse=reuse,
+                     cancel=cancel, stream=stream, stream_note=stream_note, live=live, live_token=live_token,
+                     audio=audio, actions=actions, download=download, reuse=reuse,
                      use_input=use_input, extend=extend, details=details,
                      shown=gr.State(first.repo_id), last=gr.State(None), plan=plan, below=extra)
 
@@ -334,7 +358,7 @@ class TabHandle:
         """What restore_updates fills, and what Use as input and Extend may change."""
         ui = self.ui
         return [ui.model, ui.language, ui.note, ui.prompt, ui.seed, ui.fmt, *ui.widgets, ui.estimate, ui.shown,
-                ui.adjusted, *ui.notes]
+                ui.adjusted, *ui.notes, ui.stream, ui.stream_note]
 
     def restore_updates(self, model_id: str, prompt: str, seed: Any, settings: Mapping[str, Any] | None,
                         fmt: str | None, *, inputs: Mapping[str, Any] | None = None) -> list[Any]:
@@ -372,6 +396,7 @@ class TabHandle:
             spec.repo_id,
             gr.update(value=" ".join(notes), visible=bool(notes)),
             *[ctl.note_update(c, spec, mode) for c in self.plan if c.note is not None],
+            *stream_updates(self.endpoints, spec),
         ]
 
     def switch_updates(self, values: Mapping[Any, Any], old: ModelSpec | None,
@@ -382,6 +407,7 @@ class TabHandle:
         group = find_group(self.groups, spec.repo_id)
         updates: dict[Any, Any] = {ui.language: language_update(group, spec), ui.note: model_note(spec),
                                    ui.shown: spec.repo_id, ui.prompt: gr.update(placeholder=placeholder(self.task, spec))}
+        updates[ui.stream], updates[ui.stream_note] = stream_updates(self.endpoints, spec)
         notes, fresh = [], dict(values)
         mode = ctl.mode_of(spec, None)
         for control in sorted(ui.plan, key=lambda c: c.name != MODE):  # the mode first: the others show by it
@@ -465,9 +491,12 @@ class TabHandle:
         spec = self.spec_of(values[self.ui.model], values[self.ui.language])
         return spec, ctl.active_settings(self.plan, spec, dict(values), fitted=fitted)
 
-    def estimate_for(self, spec: ModelSpec, prompt: Any, settings: Mapping[str, Any]) -> str:
+    def estimate_for(self, spec: ModelSpec, prompt: Any, settings: Mapping[str, Any], stream: Any = True) -> str:
+        """The estimate's box; with the Stream switch on (`stream`), a run that streams also says when it is first
+        heard."""
         try:
-            return estimate_html(self.endpoints.estimate(self.task, spec.repo_id, prompt, settings))
+            return estimate_html(self.endpoints.estimate(self.task, spec.repo_id, prompt, settings),
+                                 first_audio=stream is not False)
         except StudioError as error:  # shown in place of the figure while the input is incomplete
             return estimate_html(None, problem=_sentence(str(error)))
 
@@ -491,7 +520,7 @@ def estimate_now(tab: TabHandle, values: dict) -> str:
         spec, settings = tab.current(values, fitted=True)
     except StudioError as error:
         return estimate_html(None, problem=_sentence(str(error)))
-    return tab.estimate_for(spec, values[tab.ui.prompt], settings)
+    return tab.estimate_for(spec, values[tab.ui.prompt], settings, values.get(tab.ui.stream))
 
 
 def on_model(tab: TabHandle, values: dict) -> dict[Any, Any]:
@@ -509,7 +538,8 @@ def on_model(tab: TabHandle, values: dict) -> dict[Any, Any]:
     except StudioError:
         old = None
     updates, fresh = tab.switch_updates(values, old, spec)
-    updates[ui.estimate] = tab.estimate_for(spec, values[ui.prompt], ctl.active_settings(ui.plan, spec, fresh))
+    updates[ui.estimate] = tab.estimate_for(spec, values[ui.prompt], ctl.active_settings(ui.plan, spec, fresh),
+                                            values.get(ui.stream))
     return updates
 
 
@@ -526,29 +556,46 @@ def on_mode(tab: TabHandle, values: dict) -> dict[Any, Any]:
 def on_language(tab: TabHandle, values: dict) -> dict[Any, Any]:
     spec, settings = tab.current(values, fitted=True)
     return {tab.ui.note: model_note(spec), tab.ui.shown: spec.repo_id,
-            tab.ui.estimate: tab.estimate_for(spec, values[tab.ui.prompt], settings)}
+            tab.ui.estimate: tab.estimate_for(spec, values[tab.ui.prompt], settings, values.get(tab.ui.stream))}
 
 
 def hide_adjusted() -> Any:
     return gr.update(visible=False)
 
 
-def on_start() -> Any:
-    """Generate was pressed: Cancel can reach the run from now on."""
-    return gr.update(interactive=True)
+def on_start(tab: TabHandle, values: dict) -> tuple[Any, str]:
+    """Generate was pressed: Cancel can reach the run from now on; with the Stream switch on, for a model that
+    streams, a live channel for the run's pieces, whose token the page's script listens to (studio.ui.live)."""
+    token = ""
+    if values.get(tab.ui.stream):
+        try:
+            if tab.endpoints.streams(tab.spec_of(values[tab.ui.model], values[tab.ui.language])):
+                token = tab.endpoints.live.open()
+        except StudioError:  # a stale model: the run says what is wrong
+            pass
+    return gr.update(interactive=True), token
 
 
 @user_errors
 def on_generate(tab: TabHandle, values: dict, request: gr.Request, progress=gr.Progress()) -> dict[Any, Any]:
+    """Run the tab's request. With a live channel (on_start), each piece of audio goes to the page's live player as
+    the run makes it; the result (file, download, details, History row) is the same either way."""
     ui = tab.ui
-    spec, settings = tab.current(values)
+    live = tab.endpoints.live
+    token = values.get(ui.live_token)
+    outcome = END_FAILED
     try:
+        spec, settings = tab.current(values)
         result = tab.endpoints.generate(
             tab.task, spec.repo_id, values[ui.prompt], seed=values[ui.seed], params=settings, fmt=values[ui.fmt],
-            session=tab.run_key(session_of(request)), progress=progress,
+            session=tab.run_key(session_of(request)), progress=progress, on_audio=live.publisher(token),
         )
+        outcome = END_DONE
     except Cancelled:  # the user asked for it and Cancel already said so: not an error; nothing changes
+        outcome = END_CANCELLED
         return {ui.audio: gr.skip()}
+    finally:
+        live.finish(token, outcome)
     size = format_bytes(Path(result.path).stat().st_size)
     label = f"Download {str(values[ui.fmt]).upper()} · {size}"
     updates = {ui.audio: player(str(result.path), result.metadata.get("duration")),
@@ -682,20 +729,23 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
     # The model and language follow the user's choice (.input), so restoring a past run (which sets them
     # programmatically) does not reset the settings it restores.
     ui.model.input(bind(on_model, tab), {*inputs, ui.shown},
-                   [ui.language, ui.note, ui.prompt, *widgets, ui.adjusted, ui.estimate, ui.shown, *ui.notes],
+                   [ui.language, ui.note, ui.prompt, *widgets, ui.adjusted, ui.estimate, ui.shown, *ui.notes,
+                    ui.stream, ui.stream_note],
                    **AS_SENT)
     ui.language.input(bind(on_language, tab), inputs, [ui.note, ui.shown, ui.estimate], **AS_SENT)
     if ui.mode is not None:  # shows and hides at once, off the queue; the estimate follows as for any setting
         ui.mode.component.input(bind(on_mode, tab), {ui.model, ui.language, ui.mode.component}, ui.mode_outputs(),
                                 queue=False, **AS_SENT)
-    gr.on([ui.prompt.change, *[w.change for w in widgets]], bind(estimate_now, tab), inputs, ui.estimate,
-          trigger_mode="always_last", **AS_SENT)
+    gr.on([ui.prompt.change, ui.stream.input, *[w.change for w in widgets]], bind(estimate_now, tab), inputs,
+          ui.estimate, trigger_mode="always_last", **AS_SENT)
     gr.on([w.input for w in widgets], hide_adjusted, None, ui.adjusted, queue=False, **LIGHT)
     ui.random_seed.click(random_seed, None, ui.seed, **LIGHT)
     ui.last_seed.click(on_last_seed, ui.last, ui.seed, **LIGHT)
 
     tab.generate_fn = bind(on_generate, tab)
-    tab.run = run_after(tab, ui.generate.click(on_start, None, ui.cancel, queue=False, **LIGHT))
+    starts = {ui.model, ui.language, ui.stream}
+    tab.run = run_after(tab, ui.generate.click(bind(on_start, tab), starts, [ui.cancel, ui.live_token], queue=False,
+                                               **AS_SENT))
     pause_player(ui.generate.click, ui.audio)
     # No `cancels=[run]`: that would free Gradio's device slot at once while the run's thread still works;
     # the Event stops the run at its next step, and the run then ends as a normal (skipped) update.
@@ -708,7 +758,11 @@ def wire(demo: gr.Blocks, tab: TabHandle) -> None:
         # a refusal (the file is gone) stops the chain before the run.
         extended = ui.extend.click(bind(on_extend, tab), ui.last, tab.restore_outputs(), **LIGHT)
         pause_player(ui.extend.click, ui.audio)
-        run_after(tab, extended.success(on_start, None, ui.cancel, queue=False, **LIGHT))
+        run_after(tab, extended.success(bind(on_start, tab), starts, [ui.cancel, ui.live_token], queue=False,
+                                        **AS_SENT))
+    # The page's script listens to each new live channel (and stops the last run's player when there is none).
+    ui.live_token.change(None, ui.live_token, None, js=f"(token) => window.studioLive.start('{tab.task}', token)",
+                         queue=False, **LIGHT)
     # The device is known by now (asking decides it).
     demo.load(bind(estimate_now, tab), inputs, ui.estimate, **AS_SENT)
 
@@ -718,7 +772,7 @@ def run_after(tab: TabHandle, started: Any) -> Any:
     (the event that enabled Cancel); returns the run's event, which tab.runs lists."""
     ui = tab.ui
     run = started.then(
-        tab.generate_fn, {ui.model, ui.language, ui.prompt, ui.seed, ui.fmt, *ui.widgets},
+        tab.generate_fn, {ui.model, ui.language, ui.prompt, ui.seed, ui.fmt, ui.live_token, *ui.widgets},
         [ui.audio, ui.actions, ui.download, ui.details, ui.last, *([ui.extend] if ui.extend is not None else [])],
         concurrency_id="device", concurrency_limit=tab.endpoints.run_slots(), api_visibility="private",
         show_progress_on=[ui.audio],
@@ -741,7 +795,7 @@ def build_tab(demo: gr.Blocks, task: str, endpoints: Endpoints) -> TabHandle | N
             from studio.ui import voice_library
 
             library = voice_library.layout_for(groups)
-        ui = lay_out(task, groups, ctl.plan_controls(specs), endpoints.studio.catalog, below=library)
+        ui = lay_out(task, groups, ctl.plan_controls(specs), endpoints, below=library)
         tab = TabHandle(task, endpoints, groups, ui)
         if library is not None:
             voice_library.build_voice_library(demo, endpoints, tab, ui.below)

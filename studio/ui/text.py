@@ -74,12 +74,13 @@ def format_choices(formats: Iterable[str]) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------ estimate and progress
 
 
-def estimate_html(estimate: Estimate | None, *, problem: str | None = None) -> str:
-    """The line above Generate: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'."""
+def estimate_html(estimate: Estimate | None, *, problem: str | None = None, first_audio: bool = False) -> str:
+    """The line above Generate: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small';
+    `first_audio`: for a run that streams, also when it is first heard ('about 24 s · first audio in about 5 s')."""
     if estimate is None:
         return f'<div class="studio-estimate studio-estimate-wait">{html.escape(problem or "")}</div>'
     kind = "ok" if estimate.fits and estimate.placement == "device" else "warn" if estimate.fits else "bad"
-    summary = html.escape(estimate.summary())
+    summary = html.escape(estimate.summary(first_audio=first_audio))
     share = ""
     if estimate.budget_bytes and estimate.fits and estimate.placement == "device":
         percent = min(100.0, 100.0 * estimate.bytes / estimate.budget_bytes)
