@@ -28,6 +28,10 @@ class RunContext:
     # samples shaped as Audio.samples, and their rate. Pieces come in order and, joined, are the run's audio as the
     # adapter returns it (before the studio's own finishing, studio.audio.make_peak_safe). Nobody listening: a no-op.
     on_audio: Callable[[np.ndarray, int], None] | None = None
+    # Frames handed on so far, and frames the current attempt has made (see retrying): a run retried after running
+    # out of memory makes its audio again from the start, and only what is new goes on.
+    _heard: int = field(default=0, init=False, repr=False)
+    _made: int = field(default=0, init=False, repr=False)
 
     def progress(self, done: int, total: int) -> None:
         self.on_progress(done, total)
@@ -47,9 +51,21 @@ class RunContext:
         return self.on_audio is not None
 
     def audio(self, samples: np.ndarray, sample_rate: int) -> None:
-        """Hand on a finished piece of the output (see on_audio); adapters that make audio piece by piece call it."""
-        if self.on_audio is not None and samples.shape[-1]:
-            self.on_audio(samples, sample_rate)
+        """Hand on a finished piece of the output (see on_audio); adapters that make audio piece by piece call it.
+        After `retrying`, the part of a piece the listener has already heard is left out."""
+        if self.on_audio is None or not samples.shape[-1]:
+            return
+        start, self._made = self._made, self._made + samples.shape[-1]
+        if self._made <= self._heard:
+            return
+        fresh = samples[..., self._heard - start:] if self._heard > start else samples
+        self._heard = self._made
+        self.on_audio(fresh, sample_rate)
+
+    def retrying(self) -> None:
+        """The run starts over (the manager retries it after running out of memory): its pieces count from the
+        start again, and the listener hears only what comes after what it has heard."""
+        self._made = 0
 
     def check(self) -> None:
         """Call between steps: raises Cancelled once the user has asked to stop."""

@@ -381,3 +381,11 @@ def test_report_renders_the_streaming_section_and_models_that_do_not_stream_yet(
     text = render(results)
     assert "| mms-tts-eng | six sentences | – | – | – | does not stream |" in text
     assert "**2.5 %** (3.1 % inside) (target <= 5%: met) | 6 | yes | 4.50 s / 39.00 s |" in text
+
+
+def test_the_streaming_section_builds_each_streaming_model_with_its_companions():
+    from bench.streaming import STREAM_CASES, streaming_repos
+
+    repos = streaming_repos()
+    assert [case.repo for case in STREAM_CASES if case.repo in repos] == [case.repo for case in STREAM_CASES]
+    assert "eustlb/pocket-tts-audio-tokenizer" in repos  # Pocket TTS's codec, a repo of its own

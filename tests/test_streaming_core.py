@@ -81,3 +81,19 @@ def test_a_context_without_a_reader_says_so_and_drops_pieces():
     ctx.audio(np.ones(2, dtype=np.float32), 8)  # nobody to hand it to: nothing happens
     heard = []
     assert RunContext(on_audio=lambda samples, rate: heard.append(rate)).listening
+
+
+def test_a_retried_run_hands_on_only_what_the_listener_has_not_heard():
+    heard = []
+    ctx = RunContext(on_audio=lambda samples, rate: heard.append(samples.copy()))
+    ramp = np.arange(12, dtype=np.float32)
+    ctx.audio(ramp[0:4], 8)
+    ctx.audio(ramp[4:8], 8)
+    ctx.retrying()  # out of memory: the manager runs it again from the start, in other pieces
+    for start, end in ((0, 3), (3, 6), (6, 10)):
+        ctx.audio(ramp[start:end], 8)
+    ctx.retrying()
+    stereo = np.stack([ramp, -ramp])
+    ctx.audio(stereo[:, 0:11], 8)  # (channels, frames): cut along the frames
+    assert np.concatenate([h if h.ndim == 1 else h[0] for h in heard]).tolist() == ramp[:11].tolist()
+    assert [h.shape[-1] for h in heard] == [4, 4, 2, 1] and heard[-1].tolist() == [[10.0], [-10.0]]

@@ -173,9 +173,8 @@ class ProgressBridge:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self.context = RunContext(cancel=cancel, on_progress=self._on_progress, on_stage=self._on_stage,
-                                  on_wait=self._on_wait, on_estimate=self._on_estimate, remaining=self.remaining)
-        if on_audio is not None:  # a streaming reader (studio.streaming.stream): the run's finished pieces of audio
-            self.context.on_audio = on_audio
+                                  on_wait=self._on_wait, on_estimate=self._on_estimate, remaining=self.remaining,
+                                  on_audio=on_audio)
         if estimate is not None:
             self._on_estimate(estimate)
 
