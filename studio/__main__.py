@@ -312,7 +312,7 @@ def catalog_rows(catalog) -> list[dict]:
             repo, label = spec.repo_id, spec.label
         request = catalog.make_request(spec.repo_id, "example", seed=0)
         rows.append({
-            "repo": repo, "label": label, "tasks": ", ".join(spec.tasks),
+            "id": spec.repo_id, "repo": repo, "label": label, "tasks": ", ".join(spec.tasks),
             "params": format_parameters(spec.parameters, billions=False),
             "gpu": need(spec, request, "cuda"), "cpu": cpu_need(spec, request),
             "rate": f"{spec.sample_rate / 1000:g} kHz"
@@ -344,10 +344,27 @@ def _models(args: argparse.Namespace) -> int:
             print(f"| `{r['repo']}` ({r['label']}) | {r['tasks']} | {r['params']} | {r['gpu']} | {r['cpu']} | "
                   f"{r['rate']} | {r['license']} |")
     else:
+        measured = measured_choices(catalog, settings_from(args))
         for r in rows:
             print(f"{r['repo']:44} {r['tasks']:14} {r['gpu']:>16} {r['license']}"
                   + (f"  [{r['added']}]" if r["added"] else ""))
+            if r["id"] in measured:
+                print(f"{'':44} auto on this CPU: {measured[r['id']]}")
     return 0
+
+
+def measured_choices(catalog, settings) -> dict[str, str]:
+    """auto's precision on this CPU and why, by model, where the precision probe or the model's runs measured it
+    (studio.precision_probe); nothing before a model's first run here."""
+    from studio.estimate import Calibration
+    from studio.precision_probe import PrecisionSpeeds
+    from studio.sizer import Sizer
+
+    if not settings.precision_probe_file.exists() and not settings.calibration_file.exists():
+        return {}
+    sizer = Sizer(catalog, Calibration(settings.calibration_file), PrecisionSpeeds(settings.precision_probe_file))
+    choices = {spec.repo_id: sizer.auto_choice(spec) for spec in catalog}
+    return {model: choice.reason() for model, choice in choices.items() if choice is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,6 +57,9 @@ class Estimate:
     fits_in: str = ""  # a run that fits nowhere: the model's precision that would (set by the manager)
     # Seconds until the first piece of audio can be heard (load included) for a run that streams; None: it does not.
     first_audio_seconds: float | None = None
+    # Why auto chose `dtype` when it was measured on this CPU ('int8: fastest on this CPU, 2.1x float32 (...)'); "":
+    # chosen by the user, or the family's published default.
+    dtype_reason: str = ""
 
     def summary(self, *, first_audio: bool = False) -> str:
         """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.
@@ -87,7 +90,9 @@ class Estimate:
                             f"of {format_bytes(self.budget_bytes)}): runs on the CPU")
         if self.device is not None and self.placement != "cpu":
             parts.append(f"on {self.device}")
-        if self.dtype != "float32":
+        if self.dtype_reason:
+            parts.append(self.dtype_reason)
+        elif self.dtype != "float32":
             parts.append(self.dtype)
         if not self.cached:
             parts.append(f"downloads {format_bytes(self.weights_bytes)} first")

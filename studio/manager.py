@@ -21,10 +21,11 @@ from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
 from studio.device import Device, Devices, is_out_of_memory
 from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable, StudioError
 from studio.estimate import Calibration, Estimate, TimeEstimator
+from studio.precision_probe import Stopped, layer_shapes, probe, probe_bytes
 from studio.planner import DeviceView, Need, Placement, Plan, Resident, State, plan
 from studio.run import Audio, LoadedModel, RunContext
 from studio.settings import DEFAULT_RESERVE, budget_caps, format_bytes
-from studio.sizer import Sizer, weights_label
+from studio.sizer import PrecisionSpeeds, Sizer, weights_label
 from studio.memory import DeviceRow, MemorySnapshot, ModelRow
 from studio.user_models import check_repo
 from studio.weights import downloaded, explain_load_failure, float_bytes, module_bytes, offline, require_files
@@ -80,6 +81,10 @@ class _Waiter:
     model: str = ""
 
 
+PROBE_ATTEMPTS = 20  # a probe stopped by runs this often gives up until the next process
+PROBE_IDLE_S = 1.0
+
+
 class _LoadOutOfMemory(DoesNotFit):
     """The device ran out of memory during a load; the load ladder decides what next."""
 
@@ -133,8 +138,12 @@ class PipelineManager:
         loader: Loader | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        speeds: PrecisionSpeeds | None = None,
     ) -> None:
         self.catalog = catalog
+        # What the precision probe measured on this CPU (studio.precision_probe); None: no probe, published defaults.
+        self.speeds = speeds
+        self._probing: set[str] = set()  # models whose probe is scheduled or under way
         if isinstance(devices, Device):
             devices = [devices]
         self.devices = devices if isinstance(devices, Devices) else Devices(list(devices))
@@ -164,7 +173,7 @@ class PipelineManager:
     @calibration.setter
     def calibration(self, calibration: Calibration) -> None:
         self._calibration = calibration
-        self.sizer = Sizer(self.catalog, calibration)
+        self.sizer = Sizer(self.catalog, calibration, self.speeds)
         self.timer = TimeEstimator(calibration)
 
     @property
@@ -329,8 +338,15 @@ class PipelineManager:
             work=family.describe(spec, request) if family.describe is not None else "",
             prepares=preparation.summary if preparation else "", prepare_seconds=prepare_s,
             fits_in=self._fits_in(spec, request, chosen.dtype, only=only) if not chosen.fits else "",
-            first_audio_seconds=first_audio_s,
+            first_audio_seconds=first_audio_s, dtype_reason=self._dtype_reason(spec, request, chosen.dtype, speed),
         )
+
+    def _dtype_reason(self, spec: ModelSpec, request: Request, dtype: str, speed: dict) -> str:
+        """Why auto runs `dtype` on the CPU, when it was measured there (studio.precision_probe); else ""."""
+        if speed["compute_kind"] != "cpu" or request.params.get("precision", AUTO) != AUTO:
+            return ""
+        choice = self.sizer.auto_choice(spec)
+        return choice.reason() if choice is not None and choice.dtype == dtype else ""
 
     def _fits_in(self, spec: ModelSpec, request: Request, current: str, *, only: str | None = None) -> str:
         """For a run that fits nowhere in `current` (its plan's dtype): the model's other precision that would fit
@@ -512,6 +528,67 @@ class PipelineManager:
         log.info("loaded %s (%s%s, %s, %s) in %.1f s", spec.repo_id, step.placement.value,
                  f" on {device.name}" if device is not None and step.placement is not Placement.CPU else "",
                  step.dtype, format_bytes(weights), elapsed)
+        if kind == "cpu":
+            self._schedule_probe(spec, model)
+
+    # ------------------------------------------------------------------ the precision probe
+    def _schedule_probe(self, spec: ModelSpec, model: LoadedModel) -> None:
+        """After a model's first load on the CPU: measure its precisions here in the background (once per model and
+        machine), so that auto picks the fastest (studio.precision_probe)."""
+        if self.speeds is None or spec.repo_id in self._probing or len(self.sizer.probe_candidates(spec)) < 2 \
+                or self.speeds.measured(spec.repo_id) is not None:
+            return
+        shapes = layer_shapes(model.modules(), self.catalog.family(spec).int8_parts)
+        if not shapes:
+            return
+        self._probing.add(spec.repo_id)
+        threading.Thread(target=self._probe, args=(spec, shapes), name=f"precision-probe:{spec.repo_id}",
+                         daemon=True).start()
+
+    def _runs_going(self) -> bool:
+        return bool(self._busy or self._waiting)
+
+    def _probe(self, spec: ModelSpec, shapes: dict[tuple[int, int], int]) -> None:
+        """Probe when no run goes (a run that starts stops it; it tries again once the runs are done)."""
+        tag = f"probe:{spec.repo_id}"
+        try:
+            for _ in range(PROBE_ATTEMPTS):
+                with self._slots:
+                    while self._runs_going():
+                        self._slots.wait(timeout=0.5)
+                time.sleep(PROBE_IDLE_S)  # the next run of a queue comes a moment after the last ends
+                if self._runs_going():
+                    continue
+                nbytes = probe_bytes(shapes)
+                if self.device.host_free() - self.reserve < nbytes:
+                    log.info("precision probe of %s skipped: %s of RAM is not free", spec.repo_id,
+                             format_bytes(nbytes))
+                    return
+                self.device.place_host(tag, nbytes)
+                try:
+                    seconds = probe(shapes, self.sizer.probe_candidates(spec), stop=self._runs_going)
+                except Stopped:
+                    continue
+                finally:
+                    self.device.remove_host(tag)
+                self.speeds.record(spec.repo_id, seconds)
+                choice = self.sizer.auto_choice(spec)
+                log.info("precision probe of %s on this CPU: %s; auto is now %s", spec.repo_id,
+                         ", ".join(f"{d} {s * 1000:.2f} ms" for d, s in seconds.items()),
+                         choice.reason() if choice is not None else self.sizer.published_dtype(spec, "cpu"))
+                return
+        except Exception as error:  # a probe is an optimisation: it must never disturb the studio
+            log.warning("precision probe of %s failed (%s); auto stays %s", spec.repo_id, error,
+                        self.sizer.published_dtype(spec, "cpu"))
+        finally:
+            self._probing.discard(spec.repo_id)
+
+    def probe_done(self, model: str, timeout: float = 30.0) -> bool:
+        """Wait until `model`'s probe is no longer scheduled or under way (tests, the bench)."""
+        deadline = time.monotonic() + timeout
+        while model in self._probing and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return model not in self._probing
 
     def _prepare(self, spec: ModelSpec, preparation, ctx: RunContext, *, measured: bool) -> None:
         """Run the family's one-time preparation (it sets its own stage and progress), then say the load goes on.
@@ -857,6 +934,7 @@ class PipelineManager:
                 step = fallbacks.pop(0)
                 with self._load_lock:
                     recoveries.append(self._fall_back(entry, step, ctx))
+                ctx.retrying()  # a listener does not hear the start again
                 log.warning("OOM running %s: %s", spec.repo_id, recoveries[-1])
 
     def _fall_back(self, entry: _Entry, step: Plan, ctx: RunContext) -> str:

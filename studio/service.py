@@ -16,6 +16,7 @@ from studio.clips import store_clip
 from studio.device import Device, Devices, expected_device_count, pick_devices
 from studio.errors import StudioError
 from studio.estimate import Calibration, Estimate
+from studio.precision_probe import PrecisionSpeeds
 from studio.history import History
 from studio.manager import PipelineManager
 from studio.run import RunContext
@@ -52,6 +53,7 @@ class Studio:
             calibration=Calibration(settings.calibration_file),
             budget_cap=settings.memory_budget,
             reserve=settings.memory_reserve,
+            speeds=PrecisionSpeeds(settings.precision_probe_file) if settings.precision_probe else None,
         )
         if isinstance(settings.memory_budget, tuple):
             # One budget per device: check the count now, even if that means deciding 'auto' (importing torch)

@@ -107,6 +107,13 @@ class Settings:
     # Required there with --auth or --share (studio.ui.openai_api.api_key_for makes one when none is given); a secret,
     # so never in the repr.
     api_key: str | None = field(default=None, repr=False)
+    # Measure which precision runs each model fastest on this CPU, for "auto" (studio.precision_probe). On unless
+    # STUDIO_PRECISION_PROBE=0 (the tests turn it off: a probe would change auto under them).
+    precision_probe: bool = field(default_factory=lambda: os.environ.get("STUDIO_PRECISION_PROBE", "1") != "0")
+
+    @property
+    def precision_probe_file(self) -> Path:
+        return self.output_dir / "precision_probe.json"
 
     @property
     def device_list(self) -> tuple[str, ...]:

@@ -11,22 +11,54 @@ from studio.catalog import AUTO, CPU_NATIVE_BF16, DTYPE_BYTES, Catalog, Companio
 from studio import device
 from studio.estimate import Calibration
 from studio.planner import Sizes
+from studio.precision_probe import CPU_CANDIDATES, Choice, PrecisionSpeeds, choose
 from studio.weights import cached_weight_bytes, float_bytes, planned_weight_bytes
 
 
 class Sizer:
-    def __init__(self, catalog: Catalog, calibration: Calibration | None = None) -> None:
+    def __init__(self, catalog: Catalog, calibration: Calibration | None = None,
+                 speeds: PrecisionSpeeds | None = None) -> None:
         self.catalog = catalog
         self.calibration = calibration or Calibration(None)
+        self.speeds = speeds  # what the precision probe measured on this CPU (None: the published defaults)
 
     def dtype(self, spec: ModelSpec, compute_kind: str, precision: str = AUTO) -> str:
-        """The precision a run uses: the one asked for, or what "auto" picks for the hardware doing the work."""
+        """The precision a run uses: the one asked for, or what "auto" picks for the hardware doing the work (on a
+        CPU, the fastest measured here once measured: auto_choice)."""
         if precision != AUTO:
             return precision
+        if compute_kind == "cpu":
+            choice = self.auto_choice(spec)
+            if choice is not None:
+                return choice.dtype
+        return self.published_dtype(spec, compute_kind)
+
+    def published_dtype(self, spec: ModelSpec, compute_kind: str) -> str:
+        """The family's own choice for the hardware, before anything is measured."""
         preferred = self.catalog.family(spec).preferred_dtypes
         if compute_kind == "cpu" and CPU_NATIVE_BF16 in preferred and device.cpu_has_native_bf16():
             return preferred[CPU_NATIVE_BF16]
         return preferred.get(compute_kind, "float32")
+
+    def probe_candidates(self, spec: ModelSpec) -> tuple[str, ...]:
+        """The precisions auto chooses among on a CPU by measurement: the family's (their cost in the audio measured
+        by the bench) that a CPU runs natively. Fewer than two: nothing to measure."""
+        allowed = self.catalog.family(spec).precisions
+        return tuple(d for d in CPU_CANDIDATES if d in allowed)
+
+    def auto_choice(self, spec: ModelSpec) -> Choice | None:
+        """auto's precision on this CPU and why, once measured: by the model's own runs here in two precisions or
+        more (the calibration), else by the probe (studio.precision_probe). None: not measured (yet)."""
+        candidates = self.probe_candidates(spec)
+        if self.speeds is None or len(candidates) < 2:
+            return None
+        default = self.published_dtype(spec, "cpu")
+        prior_units = 100.0  # any fixed amount of work: the fitted lines compare at it
+        ran = {d: self.calibration.compute_seconds(Calibration.key(spec.repo_id, "cpu", d), prior_units,
+                                                   spec.speed_prior("cpu", d))
+               for d in candidates if self.calibration.has_runs(Calibration.key(spec.repo_id, "cpu", d))}
+        by_runs = choose(ran, candidates, default, source="runs") if len(ran) >= 2 else None
+        return by_runs or choose(self.speeds.measured(spec.repo_id), candidates, default)
 
     def sizes(self, spec: ModelSpec, request: Request, compute_kind: str, *,
               loaded: tuple[str, int] | None = None) -> Sizes:

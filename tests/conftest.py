@@ -20,6 +20,9 @@ _HF_HOME = Path(tempfile.mkdtemp(prefix="studio-tests-hf-"))
 for _var in [v for v in os.environ if v.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "STUDIO_"))]:
     del os.environ[_var]
 os.environ["HF_HOME"] = str(_HF_HOME)
+# The precision probe would change "auto" under the tests after a model's first CPU load: on only where a test asks
+# (tests/test_precision_probe.py).
+os.environ["STUDIO_PRECISION_PROBE"] = "0"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
