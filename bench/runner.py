@@ -55,7 +55,9 @@ def _studio(workdir: Path):
     from studio.service import Studio
     from studio.settings import Settings
 
-    settings = Settings(output_dir=workdir, device="cpu")
+    # No precision probe: it would change what "auto" runs between the bench's rounds (the bench compares
+    # precisions itself, and names the one each run used).
+    settings = Settings(output_dir=workdir, device="cpu", precision_probe=False)
     studio = Studio(settings, device=CpuDevice())
     studio.manager.calibration = Calibration(None)  # fresh: nothing learnt before this bench's calibration run
     return studio
