@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
         from bench.streaming import streaming_repos
 
         repos += streaming_repos()  # only the models that stream: the others' rows are not run
+    if "precision-auto" in sections:
+        from bench.precision_auto import precision_repos
+
+        repos += precision_repos()
     repos = list(dict.fromkeys(repos))  # two cases of one model build it once
     build_started = time.monotonic()
     built = ensure_checkpoints(args.cache / "hf", repos, tiny=args.tiny)
@@ -206,6 +210,18 @@ def run(args: argparse.Namespace) -> int:
         results["sections"]["streaming"] = {"rows": found["rows"], "created": now, "mode": mode, "tiny": args.tiny}
         if found["errors"]:  # under the section's name, so that a later run of it clears them
             results["errors"]["streaming"] = "\n".join(f"{name}: {text}" for name, text in found["errors"].items())
+
+    # 4d. auto on a CPU (issue 17): the precision probe's choice against real runs in each precision.
+    if "precision-auto" in sections:
+        from bench.precision_auto import run_precision_auto
+
+        log.info("== precision-auto (%s)", size)
+        with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
+            found = run_precision_auto(size=size, workdir=Path(tmp))
+        results["sections"]["precision-auto"] = {"rows": found["rows"], "created": now, "mode": mode,
+                                                 "tiny": args.tiny, "machine": machine_info()}
+        if found["errors"]:
+            results["errors"]["precision-auto"] = "\n".join(f"{n}: {t}" for n, t in found["errors"].items())
 
     # 5. Prototypes of product changes.
     if "prototypes" in sections:

@@ -75,6 +75,10 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
                      _pct(row["first_share"]), row["first_target"], _met(row["first_met"]), when))
         rows.append((f"{name}: streaming's overhead on the whole run (listened / not - 1)", _pct(row["overhead"]),
                      row["overhead_target"], _met(row["overhead_met"]), when))
+    auto = results.get("sections", {}).get("precision-auto")
+    for name, row in (auto or {}).get("rows", {}).items():
+        rows.append((f"{name}: auto's precision on this CPU ({row['auto']}) vs the fastest measured ({row['fastest']})",
+                     _pct(row["gap"]), row["target"], _met(row["met"]), _when(auto)))
     page = results.get("sections", {}).get("page-start")
     if page:
         rows.append(("page start: studio / bare Gradio app", _x(page["ratio"]), page["target"], _met(page["met"]),
@@ -270,6 +274,9 @@ def render(results: dict) -> str:
     streaming = results.get("sections", {}).get("streaming")
     if streaming:
         _render_streaming(w, streaming)
+    auto = results.get("sections", {}).get("precision-auto")
+    if auto:
+        _render_precision_auto(w, auto)
     page = results.get("sections", {}).get("page-start")
     if page:
         w(f"Page start (`python app.py --port P --device cpu` to the first HTTP 200 on `/`, vs a bare Gradio Blocks "
@@ -414,6 +421,28 @@ def _render_streaming(w, section: dict) -> None:
           f"**{_pct(row['first_share'])}** (target {row['first_target']}: {_met(row['first_met'])}) | "
           f"**{_pct(row['overhead'])}**{inside} (target {row['overhead_target']}: {_met(row['overhead_met'])}) | "
           f"{row['pieces']} | {'yes' if row['same_output'] else 'no'} | {guess} |")
+    w("")
+
+
+def _render_precision_auto(w, section: dict) -> None:
+    builds = "tiny checkpoints: a smoke run, the figures mean nothing" if section.get("tiny") else "realistic builds"
+    machine = section.get("machine") or {}
+    cpu = f"{machine.get('cpu') or 'this CPU'} ({', '.join(machine.get('simd') or ()) or 'no flags read'})"
+    w(f"auto's precision on a CPU ({_when(section)}; {builds}; {cpu}): the precision probe (studio.precision_probe, "
+      "the model's own Linear shapes at a decode step's rows, weights streamed from memory) against real runs of the "
+      "same request in each precision it chooses among, in interleaved rounds after a warm-up each. RTF: generation "
+      "seconds per second of audio (the load not counted), the median of the rounds.\n")
+    w("| model | work | RTF float32 | RTF bfloat16 | RTF int8 | probe: a step's layers (f32 / bf16 / int8) | "
+      "published | auto (probe) | fastest run | auto vs fastest |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for name, row in section.get("rows", {}).items():
+        rtf = row["rtf"]
+        probe = row["probe"]["seconds"]
+        w(f"| {name} | {row['what']} | " + " | ".join(f"{rtf[d]:.2f}" if d in rtf else "–"
+                                                     for d in ("float32", "bfloat16", "int8")) + " | "
+          + " / ".join(f"{1000 * probe[d]:.2f} ms" if d in probe else "–" for d in ("float32", "bfloat16", "int8"))
+          + f" ({row['probe']['elapsed_s']:.1f} s) | {row['published']} | {row['auto']} | {row['fastest']} | "
+          f"**{_pct(row['gap'])}** (target {row['target']}: {_met(row['met'])}) |")
     w("")
 
 

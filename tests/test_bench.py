@@ -389,3 +389,20 @@ def test_the_streaming_section_builds_each_streaming_model_with_its_companions()
     repos = streaming_repos()
     assert [case.repo for case in STREAM_CASES if case.repo in repos] == [case.repo for case in STREAM_CASES]
     assert "eustlb/pocket-tts-audio-tokenizer" in repos  # Pocket TTS's codec, a repo of its own
+
+
+def test_report_renders_auto_precision_against_the_fastest_run():
+    from bench.report import render, summary_rows
+
+    row = {"what": "5 s, guidance 3", "published": "int8", "auto": "int8", "fastest": "int8", "gap": 0.0,
+           "target": "<= 5%", "met": True, "rtf": {"float32": 4.1, "bfloat16": 3.2, "int8": 1.9},
+           "probe": {"seconds": {"float32": 0.0123, "bfloat16": 0.0081, "int8": 0.0042}, "elapsed_s": 1.3}}
+    section = {"created": "2025-01-01T00:00:00+00:00", "mode": "quick", "tiny": False,
+               "machine": {"cpu": "AMD EPYC", "simd": ["avx2", "avx512_bf16"]}, "rows": {"musicgen-small": row}}
+    results = {"runs": [], "models": {}, "sections": {"precision-auto": section}}
+    assert ("musicgen-small: auto's precision on this CPU (int8) vs the fastest measured (int8)", "0.0 %", "<= 5%",
+            "met", "quick, 2025-01-01T00:00") in summary_rows(results)
+    text = render(results)
+    assert "AMD EPYC (avx2, avx512_bf16)" in text
+    assert ("| musicgen-small | 5 s, guidance 3 | 4.10 | 3.20 | 1.90 | 12.30 ms / 8.10 ms / 4.20 ms (1.3 s) | int8 | "
+            "int8 | int8 | **0.0 %** (target <= 5%: met) |") in text

@@ -214,7 +214,7 @@ def test_cancel_a_long_run_and_a_queued_request(server, browser):
     other.locator("#music-generate").click()  # waits for the device: the page says who is ahead and how long
     _expect_text(other.locator("#music-audio"), r"Waiting for the device: 1 run ahead, (about \d|finishing)", 10)
     row = _memory_row(page, bark)
-    _expect_text(row, r"in use", 5)
+    _expect_text(row, r"in use", 20)  # the panel's next refresh: slow while the tiny Bark holds both cores
     page.screenshot(path=str(ARTIFACTS / "memory-during-run.png"))
     page.locator("#memory-sidebar").screenshot(path=str(ARTIFACTS / "memory-panel-during-run.png"))
     other.screenshot(path=str(ARTIFACTS / "queued-dark.png"))

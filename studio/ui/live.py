@@ -43,8 +43,7 @@ MAX_CHANNELS = 64
 # after its run ended (a page that closed before it listened).
 UNREAD_OPEN_S = 3600.0
 UNREAD_ENDED_S = 120.0
-POLL_S = 0.05  # how often a listener looks for the next piece
-DISCONNECT_POLL_S = 0.5  # how often a waiting listener looks whether the page went away
+DISCONNECT_POLL_S = 1.0  # how often a waiting listener looks whether the page went away
 
 
 def encode_piece(samples: Any, sample_rate: int) -> bytes:
@@ -86,6 +85,7 @@ class LiveChannel:
         self.ended_at: float | None = None
         self.listened = False
         self.gone = False  # the listener went away: the run's pieces are not kept
+        self.wake: Callable[[], Any] | None = None  # tells the listener a record came (set while one listens)
         self._records: collections.deque[bytes] = collections.deque()
         self._lock = threading.Lock()
 
@@ -93,12 +93,22 @@ class LiveChannel:
         with self._lock:
             if not self.gone and self.ended_at is None:
                 self._records.append(record)
+        self._wake()
 
     def end(self, outcome: int) -> None:
         with self._lock:
             if self.ended_at is None:
                 self._records.append(encode_end(outcome))
                 self.ended_at = time.monotonic()
+        self._wake()
+
+    def _wake(self) -> None:
+        wake = self.wake
+        if wake is not None:
+            try:
+                wake()
+            except RuntimeError:  # the listener's event loop has closed
+                pass
 
     def take(self) -> tuple[list[bytes], bool]:
         """The records not yet taken, and whether the end is among them."""
@@ -182,20 +192,27 @@ class LiveRelay:
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     async def _records(self, token: str, channel: LiveChannel, request: Request) -> AsyncIterator[bytes]:
-        checked = time.monotonic()
+        """The channel's records as the run puts them: woken by each (LiveChannel.wake), and every
+        DISCONNECT_POLL_S to see whether the page went away. No polling in between: the server's event loop shares
+        the interpreter with the run."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        channel.wake = lambda: loop.call_soon_threadsafe(woken.set)
         try:
             while True:
+                woken.clear()
                 records, ended = channel.take()
                 if records:
                     yield b"".join(records)
                 if ended:
                     return
-                await asyncio.sleep(POLL_S)
-                if time.monotonic() - checked >= DISCONNECT_POLL_S:
-                    checked = time.monotonic()
-                    if await request.is_disconnected():
+                try:
+                    await asyncio.wait_for(woken.wait(), DISCONNECT_POLL_S)
+                except asyncio.TimeoutError:
+                    if request is not None and await request.is_disconnected():
                         return
         finally:
+            channel.wake = None
             self._drop(token, channel)
 
 
@@ -263,7 +280,9 @@ window.studioLive = (() => {
   };
   const play = (run, pcm, channels, rate, frames) => {
     if (!frames) return;
-    if (!run.ctx) run.ctx = new AudioContext();
+    if (!run.ctx) {  // at the run's own rate where the browser allows it: nothing to resample in the page
+      try { run.ctx = new AudioContext({sampleRate: rate}); } catch (error) { run.ctx = new AudioContext(); }
+    }
     const ctx = run.ctx;
     if (ctx.state === 'suspended') ctx.resume();
     const buffer = ctx.createBuffer(channels, frames, rate);
@@ -308,21 +327,37 @@ window.studioLive = (() => {
       const response = await fetch(root + '/studio/live/' + token, {signal: run.controller.signal, cache: 'no-store'});
       if (!response.ok) { finish(task, run, 'failed', 'Live: could not listen (' + response.status + '); the result plays when done'); return; }
       const reader = response.body.getReader();
-      let data = new Uint8Array(0);
+      // The bytes as they come, parsed without joining them again and again: a record's header, then its samples.
+      const chunks = [];
+      let have = 0, header = null;
+      const take = (n) => {
+        const out = new Uint8Array(n);
+        for (let at = 0; at < n;) {
+          const chunk = chunks[0], k = Math.min(chunk.length, n - at);
+          out.set(chunk.subarray(0, k), at);
+          at += k;
+          if (k === chunk.length) chunks.shift(); else chunks[0] = chunk.subarray(k);
+        }
+        have -= n;
+        return out;
+      };
       for (;;) {
         const {done, value} = await reader.read();
         if (done) break;
-        const joined = new Uint8Array(data.length + value.length);
-        joined.set(data); joined.set(value, data.length); data = joined;
-        while (data.length >= 12) {
-          const view = new DataView(data.buffer, data.byteOffset, 12);
-          const kind = view.getUint16(0, true), channels = view.getUint16(2, true);
-          const rate = view.getUint32(4, true), frames = view.getUint32(8, true);
-          const size = 12 + (kind === 0 ? frames * channels * 2 : 0);
-          if (data.length < size) break;
-          if (kind === 0) play(run, new Int16Array(data.slice(12, size).buffer), channels, rate, frames);
-          else run.outcome = channels;
-          data = data.slice(size);
+        chunks.push(value);
+        have += value.length;
+        for (;;) {
+          if (header === null) {
+            if (have < 12) break;
+            const view = new DataView(take(12).buffer);
+            header = {kind: view.getUint16(0, true), channels: view.getUint16(2, true),
+                      rate: view.getUint32(4, true), frames: view.getUint32(8, true)};
+          }
+          const size = header.kind === 0 ? header.frames * header.channels * 2 : 0;
+          if (have < size) break;
+          if (header.kind === 0) play(run, new Int16Array(take(size).buffer), header.channels, header.rate, header.frames);
+          else run.outcome = header.channels;
+          header = null;
         }
         if (runs[task] !== run) return;
       }
