@@ -20,15 +20,22 @@ def launched(studio, auth=None):
     from studio.ui.endpoints import Endpoints
     from studio.ui.launch import launch_options
 
+    import torch
+
     endpoints = Endpoints(studio)
     demo = build_app(studio, endpoints)
     settings = Settings(port=free_port(), output_dir=studio.settings.output_dir)
+    # The tiny models run on one thread while the app is served: with torch on both of the machine's two cores, a
+    # long tiny-Bark run left the browser too little CPU to paint a screenshot or take a click within 20 s.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     demo.launch(prevent_thread_lock=True, quiet=True, **page_options(),
                 **launch_options(settings, auth, page_routes(endpoints)))
     try:
         yield f"http://127.0.0.1:{settings.port}"
     finally:
         demo.close()
+        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
