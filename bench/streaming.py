@@ -55,9 +55,10 @@ ROUNDS = {"quick": 2, "full": 3, "tiny": 1}
 def streams(repo: str) -> bool:
     """Whether the repo's family hands on pieces (declares first_audio_units)."""
     from studio.catalog import Catalog
+    from studio.ui.live import streams as family_streams
 
     catalog = Catalog.discover("models")
-    return catalog.family(catalog.get(repo)).first_audio_units is not None
+    return family_streams(catalog.family(catalog.get(repo)))
 
 
 def streaming_repos() -> list[str]:

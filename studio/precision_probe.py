@@ -38,7 +38,6 @@ ROWS = 2  # a decode step's rows: one token, twice for classifier-free guidance
 STREAM_BYTES = 96 * 1024**2
 PASSES = 3  # timed passes per precision (after one warm-up); the median counts
 MIN_GAIN = 0.05  # another precision must be this much faster than the family's default to replace it
-NAMES = {"float32": "float32", "bfloat16": "bfloat16", "int8": "int8", "float16": "float16"}
 
 
 def machine() -> str:
