@@ -10,6 +10,7 @@ import contextlib
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,20 @@ def _expect_text(locator, pattern: str, timeout_s: float = 20) -> str:
             return text
         time.sleep(0.1)
     raise AssertionError(f"{pattern!r} never appeared; last text: {text!r}")
+
+
+def _snap(target, name: str) -> None:
+    """Keep a screenshot of `target` (a page or a locator) in test-artifacts/ for a person to look at.
+
+    For pictures taken while a long run holds the server's cores on purpose: an element that does not hold still
+    for Playwright within 15 s is noted as a warning, not a failure (the test's assertions check the page; a
+    failed picture left the long run going and failed the next test too, in CI)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        target.screenshot(path=str(ARTIFACTS / name), timeout=15 * SECOND)
+    except PlaywrightTimeout as error:
+        warnings.warn(f"no screenshot {name}: {str(error).splitlines()[0]}", stacklevel=2)
 
 
 def _memory_row(page, model_id: str):
@@ -210,15 +225,30 @@ def test_cancel_a_long_run_and_a_queued_request(server, browser):
     _set_duration(other, "music", 1)
 
     _generate(page, "speech", LONG_TEXT)  # two dozen sentences, each thousands of steps on the tiny Bark
+    try:
+        _cancel_a_long_run_and_a_queued_request(page, other, studio, bark)
+    except BaseException:  # leave no long run going to hold up the next test, then fail with the cause
+        for tab, task in ((page, "speech"), (other, "music")):
+            with contextlib.suppress(Exception):
+                tab.locator(f"#{task}-cancel").click(timeout=5 * SECOND)
+        raise
+    other.locator("#music-generate").click()  # the studio is ready for the next run
+    _wait_result(other, "music", 60)
+    other.close()
+    page.close()
+
+
+def _cancel_a_long_run_and_a_queued_request(page, other, studio, bark: str) -> None:
+    """The long run shows its steps, the other session's run waits for the device, both are cancelled."""
     _expect_text(page.locator("#speech-audio"), r"\d+/[\d.]+k? steps", 40)
     other.locator("#music-generate").click()  # waits for the device: the page says who is ahead and how long
     _expect_text(other.locator("#music-audio"), r"Waiting for the device: 1 run ahead, (about \d|finishing)", 10)
     row = _memory_row(page, bark)
     _expect_text(row, r"in use", 20)  # the panel's next refresh: slow while the tiny Bark holds both cores
-    page.screenshot(path=str(ARTIFACTS / "memory-during-run.png"))
-    page.locator("#memory-sidebar").screenshot(path=str(ARTIFACTS / "memory-panel-during-run.png"))
-    other.screenshot(path=str(ARTIFACTS / "queued-dark.png"))
-    other.locator("#memory-sidebar").screenshot(path=str(ARTIFACTS / "memory-panel-during-run-dark.png"))
+    _snap(page, "memory-during-run.png")
+    _snap(page.locator("#memory-sidebar"), "memory-panel-during-run.png")
+    _snap(other, "queued-dark.png")
+    _snap(other.locator("#memory-sidebar"), "memory-panel-during-run-dark.png")
 
     other.locator("#music-cancel").click()  # still queued: it will leave without running
     _expect_text(other.locator("body"), r"leaves the queue", 5)
@@ -233,11 +263,6 @@ def test_cancel_a_long_run_and_a_queued_request(server, browser):
     assert studio.manager.state_of(bark) == "on disk"
     assert studio.manager.state_of("facebook/musicgen-small") != "in use"  # the queued run never started work
     assert not list(Path(studio.settings.output_dir).glob("*sentence-number*")), "the cancelled run wrote a file"
-
-    other.locator("#music-generate").click()  # the studio is ready for the next run
-    _wait_result(other, "music", 60)
-    other.close()
-    page.close()
 
 
 def _pick(page, dropdown: str, option) -> None:
