@@ -32,7 +32,7 @@ from studio.device import SimulatedDevice
 from studio.service import Studio
 from studio.settings import Settings
 repo, prompt, params, budget = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
-studio = Studio(Settings(output_dir=Path(tempfile.mkdtemp()), memory_reserve=0, precision_probe=False), device=SimulatedDevice(budget))
+studio = Studio(Settings(output_dir=Path(tempfile.mkdtemp()), memory_reserve=0, precision_probe=False, compile="off"), device=SimulatedDevice(budget))
 out = {}
 for precision in ("float32", "bfloat16"):
     e = studio.estimate(studio.request(None, repo, prompt, seed=1234, params={**params, "precision": precision}))
@@ -62,7 +62,7 @@ def build_run(repo: str, prompt: str, params: dict, budget: int, workdir: Path) 
 
     from bench.measure import measure
 
-    studio = Studio(Settings(output_dir=workdir, memory_reserve=0, precision_probe=False), device=SimulatedDevice(budget))
+    studio = Studio(Settings(output_dir=workdir, memory_reserve=0, precision_probe=False, compile="off"), device=SimulatedDevice(budget))
     req = studio.request(None, repo, prompt, seed=1234, params={**params, "precision": "float32"})
     estimate = studio.estimate(req)
     m = measure(lambda: studio.manager.run(req), memory=False)

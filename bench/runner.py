@@ -49,15 +49,16 @@ TARGETS = {
 }
 
 
-def _studio(workdir: Path):
+def _studio(workdir: Path, *, compile: str = "off"):
     from studio.device import CpuDevice
     from studio.estimate import Calibration
     from studio.service import Studio
     from studio.settings import Settings
 
     # No precision probe: it would change what "auto" runs between the bench's rounds (the bench compares
-    # precisions itself, and names the one each run used).
-    settings = Settings(output_dir=workdir, device="cpu", precision_probe=False)
+    # precisions itself, and names the one each run used). No background compile either, but in the compile
+    # section: it would change the path between rounds.
+    settings = Settings(output_dir=workdir, device="cpu", precision_probe=False, compile=compile)
     studio = Studio(settings, device=CpuDevice())
     studio.manager.calibration = Calibration(None)  # fresh: nothing learnt before this bench's calibration run
     return studio

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, duration_param
 from studio.clips import Clip
+from studio.compiling import EAGER_PATH
 from studio.errors import Cancelled, InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
@@ -352,6 +354,40 @@ class AudioStream:
         self.sent = end
 
 
+_PREFILL = threading.local()  # per thread: whether a generate() of ours runs, and the prefill it made
+
+
+@contextmanager
+def prefill_once(model):
+    """generate() of MusicGen prefills twice: its own generate() calls `_prefill` and passes the result on as
+    `prefill_outputs`, which the shared `_sample` loop ignores, prefilling again (transformers 5.23,
+    models/musicgen/modeling_musicgen.py step 10b; generation/utils.py `_sample`). The second is a wasted forward
+    over the whole prompt (a continuation's prompt is up to 1500 frames), and with a static cache (the compiled
+    path, models.compiled) it writes the prompt twice, shifting every position after it. Within this context the
+    second call returns the first's outputs: the same numbers, computed once."""
+    if not getattr(model, "_studio_prefill_once", False):
+        original = model._prefill
+
+        def prefill(input_ids, *args, **kwargs):
+            if not getattr(_PREFILL, "active", False):
+                return original(input_ids, *args, **kwargs)
+            kept = getattr(_PREFILL, "kept", None)
+            if kept is not None and kept[0] is input_ids:
+                _PREFILL.kept = None
+                return kept[1]
+            outputs = original(input_ids, *args, **kwargs)
+            _PREFILL.kept = (input_ids, outputs)
+            return outputs
+
+        model._prefill = prefill
+        model._studio_prefill_once = True
+    _PREFILL.active, _PREFILL.kept = True, None
+    try:
+        yield
+    finally:
+        _PREFILL.active, _PREFILL.kept = False, None
+
+
 @contextmanager
 def delay_mask_kept(decoder, kept: dict):
     """Keep the delay pattern mask generate() builds, while it runs: the sequence the sampler grows holds raw
@@ -442,6 +478,48 @@ class WindowedDecode:
 
 
 class MusicgenModel(OneModuleModel):
+    compiler = None  # a models.compiled.DecodeCompiler once compile_decoder() was asked for
+
+    def move(self, torch_device: str) -> None:
+        super().move(torch_device)
+        self.compiler = None  # compiled for the old device: eager until compiled again
+
+    def decode_path(self) -> str:
+        """Which path the next run's decoder takes (the estimate line shows it)."""
+        return self.compiler.describe() if self.compiler is not None else EAGER_PATH
+
+    def compile_decoder(self, policy, device_kind: str) -> bool:
+        """Compile the decoder's per-token step now (the manager calls this in the background after a load, when
+        the device is idle): two short runs on the compiled path. Returns whether later runs take it."""
+        from models.compiled import DecodeCompiler
+
+        if _is_melody(self.spec):  # its decoder prepends the chroma and has no cross-attention: not built for it
+            return False
+        compiler = DecodeCompiler(self.model, policy, device_kind)
+        self.compiler = compiler
+
+        def run(steps: int, text: str) -> None:
+            import torch
+
+            inputs = self.preprocess([text], padding=True, return_tensors="pt").to(self.torch_device)
+            with torch.inference_mode(), prefill_once(self.model):
+                self.model.generate(**inputs, **self._compiled_kwargs(compiler, inputs, 0, steps), do_sample=True,
+                                    max_new_tokens=steps, guidance_scale=3.0)
+
+        return compiler.warm_up(run)
+
+    def _hop(self) -> int:
+        arch = _arch(self.spec)
+        return round(int(arch["sampling_rate"]) / arch["frame_rate"])
+
+    def _compiled_kwargs(self, compiler, inputs, prompt_frames: int, steps: int) -> dict:
+        from models.compiled import branch_free_positions
+
+        decoder = self.model.decoder
+        cache_len = 1 + prompt_frames + steps + decoder.num_codebooks  # the start token, the prompt, the new tokens
+        branch_free_positions(decoder.model.decoder.embed_positions, cache_len)
+        return compiler.generate_kwargs(decoder.config, cache_len=cache_len, text_len=int(inputs["input_ids"].shape[1]))
+
     def generate(self, request: Request, ctx: RunContext) -> Audio:
         import numpy as np
         import torch
@@ -537,8 +615,13 @@ class MusicgenModel(OneModuleModel):
         criteria = token_progress(ctx, steps, offset=offset, grand_total=total, on_last=on_last)
         if decode is not None:
             criteria.append(decode)
+        compiler = self.compiler
+        if compiler is not None and compiler.ready and (request.get("guidance_scale") or 0) > 1 \
+                and "input_features" not in inputs:  # the shapes it was compiled for: guidance doubles the rows
+            extra.update(self._compiled_kwargs(compiler, inputs, -(-prompt.shape[-1] // self._hop())
+                                               if prompt is not None else 0, steps))
         kept = delay_mask_kept(self.model.decoder, decode.kept) if decode is not None else nullcontext()
-        with torch.inference_mode(), kept:
+        with torch.inference_mode(), kept, prefill_once(self.model):
             return self.model.generate(
                 **inputs, **extra,
                 do_sample=True,

@@ -60,6 +60,9 @@ class Estimate:
     # Why auto chose `dtype` when it was measured on this CPU ('int8: fastest on this CPU, 2.1x float32 (...)'); "":
     # chosen by the user, or the family's published default.
     dtype_reason: str = ""
+    # The decoder's path for a family that compiles ("compiled decoder", "eager while the decoder compiles"); "" for
+    # the others, and for a model not loaded yet. (Not "path": the API's clients take a dict with a "path" for a file.)
+    decoder: str = ""
 
     def summary(self, *, first_audio: bool = False) -> str:
         """One line for people: 'about 24 s · needs 2.3 GB of 7.6 GB · float16 · will unload suno/bark-small'.
@@ -94,6 +97,8 @@ class Estimate:
             parts.append(self.dtype_reason)
         elif self.dtype != "float32":
             parts.append(self.dtype)
+        if self.decoder:
+            parts.append(self.decoder)
         if not self.cached:
             parts.append(f"downloads {format_bytes(self.weights_bytes)} first")
         elif not self.resident:
@@ -152,6 +157,13 @@ def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | Non
     return a, b
 
 
+# Runs through a compiled decoder (models.compiled) are learnt apart from eager ones; until one is measured, the
+# estimate is the eager one times this: musicgen-small in int8 on a 2-core AMD EPYC ran 1.13-1.17x faster compiled
+# (docs/benchmarks.md, "Compiled decoding").
+COMPILED = "+compiled"
+COMPILED_PRIOR = 0.88
+
+
 class TimeEstimator:
     """Seconds a run will take, from the calibration: loading (bytes over measured bandwidth) plus compute
     (a fixed cost plus a cost per unit of work, fitted per model, hardware and precision)."""
@@ -165,11 +177,16 @@ class TimeEstimator:
         return f"{compute_kind}+offload" if placement == "offload" else compute_kind
 
     def compute_seconds(self, spec: ModelSpec, units: float, *, compute_kind: str, placement: str, dtype: str,
-                        weights: int) -> float:
+                        weights: int, compiled: bool = False) -> float:
         key = Calibration.key(spec.repo_id, self.speed_kind(compute_kind, placement), dtype)
         seconds = self.calibration.compute_seconds(key, units, spec.speed_prior(compute_kind, dtype))
         if placement == "offload" and not self.calibration.has_runs(key):
             seconds += weights / OFFLOAD_BANDWIDTH  # until measured: every component crosses to the device once
+        if compiled:  # the compiled decoder's own runs, once there are some; until then the eager time, scaled
+            compiled_key = key + COMPILED
+            if self.calibration.has_runs(compiled_key):
+                return self.calibration.compute_seconds(compiled_key, units, spec.speed_prior(compute_kind, dtype))
+            seconds *= COMPILED_PRIOR
         return seconds
 
     def load_seconds(self, device_kind: str, weights: int, *, first_in_process: bool, importing: bool) -> float:
@@ -177,9 +194,9 @@ class TimeEstimator:
         return seconds + (self.calibration.import_seconds() if importing else 0.0)
 
     def record_run(self, spec: ModelSpec, units: float, seconds: float, *, compute_kind: str, placement: str,
-                   dtype: str) -> None:
+                   dtype: str, compiled: bool = False) -> None:
         key = Calibration.key(spec.repo_id, self.speed_kind(compute_kind, placement), dtype)
-        self.calibration.record_run(key, units, seconds)
+        self.calibration.record_run(key + COMPILED if compiled else key, units, seconds)
 
     def prepare_seconds(self, family: str, io_bytes: int) -> float:
         """A family's one-time preparation of `io_bytes` read plus written (see catalog.Preparation)."""

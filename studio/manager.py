@@ -14,14 +14,18 @@ import time
 import traceback
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from studio import libraries
 from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
 from studio.device import Device, Devices, is_out_of_memory
 from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable, StudioError
 from studio.estimate import Calibration, Estimate, TimeEstimator
+from studio.compiling import COMPILED_PATH, EAGER_PATH
 from studio.precision_probe import Stopped, layer_shapes, probe, probe_bytes
+
+if TYPE_CHECKING:
+    from studio.compiling import CompilePolicy
 from studio.planner import DeviceView, Need, Placement, Plan, Resident, State, plan
 from studio.run import Audio, LoadedModel, RunContext
 from studio.settings import DEFAULT_RESERVE, budget_caps, format_bytes
@@ -139,8 +143,12 @@ class PipelineManager:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         speeds: PrecisionSpeeds | None = None,
+        compile_policy: CompilePolicy | None = None,
     ) -> None:
         self.catalog = catalog
+        # Where decoders are compiled (models.compiled); None: never.
+        self.compile_policy = compile_policy
+        self._compiling: set[str] = set()  # models whose background compile is scheduled or under way
         # What the precision probe measured on this CPU (studio.precision_probe); None: no probe, published defaults.
         self.speeds = speeds
         self._probing: set[str] = set()  # models whose probe is scheduled or under way
@@ -321,8 +329,9 @@ class PipelineManager:
         preparation = None if loaded else self._preparation(spec)  # a model loaded once is prepared
         prepare_s = self.timer.prepare_seconds(family.name, preparation.io_bytes) if preparation else 0.0
         load_s += prepare_s
+        path = (self.decode_path(spec.repo_id) or "") if resident else ""
         speed = dict(compute_kind=self._compute_kind(chosen.placement, device), placement=chosen.placement.value,
-                     dtype=chosen.dtype, weights=chosen.weights)
+                     dtype=chosen.dtype, weights=chosen.weights, compiled=path == COMPILED_PATH)
         compute_s = self.timer.compute_seconds(spec, family.work_units(spec, request), **speed)
         first_units = family.first_audio_units(spec, request) if family.first_audio_units is not None else None
         first_audio_s = None if first_units is None else \
@@ -339,6 +348,7 @@ class PipelineManager:
             prepares=preparation.summary if preparation else "", prepare_seconds=prepare_s,
             fits_in=self._fits_in(spec, request, chosen.dtype, only=only) if not chosen.fits else "",
             first_audio_seconds=first_audio_s, dtype_reason=self._dtype_reason(spec, request, chosen.dtype, speed),
+            decoder=path if path != EAGER_PATH else "",
         )
 
     def _dtype_reason(self, spec: ModelSpec, request: Request, dtype: str, speed: dict) -> str:
@@ -530,6 +540,7 @@ class PipelineManager:
                  step.dtype, format_bytes(weights), elapsed)
         if kind == "cpu":
             self._schedule_probe(spec, model)
+        self._schedule_compile(spec, model, kind)
 
     # ------------------------------------------------------------------ the precision probe
     def _schedule_probe(self, spec: ModelSpec, model: LoadedModel) -> None:
@@ -548,16 +559,63 @@ class PipelineManager:
     def _runs_going(self) -> bool:
         return bool(self._busy or self._waiting)
 
+    def _wait_idle(self) -> bool:
+        """Wait until no run goes or waits, and a moment more (the next run of a queue comes a moment after the
+        last ends); whether it is still idle then."""
+        with self._slots:
+            while self._runs_going():
+                self._slots.wait(timeout=0.5)
+        time.sleep(PROBE_IDLE_S)
+        return not self._runs_going()
+
+    # ------------------------------------------------------------------ the compiled decoder
+    def _schedule_compile(self, spec: ModelSpec, model: LoadedModel, kind: str) -> None:
+        """After a load: compile the model's decoder in the background (models.compiled), once the device is idle;
+        runs go eager meanwhile, and take the compiled path once it is ready."""
+        policy = self.compile_policy
+        if policy is None or not policy.applies(kind) or not hasattr(model, "compile_decoder"):
+            return
+        self._compiling.add(spec.repo_id)
+
+        def compile_when_idle() -> None:
+            try:
+                for _ in range(PROBE_ATTEMPTS):
+                    if self._wait_idle():
+                        break
+                with self._lock:
+                    current = self._entries.get(spec.repo_id)
+                    if current is None or current.model is not model:  # unloaded or reloaded meanwhile
+                        return
+                model.compile_decoder(policy, kind)
+            except Exception as error:  # an optimisation: it must never disturb the studio
+                log.warning("compiling %s failed (%s); its runs stay eager", spec.repo_id, error)
+            finally:
+                self._compiling.discard(spec.repo_id)
+
+        threading.Thread(target=compile_when_idle, name=f"compile:{spec.repo_id}", daemon=True).start()
+
+    def compile_done(self, model: str, timeout: float = 300.0) -> bool:
+        """Wait until `model`'s background compile is no longer scheduled or under way (tests, the bench)."""
+        deadline = time.monotonic() + timeout
+        while model in self._compiling and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return model not in self._compiling
+
+    def decode_path(self, model: str) -> str | None:
+        """The path a loaded model's decoder takes now ("compiled decoder", "eager while the decoder compiles"...),
+        for a family that compiles; None otherwise."""
+        with self._lock:
+            entry = self._entries.get(model)
+            loaded = entry.model if entry is not None else None
+        path = getattr(loaded, "decode_path", None)
+        return path() if path is not None and self.compile_policy is not None else None
+
     def _probe(self, spec: ModelSpec, shapes: dict[tuple[int, int], int]) -> None:
         """Probe when no run goes (a run that starts stops it; it tries again once the runs are done)."""
         tag = f"probe:{spec.repo_id}"
         try:
             for _ in range(PROBE_ATTEMPTS):
-                with self._slots:
-                    while self._runs_going():
-                        self._slots.wait(timeout=0.5)
-                time.sleep(PROBE_IDLE_S)  # the next run of a queue comes a moment after the last ends
-                if self._runs_going():
+                if not self._wait_idle():
                     continue
                 nbytes = probe_bytes(shapes)
                 if self.device.host_free() - self.reserve < nbytes:
@@ -785,6 +843,7 @@ class PipelineManager:
             lease = self.acquire(request, ctx, only=slot)  # refuses with the numbers, before running, when it cannot fit
             try:
                 load_s = self._clock() - started
+                compiled = self.decode_path(spec.repo_id) == COMPILED_PATH
                 audio, compute_s, peak, run_recoveries = self._generate_with_ladder(lease, request, ctx)
             except BaseException as error:
                 # The traceback's frames hold the adapter's tensors; clear them so that an unload waiting for
@@ -801,7 +860,7 @@ class PipelineManager:
         if not run_recoveries:  # a retried run's time is no measure of the model's speed (a retried load's is apart)
             self.timer.record_run(spec, self.catalog.family(spec).work_units(spec, request), compute_s,
                                   compute_kind=self._compute_kind(placement, device), placement=placement.value,
-                                  dtype=dtype)
+                                  dtype=dtype, compiled=compiled)
         return RunResult(
             audio=audio, estimate=estimate, elapsed_s=self._clock() - started, load_s=load_s,
             compute_s=compute_s, peak_bytes=peak, placement=placement.value, dtype=dtype,

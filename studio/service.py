@@ -12,6 +12,7 @@ from typing import Any, Mapping, Sequence
 from studio import __version__
 from studio.audio import check_format, output_path, remove_abandoned_writes, write_audio
 from studio.catalog import Catalog, Request, text_key
+from studio.compiling import CompilePolicy
 from studio.clips import store_clip
 from studio.device import Device, Devices, expected_device_count, pick_devices
 from studio.errors import StudioError
@@ -54,6 +55,7 @@ class Studio:
             budget_cap=settings.memory_budget,
             reserve=settings.memory_reserve,
             speeds=PrecisionSpeeds(settings.precision_probe_file) if settings.precision_probe else None,
+            compile_policy=CompilePolicy.from_environment(settings.compile),
         )
         if isinstance(settings.memory_budget, tuple):
             # One budget per device: check the count now, even if that means deciding 'auto' (importing torch)

@@ -110,6 +110,10 @@ class Settings:
     # Measure which precision runs each model fastest on this CPU, for "auto" (studio.precision_probe). On unless
     # STUDIO_PRECISION_PROBE=0 (the tests turn it off: a probe would change auto under them).
     precision_probe: bool = field(default_factory=lambda: os.environ.get("STUDIO_PRECISION_PROBE", "1") != "0")
+    # Compile autoregressive decoders in the background after a load (studio.compiling, models.compiled): "auto"
+    # where the bench measured that it pays (the CPU), "on" on every device, "off" never. STUDIO_COMPILE; the tests
+    # turn it off and on only where they test it.
+    compile: str = field(default_factory=lambda: os.environ.get("STUDIO_COMPILE", "auto"))
 
     @property
     def precision_probe_file(self) -> Path:

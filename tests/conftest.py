@@ -23,6 +23,8 @@ os.environ["HF_HOME"] = str(_HF_HOME)
 # The precision probe would change "auto" under the tests after a model's first CPU load: on only where a test asks
 # (tests/test_precision_probe.py).
 os.environ["STUDIO_PRECISION_PROBE"] = "0"
+# Likewise the background compile of decoders (minutes of the CPU per model): on where tests/test_compiled.py asks.
+os.environ["STUDIO_COMPILE"] = "off"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,0 +1,126 @@
+"""The compiled decoder (issue 17, part 2): MusicGen's per-token step under torch.compile with a static KV cache,
+compiled in the background after a load while eager runs serve, the same audio as eager, and the estimate naming
+the path. The tiny checkpoint compiles with Inductor in about 30 s on two cores, so only one test pays for that; the
+others trace with Dynamo and run without Inductor (STUDIO_COMPILE_BACKEND=eager), which checks the same seams:
+no graph break per layer, the static cache, the step's inputs."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from studio.compiling import COMPILED_PATH, COMPILING_PATH, CompilePolicy
+
+MUSIC = "facebook/musicgen-small"
+
+
+def _compiling_studio(make_studio, monkeypatch, backend: str, tmp_path):
+    from studio import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "PROBE_IDLE_S", 0.05)
+    monkeypatch.setenv("STUDIO_COMPILE_BACKEND", backend)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    studio = make_studio()
+    studio.manager.compile_policy = CompilePolicy.from_environment("auto")
+    return studio
+
+
+def _music(studio, precision: str, seconds: float = 0.5, **params):
+    request = studio.request("music", MUSIC, "a compiled tune", seed=7,
+                             params={"duration": seconds, "precision": precision, **params})
+    return request, studio.manager.run(request)
+
+
+def test_the_policy_compiles_where_the_bench_measured_it_pays(monkeypatch):
+    monkeypatch.delenv("STUDIO_COMPILE", raising=False)
+    auto = CompilePolicy.from_environment()
+    assert auto.mode == "auto" and auto.applies("cpu") and not auto.applies("cuda") and not auto.applies("mps")
+    assert CompilePolicy.from_environment("on").applies("cuda")
+    assert not CompilePolicy.from_environment("0").applies("cpu")
+    assert CompilePolicy.from_environment("sometimes").mode == "auto"  # an unknown mode is warned about, not fatal
+    monkeypatch.setenv("STUDIO_CUDA_GRAPHS", "1")
+    graphs = CompilePolicy.from_environment("on")
+    assert graphs.compile_mode("cuda") == "reduce-overhead" and graphs.compile_mode("cpu") is None
+    monkeypatch.delenv("STUDIO_CUDA_GRAPHS")
+    assert CompilePolicy.from_environment("on").compile_mode("cuda") is None  # off until verified on a GPU
+
+
+@pytest.mark.parametrize("precision", ["int8", "float32"])
+def test_compiled_runs_make_the_eager_audio_and_the_estimate_names_the_path(make_studio, monkeypatch, tmp_path,
+                                                                            precision):
+    studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
+    manager = studio.manager
+    request, eager = _music(studio, precision)  # loads, and schedules the compile for when the device is idle
+    assert manager.compile_done(MUSIC, 120)
+    assert manager.decode_path(MUSIC) == COMPILED_PATH
+    model = manager._entries[MUSIC].model
+    assert model.compiler.ready and model.compiler.compile_s > 0
+
+    calls = []
+    step = model.compiler._step()
+    real = model.compiler._compiled
+    model.compiler._compiled = lambda **inputs: calls.append(1) or real(**inputs)
+    assert manager.estimate_run(request).decoder == COMPILED_PATH
+    assert COMPILED_PATH in manager.estimate_run(request).summary()
+    _, compiled = _music(studio, precision)
+    assert calls, "the run did not decode through the compiled step"
+    assert step is not None
+    # Same seed, same tokens: the compiled step computes the same function (rounding aside: tiny weights keep the
+    # sampled tokens the same).
+    np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
+    # Its time is learnt apart from eager runs.
+    keys = [key for key in manager.calibration._runs if key.endswith("+compiled")]
+    assert keys and precision in keys[0]
+
+
+def test_runs_go_eager_while_it_compiles_and_a_failed_compile_leaves_the_model_eager(make_studio, monkeypatch,
+                                                                                      tmp_path):
+    from models import compiled as compiled_module
+
+    studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
+    manager = studio.manager
+    entered, release = threading.Event(), threading.Event()
+    real_warm_up = compiled_module.DecodeCompiler.warm_up
+
+    def held_warm_up(self, run):
+        entered.set()
+        release.wait(60)
+        return real_warm_up(self, run)
+
+    monkeypatch.setattr(compiled_module.DecodeCompiler, "warm_up", held_warm_up)
+    request, _ = _music(studio, "int8")
+    assert entered.wait(30)
+    assert manager.decode_path(MUSIC) == "eager"  # not started compiling: held before its first step
+    model = manager._entries[MUSIC].model
+    model.compiler.state = model.compiler.COMPILING
+    assert manager.estimate_run(request).decoder == COMPILING_PATH
+    _, during = _music(studio, "int8")  # a run while it compiles: eager, and it works
+    assert during.audio.duration > 0
+    model.compiler.state = model.compiler.EAGER
+    release.set()
+    assert manager.compile_done(MUSIC, 120) and manager.decode_path(MUSIC) == COMPILED_PATH
+
+    # A backend that does not exist: the compile fails, the model stays eager, and the line says why.
+    manager.unload(MUSIC)
+    monkeypatch.setattr(compiled_module.DecodeCompiler, "warm_up", real_warm_up)
+    manager.compile_policy = CompilePolicy(mode="on", backend="no-such-backend")
+    _music(studio, "int8")
+    assert manager.compile_done(MUSIC, 120)
+    assert manager.decode_path(MUSIC).startswith("eager (compile failed: ")
+    _, after = _music(studio, "int8")
+    assert after.audio.duration > 0
+
+
+@pytest.mark.skipif(os.environ.get("STUDIO_SKIP_INDUCTOR") == "1", reason="STUDIO_SKIP_INDUCTOR=1")
+def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, monkeypatch, tmp_path):
+    """The real compiler, once, on the tiny checkpoint: C++ kernels built and kept in the compile cache."""
+    studio = _compiling_studio(make_studio, monkeypatch, "inductor", tmp_path)
+    _, eager = _music(studio, "int8")
+    assert studio.manager.compile_done(MUSIC, 240), "the tiny decoder did not compile within 4 minutes"
+    assert studio.manager.decode_path(MUSIC) == COMPILED_PATH, studio.manager.decode_path(MUSIC)
+    _, compiled = _music(studio, "int8")
+    np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
+    assert any((tmp_path / "inductor").rglob("*.py")), "nothing kept in the compile cache"
