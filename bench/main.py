@@ -127,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         from bench.precision_auto import precision_repos
 
         repos += precision_repos()
+    if "compiled" in sections:
+        from bench.compiled import compiled_repos
+
+        repos += compiled_repos()
     repos = list(dict.fromkeys(repos))  # two cases of one model build it once
     build_started = time.monotonic()
     built = ensure_checkpoints(args.cache / "hf", repos, tiny=args.tiny)
@@ -222,6 +226,19 @@ def run(args: argparse.Namespace) -> int:
                                                  "tiny": args.tiny, "machine": machine_info()}
         if found["errors"]:
             results["errors"]["precision-auto"] = "\n".join(f"{n}: {t}" for n, t in found["errors"].items())
+
+    # 4e. Compiled decoding (issue 17): eager vs compiled per precision, compile time in a first and second process.
+    if "compiled" in sections:
+        from bench.compiled import run_compiled
+
+        log.info("== compiled (%s)", size)
+        with tempfile.TemporaryDirectory(prefix="bench-compiled-") as tmp:
+            found = run_compiled(size=size, workdir=Path(tmp))
+        results["sections"]["compiled"] = {"rows": found["rows"], "created": now, "mode": mode, "tiny": args.tiny,
+                                           "machine": machine_info(),
+                                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "library default")}
+        if found["errors"]:
+            results["errors"]["compiled"] = "\n".join(f"{n}: {t}" for n, t in found["errors"].items())
 
     # 5. Prototypes of product changes.
     if "prototypes" in sections:

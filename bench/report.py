@@ -79,6 +79,19 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
     for name, row in (auto or {}).get("rows", {}).items():
         rows.append((f"{name}: auto's precision on this CPU ({row['auto']}) vs the fastest measured ({row['fastest']})",
                      _pct(row["gap"]), row["target"], _met(row["met"]), _when(auto)))
+    compiled = results.get("sections", {}).get("compiled")
+    for name, row in (compiled or {}).get("rows", {}).items():
+        auto_name = (auto or {}).get("rows", {}).get(name, {}).get("auto", "int8")
+        if auto_name in row["rows"]:
+            r = row["rows"][auto_name]
+            best = min(v for v in r["rtf"].values() if v is not None)
+            rows.append((f"{name}: real-time factor in its auto precision ({auto_name}, "
+                         f"{'compiled' if best == r['rtf'].get('compiled') else 'eager'}; {row['what']})",
+                         f"{best:.2f}", row["rtf_target"], _met(best <= 1.0), _when(compiled)))
+        for precision, r in row["rows"].items():
+            rows.append((f"{name}: a second process's compile / a 10 s generation ({precision})",
+                         _pct(r["second_compile_share"]), r["compile_target"], _met(r["compile_met"]),
+                         _when(compiled)))
     page = results.get("sections", {}).get("page-start")
     if page:
         rows.append(("page start: studio / bare Gradio app", _x(page["ratio"]), page["target"], _met(page["met"]),
@@ -277,6 +290,9 @@ def render(results: dict) -> str:
     auto = results.get("sections", {}).get("precision-auto")
     if auto:
         _render_precision_auto(w, auto)
+    compiled = results.get("sections", {}).get("compiled")
+    if compiled:
+        _render_compiled(w, compiled)
     page = results.get("sections", {}).get("page-start")
     if page:
         w(f"Page start (`python app.py --port P --device cpu` to the first HTTP 200 on `/`, vs a bare Gradio Blocks "
@@ -443,6 +459,37 @@ def _render_precision_auto(w, section: dict) -> None:
           + " / ".join(f"{1000 * probe[d]:.2f} ms" if d in probe else "–" for d in ("float32", "bfloat16", "int8"))
           + f" ({row['probe']['elapsed_s']:.1f} s) | {row['published']} | {row['auto']} | {row['fastest']} | "
           f"**{_pct(row['gap'])}** (target {row['target']}: {_met(row['met'])}) |")
+    w("")
+
+
+def _render_compiled(w, section: dict) -> None:
+    builds = "tiny checkpoints: a smoke run, the figures mean nothing" if section.get("tiny") else "realistic builds"
+    machine = section.get("machine") or {}
+    cpu = f"{machine.get('cpu') or 'this CPU'} ({', '.join(machine.get('simd') or ()) or 'no flags read'})"
+    policy = section.get("omp_wait_policy", "PASSIVE")
+    w(f"Compiled decoding ({_when(section)}; {builds}; {cpu}; OpenMP wait policy {policy}, "
+      f"`python -m bench --only compiled{'' if policy == 'PASSIVE' else ' --omp-wait-policy library'}`): the decoder's "
+      "per-token step under torch.compile with a static KV cache (models.compiled), against the same model eager. "
+      "Each precision ran in two fresh processes sharing one compile cache: the first compiles into an empty cache "
+      "(a machine's first launch), the second finds the first's artifacts on disk. In each, after an eager first run, "
+      "the compile is timed as the studio's background compile does it, then the same request (same seed) runs in "
+      "interleaved rounds eager / compiled; RTF = generation seconds per second of audio, the median of both "
+      "processes' rounds. The studio compiles in the background while eager runs serve, so a user waits for none of "
+      "these compile times unless a run starts while it compiles (then it runs eager, beside the compile).\n")
+    w("| model | precision | RTF eager | RTF compiled | speedup | compile: first process | compile: second process "
+      "| second's compile / a 10 s generation | same audio as eager |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for name, row in section.get("rows", {}).items():
+        for precision, r in row["rows"].items():
+            rtf = r["rtf"]
+            same = "yes" if r.get("same_audio") else f"no (max sample difference {r.get('max_sample_diff') or 0:.3g})"
+            eager, compiled = (f"{rtf[k]:.2f}" if rtf.get(k) is not None else "–" for k in ("eager", "compiled"))
+            w(f"| {name} ({row['what']}) | {precision} | {eager} | {compiled} | "
+              f"{_x(r['speedup']) if r.get('speedup') else '–'} | {_s(r['compile_first_s'], 1)} | "
+              f"{_s(r['compile_second_s'], 1)} | **{_pct(r['second_compile_share'])}** (target "
+              f"{r['compile_target']}: {_met(r['compile_met'])}) | {same} |")
+    w("| bark-small | any | see precision-auto | – (no compiled path: Bark's stages run their own generate loops) "
+      "| – | – | – | – | – |")
     w("")
 
 

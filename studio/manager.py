@@ -540,7 +540,7 @@ class PipelineManager:
                  step.dtype, format_bytes(weights), elapsed)
         if kind == "cpu":
             self._schedule_probe(spec, model)
-        self._schedule_compile(spec, model, kind)
+        self._schedule_compile(spec, model, kind, step.dtype)
 
     # ------------------------------------------------------------------ the precision probe
     def _schedule_probe(self, spec: ModelSpec, model: LoadedModel) -> None:
@@ -569,11 +569,11 @@ class PipelineManager:
         return not self._runs_going()
 
     # ------------------------------------------------------------------ the compiled decoder
-    def _schedule_compile(self, spec: ModelSpec, model: LoadedModel, kind: str) -> None:
+    def _schedule_compile(self, spec: ModelSpec, model: LoadedModel, kind: str, dtype: str) -> None:
         """After a load: compile the model's decoder in the background (models.compiled), once the device is idle;
         runs go eager meanwhile, and take the compiled path once it is ready."""
         policy = self.compile_policy
-        if policy is None or not policy.applies(kind) or not hasattr(model, "compile_decoder"):
+        if policy is None or not policy.applies(kind, dtype) or not hasattr(model, "compile_decoder"):
             return
         self._compiling.add(spec.repo_id)
 

@@ -406,3 +406,25 @@ def test_report_renders_auto_precision_against_the_fastest_run():
     assert "AMD EPYC (avx2, avx512_bf16)" in text
     assert ("| musicgen-small | 5 s, guidance 3 | 4.10 | 3.20 | 1.90 | 12.30 ms / 8.10 ms / 4.20 ms (1.3 s) | int8 | "
             "int8 | int8 | **0.0 %** (target <= 5%: met) |") in text
+
+
+def test_report_renders_eager_against_compiled_with_the_compile_times():
+    from bench.report import render, summary_rows
+
+    int8 = {"rtf": {"eager": 1.8, "compiled": 1.55}, "speedup": 1.8 / 1.55, "compile_first_s": 70.1,
+            "compile_second_s": 14.7, "second_compile_share": 14.7 / 15.5, "compile_target": "<= 10%",
+            "compile_met": False, "same_audio": False, "max_sample_diff": 0.0123, "compiled": True}
+    section = {"created": "2025-01-01T00:00:00+00:00", "mode": "quick", "tiny": False,
+               "machine": {"cpu": "AMD EPYC", "simd": ["avx2"]},
+               "rows": {"musicgen-small": {"what": "5 s, guidance 3", "rows": {"int8": int8}, "rtf_target": "<= 1.0"}}}
+    results = {"runs": [], "models": {}, "sections": {"compiled": section}}
+    rows = summary_rows(results)
+    assert ("musicgen-small: real-time factor in its auto precision (int8, compiled; 5 s, guidance 3)", "1.55",
+            "<= 1.0", "**not met**", "quick, 2025-01-01T00:00") in rows
+    assert ("musicgen-small: a second process's compile / a 10 s generation (int8)", "94.8 %", "<= 10%",
+            "**not met**", "quick, 2025-01-01T00:00") in rows
+    text = render(results)
+    assert "AMD EPYC (avx2)" in text
+    assert ("| musicgen-small (5 s, guidance 3) | int8 | 1.80 | 1.55 | 1.16x | 70.1 s | 14.7 s | **94.8 %** (target "
+            "<= 10%: **not met**) | no (max sample difference 0.0123) |") in text
+    assert "| bark-small | any | see precision-auto |" in text

@@ -18,13 +18,14 @@ MUSIC = "facebook/musicgen-small"
 
 
 def _compiling_studio(make_studio, monkeypatch, backend: str, tmp_path):
+    """A CPU studio that compiles after every load (with `backend`), its compile cache in tmp_path."""
     from studio import manager as manager_module
 
     monkeypatch.setattr(manager_module, "PROBE_IDLE_S", 0.05)
     monkeypatch.setenv("STUDIO_COMPILE_BACKEND", backend)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     studio = make_studio()
-    studio.manager.compile_policy = CompilePolicy.from_environment("auto")
+    studio.manager.compile_policy = CompilePolicy.from_environment("on")  # "auto" compiles int8 only
     return studio
 
 
@@ -37,9 +38,11 @@ def _music(studio, precision: str, seconds: float = 0.5, **params):
 def test_the_policy_compiles_where_the_bench_measured_it_pays(monkeypatch):
     monkeypatch.delenv("STUDIO_COMPILE", raising=False)
     auto = CompilePolicy.from_environment()
-    assert auto.mode == "auto" and auto.applies("cpu") and not auto.applies("cuda") and not auto.applies("mps")
-    assert CompilePolicy.from_environment("on").applies("cuda")
-    assert not CompilePolicy.from_environment("0").applies("cpu")
+    assert auto.mode == "auto" and auto.applies("cpu", "int8")
+    # Measured not to pay (bfloat16 on a CPU: 1.01x), or not measured (GPUs): eager unless STUDIO_COMPILE=on.
+    assert not auto.applies("cpu", "bfloat16") and not auto.applies("cuda", "float16") and not auto.applies("mps", "int8")
+    assert CompilePolicy.from_environment("on").applies("cuda", "float16")
+    assert not CompilePolicy.from_environment("0").applies("cpu", "int8")
     assert CompilePolicy.from_environment("sometimes").mode == "auto"  # an unknown mode is warned about, not fatal
     monkeypatch.setenv("STUDIO_CUDA_GRAPHS", "1")
     graphs = CompilePolicy.from_environment("on")
@@ -124,3 +127,13 @@ def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, mo
     _, compiled = _music(studio, "int8")
     np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
     assert any((tmp_path / "inductor").rglob("*.py")), "nothing kept in the compile cache"
+
+
+def test_auto_compiles_only_where_it_pays(make_studio, monkeypatch, tmp_path):
+    studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
+    studio.manager.compile_policy = CompilePolicy.from_environment("auto")
+    _music(studio, "float32")  # float32 on a CPU: not measured to pay, so no compile is scheduled
+    assert studio.manager.compile_done(MUSIC, 5) and studio.manager.decode_path(MUSIC) == "eager"
+    assert studio.manager._entries[MUSIC].model.compiler is None
+    _music(studio, "int8")  # a reload in int8: compiled in the background
+    assert studio.manager.compile_done(MUSIC, 120) and studio.manager.decode_path(MUSIC) == COMPILED_PATH
