@@ -394,12 +394,15 @@ def delay_mask_kept(decoder, kept: dict):
     predictions where the mask fixes a value (the prompt's last frames of the later codebooks, in the positions
     where their delay puts them), and generate() applies the mask only at the end (transformers
     models/musicgen/modeling_musicgen.py generate(): build_delay_pattern_mask, then apply_delay_pattern_mask on
-    the output ids). A window decode mid-run applies it the same way."""
+    the output ids). A window decode mid-run applies it the same way. Only this thread's generate() is kept: the
+    background compile (models.compiled) may run a short generate() of its own beside a run."""
     original = decoder.build_delay_pattern_mask
+    owner = threading.get_ident()
 
     def build(*args, **kwargs):
         ids, mask = original(*args, **kwargs)
-        kept["mask"] = mask
+        if threading.get_ident() == owner:
+            kept["mask"] = mask
         return ids, mask
 
     decoder.build_delay_pattern_mask = build

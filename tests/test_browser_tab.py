@@ -78,11 +78,11 @@ def _set_duration(page, task: str, seconds: float) -> None:
 
 
 def _settle(page, task: str) -> None:
-    """Wait until the tab's pending events are done (no progress shown), then a little more."""
-    page.wait_for_timeout(300)
+    """Wait until the tab's pending events are done (no progress shown), then a little more (for a toast)."""
+    page.wait_for_timeout(150)
     page.wait_for_function(f"() => !document.querySelector('#tab-{task} .wrap.pending, #tab-{task} .eta-bar')",
                            timeout=10 * SECOND)
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(150)
 
 
 # ------------------------------------------------------------------ item 1: no error a user did not cause
