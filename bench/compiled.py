@@ -141,16 +141,6 @@ def run_compiled(*, size: str, workdir: Path) -> dict:
     return {"rows": found, "errors": errors}
 
 
-def auto_rtf_row(section: dict, auto_precision: str | None) -> tuple[str, float | None, bool | None]:
-    """musicgen-small's RTF in its auto precision on the path the studio takes (compiled where it is faster)."""
-    row = (section.get("rows") or {}).get("musicgen-small")
-    if not row or auto_precision not in row["rows"]:
-        return auto_precision or "int8", None, None
-    rtf = row["rows"][auto_precision]["rtf"]
-    best = min(v for v in rtf.values() if v is not None)
-    return auto_precision, best, RTF_TARGET.met(best)
-
-
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

@@ -278,21 +278,12 @@ def render(results: dict) -> str:
           f"(studio/reference - 1, median of the rounds) **{_pct(o['overhead'])}** (target {o['target']}: "
           f"{_met(o['met'])}); from the medians {_pct(o['overhead_of_medians'])}; over CPU time "
           f"{_pct(o['overhead_cpu'])}.\n")
-    ext = results.get("sections", {}).get("musicgen-extend")
-    if ext:
-        _render_extension(w, ext)
-    cost = results.get("sections", {}).get("musicgen-prompt-cost")
-    if cost:
-        _render_prompt_cost(w, cost)
-    streaming = results.get("sections", {}).get("streaming")
-    if streaming:
-        _render_streaming(w, streaming)
-    auto = results.get("sections", {}).get("precision-auto")
-    if auto:
-        _render_precision_auto(w, auto)
-    compiled = results.get("sections", {}).get("compiled")
-    if compiled:
-        _render_compiled(w, compiled)
+    for name, render_section in (("musicgen-extend", _render_extension), ("musicgen-prompt-cost", _render_prompt_cost),
+                                 ("streaming", _render_streaming), ("precision-auto", _render_precision_auto),
+                                 ("compiled", _render_compiled)):
+        section = results.get("sections", {}).get(name)
+        if section:
+            render_section(w, section)
     page = results.get("sections", {}).get("page-start")
     if page:
         w(f"Page start (`python app.py --port P --device cpu` to the first HTTP 200 on `/`, vs a bare Gradio Blocks "
@@ -440,10 +431,15 @@ def _render_streaming(w, section: dict) -> None:
     w("")
 
 
-def _render_precision_auto(w, section: dict) -> None:
+def _builds_and_cpu(section: dict) -> tuple[str, str]:
+    """A machine-bound section's heading parts: which builds it ran on, and the CPU with its vector flags."""
     builds = "tiny checkpoints: a smoke run, the figures mean nothing" if section.get("tiny") else "realistic builds"
     machine = section.get("machine") or {}
-    cpu = f"{machine.get('cpu') or 'this CPU'} ({', '.join(machine.get('simd') or ()) or 'no flags read'})"
+    return builds, f"{machine.get('cpu') or 'this CPU'} ({', '.join(machine.get('simd') or ()) or 'no flags read'})"
+
+
+def _render_precision_auto(w, section: dict) -> None:
+    builds, cpu = _builds_and_cpu(section)
     w(f"auto's precision on a CPU ({_when(section)}; {builds}; {cpu}): the precision probe (studio.precision_probe, "
       "the model's own Linear shapes at a decode step's rows, weights streamed from memory) against real runs of the "
       "same request in each precision it chooses among, in interleaved rounds after a warm-up each. RTF: generation "
@@ -463,9 +459,7 @@ def _render_precision_auto(w, section: dict) -> None:
 
 
 def _render_compiled(w, section: dict) -> None:
-    builds = "tiny checkpoints: a smoke run, the figures mean nothing" if section.get("tiny") else "realistic builds"
-    machine = section.get("machine") or {}
-    cpu = f"{machine.get('cpu') or 'this CPU'} ({', '.join(machine.get('simd') or ()) or 'no flags read'})"
+    builds, cpu = _builds_and_cpu(section)
     policy = section.get("omp_wait_policy", "PASSIVE")
     w(f"Compiled decoding ({_when(section)}; {builds}; {cpu}; OpenMP wait policy {policy}, "
       f"`python -m bench --only compiled{'' if policy == 'PASSIVE' else ' --omp-wait-policy library'}`): the decoder's "
