@@ -1,7 +1,7 @@
 """The compiled decode path (issue 17): an autoregressive decoder's per-token step under torch.compile, with a static
 KV cache, compiled once in the background while eager runs serve, its artifacts kept on disk.
 
-What it takes, measured on musicgen-small (bench `compile`, docs/benchmarks.md):
+What it takes, measured on musicgen-small (bench section `compiled`, docs/benchmarks.md):
 - a static cache (transformers' StaticCache) so every step has the same shapes; the cache is sized to the run, and
   torch's automatic dynamic shapes make its length (and the text's) symbolic after the warm-up's second call, so
   that no later run compiles again;
@@ -13,7 +13,8 @@ What it takes, measured on musicgen-small (bench `compile`, docs/benchmarks.md):
   positions make the causal mask).
 
 A compiled step computes the same function in another order, so its audio differs from eager's in rounding (the
-sampled tokens part after a while), not in kind; tests/test_compiled.py checks the logits agree.
+sampled tokens part after a while), not in kind; tests/test_compiled.py checks that on the tiny checkpoint a
+compiled run makes the eager run's audio.
 
 On CUDA the same path can capture the step in CUDA graphs (`mode="reduce-overhead"`); it cannot be measured on the
 machines this was built on, so it is off unless STUDIO_CUDA_GRAPHS=1 (README, "Compiled decoding").
@@ -113,8 +114,8 @@ def branch_free_positions(embedding, needed: int) -> None:
 class DecodeCompiler:
     """One model's compiled decode step and its state: eager (not compiled yet), compiling, compiled, failed.
 
-    `prepare` gives generate() what the compiled path needs (a static cache, the compile config); the model's
-    generate() uses it only once `compiled` (the warm-up's own calls aside), so no user's run waits for a compile.
+    `generate_kwargs` gives generate() what the compiled path needs (a static cache, the compile config); the
+    model's generate() asks for it only once `ready` (the warm-up's own calls aside), so no run waits for a compile.
     """
 
     EAGER, COMPILING, COMPILED, FAILED = "eager", "compiling", "compiled", "failed"
@@ -171,6 +172,7 @@ class DecodeCompiler:
     def generate_kwargs(self, decoder_config, *, cache_len: int, text_len: int) -> dict[str, Any]:
         """What generate() needs to decode through the compiled step: a static cache of the run's length (and the
         text's, for cross-attention) and a compile config that lets transformers compile on any device."""
+        import torch
         from transformers.cache_utils import EncoderDecoderCache, StaticCache
         from transformers.generation.configuration_utils import CompileConfig
 
@@ -180,8 +182,6 @@ class DecodeCompiler:
         self.model.get_compiled_call = lambda _config: step
         config = CompileConfig()
         config._compile_all_devices = True  # transformers compiles on CUDA-like devices only unless told
-        import torch
-
         # Made under inference_mode whoever calls: the cache's position counter is a graph input, and one made
         # outside it carries another dispatch key, which fails the compiled graph's guards (a recompile mid-run).
         with torch.inference_mode():

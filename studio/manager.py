@@ -14,18 +14,15 @@ import time
 import traceback
 import weakref
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from studio import libraries
 from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
+from studio.compiling import COMPILED_PATH, EAGER_PATH, CompilePolicy
 from studio.device import Device, Devices, is_out_of_memory
 from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable, StudioError
 from studio.estimate import Calibration, Estimate, TimeEstimator
-from studio.compiling import COMPILED_PATH, EAGER_PATH
 from studio.precision_probe import Stopped, layer_shapes, probe, probe_bytes
-
-if TYPE_CHECKING:
-    from studio.compiling import CompilePolicy
 from studio.planner import DeviceView, Need, Placement, Plan, Resident, State, plan
 from studio.run import Audio, LoadedModel, RunContext
 from studio.settings import DEFAULT_RESERVE, budget_caps, format_bytes
@@ -582,6 +579,8 @@ class PipelineManager:
                 for _ in range(PROBE_ATTEMPTS):
                     if self._wait_idle():
                         break
+                # (A studio never idle that long compiles beside its runs all the same, at the compile's lower
+                # priority: it is the busiest studio that gains most.)
                 with self._lock:
                     current = self._entries.get(spec.repo_id)
                     if current is None or current.model is not model:  # unloaded or reloaded meanwhile
