@@ -229,12 +229,14 @@ def run(args: argparse.Namespace) -> int:
 
     # 4e. Compiled decoding (issue 17): eager vs compiled per precision, compile time in a first and second process.
     if "compiled" in sections:
-        from bench.compiled import run_compiled
+        from bench.compiled import merged_rows, run_compiled
 
         log.info("== compiled (%s)", size)
         with tempfile.TemporaryDirectory(prefix="bench-compiled-") as tmp:
             found = run_compiled(size=size, workdir=Path(tmp))
-        results["sections"]["compiled"] = {"rows": found["rows"], "created": now, "mode": mode, "tiny": args.tiny,
+        previous = _load_previous(args).get("sections", {}).get("compiled")
+        results["sections"]["compiled"] = {"rows": merged_rows(previous, found["rows"], now), "created": now,
+                                           "mode": mode, "tiny": args.tiny,
                                            "machine": machine_info(),
                                            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "library default")}
         if found["errors"]:

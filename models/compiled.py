@@ -12,6 +12,12 @@ What it takes, measured on musicgen-small (bench section `compiled`, docs/benchm
   grows the decoder's all-ones mask; the step wrapper passes a contiguous copy and no mask (the static cache's own
   positions make the causal mask).
 
+Bark's semantic and coarse stages take the same path (one compiled step each, one warm-up for both): generate()
+makes a static cache per call (the coarse stage calls it once per window) and a 4D mask over the cache's whole
+length (causal, padding, the unwritten tail shut), which Bark's attention (models.bark.fused_attention) intersects
+with its own causal triangle, a superset of the causal part when the keys outnumber the sequence. Measured, it pays
+too little to be on by default (bark-small int8 1.05x, bfloat16 0.99x): studio.compiling.PAYS.
+
 A compiled step computes the same function in another order, so its audio differs from eager's in rounding (the
 sampled tokens part after a while), not in kind; tests/test_compiled.py checks that on the tiny checkpoint a
 compiled run makes the eager run's audio.
@@ -112,22 +118,24 @@ def branch_free_positions(embedding, needed: int) -> None:
 
 
 class DecodeCompiler:
-    """One model's compiled decode step and its state: eager (not compiled yet), compiling, compiled, failed.
+    """One model's compiled decode steps and their state: eager (not compiled yet), compiling, compiled, failed.
 
-    `generate_kwargs` gives generate() what the compiled path needs (a static cache, the compile config); the
-    model's generate() asks for it only once `ready` (the warm-up's own calls aside), so no run waits for a compile.
+    A model may decode through several modules (Bark's semantic and coarse GPTs): each gets its own compiled step,
+    all compiled by one warm-up and ready together. `compile_config(module, prepare)` gives generate() what it needs
+    to decode `module` through its compiled step; the model asks for it only once `ready` (the warm-up's own calls
+    aside), so no run waits for a compile.
     """
 
     EAGER, COMPILING, COMPILED, FAILED = "eager", "compiling", "compiled", "failed"
 
-    def __init__(self, model, policy: CompilePolicy, device_kind: str) -> None:
-        self.model = model  # the transformers model whose generate() runs
+    def __init__(self, policy: CompilePolicy, device_kind: str) -> None:
         self.policy = policy
         self.device_kind = device_kind
         self.state = self.EAGER
         self.reason = ""
         self.compile_s: float | None = None
-        self._compiled: Callable | None = None
+        self.compiled_steps = 0  # decode steps taken through a compiled step (the tests and the bench read it)
+        self._compiled: dict[int, Callable] = {}  # id(module) -> its compiled __call__
         self._lock = threading.Lock()
 
     @property
@@ -144,50 +152,44 @@ class DecodeCompiler:
             return f"eager (compile failed: {self.reason})"
         return EAGER_PATH
 
-    def _step(self) -> Callable:
+    def step(self, module, prepare: Callable[[dict], dict | None]) -> Callable:
+        """`module`'s per-token step through torch.compile; `prepare(inputs)` puts generate()'s inputs in the one
+        layout the graph was built for, or returns None for a step the eager module must take."""
         import torch
 
         with self._lock:
-            if self._compiled is None:
+            compiled = self._compiled.get(id(module))
+            if compiled is None:
                 use_cache_dir(self.policy.cache_dir)
-                prepare_int8(self.model)
+                prepare_int8(module)
                 options = {"backend": self.policy.backend, "fullgraph": False, "dynamic": None}
                 mode = self.policy.compile_mode(self.device_kind)
                 if mode is not None and self.policy.backend == "inductor":
                     options["mode"] = mode
-                self._compiled = torch.compile(self.model.__call__, **options)
-        compiled, eager = self._compiled, self.model.__call__
+                compiled = self._compiled[id(module)] = torch.compile(module.__call__, **options)
+        eager = module.__call__
 
         def step(**inputs):
-            ids = inputs.get("decoder_input_ids")
-            mask = inputs.get("decoder_attention_mask")
-            if mask is not None and not bool(mask.all()):
-                return eager(**inputs)  # padding in the decoder's own sequence: the eager model handles it
-            inputs["decoder_input_ids"] = ids.contiguous() if ids is not None else ids
-            inputs["decoder_attention_mask"] = None
-            return compiled(**inputs)
+            prepared = prepare(inputs)
+            if prepared is None:
+                return eager(**inputs)
+            self.compiled_steps += 1
+            return compiled(**prepared)
 
         return step
 
-    def generate_kwargs(self, decoder_config, *, cache_len: int, text_len: int) -> dict[str, Any]:
-        """What generate() needs to decode through the compiled step: a static cache of the run's length (and the
-        text's, for cross-attention) and a compile config that lets transformers compile on any device."""
-        import torch
-        from transformers.cache_utils import EncoderDecoderCache, StaticCache
+    def compile_config(self, module, prepare: Callable[[dict], dict | None]):
+        """Route `module`'s decode steps through its compiled step whenever generate() decodes with a static cache;
+        returns the compile config to pass to generate(), which lets transformers compile on any device."""
         from transformers.generation.configuration_utils import CompileConfig
 
-        step = self._step()
+        step = self.step(module, prepare)
         # transformers asks the model for its compiled call when the cache is static; this one normalises the
         # inputs first (see the module's docstring).
-        self.model.get_compiled_call = lambda _config: step
+        module.get_compiled_call = lambda _config: step
         config = CompileConfig()
         config._compile_all_devices = True  # transformers compiles on CUDA-like devices only unless told
-        # Made under inference_mode whoever calls: the cache's position counter is a graph input, and one made
-        # outside it carries another dispatch key, which fails the compiled graph's guards (a recompile mid-run).
-        with torch.inference_mode():
-            cache = EncoderDecoderCache(StaticCache(config=decoder_config, max_cache_len=cache_len),
-                                        StaticCache(config=decoder_config, max_cache_len=text_len))
-        return {"past_key_values": cache, "compile_config": config}
+        return config
 
     def warm_up(self, run: Callable[[int, str], Any]) -> bool:
         """Compile now, through `run(steps, text)` (a short generate() on the compiled path) twice; returns whether
@@ -209,6 +211,26 @@ class DecodeCompiler:
         self.state = self.COMPILED
         log.info("decoder compiled in %.1f s (backend %s)", self.compile_s, self.policy.backend)
         return True
+
+
+class CompiledDecoding:
+    """Mixed into a model adapter whose decoder compiles (MusicGen, Bark): its compiler once `compile_decoder()` was
+    asked for (the manager's background compile), forgotten on a move (compiled for the old device: eager until
+    compiled again), and the path the next run's decoder takes, for the estimate line."""
+
+    compiler: DecodeCompiler | None = None
+
+    def move(self, torch_device: str) -> None:
+        super().move(torch_device)
+        self.compiler = None
+
+    def decode_path(self) -> str:
+        return self.compiler.describe() if self.compiler is not None else EAGER_PATH
+
+    def ready_compiler(self) -> DecodeCompiler | None:
+        """The compiler, if runs decode through it now (never while it compiles)."""
+        compiler = self.compiler
+        return compiler if compiler is not None and compiler.ready else None
 
 
 def _short(error: BaseException, limit: int = 160) -> str:

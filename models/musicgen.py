@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, duration_param
 from studio.clips import Clip
-from studio.compiling import EAGER_PATH
 from studio.errors import Cancelled, InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
 from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, load_pretrained, seed_everything,
                            to_float32_numpy, token_progress)
+from models.compiled import CompiledDecoding
 
 log = logging.getLogger(__name__)
 
@@ -480,17 +480,7 @@ class WindowedDecode:
         self.stream.decode_s += time.perf_counter() - started
 
 
-class MusicgenModel(OneModuleModel):
-    compiler = None  # a models.compiled.DecodeCompiler once compile_decoder() was asked for
-
-    def move(self, torch_device: str) -> None:
-        super().move(torch_device)
-        self.compiler = None  # compiled for the old device: eager until compiled again
-
-    def decode_path(self) -> str:
-        """Which path the next run's decoder takes (the estimate line shows it)."""
-        return self.compiler.describe() if self.compiler is not None else EAGER_PATH
-
+class MusicgenModel(CompiledDecoding, OneModuleModel):
     def compile_decoder(self, policy, device_kind: str) -> bool:
         """Compile the decoder's per-token step now (the manager calls this in the background after a load, when
         the device is idle): two short runs on the compiled path. Returns whether later runs take it."""
@@ -498,7 +488,7 @@ class MusicgenModel(OneModuleModel):
 
         if _is_melody(self.spec):  # its decoder prepends the chroma and has no cross-attention: not built for it
             return False
-        compiler = DecodeCompiler(self.model, policy, device_kind)
+        compiler = DecodeCompiler(policy, device_kind)
         self.compiler = compiler
 
         def run(steps: int, text: str) -> None:
@@ -516,12 +506,24 @@ class MusicgenModel(OneModuleModel):
         return round(int(arch["sampling_rate"]) / arch["frame_rate"])
 
     def _compiled_kwargs(self, compiler, inputs, prompt_frames: int, steps: int) -> dict:
+        """What generate() needs to decode through the compiled step: a static cache of the run's length (and the
+        text's, for cross-attention) and the compile config."""
+        import torch
+        from transformers.cache_utils import EncoderDecoderCache, StaticCache
+
         from models.compiled import branch_free_positions
 
         decoder = self.model.decoder
         cache_len = 1 + prompt_frames + steps + decoder.num_codebooks  # the start token, the prompt, the new tokens
         branch_free_positions(decoder.model.decoder.embed_positions, cache_len)
-        return compiler.generate_kwargs(decoder.config, cache_len=cache_len, text_len=int(inputs["input_ids"].shape[1]))
+        config = compiler.compile_config(self.model, _compiled_step_inputs)
+        # Made under inference_mode whoever calls: the cache's position counter is a graph input, and one made
+        # outside it carries another dispatch key, which fails the compiled graph's guards (a recompile mid-run).
+        text_len = int(inputs["input_ids"].shape[1])
+        with torch.inference_mode():
+            cache = EncoderDecoderCache(StaticCache(config=decoder.config, max_cache_len=cache_len),
+                                        StaticCache(config=decoder.config, max_cache_len=text_len))
+        return {"past_key_values": cache, "compile_config": config}
 
     def generate(self, request: Request, ctx: RunContext) -> Audio:
         import numpy as np
@@ -618,8 +620,8 @@ class MusicgenModel(OneModuleModel):
         criteria = token_progress(ctx, steps, offset=offset, grand_total=total, on_last=on_last)
         if decode is not None:
             criteria.append(decode)
-        compiler = self.compiler
-        if compiler is not None and compiler.ready and (request.get("guidance_scale") or 0) > 1 \
+        compiler = self.ready_compiler()
+        if compiler is not None and (request.get("guidance_scale") or 0) > 1 \
                 and "input_features" not in inputs:  # the shapes it was compiled for: guidance doubles the rows
             extra.update(self._compiled_kwargs(compiler, inputs, -(-prompt.shape[-1] // self._hop())
                                                if prompt is not None else 0, steps))
@@ -635,6 +637,18 @@ class MusicgenModel(OneModuleModel):
                 top_p=top_p if 0 < top_p < 1 else None,
                 stopping_criteria=criteria,
             )
+
+
+def _compiled_step_inputs(inputs: dict) -> dict | None:
+    """One decode step's inputs in the compiled graph's layout: generate() slices the growing sequence (a stride that
+    changes every step) and grows the decoder's all-ones mask, so the step gets a contiguous copy and no mask (the
+    static cache's own positions make the causal mask). A mask with padding in it: None, the eager model's step."""
+    ids, mask = inputs.get("decoder_input_ids"), inputs.get("decoder_attention_mask")
+    if mask is not None and not bool(mask.all()):
+        return None
+    inputs["decoder_input_ids"] = ids.contiguous() if ids is not None else ids
+    inputs["decoder_attention_mask"] = None
+    return inputs
 
 
 def _is_melody(spec: ModelSpec) -> bool:

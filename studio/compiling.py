@@ -10,9 +10,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-# Where "auto" compiles: (device kind, precision) pairs the bench measured faster compiled (docs/benchmarks.md,
-# "Compiled decoding": musicgen-small int8 on a 2-core AMD EPYC, RTF 1.91 eager -> 1.66 compiled).
-PAYS = {("cpu", "int8")}
+# Where "auto" compiles: (family, device kind, precision) the bench measured faster compiled (docs/benchmarks.md,
+# "Compiled decoding", on a 2-core AMD EPYC): musicgen-small int8, RTF 1.91 eager -> 1.66 compiled.
+PAYS = {("musicgen", "cpu", "int8")}
 
 # What a compiling model's decode_path() says (models.compiled.DecodeCompiler.describe).
 EAGER_PATH = "eager"
@@ -24,7 +24,7 @@ COMPILED_PATH = "compiled decoder"
 class CompilePolicy:
     """Where the compiled path is used, with what; from STUDIO_COMPILE, STUDIO_COMPILE_BACKEND, STUDIO_CUDA_GRAPHS.
 
-    `mode` "auto" compiles where the bench measured that it pays (int8 on a CPU: PAYS); "on" everywhere a family
+    `mode` "auto" compiles where the bench measured that it pays (PAYS); "on" everywhere a family
     supports it (CUDA and MPS included, unmeasured); "off" never."""
 
     mode: str = "auto"
@@ -45,12 +45,13 @@ class CompilePolicy:
         return cls(mode=mode, backend=os.environ.get("STUDIO_COMPILE_BACKEND", "inductor") or "inductor",
                    cuda_graphs=os.environ.get("STUDIO_CUDA_GRAPHS", "0") == "1", cache_dir=default_cache_dir())
 
-    def applies(self, device_kind: str, dtype: str) -> bool:
-        """Whether a model loaded on `device_kind` in `dtype` compiles: "on" always; "auto" where the bench measured
-        that it pays, which is int8 on a CPU (musicgen-small 1.15x; bfloat16 1.01x, not worth a minute of compiling)."""
+    def applies(self, family: str, device_kind: str, dtype: str) -> bool:
+        """Whether a model of `family` loaded on `device_kind` in `dtype` compiles (if the family can): "on" always;
+        "auto" where the bench measured that it pays (PAYS: musicgen-small int8 on a CPU, 1.15x; bfloat16 1.01x is
+        not worth a minute of compiling)."""
         if self.mode == "off":
             return False
-        return self.mode == "on" or (device_kind, dtype) in PAYS
+        return self.mode == "on" or (family, device_kind, dtype) in PAYS
 
     def compile_mode(self, device_kind: str) -> str | None:
         return "reduce-overhead" if self.cuda_graphs and device_kind == "cuda" else None

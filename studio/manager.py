@@ -570,7 +570,7 @@ class PipelineManager:
         """After a load: compile the model's decoder in the background (models.compiled), once the device is idle;
         runs go eager meanwhile, and take the compiled path once it is ready."""
         policy = self.compile_policy
-        if policy is None or not policy.applies(kind, dtype) or not hasattr(model, "compile_decoder"):
+        if policy is None or not policy.applies(spec.family, kind, dtype) or not hasattr(model, "compile_decoder"):
             return
         self._compiling.add(spec.repo_id)
 
