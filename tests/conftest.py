@@ -49,6 +49,13 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(_HF_HOME, ignore_errors=True)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, as test.sh runs the tests that drive no browser) each test module
+    stays on one worker: its module-scoped servers, CLI runs and studios are set up once."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
 @pytest.fixture(scope="session")
 def catalog():
     from studio.catalog import Catalog

@@ -9,10 +9,14 @@ Mark a test (or each parametrized case) with what is tried and how, and note wha
 
 The document is rewritten at the end of a run that collected the whole suite (plain `pytest`, as CI runs it),
 so it always shows the last complete run's outcomes; a filtered run (-k, -m, a file) leaves it alone.
+
+Under pytest-xdist the tests run in worker processes: each report carries its case (outcome and notes) in its
+`user_properties`, and the controller, which writes the document, gathers them from the reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import platform
 from dataclasses import dataclass, field
@@ -42,6 +46,7 @@ class Case:
     test: str
     outcome: str = "not run"
     notes: list[str] = field(default_factory=list)
+    order: int = 0  # its place in the collection: the document lists cases in it, whichever worker ran them
 
 
 class Recorder:
@@ -66,6 +71,8 @@ def _marker_case(item) -> Case | None:
     area, case, how = (args + [None, None, None])[:3]
     if area not in AREAS:
         raise pytest.UsageError(f"{item.nodeid}: reliability area {area!r} is not one of {AREAS}")
+    if item.get_closest_marker("browser") is not None:  # test.sh runs the browser tests apart (see _whole_suite)
+        raise pytest.UsageError(f"{item.nodeid}: a reliability case must not be a browser test")
     return _cases.setdefault(item.nodeid, Case(area, case or item.name, how or "", item.nodeid))
 
 
@@ -79,8 +86,10 @@ def pytest_configure(config) -> None:
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
-    for item in items:
-        _marker_case(item)
+    for order, item in enumerate(items):
+        case = _marker_case(item)
+        if case is not None:
+            case.order = order
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -96,11 +105,32 @@ def pytest_runtest_makereport(item, call):
         case.outcome = "skipped"
     elif report.when == "call" and report.passed and case.outcome == "not run":
         case.outcome = "passed"
+    if _is_worker(item.config):  # for the controller (pytest_runtest_logreport), which writes the document
+        # One entry, the latest: a test's reports share its item's list of properties.
+        report.user_properties[:] = [p for p in report.user_properties if p[0] != _PROPERTY]
+        report.user_properties.append((_PROPERTY, dataclasses.asdict(case)))
+
+
+_PROPERTY = "reliability-case"
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_runtest_logreport(report) -> None:
+    """On the xdist controller: the case as the worker last saw it (each phase's report carries it)."""
+    for name, value in getattr(report, "user_properties", ()):
+        if name == _PROPERTY:
+            _cases[value["test"]] = Case(**value)
 
 
 def _whole_suite(config) -> bool:
+    """Whether this run holds every reliability case: no selection by keyword, file, failure or mark, except test.sh's
+    first part (`-m "not browser"`), which leaves out only browser tests, and no reliability case is one."""
     option = config.option
-    if option.keyword or option.markexpr or getattr(option, "lf", False) or getattr(option, "deselect", None):
+    if option.keyword or option.markexpr not in ("", "not browser") or getattr(option, "lf", False) \
+            or getattr(option, "deselect", None):
         return False
     tests_dir = ROOT / "tests"
     args = [Path(a.split("::")[0]).resolve() for a in config.args] or [ROOT]
@@ -108,10 +138,10 @@ def _whole_suite(config) -> bool:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    if not _cases or not _whole_suite(session.config) or session.shouldstop:
+    if not _cases or _is_worker(session.config) or not _whole_suite(session.config) or session.shouldstop:
         return
     DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(render(list(_cases.values())), encoding="utf-8")
+    DOC.write_text(render(sorted(_cases.values(), key=lambda c: c.order)), encoding="utf-8")
 
 
 def _cell(text: str) -> str:
