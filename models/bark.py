@@ -139,7 +139,9 @@ def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
 
 
 class BarkModelAdapter(CompiledDecoding, OneModuleModel):
-    def compile_decoder(self, policy, device_kind: str) -> bool:
+    compile_holds_device = False  # its warm-up decodes greedily: it draws nothing from the generator a run samples from
+
+    def compile_decoder(self, policy, device_kind: str, make_request=None) -> bool:
         """Compile the semantic and coarse stages' per-token steps now (the manager calls this in the background
         after a load, when the device is idle): two short runs of both stages on the compiled path. The fine stage
         makes a few non-causal passes, not tokens one by one: it stays eager. Returns whether later runs compile."""
@@ -150,8 +152,7 @@ class BarkModelAdapter(CompiledDecoding, OneModuleModel):
 
         from models.compiled import DecodeCompiler
 
-        compiler = DecodeCompiler(policy, device_kind)
-        self.compiler = compiler
+        self.compiler = compiler = DecodeCompiler(policy, device_kind)
         config = self.model.generation_config
         semantic_config = BarkSemanticGenerationConfig(**config.semantic_config)
         coarse_config = BarkCoarseGenerationConfig(**config.coarse_acoustics_config)
@@ -161,22 +162,14 @@ class BarkModelAdapter(CompiledDecoding, OneModuleModel):
             with torch.inference_mode():
                 semantic = self.model.semantic.generate(
                     inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                    semantic_generation_config=semantic_config, do_sample=True, max_new_tokens=steps,
-                    min_new_tokens=steps, **self._compiled_kwargs(compiler, self.model.semantic))
+                    semantic_generation_config=semantic_config, do_sample=False, max_new_tokens=steps,
+                    min_new_tokens=steps, **self.compiled_kwargs(self.model.semantic))
                 self.model.coarse_acoustics.generate(
                     semantic, semantic_generation_config=semantic_config, coarse_generation_config=coarse_config,
-                    codebook_size=config.codebook_size, do_sample=True,
-                    **self._compiled_kwargs(compiler, self.model.coarse_acoustics))
+                    codebook_size=config.codebook_size, do_sample=False,
+                    **self.compiled_kwargs(self.model.coarse_acoustics))
 
         return compiler.warm_up(run)
-
-    @staticmethod
-    def _compiled_kwargs(compiler, stage) -> dict:
-        """What one stage's generate() needs to decode through its compiled step: a static cache (generate() makes
-        a fresh one for each call, as long as the longest it has needed) and the compile config."""
-        if compiler is None:
-            return {}
-        return {"cache_implementation": "static", "compile_config": compiler.compile_config(stage, _step_inputs)}
 
     def generate(self, request: Request, ctx: RunContext) -> Audio:
         import torch
@@ -193,7 +186,6 @@ class BarkModelAdapter(CompiledDecoding, OneModuleModel):
         chunks = [chunk for chunk, _ in pieces]
         total = 100 * len(chunks)
         rate = int(config.sample_rate)
-        compiler = self.ready_compiler()
         seed_everything(request.seed)
         made = SpokenChunks(ctx, rate)
         for index, chunk in enumerate(chunks):
@@ -212,7 +204,7 @@ class BarkModelAdapter(CompiledDecoding, OneModuleModel):
                     history_prompt=history, semantic_generation_config=semantic_config,
                     do_sample=True, temperature=request.get("text_temperature"), max_new_tokens=semantic_max,
                     stopping_criteria=_scaled_progress(ctx, semantic_max, base, base + _SEMANTIC, total),
-                    **self._compiled_kwargs(compiler, self.model.semantic),
+                    **self.compiled_kwargs(self.model.semantic),
                 )
                 # 3. Coarse acoustic tokens: two EnCodec codebooks at 75 Hz, in sliding windows.
                 spoken = int((semantic != semantic_config.semantic_pad_token).sum())
@@ -222,7 +214,7 @@ class BarkModelAdapter(CompiledDecoding, OneModuleModel):
                     coarse_generation_config=coarse_config, codebook_size=config.codebook_size,
                     do_sample=True, temperature=request.get("waveform_temperature"),
                     stopping_criteria=_scaled_progress(ctx, coarse_total, base + _SEMANTIC, base + _COARSE, total),
-                    **self._compiled_kwargs(compiler, self.model.coarse_acoustics),
+                    **self.compiled_kwargs(self.model.coarse_acoustics),
                 )
                 ctx.check()
                 # 4. Fine tokens: the remaining six codebooks, non-autoregressive passes.
@@ -241,15 +233,6 @@ class BarkModelAdapter(CompiledDecoding, OneModuleModel):
             ctx.progress(base + 100, total)
             ctx.stage("generating")
         return Audio(made.joined(), rate, info={"chunks": len(chunks)})
-
-
-def _step_inputs(inputs: dict) -> dict:
-    """One decode step's inputs in the compiled graph's layout: generate() slices the growing sequence, a stride
-    that changes every step; the step gets a contiguous copy."""
-    ids = inputs.get("input_ids")
-    if ids is not None:
-        inputs["input_ids"] = ids.contiguous()
-    return inputs
 
 
 def _scaled_progress(ctx: RunContext, steps: int, start: int, end: int, total: int):

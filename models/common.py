@@ -105,6 +105,11 @@ def quantize_int8(model, parts: tuple[str, ...]) -> None:
                     setattr(parent, child_name, replaced[key])
 
 
+def int8_linear(linear):
+    """One float Linear as the studio's dynamic int8 Linear (what quantize_int8 makes of each)."""
+    return _int8_linear_class().from_float(linear)
+
+
 @functools.cache
 def _int8_linear_class():
     """torch's dynamic int8 Linear, built from a float Linear without packing a full-size placeholder first.

@@ -18,6 +18,9 @@ length (causal, padding, the unwritten tail shut), which Bark's attention (model
 with its own causal triangle, a superset of the causal part when the keys outnumber the sequence. Measured, it pays
 too little to be on by default (bark-small int8 1.05x, bfloat16 0.99x): studio.compiling.PAYS.
 
+Dia, CSM, VibeVoice and Pocket TTS take transformers' static cache as their generate() is: `CompiledDecoding` gives
+them the kwargs and a warm-up through the adapter's own generate() (Pocket TTS measured 1.04x: not on by default).
+
 A compiled step computes the same function in another order, so its audio differs from eager's in rounding (the
 sampled tokens part after a while), not in kind; tests/test_compiled.py checks that on the tiny checkpoint a
 compiled run makes the eager run's audio.
@@ -117,6 +120,18 @@ def branch_free_positions(embedding, needed: int) -> None:
     embedding._studio_branch_free = True
 
 
+# Graphs torch may keep for one code object. transformers wraps every model's forward in the same decorator function
+# (`can_return_tuple`'s `wrapper`), so each model compiled in a process adds its graphs to that one code object;
+# torch's default of 8 ran out after three or four models, and from then on a compile silently ran eager.
+RECOMPILE_LIMIT = 64
+
+
+def allow_shared_frames() -> None:
+    import torch._dynamo.config
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+
+
 class DecodeCompiler:
     """One model's compiled decode steps and their state: eager (not compiled yet), compiling, compiled, failed.
 
@@ -137,10 +152,15 @@ class DecodeCompiler:
         self.compiled_steps = 0  # decode steps taken through a compiled step (the tests and the bench read it)
         self._compiled: dict[int, Callable] = {}  # id(module) -> its compiled __call__
         self._lock = threading.Lock()
+        self._warming = threading.local()  # set on the thread that runs the warm-up, while it runs
 
     @property
     def ready(self) -> bool:
         return self.state == self.COMPILED
+
+    def usable(self) -> bool:
+        """Whether a run on this thread decodes through the compiled steps: once compiled, and the warm-up's own."""
+        return self.ready or getattr(self._warming, "on", False)
 
     def describe(self) -> str:
         """For the estimate line and logs: which path a run takes now."""
@@ -161,6 +181,7 @@ class DecodeCompiler:
             compiled = self._compiled.get(id(module))
             if compiled is None:
                 use_cache_dir(self.policy.cache_dir)
+                allow_shared_frames()
                 prepare_int8(module)
                 options = {"backend": self.policy.backend, "fullgraph": False, "dynamic": None}
                 mode = self.policy.compile_mode(self.device_kind)
@@ -199,6 +220,7 @@ class DecodeCompiler:
                 return self.state == self.COMPILED
             self.state = self.COMPILING
         started = time.monotonic()
+        self._warming.on = True
         try:
             with lowered_priority():
                 for steps, text in zip(WARM_UP_STEPS, WARM_UP_TEXTS):
@@ -207,6 +229,8 @@ class DecodeCompiler:
             self.state, self.reason = self.FAILED, _short(error)
             log.warning("compiling the decoder failed (%s); runs stay eager", self.reason)
             return False
+        finally:
+            self._warming.on = False
         self.compile_s = time.monotonic() - started
         self.state = self.COMPILED
         log.info("decoder compiled in %.1f s (backend %s)", self.compile_s, self.policy.backend)
@@ -214,11 +238,19 @@ class DecodeCompiler:
 
 
 class CompiledDecoding:
-    """Mixed into a model adapter whose decoder compiles (MusicGen, Bark): its compiler once `compile_decoder()` was
-    asked for (the manager's background compile), forgotten on a move (compiled for the old device: eager until
-    compiled again), and the path the next run's decoder takes, for the estimate line."""
+    """Mixed into a model adapter whose decoder compiles: its compiler once `compile_decoder()` was asked for (the
+    manager's background compile), forgotten on a move (compiled for the old device: eager until compiled again),
+    and the path the next run's decoder takes, for the estimate line.
+
+    A family whose generate() takes transformers' static cache as it is (Dia, CSM, VibeVoice, Pocket TTS) needs
+    nothing more than `**self.compiled_kwargs(self.model)` in its generate() call: `compile_decoder` then warms up
+    through the adapter's own generate(), two short requests each stopped after a few steps. MusicGen and Bark
+    override it with warm-ups of their own."""
 
     compiler: DecodeCompiler | None = None
+    # Whether the warm-up needs the device to itself (the manager holds it as for a run): the generic warm-up runs the
+    # adapter's own generate(), which seeds and samples from torch's one global generator.
+    compile_holds_device = True
 
     def move(self, torch_device: str) -> None:
         super().move(torch_device)
@@ -228,9 +260,50 @@ class CompiledDecoding:
         return self.compiler.describe() if self.compiler is not None else EAGER_PATH
 
     def ready_compiler(self) -> DecodeCompiler | None:
-        """The compiler, if runs decode through it now (never while it compiles)."""
+        """The compiler, if this run decodes through it (never while it compiles, but for the warm-up's own)."""
         compiler = self.compiler
-        return compiler if compiler is not None and compiler.ready else None
+        return compiler if compiler is not None and compiler.usable() else None
+
+    def compiled_kwargs(self, module) -> dict[str, Any]:
+        """For `module.generate()`: nothing (eager), or a static cache (generate() makes a fresh one per call, as
+        long as the longest it has needed) and the compile config that routes its decode steps through the compiled
+        step."""
+        compiler = self.ready_compiler()
+        if compiler is None:
+            return {}
+        return {"cache_implementation": "static", "compile_config": compiler.compile_config(module, contiguous_ids)}
+
+    def compile_decoder(self, policy: CompilePolicy, device_kind: str, make_request: Callable[[str], Any]) -> bool:
+        """Compile now (the manager calls this in the background after a load, when the device is idle): the adapter's
+        own generate() on `make_request(text)` for the warm-up's two texts, each stopped after its few steps, on the
+        compiled path. Returns whether later runs take it."""
+        from studio.errors import Cancelled
+        from studio.run import RunContext
+
+        compiler = DecodeCompiler(policy, device_kind)
+        self.compiler = compiler
+
+        def run(steps: int, text: str) -> None:
+            before = compiler.compiled_steps
+            ctx = RunContext()
+            ctx.on_progress = lambda done, total: ctx.cancel.set() if compiler.compiled_steps >= before + steps else None
+            try:
+                self.generate(make_request(text), ctx)
+            except Cancelled:
+                pass  # stopped once it had taken its steps
+            if compiler.compiled_steps == before:
+                raise RuntimeError("the warm-up decoded no step through the compiled step")
+
+        return compiler.warm_up(run)
+
+
+def contiguous_ids(inputs: dict) -> dict:
+    """One decode step's inputs in the compiled graph's layout: generate() slices the growing sequence, a stride that
+    changes every step; the step gets a contiguous copy."""
+    ids = inputs.get("input_ids")
+    if ids is not None:
+        inputs["input_ids"] = ids.contiguous()
+    return inputs
 
 
 def _short(error: BaseException, limit: int = 160) -> str:

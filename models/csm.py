@@ -23,6 +23,7 @@ from studio.weights import cached_json, cached_snapshot, read_header
 
 from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, first_chunk_units,
                            load_pretrained, seed_everything, to_float32_numpy)
+from models.compiled import CompiledDecoding
 from models.dialogue import DIALOGUE, SINGLE, Turn, check_one_voice, mode_param
 from models.dialogue import parse_script as parse_script_for
 
@@ -343,7 +344,7 @@ def _cached_counts(spec: ModelSpec) -> dict[str, int] | None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class CsmAdapter(OneModuleModel):
+class CsmAdapter(CompiledDecoding, OneModuleModel):
     """The model (backbone, depth decoder and the Mimi codec inside it) beside its processor."""
 
     def parts(self) -> dict:
@@ -393,7 +394,7 @@ class CsmAdapter(OneModuleModel):
                     suppress_tokens=list(SPECIAL_CODES), depth_decoder_do_sample=True,
                     depth_decoder_temperature=temperature, depth_decoder_top_k=top_k,
                     depth_decoder_suppress_tokens=list(SPECIAL_CODES),
-                    logits_processor=LogitsProcessorList([progress]),
+                    logits_processor=LogitsProcessorList([progress]), **self.compiled_kwargs(self.model),
                 )
             done += cap
             if progress.frames < cap:  # a turn that ended at its EOS hands the rest of its share on

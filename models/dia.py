@@ -20,6 +20,7 @@ from studio.run import Audio, RunContext
 from studio.weights import cached_json
 
 from models.common import OneModuleModel, SAFE_LOAD, load_pretrained, seed_everything, to_float32_numpy, token_progress
+from models.compiled import CompiledDecoding
 from models.dialogue import DIALOGUE, SINGLE, Turn, check_one_voice, mode_param, tagged_text
 from models.dialogue import parse_script as parse_script_for
 
@@ -316,7 +317,7 @@ def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class DiaModel(OneModuleModel):
+class DiaModel(CompiledDecoding, OneModuleModel):
     """The Dia model beside its processor, whose DAC codec (a second module) encodes clips and decodes codes."""
 
     def modules(self) -> list:
@@ -326,6 +327,7 @@ class DiaModel(OneModuleModel):
         self.model.to(torch_device)
         self.preprocess.audio_tokenizer.to(torch_device)
         self.torch_device = torch_device
+        self.compiler = None  # compiled for the old device: eager until compiled again
 
     def generate(self, request: Request, ctx: RunContext) -> Audio:
         import torch
@@ -357,6 +359,7 @@ class DiaModel(OneModuleModel):
                 guidance_scale=request.get("guidance_scale"), temperature=request.get("temperature"),
                 top_p=request.get("top_p"), top_k=request.get("top_k"),
                 stopping_criteria=token_progress(ctx, run.steps, on_last=lambda: ctx.stage("decoding")),
+                **self.compiled_kwargs(self.model),
             )
         ctx.check()
         ctx.stage("decoding")

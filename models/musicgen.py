@@ -481,7 +481,8 @@ class WindowedDecode:
 
 
 class MusicgenModel(CompiledDecoding, OneModuleModel):
-    def compile_decoder(self, policy, device_kind: str) -> bool:
+    compile_holds_device = False  # its warm-up decodes greedily: it draws nothing from the generator a run samples from
+    def compile_decoder(self, policy, device_kind: str, make_request=None) -> bool:
         """Compile the decoder's per-token step now (the manager calls this in the background after a load, when
         the device is idle): two short runs on the compiled path. Returns whether later runs take it."""
         from models.compiled import DecodeCompiler
@@ -496,7 +497,7 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
 
             inputs = self.preprocess([text], padding=True, return_tensors="pt").to(self.torch_device)
             with torch.inference_mode(), prefill_once(self.model):
-                self.model.generate(**inputs, **self._compiled_kwargs(compiler, inputs, 0, steps), do_sample=True,
+                self.model.generate(**inputs, **self._compiled_kwargs(compiler, inputs, 0, steps), do_sample=False,
                                     max_new_tokens=steps, guidance_scale=3.0)
 
         return compiler.warm_up(run)

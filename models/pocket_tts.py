@@ -19,6 +19,7 @@ from studio.weights import cached_json, cached_snapshot, cached_weight_bytes
 
 from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, SpokenChunks, check_tokenizer, first_chunk_units,
                            load_pretrained, seed_everything, speech_chunks, to_float32_numpy)
+from models.compiled import CompiledDecoding
 from models.dialogue import LONG_FORM, SINGLE, check_one_voice, mode_param, paragraphs
 
 log = logging.getLogger(__name__)
@@ -204,7 +205,7 @@ def describe(spec: ModelSpec, request: Request) -> str:
     return f"speaks{parts} in the voice {request.get('voice')!r}"
 
 
-class PocketTTSAdapter(OneModuleModel):
+class PocketTTSAdapter(CompiledDecoding, OneModuleModel):
     """The model, its processor and the codec the processor holds (the processor encodes voices and decodes frames)."""
 
     @property
@@ -218,6 +219,7 @@ class PocketTTSAdapter(OneModuleModel):
         self.model.to(torch_device)
         self.codec.to(torch_device)
         self.torch_device = torch_device
+        self.compiler = None  # compiled for the old device: eager until compiled again
 
     def enable_offload(self, accelerator: str, on_component) -> None:
         """Weights stay in RAM; the model or the codec visits the accelerator while it runs, one at a time."""
@@ -258,7 +260,7 @@ class PocketTTSAdapter(OneModuleModel):
                         **inputs, max_new_tokens=cap, do_sample=temperature > 0,
                         temperature=temperature if temperature > 0 else None,
                         num_flow_steps=request.get("num_flow_steps"), eos_threshold=request.get("eos_threshold"),
-                        return_dict_in_generate=True,
+                        return_dict_in_generate=True, **self.compiled_kwargs(self.model),
                     )
             finally:
                 hook.remove()

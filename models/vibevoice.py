@@ -21,8 +21,9 @@ from studio.errors import InvalidInput
 from studio.run import Audio, RunContext
 from studio.weights import cached_json, cached_snapshot
 
-from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, load_pretrained, seed_everything,
-                           to_float32_numpy, token_progress)
+from models.common import (SAFE_LOAD, OneModuleModel, PartSwitcher, check_tokenizer, int8_linear, load_pretrained,
+                           seed_everything, to_float32_numpy, token_progress)
+from models.compiled import CompiledDecoding
 from models.dialogue import DIALOGUE, LONG_FORM, SINGLE, Turn, check_one_voice, mode_param, paragraphs
 from models.dialogue import parse_script as parse_script_for
 
@@ -356,7 +357,7 @@ def estimate_segments(turns, samples, sample_rate: int = SAMPLE_RATE, hop: int =
     return segments
 
 
-class VibeVoiceAdapter(OneModuleModel):
+class VibeVoiceAdapter(CompiledDecoding, OneModuleModel):
     """The model and its processor (the tokenizer, the chat template, the feature extractor of voice samples)."""
 
     def enable_offload(self, accelerator: str, on_component) -> None:
@@ -409,7 +410,7 @@ class VibeVoiceAdapter(OneModuleModel):
             out = self.model.generate(
                 **inputs, max_new_tokens=run.frames, guidance_scale=request.get("guidance_scale"),
                 num_diffusion_steps=request.get("num_diffusion_steps"), return_dict_in_generate=True,
-                stopping_criteria=token_progress(ctx, run.frames),
+                stopping_criteria=token_progress(ctx, run.frames), **self.compiled_kwargs(self.model),
             )
         ctx.check()
         audio = out.audio[0]
@@ -460,15 +461,9 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> VibeVoiceAdapter:
 
 
 def _quantize_head(model) -> None:
-    import warnings
-
-    import torch
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        holder = quantize_dynamic(torch.nn.Sequential(model.lm_head), {torch.nn.Linear}, dtype=torch.qint8)
-    model.lm_head = holder[0]
+    # The studio's int8 Linear (models.common), as every other int8 layer: one opaque op under compile, not a graph
+    # break at every step (models.compiled).
+    model.lm_head = int8_linear(model.lm_head)
 
 
 FAMILY = Family(

@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 import weakref
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
@@ -585,7 +586,14 @@ class PipelineManager:
                     current = self._entries.get(spec.repo_id)
                     if current is None or current.model is not model:  # unloaded or reloaded meanwhile
                         return
-                model.compile_decoder(policy, kind)
+                    slot = current.device.key if current.device is not None else CPU_SLOT
+                # A warm-up through the adapter's own generate() seeds and samples from torch's one global random
+                # generator: a run beside it would not make what its seed makes. It holds the device as a run does
+                # (runs wait for it, and the page says so); MusicGen's and Bark's warm-ups sample nothing.
+                with self._holding(slot, spec.repo_id) if getattr(model, "compile_holds_device", False) \
+                        else nullcontext():
+                    model.compile_decoder(policy, kind,
+                                          lambda text: self.catalog.make_request(spec.repo_id, text, seed=0))
             except Exception as error:  # an optimisation: it must never disturb the studio
                 log.warning("compiling %s failed (%s); its runs stay eager", spec.repo_id, error)
             finally:
@@ -942,6 +950,21 @@ class PipelineManager:
             if other.slot == waiter.slot:
                 ahead, seconds = ahead + 1, seconds + other.seconds
         return ahead, seconds
+
+    @contextmanager
+    def _holding(self, slot: str, model: str, seconds: float = 60.0):
+        """Hold `slot` as a run of `model` would (for a compile's warm-up): taken once it is free and no run waits
+        for it, freed after. Runs that come meanwhile wait, told `seconds` (a compile's usual length) at first."""
+        with self._slots:
+            while slot in self._busy or self._blocked(model) or self._earlier_waiter(None, slot):
+                self._slots.wait(timeout=0.25)
+            self._busy.add(slot)
+            self._running[slot] = (self._clock(), seconds, None)
+            self._running_models[slot] = model
+        try:
+            yield
+        finally:
+            self._free_slot(slot)
 
     def _free_slot(self, slot: str) -> None:
         with self._slots:

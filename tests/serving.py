@@ -34,6 +34,9 @@ def launched(studio, auth=None):
     try:
         yield f"http://127.0.0.1:{settings.port}"
     finally:
+        # A run a failed test left going would go on computing after the server closes (its thread outlives it) and
+        # starve every later test of the cores: stop it first.
+        endpoints.runs.cancel_all()
         demo.close()
         torch.set_num_threads(threads)
 

@@ -103,6 +103,63 @@ def test_bark_compiles_its_semantic_and_coarse_stages_and_speaks_as_eager(make_s
     np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
 
 
+@pytest.mark.parametrize("repo", ["nari-labs/Dia-1.6B-0626", "sesame/csm-1b", "vibevoice/VibeVoice-1.5B-hf",
+                                  "eustlb/pocket-tts"])
+def test_the_newer_speech_models_compile_through_their_own_generate_and_speak_as_eager(make_studio, monkeypatch,
+                                                                                       tmp_path, repo):
+    """Their generate() takes transformers' static cache as it is: the warm-up is two short requests through the
+    adapter's own generate(), each stopped after a few compiled steps."""
+    from torch._dynamo.utils import counters
+
+    studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
+    manager = studio.manager
+    request = studio.request("speech", repo, "Hello there.", seed=3, params={"precision": "int8"})
+    breaks = sum(counters["graph_break"].values())
+    eager = manager.run(request)
+    assert manager.compile_done(repo, 120) and manager.decode_path(repo) == COMPILED_PATH, manager.decode_path(repo)
+    assert sum(counters["graph_break"].values()) == breaks, dict(counters["graph_break"])  # int8 head included
+    model = manager._entries[repo].model
+    before = model.compiler.compiled_steps
+    assert before > 0, "the warm-up decoded nothing through the compiled step"
+    compiled = manager.run(request)
+    assert model.compiler.compiled_steps > before, "the run did not decode through the compiled step"
+    np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
+
+
+def test_a_warm_up_that_samples_holds_the_device_and_a_run_waits_for_it(make_studio, monkeypatch, tmp_path):
+    """The newer speech models warm up through their own generate(), which seeds and samples from torch's one global
+    generator: a run beside it would not make what its seed makes, so it waits, told so, and then makes exactly
+    what the same seed made before."""
+    from models import compiled as compiled_module
+    from studio.run import RunContext
+
+    repo = "eustlb/pocket-tts"
+    studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
+    manager = studio.manager
+    entered, release = threading.Event(), threading.Event()
+    real_warm_up = compiled_module.DecodeCompiler.warm_up
+
+    def held_warm_up(self, run):
+        entered.set()
+        release.wait(60)
+        return real_warm_up(self, run)
+
+    monkeypatch.setattr(compiled_module.DecodeCompiler, "warm_up", held_warm_up)
+    request = studio.request("speech", repo, "Hello there.", seed=3, params={"precision": "int8"})
+    first = manager.run(request)
+    assert entered.wait(30)
+    waits, done = [], {}
+    worker = threading.Thread(target=lambda: done.setdefault("run", manager.run(
+        request, RunContext(on_wait=lambda ahead, seconds: waits.append(ahead)))))
+    worker.start()
+    worker.join(2)
+    assert worker.is_alive() and waits and waits[-1] == 1, "the run did not wait for the warm-up"
+    release.set()
+    worker.join(120)
+    assert manager.compile_done(repo, 120) and manager.decode_path(repo) == COMPILED_PATH
+    np.testing.assert_allclose(done["run"].audio.samples, first.audio.samples, atol=1e-4)
+
+
 def test_runs_go_eager_while_it_compiles_and_a_failed_compile_leaves_the_model_eager(make_studio, monkeypatch,
                                                                                       tmp_path):
     from models import compiled as compiled_module

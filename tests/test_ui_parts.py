@@ -830,3 +830,11 @@ def test_uploads_are_capped_at_the_longest_clip_the_studio_takes(tmp_path):
     options = launch.launch_options(Settings(output_dir=tmp_path), None)
     assert options["max_file_size"] == launch.MAX_UPLOAD_BYTES == clips.MAX_UPLOAD_BYTES
     assert clips.MAX_UPLOAD_BYTES >= clips.MAX_SECONDS * 48_000 * 2 * 4  # 300 s of 48 kHz stereo float WAV
+
+
+def test_cancel_all_stops_every_sessions_runs():
+    runs = RunRegistry()
+    with runs.track("a:music") as first, runs.track("b:speech") as second, runs.track("b:speech") as third:
+        assert runs.cancel_all() == 3
+        assert first.is_set() and second.is_set() and third.is_set()
+    assert runs.cancel_all() == 0  # none left going

@@ -57,6 +57,14 @@ class RunRegistry:
             event.set()
         return len(events)
 
+    def cancel_all(self) -> int:
+        """Ask every run of every session to stop at its next step (the app is closing); returns how many."""
+        with self._lock:
+            events = [event for events in self._runs.values() for event in events]
+        for event in events:
+            event.set()
+        return len(events)
+
     def cancel_queued(self, key: str) -> None:
         """Stop `key`'s next run as soon as it starts (it is still waiting in the queue)."""
         with self._lock:
