@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tests.test_browser import (ARTIFACTS, LONG_TEXT, _expect_text, _generate, _memory_row, _open, _set_duration,
-                                _tab, browser, pytestmark, server)  # noqa: F401 (fixtures and marks)
+from tests.test_browser import (ARTIFACTS, LONG_TEXT, _expect_text, _generate, _generate_long_speech, _memory_row,
+                                _open, _set_duration, _tab, browser, pytestmark, server)  # noqa: F401 (fixtures and marks)
 
 SHARE = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 
@@ -58,7 +58,7 @@ def test_a_run_waiting_for_the_device_says_who_is_ahead_and_how_long(server, bro
     _tab(other, "music")
     other.locator("#music-prompt textarea").fill("short jingle")
     _set_duration(other, "music", 1)
-    _generate(page, "speech", LONG_TEXT)
+    _generate_long_speech(page)
     _expect_text(page.locator("#speech-audio"), r"\d+/\d+ steps", 60)
     other.locator("#music-generate").click()
     said = _expect_text(other.locator("#music-audio"), r"Waiting for the device: 1 run ahead, (about \d|finishing)", 10)
@@ -67,6 +67,7 @@ def test_a_run_waiting_for_the_device_says_who_is_ahead_and_how_long(server, bro
     other.locator("#music-cancel").click()
     _expect_text(other.locator("body"), r"leaves the queue", 5)
     _expect_text(other.locator("#music-audio"), r"^Result$", 10)
+    page.bring_to_front()  # the person goes back to the first tab (a tab behind another took no click within 20 s)
     page.locator("#speech-cancel").click()
     _expect_text(page.locator("#speech-audio"), r"^Result$", 20)
     assert studio.manager.state_of("facebook/musicgen-small") != "in use"

@@ -37,6 +37,22 @@ def _music(studio, precision: str, seconds: float = 0.5, **params):
     return request, studio.manager.run(request)
 
 
+def _held_warm_ups(monkeypatch):
+    """Every warm-up waits, once it has begun, until the test sets `release`: (entered, release, the real warm_up)."""
+    from models import compiled as compiled_module
+
+    entered, release = threading.Event(), threading.Event()
+    real_warm_up = compiled_module.DecodeCompiler.warm_up
+
+    def held_warm_up(self, run):
+        entered.set()
+        release.wait(60)
+        return real_warm_up(self, run)
+
+    monkeypatch.setattr(compiled_module.DecodeCompiler, "warm_up", held_warm_up)
+    return entered, release, real_warm_up
+
+
 def test_the_policy_compiles_where_the_bench_measured_it_pays(monkeypatch):
     monkeypatch.delenv("STUDIO_COMPILE", raising=False)
     auto = CompilePolicy.from_environment()
@@ -130,21 +146,12 @@ def test_a_warm_up_that_samples_holds_the_device_and_a_run_waits_for_it(make_stu
     """The newer speech models warm up through their own generate(), which seeds and samples from torch's one global
     generator: a run beside it would not make what its seed makes, so it waits, told so, and then makes exactly
     what the same seed made before."""
-    from models import compiled as compiled_module
     from studio.run import RunContext
 
     repo = "eustlb/pocket-tts"
     studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
     manager = studio.manager
-    entered, release = threading.Event(), threading.Event()
-    real_warm_up = compiled_module.DecodeCompiler.warm_up
-
-    def held_warm_up(self, run):
-        entered.set()
-        release.wait(60)
-        return real_warm_up(self, run)
-
-    monkeypatch.setattr(compiled_module.DecodeCompiler, "warm_up", held_warm_up)
+    entered, release, _ = _held_warm_ups(monkeypatch)
     request = studio.request("speech", repo, "Hello there.", seed=3, params={"precision": "int8"})
     first = manager.run(request)
     assert entered.wait(30)
@@ -166,15 +173,7 @@ def test_runs_go_eager_while_it_compiles_and_a_failed_compile_leaves_the_model_e
 
     studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
     manager = studio.manager
-    entered, release = threading.Event(), threading.Event()
-    real_warm_up = compiled_module.DecodeCompiler.warm_up
-
-    def held_warm_up(self, run):
-        entered.set()
-        release.wait(60)
-        return real_warm_up(self, run)
-
-    monkeypatch.setattr(compiled_module.DecodeCompiler, "warm_up", held_warm_up)
+    entered, release, real_warm_up = _held_warm_ups(monkeypatch)
     request, _ = _music(studio, "int8")
     assert entered.wait(30)
     assert manager.decode_path(MUSIC) == "eager"  # not started compiling: held before its first step
