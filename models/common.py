@@ -235,7 +235,8 @@ class OneModuleModel:
         return [self.model]
 
     def move(self, torch_device: str) -> None:
-        self.model.to(torch_device)
+        for module in self.modules():  # a family with a second module (a codec) lists it in modules()
+            module.to(torch_device)
         self.torch_device = torch_device
 
 

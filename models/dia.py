@@ -323,12 +323,6 @@ class DiaModel(CompiledDecoding, OneModuleModel):
     def modules(self) -> list:
         return [self.model, self.preprocess.audio_tokenizer]
 
-    def move(self, torch_device: str) -> None:
-        self.model.to(torch_device)
-        self.preprocess.audio_tokenizer.to(torch_device)
-        self.torch_device = torch_device
-        self.compiler = None  # compiled for the old device: eager until compiled again
-
     def generate(self, request: Request, ctx: RunContext) -> Audio:
         import torch
 

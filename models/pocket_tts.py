@@ -215,12 +215,6 @@ class PocketTTSAdapter(CompiledDecoding, OneModuleModel):
     def modules(self) -> list:
         return [self.model, self.codec]
 
-    def move(self, torch_device: str) -> None:
-        self.model.to(torch_device)
-        self.codec.to(torch_device)
-        self.torch_device = torch_device
-        self.compiler = None  # compiled for the old device: eager until compiled again
-
     def enable_offload(self, accelerator: str, on_component) -> None:
         """Weights stay in RAM; the model or the codec visits the accelerator while it runs, one at a time."""
         switcher = PartSwitcher({"model": [self.model], "audio_tokenizer": [self.codec]}, accelerator, on_component)

@@ -140,6 +140,8 @@ def test_the_newer_speech_models_compile_through_their_own_generate_and_speak_as
     compiled = manager.run(request)
     assert model.compiler.compiled_steps > before, "the run did not decode through the compiled step"
     np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
+    model.move(model.torch_device)  # compiled for the device it had: a move forgets it
+    assert manager.decode_path(repo) == "eager"
 
 
 def test_a_warm_up_that_samples_holds_the_device_and_a_run_waits_for_it(make_studio, monkeypatch, tmp_path):
