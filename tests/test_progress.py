@@ -12,7 +12,7 @@ import pytest
 
 from studio.run import RunContext
 from studio.ui import text
-from studio.ui.runs import ProgressBridge, RunRegistry
+from studio.ui.runs import STEP_REPORT_EVERY_S, ProgressBridge, RunRegistry
 
 MUSIC, SPEECH = "facebook/musicgen-small", "facebook/mms-tts-eng"
 MB = 1024**2
@@ -207,6 +207,25 @@ def test_time_left_is_the_estimate_until_steps_then_the_measured_rate_and_the_pa
                                   since_steps_end=20) == 0
     assert text.progress_desc("generating", 8.0, steps=(12, 50)) == "Generating · 12/50 steps · about 8.0 s left"
     assert text.progress_desc("saving", 0.1) == "Saving the file · almost done"
+
+
+def test_a_fast_model_tells_the_page_a_few_times_a_second_not_at_every_step():
+    # 2000 steps in 2 s (a tiny checkpoint, or MusicGen on a GPU): Gradio sends each report as a message that the
+    # page takes tens of milliseconds over, so reporting every step kept the page too busy to take a click.
+    run = Run(tick=60)
+    run.ctx.stage("generating")
+    run.steps(1, 2000, 2000, seconds_each=0.001)
+    steps = [desc for _, desc in run.calls if "steps" in desc]
+    assert steps[0].startswith("Generating · 1/2000 steps")  # the first step shows at once
+    assert steps[-1].startswith("Generating · 2000/2000 steps")  # and the last
+    assert len(steps) <= 2 / STEP_REPORT_EVERY_S + 2, len(steps)
+    run.ctx.stage("decoding")  # a new stage shows at once
+    assert run.calls[-1][1].startswith("Decoding")
+    # A slow model's every step is told.
+    slow = Run(tick=60)
+    slow.ctx.stage("generating")
+    slow.steps(1, 10, 10, seconds_each=STEP_REPORT_EVERY_S)
+    assert len([desc for _, desc in slow.calls if "steps" in desc]) == 10
 
 
 def test_a_real_first_run_reports_a_bar_that_never_goes_back(make_studio):

@@ -12,6 +12,12 @@ from typing import Any, Callable, Iterator
 from studio.run import RunContext
 from studio.ui.text import TAIL_SHARE, progress_desc, remaining_seconds, waiting_desc
 
+# Steps are reported to the page at most this often (stages and a stage's last step at once). Gradio sends a
+# progress message every 10 ms while reports come, and its page spends tens of milliseconds on each one: a model
+# stepping faster than that (MusicGen, Bark, a tiny checkpoint) kept the page's main thread busy from end to end, so
+# a click on Cancel was not taken for 20 s and more (measured in Chromium: 8 s busy in 8 s).
+STEP_REPORT_EVERY_S = 0.25
+
 log = logging.getLogger(__name__)
 
 
@@ -144,8 +150,9 @@ class ProgressBridge:
     the same measure by the estimate's share of it (TAIL_SHARE). So a first run whose estimate is far off counts
     down from what it measures instead of jumping back to the estimate after its last step.
 
-    A ticker thread repeats the report every `tick_s`, so the time left keeps moving during a long load or a long
-    step, and polls `cancelled`: when it says yes, the run's cancel Event is set and the adapter stops at its next
+    Steps are reported at most every `step_report_s` (STEP_REPORT_EVERY_S), a stage's last step and every new stage
+    at once. A ticker thread repeats the report every `tick_s`, so the time left keeps moving during a long load or
+    a long step, and polls `cancelled`: when it says yes, the run's cancel Event is set and the adapter stops at its next
     step. `waiting(True/False)` is told when the run starts and stops waiting for its device; `on_audio` hears the
     pieces of audio the run hands on (RunContext.on_audio; studio.streaming). Use as a context manager around the run.
     """
@@ -154,7 +161,8 @@ class ProgressBridge:
                  cancelled: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.monotonic,
                  tick_s: float = 0.5, waiting: Callable[[bool], None] = lambda queued: None,
                  tail_share: float = TAIL_SHARE, estimate: Any = None,
-                 on_audio: Callable[[Any, int], None] | None = None) -> None:
+                 on_audio: Callable[[Any, int], None] | None = None,
+                 step_report_s: float = STEP_REPORT_EVERY_S) -> None:
         self.cancel = cancel
         self._progress = progress
         self._estimated = estimated_s
@@ -162,6 +170,9 @@ class ProgressBridge:
         self._cancelled = cancelled
         self._clock = clock
         self._tick_s = tick_s
+        self._step_report_s = step_report_s
+        self._reported = float("-inf")  # when the page was last told
+        self._told_progress = False  # ... and whether that showed steps (or a stage's share): the first shows at once
         self._on_waiting = waiting
         self._tail_share = tail_share
         self._lock = threading.Lock()
@@ -257,7 +268,10 @@ class ProgressBridge:
                     self._run_start = now
             else:
                 self._on_step(done, total, now)
-        self.report()
+            due = (not self._told_progress or now - self._reported >= self._step_report_s
+                   or bool(total) and done >= total)
+        if due:
+            self.report()
 
     def _on_step(self, done: int, total: int, now: float) -> None:
         """A denoising step (or token) reported; call with the lock held."""
@@ -315,6 +329,7 @@ class ProgressBridge:
         """Send the current stage, steps, time left and share of the bar to the progress callable."""
         now = self._clock()
         with self._lock:
+            self._reported, self._told_progress = now, False
             stage, (done, total), ahead = self._stage, self._steps, self._ahead
             if stage == "queued" and self._run_start is None:
                 # 0, not None: Gradio's page shows no text at all for a progress of None.
@@ -330,5 +345,7 @@ class ProgressBridge:
                 elif self._shown:
                     value = self._shown
                 steps = (done, total) if stage == "generating" and total else None
-                desc = progress_desc(stage, left, steps=steps, share=self._stage_share())
+                share = self._stage_share()
+                desc = progress_desc(stage, left, steps=steps, share=share)
+                self._told_progress = steps is not None or share is not None
         self._progress(value, desc=desc)
