@@ -11,8 +11,9 @@ bark-small compiles its semantic and coarse stages (the fine stage makes a few n
 its case speaks one 5 s chunk of a sentence (random weights run every stage to its cap). Pocket TTS, the speech model
 a CPU runs in real time, compiles its backbone's step like the other newer speech models (models.compiled).
 
-BENCH_COMPILED=name[,name] runs only those cases; the section keeps the other cases' rows from the last run, each
-row with the date it was measured.
+BENCH_COMPILED=name[,name] runs only those cases, BENCH_COMPILED_PRECISIONS=precision[,precision] only those
+precisions (else the size's: --quick measures int8 and bfloat16); the section keeps the rows of the cases and precisions not run from the last run, each
+with the date it was measured.
 """
 
 from __future__ import annotations
@@ -54,17 +55,40 @@ def selected_cases() -> tuple:
     return tuple(case for case in CASES if not wanted or case[0] in wanted)
 
 
+def selected_precisions(size: str) -> tuple[str, ...]:
+    """The precisions BENCH_COMPILED_PRECISIONS names (an unknown name is an error), else the size's."""
+    wanted = [n.strip() for n in os.environ.get("BENCH_COMPILED_PRECISIONS", "").split(",") if n.strip()]
+    unknown = sorted(set(wanted) - set(PRECISIONS["full"]))
+    if unknown:
+        raise SystemExit(f"BENCH_COMPILED_PRECISIONS names {unknown}: one of {PRECISIONS['full']}")
+    return tuple(p for p in PRECISIONS["full"] if p in wanted) if wanted else PRECISIONS[size]
+
+
 def compiled_repos() -> list[str]:
     return [repo for _, repo, *_ in selected_cases()]
 
 
+def fastest(rows: dict) -> str | None:
+    """The precision whose compiled run was fastest."""
+    return min((p for p in rows if rows[p]["rtf"]["compiled"]), key=lambda p: rows[p]["rtf"]["compiled"], default=None)
+
+
 def merged_rows(previous: dict | None, found: dict, created: str) -> dict:
-    """This run's rows, each stamped `created`, over the previous section's rows of the cases not run now."""
-    rows = {name: row for name, row in ((previous or {}).get("rows") or {}).items() if name not in found}
-    for row in rows.values():
-        row.setdefault("created", (previous or {}).get("created", ""))
-    rows.update({name: {**row, "created": created} for name, row in found.items()})
+    """This run's rows, each precision's stamped `created`, over the previous section's rows (cases and precisions)
+    not run now, which keep their own dates."""
+    rows = {}
+    for name, row in ((previous or {}).get("rows") or {}).items():
+        made = row.get("created") or (previous or {}).get("created", "")
+        rows[name] = {**row, "rows": {p: {"created": made, **r} for p, r in row["rows"].items()}}
+    for name, row in found.items():
+        precisions = {**rows.get(name, {}).get("rows", {}), **{p: {**r, "created": created} for p, r in row["rows"].items()}}
+        precisions = dict(sorted(precisions.items(), key=lambda item: _ORDER.index(item[0])))
+        rows[name] = {**row, "rows": precisions, "fastest": fastest(precisions),
+                      "created": max(r["created"] for r in precisions.values())}
     return rows
+
+
+_ORDER = PRECISIONS["full"]
 
 
 def worker(repo: str, task: str, prompt: str, params: dict, precision: str, rounds: int, out: Path) -> None:
@@ -125,7 +149,7 @@ def _launch(repo, task, prompt, params, precision, rounds, cache_dir: Path, out:
 
 def run_case(name, repo, task, prompt, params, what, *, size: str, workdir: Path) -> dict:
     rows = {}
-    for precision in PRECISIONS[size]:
+    for precision in selected_precisions(size):
         cache = workdir / f"{name}-{precision}-compile-cache"  # empty: this machine's first process
         processes = []
         for index in (1, 2):
@@ -149,8 +173,7 @@ def run_case(name, repo, task, prompt, params, what, *, size: str, workdir: Path
             "max_sample_diff": max((p.get("max_sample_diff") or 0.0) for p in processes),
             "process_s": [p["process_s"] for p in processes],
         }
-    best = min((p for p in rows if rows[p]["rtf"]["compiled"]), key=lambda p: rows[p]["rtf"]["compiled"], default=None)
-    return {"repo": repo, "what": what, "rows": rows, "fastest": best,
+    return {"repo": repo, "what": what, "rows": rows, "fastest": fastest(rows),
             "rtf_target": RTF_TARGETS[name].describe("{:.1f}") if name in RTF_TARGETS else None}
 
 

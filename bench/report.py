@@ -82,16 +82,18 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
     compiled = results.get("sections", {}).get("compiled")
     for name, row in (compiled or {}).get("rows", {}).items():
         auto_name = (auto or {}).get("rows", {}).get(name, {}).get("auto", "int8")
-        when = _when({**compiled, "created": row.get("created") or compiled.get("created", "")})
+        def when(r: dict) -> str:
+            return _when({**compiled, "created": r.get("created") or row.get("created") or compiled.get("created", "")})
+
         if auto_name in row["rows"] and row.get("rtf_target"):
             r = row["rows"][auto_name]
             best = min(v for v in r["rtf"].values() if v is not None)
             rows.append((f"{name}: real-time factor in its auto precision ({auto_name}, "
                          f"{'compiled' if best == r['rtf'].get('compiled') else 'eager'}; {row['what']})",
-                         f"{best:.2f}", row["rtf_target"], _met(best <= 1.0), when))
+                         f"{best:.2f}", row["rtf_target"], _met(best <= 1.0), when(r)))
         for precision, r in row["rows"].items():
             rows.append((f"{name}: a second process's compile / a 10 s generation ({precision})",
-                         _pct(r["second_compile_share"]), r["compile_target"], _met(r["compile_met"]), when))
+                         _pct(r["second_compile_share"]), r["compile_target"], _met(r["compile_met"]), when(r)))
     page = results.get("sections", {}).get("page-start")
     if page:
         rows.append(("page start: studio / bare Gradio app", _x(page["ratio"]), page["target"], _met(page["met"]),
@@ -478,8 +480,8 @@ def _render_compiled(w, section: dict) -> None:
             rtf = r["rtf"]
             same = "yes" if r.get("same_audio") else f"no (max sample difference {r.get('max_sample_diff') or 0:.3g})"
             eager, compiled = (f"{rtf[k]:.2f}" if rtf.get(k) is not None else "–" for k in ("eager", "compiled"))
-            when = (f"; {row['created'][:16].replace('T', ' ')}"
-                    if row.get("created") and row["created"] != section.get("created") else "")
+            made = r.get("created") or row.get("created")
+            when = f"; {made[:16].replace('T', ' ')}" if made and made != section.get("created") else ""
             w(f"| {name} ({row['what']}{when}) | {precision} | {eager} | {compiled} | "
               f"{_x(r['speedup']) if r.get('speedup') else '–'} | {_s(r['compile_first_s'], 1)} | "
               f"{_s(r['compile_second_s'], 1)} | **{_pct(r['second_compile_share'])}** (target "

@@ -59,7 +59,12 @@ _keys_lock = threading.Lock()
 
 def prepare_int8(model) -> int:
     """Give each dynamic int8 Linear of `model` a key to its packed weights, which its forward passes to the
-    `int8_linear` op while Dynamo traces it (models.common); forgotten with the module. Returns how many."""
+    `int8_linear` op while Dynamo traces it (models.common); forgotten with the module. Returns how many.
+
+    The key is a buffer (a one-element tensor), so the graph takes it as an input: a key written into the graph as a
+    number would make the graph, and the compile cache's key for it, depend on how many layers the process had
+    prepared before (another model loaded first), and a second process would compile everything again."""
+    import torch
     from torch.ao.nn.quantized.dynamic import Linear
 
     int8_linear_op()
@@ -70,24 +75,25 @@ def prepare_int8(model) -> int:
                 key = next(_keys)
             _PACKED[key] = module._packed_params._packed_params
             old = getattr(module, "studio_key", None)
-            module.studio_key = key
+            module.register_buffer("studio_key", torch.tensor(key, dtype=torch.int64), persistent=False)
             weakref.finalize(module, _PACKED.pop, key, None)
             if old is not None:
-                _PACKED.pop(old, None)
+                _PACKED.pop(int(old), None)
             count += 1
     return count
 
 
 @functools.cache
 def int8_linear_op():
-    """torch.ops.studio.int8_linear(x, key, out_features): the packed layer `key`'s output, opaque to Dynamo."""
+    """torch.ops.studio.int8_linear(x, key, out_features): the output of the packed layer numbered `key` (a
+    one-element tensor: prepare_int8), opaque to Dynamo."""
     import torch
 
     # The schema spelt out: this module's annotations are strings (from __future__ import annotations).
     @torch.library.custom_op("studio::int8_linear", mutates_args=(),
-                             schema="(Tensor x, int key, int out_features) -> Tensor")
+                             schema="(Tensor x, Tensor key, int out_features) -> Tensor")
     def int8_linear(x, key, out_features):
-        return torch.ops.quantized.linear_dynamic(x, _PACKED[key], True)
+        return torch.ops.quantized.linear_dynamic(x, _PACKED[int(key)], True)
 
     @int8_linear.register_fake
     def _(x, key, out_features):

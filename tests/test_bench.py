@@ -440,3 +440,27 @@ def test_report_renders_eager_against_compiled_with_the_compile_times():
     assert not any(row[0].startswith("bark-small: real-time factor") for row in rows)
     assert ("musicgen-small: a second process's compile / a 10 s generation (int8)", "94.8 %", "<= 10%",
             "**not met**", "quick, 2025-01-01T00:00") in rows
+    # A precision measured alone (BENCH_COMPILED_PRECISIONS) joins its case; the case's other precisions keep theirs.
+    float32 = {**int8, "rtf": {"eager": 4.0, "compiled": 3.5}, "speedup": 4 / 3.5}
+    musicgen = {**section["rows"]["musicgen-small"], "rows": {"float32": float32}}
+    section["rows"] = merged_rows(section, {"musicgen-small": musicgen}, "2025-03-03T00:00:00+00:00")
+    section["created"] = "2025-03-03T00:00:00+00:00"
+    text = render(results)
+    assert "| musicgen-small (5 s, guidance 3; 2025-01-01 00:00) | int8 | 1.80 | 1.55 |" in text
+    assert "| musicgen-small (5 s, guidance 3) | float32 | 4.00 | 3.50 | 1.14x |" in text
+    assert "| bark-small (one 5 s chunk; 2025-02-02 00:00) | int8 | 7.00 | 6.00 | 1.17x |" in text
+    assert list(section["rows"]["musicgen-small"]["rows"]) == ["int8", "float32"]
+    assert section["rows"]["musicgen-small"]["fastest"] == "int8"
+    assert ("musicgen-small: a second process's compile / a 10 s generation (int8)", "94.8 %", "<= 10%",
+            "**not met**", "quick, 2025-01-01T00:00") in summary_rows(results)
+
+
+def test_the_compiled_bench_runs_the_precisions_asked_for(monkeypatch):
+    from bench.compiled import selected_precisions
+
+    assert selected_precisions("quick") == ("int8", "bfloat16")
+    monkeypatch.setenv("BENCH_COMPILED_PRECISIONS", "float32, int8")
+    assert selected_precisions("quick") == ("int8", "float32")
+    monkeypatch.setenv("BENCH_COMPILED_PRECISIONS", "int4")
+    with pytest.raises(SystemExit, match="int4"):
+        selected_precisions("quick")

@@ -221,3 +221,39 @@ def test_auto_compiles_only_where_it_pays(make_studio, monkeypatch, tmp_path):
     assert studio.manager._entries[MUSIC].model.compiler is None
     _music(studio, "int8")  # a reload in int8: compiled in the background
     assert studio.manager.compile_done(MUSIC, 120) and studio.manager.decode_path(MUSIC) == COMPILED_PATH
+
+
+def test_an_int8_graph_is_the_same_whatever_the_process_prepared_before():
+    # The compile cache finds a graph by its code: a layer's key to its packed weights written into the graph as a
+    # number made the graph depend on how many int8 layers the process had prepared before (another model loaded
+    # first), so a second process compiled everything again. The key is an input of the graph.
+    import torch
+
+    from models.common import quantize_int8
+    from models.compiled import prepare_int8
+
+    def int8_model():
+        torch.manual_seed(0)
+        model = torch.nn.Module()
+        model.part = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8))
+        quantize_int8(model, ("part",))
+        return model
+
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm.code)
+        return gm.forward
+
+    x = torch.randn(2, 16)
+    model = int8_model()
+    outputs = []
+    for other_models_before in (0, 3):
+        for _ in range(other_models_before):
+            prepare_int8(int8_model())  # what the process prepared before: its keys come first
+        prepare_int8(model)
+        torch._dynamo.reset()
+        outputs.append(torch.compile(model.part, backend=record, fullgraph=True)(x))
+    assert len(graphs) == 2 and "int8_linear" in graphs[0]
+    assert graphs[0] == graphs[1]
+    assert torch.equal(outputs[0], model.part(x)) and torch.equal(outputs[1], outputs[0])
