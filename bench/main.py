@@ -11,12 +11,27 @@ import time
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
+
+from bench.report import same_machine
 from typing import Any
 
 log = logging.getLogger("bench")
 
 SCHEMA = 1
 QUICK_LIMIT_S = 600.0
+
+
+def with_other_machines(previous: dict | None, section: dict) -> dict:
+    """A machine-bound section (its figures hold for one CPU) with the latest figures of each other CPU the bench ran
+    on before (`other_machines`): a run on another machine no longer wipes them."""
+    earlier = [] if previous is None else [*previous.get("other_machines", []),
+                                           {k: v for k, v in previous.items() if k != "other_machines"}]
+    kept: list[dict] = []
+    for entry in reversed(earlier):  # the latest of each machine first
+        if not same_machine(entry.get("machine"), section.get("machine")) and \
+                not any(same_machine(entry.get("machine"), k.get("machine")) for k in kept):
+            kept.append(entry)
+    return {**section, "other_machines": kept[::-1]} if kept else section
 
 
 def machine_info() -> dict:
@@ -222,8 +237,9 @@ def run(args: argparse.Namespace) -> int:
         log.info("== precision-auto (%s)", size)
         with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
             found = run_precision_auto(size=size, workdir=Path(tmp))
-        results["sections"]["precision-auto"] = {"rows": found["rows"], "created": now, "mode": mode,
-                                                 "tiny": args.tiny, "machine": machine_info()}
+        section = {"rows": found["rows"], "created": now, "mode": mode, "tiny": args.tiny, "machine": machine_info()}
+        previous = _load_previous(args).get("sections", {}).get("precision-auto")
+        results["sections"]["precision-auto"] = with_other_machines(previous, section)
         if found["errors"]:
             results["errors"]["precision-auto"] = "\n".join(f"{n}: {t}" for n, t in found["errors"].items())
 
@@ -235,10 +251,11 @@ def run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-compiled-") as tmp:
             found = run_compiled(size=size, workdir=Path(tmp))
         previous = _load_previous(args).get("sections", {}).get("compiled")
-        results["sections"]["compiled"] = {"rows": merged_rows(previous, found["rows"], now), "created": now,
-                                           "mode": mode, "tiny": args.tiny,
-                                           "machine": machine_info(),
-                                           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "library default")}
+        machine = machine_info()
+        here = previous if previous and same_machine(previous.get("machine"), machine) else None
+        section = {"rows": merged_rows(here, found["rows"], now), "created": now, "mode": mode, "tiny": args.tiny,
+                   "machine": machine, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "library default")}
+        results["sections"]["compiled"] = with_other_machines(previous, section)
         if found["errors"]:
             results["errors"]["compiled"] = "\n".join(f"{n}: {t}" for n, t in found["errors"].items())
 

@@ -76,24 +76,13 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append((f"{name}: streaming's overhead on the whole run (listened / not - 1)", _pct(row["overhead"]),
                      row["overhead_target"], _met(row["overhead_met"]), when))
     auto = results.get("sections", {}).get("precision-auto")
-    for name, row in (auto or {}).get("rows", {}).items():
-        rows.append((f"{name}: auto's precision on this CPU ({row['auto']}) vs the fastest measured ({row['fastest']})",
-                     _pct(row["gap"]), row["target"], _met(row["met"]), _when(auto)))
+    for section in _machines(auto):
+        where = "this CPU" if section is auto else _builds_and_cpu(section)[1]
+        for name, row in section.get("rows", {}).items():
+            rows.append((f"{name}: auto's precision on {where} ({row['auto']}) vs the fastest measured "
+                         f"({row['fastest']})", _pct(row["gap"]), row["target"], _met(row["met"]), _when(section)))
     compiled = results.get("sections", {}).get("compiled")
-    for name, row in (compiled or {}).get("rows", {}).items():
-        auto_name = (auto or {}).get("rows", {}).get(name, {}).get("auto", "int8")
-        def when(r: dict) -> str:
-            return _when({**compiled, "created": r.get("created") or row.get("created") or compiled.get("created", "")})
-
-        if auto_name in row["rows"] and row.get("rtf_target"):
-            r = row["rows"][auto_name]
-            best = min(v for v in r["rtf"].values() if v is not None)
-            rows.append((f"{name}: real-time factor in its auto precision ({auto_name}, "
-                         f"{'compiled' if best == r['rtf'].get('compiled') else 'eager'}; {row['what']})",
-                         f"{best:.2f}", row["rtf_target"], _met(best <= 1.0), when(r)))
-        for precision, r in row["rows"].items():
-            rows.append((f"{name}: a second process's compile / a 10 s generation ({precision})",
-                         _pct(r["second_compile_share"]), r["compile_target"], _met(r["compile_met"]), when(r)))
+    rows += _compiled_summary(compiled, auto)
     page = results.get("sections", {}).get("page-start")
     if page:
         rows.append(("page start: studio / bare Gradio app", _x(page["ratio"]), page["target"], _met(page["met"]),
@@ -283,8 +272,7 @@ def render(results: dict) -> str:
     for name, render_section in (("musicgen-extend", _render_extension), ("musicgen-prompt-cost", _render_prompt_cost),
                                  ("streaming", _render_streaming), ("precision-auto", _render_precision_auto),
                                  ("compiled", _render_compiled)):
-        section = results.get("sections", {}).get(name)
-        if section:
+        for section in _machines(results.get("sections", {}).get(name)):
             render_section(w, section)
     page = results.get("sections", {}).get("page-start")
     if page:
@@ -375,6 +363,43 @@ def _render_real_time(w, models: dict) -> None:
         w(f"| {name} | {e['what']} | {_num(e['compare']['real_time_factor'])} | {d.get('dtype', '–')} | "
           f"{_num(d.get('real_time_factor'))} | {others} |")
     w("")
+
+
+def same_machine(a: dict | None, b: dict | None) -> bool:
+    """Whether two machine_info() describe one kind of CPU: the same model name and vector flags."""
+    def kind(m):
+        return ((m or {}).get("cpu"), tuple((m or {}).get("simd") or ()))
+
+    return kind(a) == kind(b)
+
+
+def _machines(section: dict | None) -> list[dict]:
+    """A machine-bound section and the figures it keeps of other CPUs (bench.main.with_other_machines)."""
+    return [section, *section.get("other_machines", [])] if section else []
+
+
+def _compiled_summary(compiled: dict | None, auto: dict | None) -> list[tuple[str, str, str, str, str]]:
+    """The compiled section's target rows, for each CPU it holds figures of; auto's precision is that CPU's."""
+    rows = []
+    for section in _machines(compiled):
+        where = "" if section is compiled else f" on {_builds_and_cpu(section)[1]}"
+        autos = next((a for a in _machines(auto) if same_machine(a.get("machine"), section.get("machine"))), {})
+        for name, row in section.get("rows", {}).items():
+            auto_name = autos.get("rows", {}).get(name, {}).get("auto", "int8")
+
+            def when(r: dict) -> str:
+                return _when({**section, "created": r.get("created") or row.get("created") or section.get("created", "")})
+
+            if auto_name in row["rows"] and row.get("rtf_target"):
+                r = row["rows"][auto_name]
+                best = min(v for v in r["rtf"].values() if v is not None)
+                rows.append((f"{name}{where}: real-time factor in its auto precision ({auto_name}, "
+                             f"{'compiled' if best == r['rtf'].get('compiled') else 'eager'}; {row['what']})",
+                             f"{best:.2f}", row["rtf_target"], _met(best <= 1.0), when(r)))
+            for precision, r in row["rows"].items():
+                rows.append((f"{name}{where}: a second process's compile / a 10 s generation ({precision})",
+                             _pct(r["second_compile_share"]), r["compile_target"], _met(r["compile_met"]), when(r)))
+    return rows
 
 
 def _when(entry: dict) -> str:

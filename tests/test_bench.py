@@ -464,3 +464,35 @@ def test_the_compiled_bench_runs_the_precisions_asked_for(monkeypatch):
     monkeypatch.setenv("BENCH_COMPILED_PRECISIONS", "int4")
     with pytest.raises(SystemExit, match="int4"):
         selected_precisions("quick")
+
+
+def test_a_run_on_another_cpu_keeps_the_figures_of_the_ones_before():
+    from bench.main import with_other_machines
+    from bench.report import render, summary_rows
+
+    avx512 = {"cpu": "AMD EPYC", "simd": ["avx2", "avx512f", "avx512_bf16"]}
+    avx2 = {"cpu": "AMD EPYC", "simd": ["avx2"]}
+
+    def auto_section(machine, created, rtf_int8):
+        row = {"what": "5 s", "published": "int8", "auto": "int8", "fastest": "int8", "gap": 0.0, "target": "<= 5%",
+               "met": True, "rtf": {"float32": 4.0, "bfloat16": 3.0, "int8": rtf_int8},
+               "probe": {"seconds": {"float32": 0.01, "bfloat16": 0.008, "int8": 0.004}, "elapsed_s": 1.0}}
+        return {"created": created, "mode": "quick", "tiny": False, "machine": machine,
+                "rows": {"musicgen-small": row}}
+
+    first = with_other_machines(None, auto_section(avx512, "2025-01-01T00:00:00+00:00", 1.9))
+    assert "other_machines" not in first
+    second = with_other_machines(first, auto_section(avx2, "2025-02-02T00:00:00+00:00", 2.5))
+    assert [m["machine"] for m in second["other_machines"]] == [avx512]
+    # The same CPU again replaces its own figures and keeps the other's.
+    third = with_other_machines(second, auto_section(avx2, "2025-03-03T00:00:00+00:00", 2.4))
+    assert [m["machine"] for m in third["other_machines"]] == [avx512]
+    text = render({"runs": [], "models": {}, "sections": {"precision-auto": third}})
+    assert "AMD EPYC (avx2)" in text
+    assert "AMD EPYC (avx2, avx512f, avx512_bf16)" in text
+    assert "| 4.00 | 3.00 | 2.40 |" in text and "| 4.00 | 3.00 | 1.90 |" in text
+    rows = summary_rows({"runs": [], "models": {}, "sections": {"precision-auto": third}})
+    assert [row[0] for row in rows] == [
+        "musicgen-small: auto's precision on this CPU (int8) vs the fastest measured (int8)",
+        "musicgen-small: auto's precision on AMD EPYC (avx2, avx512f, avx512_bf16) (int8) vs the fastest measured "
+        "(int8)"]
