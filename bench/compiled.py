@@ -12,8 +12,8 @@ its case speaks one 5 s chunk of a sentence (random weights run every stage to i
 a CPU runs in real time, compiles its backbone's step like the other newer speech models (models.compiled).
 
 BENCH_COMPILED=name[,name] runs only those cases, BENCH_COMPILED_PRECISIONS=precision[,precision] only those
-precisions (else the size's: --quick measures int8 and bfloat16); the section keeps the rows of the cases and precisions not run from the last run, each
-with the date it was measured.
+precisions (else the size's: --quick measures int8 and bfloat16); the section keeps the rows of the cases and
+precisions not run from the last run, each with the date it was measured.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def merged_rows(previous: dict | None, found: dict, created: str) -> dict:
         made = row.get("created") or (previous or {}).get("created", "")
         rows[name] = {**row, "rows": {p: {"created": made, **r} for p, r in row["rows"].items()}}
     for name, row in found.items():
-        precisions = {**rows.get(name, {}).get("rows", {}), **{p: {**r, "created": created} for p, r in row["rows"].items()}}
+        fresh = {p: {**r, "created": created} for p, r in row["rows"].items()}
+        precisions = {**rows.get(name, {}).get("rows", {}), **fresh}
         precisions = dict(sorted(precisions.items(), key=lambda item: _ORDER.index(item[0])))
         rows[name] = {**row, "rows": precisions, "fastest": fastest(precisions),
                       "created": max(r["created"] for r in precisions.values())}

@@ -388,7 +388,8 @@ def _compiled_summary(compiled: dict | None, auto: dict | None) -> list[tuple[st
             auto_name = autos.get("rows", {}).get(name, {}).get("auto", "int8")
 
             def when(r: dict) -> str:
-                return _when({**section, "created": r.get("created") or row.get("created") or section.get("created", "")})
+                made = r.get("created") or row.get("created") or section.get("created", "")
+                return _when({**section, "created": made})
 
             if auto_name in row["rows"] and row.get("rtf_target"):
                 r = row["rows"][auto_name]

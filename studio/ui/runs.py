@@ -152,8 +152,8 @@ class ProgressBridge:
 
     Steps are reported at most every `step_report_s` (STEP_REPORT_EVERY_S), a stage's last step and every new stage
     at once. A ticker thread repeats the report every `tick_s`, so the time left keeps moving during a long load or
-    a long step, and polls `cancelled`: when it says yes, the run's cancel Event is set and the adapter stops at its next
-    step. `waiting(True/False)` is told when the run starts and stops waiting for its device; `on_audio` hears the
+    a long step, and polls `cancelled`: when it says yes, the run's cancel Event is set and the adapter stops at its
+    next step. `waiting(True/False)` is told when the run starts and stops waiting for its device; `on_audio` hears the
     pieces of audio the run hands on (RunContext.on_audio; studio.streaming). Use as a context manager around the run.
     """
 
