@@ -83,13 +83,11 @@ def merged_rows(previous: dict | None, found: dict, created: str) -> dict:
     for name, row in found.items():
         fresh = {p: {**r, "created": created} for p, r in row["rows"].items()}
         precisions = {**rows.get(name, {}).get("rows", {}), **fresh}
-        precisions = dict(sorted(precisions.items(), key=lambda item: _ORDER.index(item[0])))
+        precisions = dict(sorted(precisions.items(), key=lambda item: PRECISIONS["full"].index(item[0])))
         rows[name] = {**row, "rows": precisions, "fastest": fastest(precisions),
                       "created": max(r["created"] for r in precisions.values())}
     return rows
 
-
-_ORDER = PRECISIONS["full"]
 
 
 def worker(repo: str, task: str, prompt: str, params: dict, precision: str, rounds: int, out: Path) -> None:
