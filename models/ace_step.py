@@ -583,6 +583,7 @@ FAMILY = Family(
     # 2.7-2.9x and less exact (39.7 dB) (docs/benchmarks.md, music-dit, 2-core AMD EPYC with avx512_bf16).
     preferred_dtypes={"cuda": "bfloat16", "mps": "bfloat16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,
+    probe_rows=math.ceil(10.0 * SAMPLE_RATE / HOP),  # the DiT's latents over 10 s (a turbo step: one pass)
     libraries=("torch", "transformers", "diffusers"),
     files=(("tokenizer/tokenizer.json",),),  # the Qwen tokenizer
     check=check, describe=describe,

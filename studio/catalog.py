@@ -307,6 +307,9 @@ class Family:
     # With int8: the top-level submodules whose nn.Linear and token nn.Embedding weights become 8-bit
     # (everything else, e.g. the audio codec, keeps the float dtype).
     int8_parts: tuple[str, ...] = ()
+    # The rows a step runs its Linear layers with, at which the precision probe times them (studio.precision_probe):
+    # a decoder's one token, twice for guidance; a diffusion transformer's tokens over a typical run.
+    probe_rows: int = 2
     # The heavy libraries its loader imports, imported first under one lock (studio.libraries).
     libraries: tuple[str, ...] = ("torch", "transformers")
     # Files of the repo its loader reads besides the configs and weights (the tokenizer's), checked in the cache

@@ -624,14 +624,15 @@ class PipelineManager:
             for _ in range(PROBE_ATTEMPTS):
                 if not self._wait_idle():
                     continue
-                nbytes = probe_bytes(shapes)
+                rows = self.catalog.family(spec).probe_rows
+                nbytes = probe_bytes(shapes, rows)
                 if self.device.host_free() - self.reserve < nbytes:
                     log.info("precision probe of %s skipped: %s of RAM is not free", spec.repo_id,
                              format_bytes(nbytes))
                     return
                 self.device.place_host(tag, nbytes)
                 try:
-                    seconds = probe(shapes, self.sizer.probe_candidates(spec), stop=self._runs_going)
+                    seconds = probe(shapes, self.sizer.probe_candidates(spec), rows=rows, stop=self._runs_going)
                 except Stopped:
                     continue
                 finally:

@@ -4,11 +4,17 @@ How much int8 or bfloat16 gains over float32 depends on the processor: on one 2-
 small ran 4.2x the float32 reference, on another (AVX-512 with bf16) 1.7x, where bfloat16 was faster than float32
 too. So "auto" on a CPU is what a probe measured on this machine:
 
-- The probe times the model's own Linear shapes (those of the parts its int8 precision quantizes, where a decoder
-  step spends its time) at a decode step's rows, in each precision the family allows on a CPU, over enough copies of
-  the weights that they stream from memory as a real step's do (one copy would sit in the cache and flatter the
-  wide precisions). It takes about a second, once per model and machine, in the background after the model's
-  first load, and only while no run is going: a run that starts stops it at once, and it tries again later.
+- The probe times the model's own Linear shapes (those of the parts its int8 precision quantizes, where a step
+  spends its time) at the rows its step runs them with, in each precision the family allows on a CPU, over enough
+  copies of the weights that they stream from memory as a real step's do (one copy would sit in the cache and
+  flatter the wide precisions). It runs once per model and machine, in the background after the model's first load,
+  and only while no run is going: a run that starts stops it at once, and it tries again later.
+- The rows are the family's (Family.probe_rows): a decoder's token, twice for guidance (2), or a diffusion
+  transformer's latent tokens over a 10 s run. They decide the answer: on a CPU without native bfloat16 (AVX2) a
+  bfloat16 matrix at 2 rows reads half the bytes and ran 2.4x faster than float32, at 344 rows torch's emulation
+  ran it 5x slower, and a Stable Audio 3 DiT block's real step 3.6x slower; probed at 2 rows, auto ran that DiT in
+  bfloat16. A decoder probes in about a second; a DiT in several (a precision already far slower than the fastest
+  one measured is not timed to the end: GIVE_UP).
 - Real runs refine it: once the calibration has runs of the model in two precisions, their own speeds decide.
 - A user's explicit Precision always wins; without a measurement, the family's published default stands.
 
@@ -37,6 +43,12 @@ ROWS = 2  # a decode step's rows: one token, twice for classifier-free guidance
 # share); at most the model's own float32 size.
 STREAM_BYTES = 96 * 1024**2
 PASSES = 3  # timed passes per precision (after one warm-up); the median counts
+LONG_PASS_S = 1.0  # a warm-up pass this long: one timed pass follows, not PASSES
+# A pass that has taken GIVE_UP times the fastest precision's whole pass, and LONG_PASS_S (first calls cost
+# milliseconds, never that), is cut short: that precision is not the fastest, and its pace so far is its figure.
+GIVE_UP = 1.5
+# What the probe measures; a file of another method (or of none: before rows were the family's) is measured again.
+METHOD = 2
 MIN_GAIN = 0.05  # another precision must be this much faster than the family's default to replace it
 
 
@@ -86,7 +98,9 @@ class PrecisionSpeeds:
         if path is not None and path.exists():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
-                if data.get("machine") == self.machine_id():
+                if data.get("method") != METHOD:
+                    log.info("precision probe file %s is from an older probe: precisions are measured again", path)
+                elif data.get("machine") == self.machine_id():
                     self._models = {str(model): {str(d): float(s) for d, s in seconds.items()
                                                  if d in CPU_CANDIDATES and float(s) > 0}
                                     for model, seconds in dict(data.get("models") or {}).items()}
@@ -108,7 +122,7 @@ class PrecisionSpeeds:
     def record(self, model: str, seconds: Mapping[str, float]) -> None:
         with self._lock:
             self._models[model] = {d: float(s) for d, s in seconds.items()}
-            data = {"machine": self.machine_id(), "models": self._models}
+            data = {"method": METHOD, "machine": self.machine_id(), "models": self._models}
         if self.path is None:
             return
         try:
@@ -163,9 +177,10 @@ def _copies(shapes: Mapping[tuple[int, int], int], stream_bytes: int = STREAM_BY
     return max(1, min(sum(shapes.values()), -(-stream_bytes // max(one_set, 1))))
 
 
-def probe_bytes(shapes: Mapping[tuple[int, int], int]) -> int:
-    """RAM the probe holds at most: its float32 copies and one other precision's (no more than as much again)."""
-    return 2 * _copies(shapes) * sum(inp * out for inp, out in shapes) * 4
+def probe_bytes(shapes: Mapping[tuple[int, int], int], rows: int = ROWS) -> int:
+    """RAM the probe holds at most: its float32 copies and one other precision's (no more than as much again), and
+    each layer's input and output at `rows` rows."""
+    return 2 * _copies(shapes) * sum(inp * out for inp, out in shapes) * 4 + rows * sum(i + o for i, o in shapes) * 4
 
 
 class Stopped(Exception):
@@ -174,8 +189,8 @@ class Stopped(Exception):
 
 def probe(shapes: Mapping[tuple[int, int], int], candidates: Iterable[str] = CPU_CANDIDATES, *, rows: int = ROWS,
           stop: Callable[[], bool] = lambda: False, stream_bytes: int = STREAM_BYTES) -> dict[str, float]:
-    """Seconds of one decoder step's Linear work (every shape times its count, at `rows` rows) in each candidate
-    precision on this CPU. Raises Stopped as soon as `stop()` says so (checked between layers)."""
+    """Seconds of one step's Linear work (every shape times its count, at `rows` rows) in each candidate precision
+    on this CPU. Raises Stopped as soon as `stop()` says so (checked between layers)."""
     import torch
 
     from models.common import _int8_linear_class
@@ -207,16 +222,32 @@ def probe(shapes: Mapping[tuple[int, int], int], candidates: Iterable[str] = CPU
                         new.weight.copy_(old.weight)
                         new.bias.copy_(old.bias)
                 inputs = [torch.randn(rows, inp, generator=generator).to(torch_dtype) for inp, _ in shapes]
-            times = []
-            for _ in range(PASSES + 1):  # the first pass warms the kernels up
-                started = time.perf_counter()
-                for layers in sets:
-                    for layer, x in zip(layers, inputs):
-                        layer(x)
-                    if stop():
-                        raise Stopped
-                times.append(time.perf_counter() - started)
-            per_weight = sorted(times[1:])[len(times[1:]) // 2] / (copies * sum(inp * out for inp, out in shapes))
-            seconds[dtype] = per_weight * total
+            sizes = [inp * out for inp, out in shapes]
+            fastest = min(seconds.values(), default=None)  # of one step; a pass is copies x sum(sizes) weights
+            limit = max(LONG_PASS_S, GIVE_UP * fastest / total * copies * sum(sizes)) if fastest is not None else None
+            seconds[dtype] = _per_weight(sets, inputs, sizes, limit, stop) * total
             del sets
     return seconds
+
+
+def _per_weight(sets, inputs, sizes: list[int], limit: float | None, stop: Callable[[], bool]) -> float:
+    """Seconds per weight of passes over `sets` (a warm-up, then PASSES, or one after a long warm-up; the median).
+    A pass that runs past `limit` seconds is cut short, and its pace so far is the answer."""
+    timed = []
+    passes = PASSES + 1  # the first warms the kernels up
+    while len(timed) < passes:
+        done = 0
+        started = time.perf_counter()
+        for layers in sets:
+            for layer, x, size in zip(layers, inputs, sizes):
+                layer(x)
+                done += size
+                if stop():  # a DiT's layer at its rows takes a tenth of a second; a decoder's, microseconds
+                    raise Stopped
+                if limit is not None and time.perf_counter() - started > limit:
+                    return (time.perf_counter() - started) / done  # already far slower than the fastest: no more
+        timed.append((time.perf_counter() - started) / done)
+        if len(timed) == 1 and timed[0] * done > LONG_PASS_S:
+            passes = 2
+    rest = sorted(timed[1:])
+    return rest[len(rest) // 2]

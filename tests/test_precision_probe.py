@@ -29,6 +29,45 @@ def test_the_probe_times_every_candidate_and_gives_way_at_once():
     assert probe({}, ("float32",)) == {}
 
 
+def test_the_probe_runs_the_layers_at_the_rows_it_is_given(monkeypatch):
+    import torch
+
+    rows = []
+    real = torch.nn.Linear.forward
+    monkeypatch.setattr(torch.nn.Linear, "forward", lambda self, x: (rows.append(x.shape[0]), real(self, x))[1])
+    probe({(16, 32): 2}, ("float32", "bfloat16"), rows=300, stream_bytes=1 << 10)
+    assert rows and set(rows) == {300}
+
+
+def test_a_precision_far_slower_than_the_fastest_is_not_timed_to_the_end(monkeypatch):
+    """As bfloat16 at a diffusion transformer's rows on a CPU without native bfloat16: the probe stops timing it once
+    a pass has taken GIVE_UP times the fastest one's whole pass (and LONG_PASS_S), and still ranks it slower."""
+    import time
+
+    import torch
+
+    from studio import precision_probe
+
+    monkeypatch.setattr(precision_probe, "LONG_PASS_S", 0.02)
+    calls = {"float32": 0, "bfloat16": 0}
+    real = torch.nn.Linear.forward
+
+    def forward(self, x):
+        calls[str(x.dtype).removeprefix("torch.")] += 1
+        if x.dtype == torch.bfloat16:
+            time.sleep(0.01)  # emulated: far slower than float32's microseconds
+        return real(self, x)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", forward)
+    shapes = {(16, 32): 1, (32, 16): 1, (16, 16): 1, (16, 8): 1}
+    seconds = probe(shapes, ("float32", "bfloat16"), stream_bytes=1 << 10)
+    copies = precision_probe._copies(shapes, 1 << 10)
+    full = (precision_probe.PASSES + 1) * copies * len(shapes)
+    assert calls["float32"] == full  # the first, fastest, is timed whole
+    assert 0 < calls["bfloat16"] <= 4 < full  # cut within its first pass (0.02 s: 2-3 layers of 0.01 s)
+    assert seconds["bfloat16"] > seconds["float32"] * precision_probe.GIVE_UP
+
+
 def test_the_layer_shapes_come_from_the_parts_int8_quantizes_in_any_precision():
     import torch
 
@@ -68,7 +107,12 @@ def test_measurements_are_kept_per_machine(tmp_path):
     assert PrecisionSpeeds(path, "cpu B").measured(MUSIC) is None  # copied to another machine: measured again
     path.write_text("{not json", encoding="utf-8")
     assert PrecisionSpeeds(path, "cpu A").measured(MUSIC) is None  # damaged: measured again, no error
-    path.write_text(json.dumps({"machine": "cpu A", "models": {MUSIC: {"float32": "x"}}}), encoding="utf-8")
+    path.write_text(json.dumps({"method": 2, "machine": "cpu A", "models": {MUSIC: {"float32": "x"}}}),
+                    encoding="utf-8")
+    assert PrecisionSpeeds(path, "cpu A").measured(MUSIC) is None
+    # An older probe's file (its diffusion transformers timed at a decoder's rows): measured again.
+    path.write_text(json.dumps({"machine": "cpu A", "models": {MUSIC: {"float32": 2.0, "int8": 1.0}}}),
+                    encoding="utf-8")
     assert PrecisionSpeeds(path, "cpu A").measured(MUSIC) is None
 
 
@@ -152,6 +196,30 @@ def test_a_run_that_starts_stops_the_probe_which_tries_again_after(make_studio, 
     threading.Timer(0.3, lambda: (manager._busy.discard("cpu-run"), release.set())).start()
     assert manager.probe_done(MUSIC, timeout=10) and release.is_set()
     assert len(attempts) == 2 and manager.speeds.measured(MUSIC) is not None
+
+
+def test_each_family_is_probed_at_the_rows_its_step_runs(make_studio, monkeypatch):
+    """A decoder's token (twice with guidance), and a diffusion transformer's latent tokens over 10 s: at a decoder's
+    rows bfloat16 looks faster on an AVX2 CPU, where a DiT's real step runs it several times slower."""
+    from studio import manager as manager_module
+
+    monkeypatch.setattr(manager_module, "PROBE_IDLE_S", 0.0)
+    studio = make_studio()
+    manager = studio.manager
+    manager.speeds = PrecisionSpeeds(None, "this cpu")
+    manager.calibration = manager.calibration
+    asked = {}
+
+    def fake_probe(shapes, candidates, rows, stop, **kwargs):
+        asked[repo] = rows
+        return {d: 1.0 for d in candidates}
+
+    monkeypatch.setattr(manager_module, "probe", fake_probe)
+    for repo in (MUSIC, "stabilityai/stable-audio-3-medium", "ACE-Step/acestep-v15-xl-turbo-diffusers"):
+        manager._schedule_probe(studio.catalog.get(repo), _Loaded())
+        assert manager.probe_done(repo, timeout=10)
+    assert asked == {MUSIC: 2, "stabilityai/stable-audio-3-medium": 2 * (108 + 64),
+                     "ACE-Step/acestep-v15-xl-turbo-diffusers": 250}
 
 
 class _Loaded:
