@@ -232,13 +232,16 @@ def run(args: argparse.Namespace) -> int:
 
     # 4d. auto on a CPU (issue 17): the precision probe's choice against real runs in each precision.
     if "precision-auto" in sections:
-        from bench.precision_auto import run_precision_auto
+        from bench.precision_auto import merged, run_precision_auto
 
         log.info("== precision-auto (%s)", size)
         with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
             found = run_precision_auto(size=size, workdir=Path(tmp))
-        section = {"rows": found["rows"], "created": now, "mode": mode, "tiny": args.tiny, "machine": machine_info()}
         previous = _load_previous(args).get("sections", {}).get("precision-auto")
+        machine = machine_info()
+        here = previous if previous and same_machine(previous.get("machine"), machine) else None
+        section = {"rows": merged(here, found["rows"], now), "created": now, "mode": mode, "tiny": args.tiny,
+                   "machine": machine}
         results["sections"]["precision-auto"] = with_other_machines(previous, section)
         if found["errors"]:
             results["errors"]["precision-auto"] = "\n".join(f"{n}: {t}" for n, t in found["errors"].items())

@@ -80,7 +80,8 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
         where = "this CPU" if section is auto else _builds_and_cpu(section)[1]
         for name, row in section.get("rows", {}).items():
             rows.append((f"{name}: auto's precision on {where} ({row['auto']}) vs the fastest measured "
-                         f"({row['fastest']})", _pct(row["gap"]), row["target"], _met(row["met"]), _when(section)))
+                         f"({row['fastest']})", _pct(row["gap"]), row["target"], _met(row["met"]),
+                         _when({**section, "created": row.get("created") or section.get("created", "")})))
     compiled = results.get("sections", {}).get("compiled")
     rows += _compiled_summary(compiled, auto)
     page = results.get("sections", {}).get("page-start")
@@ -403,6 +404,12 @@ def _compiled_summary(compiled: dict | None, auto: dict | None) -> list[tuple[st
     return rows
 
 
+def _row_date(row: dict, section: dict) -> str:
+    """' (2025-01-01 00:00)' for a row measured by an earlier run than its section's, else ''."""
+    made = row.get("created")
+    return f" ({made[:16].replace('T', ' ')})" if made and made != section.get("created") else ""
+
+
 def _when(entry: dict) -> str:
     return f"{entry.get('mode', '?')}, {entry.get('created', '')[:16]}"
 
@@ -469,21 +476,41 @@ def _builds_and_cpu(section: dict) -> tuple[str, str]:
 def _render_precision_auto(w, section: dict) -> None:
     builds, cpu = _builds_and_cpu(section)
     w(f"auto's precision on a CPU ({_when(section)}; {builds}; {cpu}): the precision probe (studio.precision_probe, "
-      "the model's own Linear shapes at a decode step's rows, weights streamed from memory) against real runs of the "
+      "the model's own Linear shapes at the rows its step runs them with, weights streamed from memory) against real runs of the "
       "same request in each precision it chooses among, in interleaved rounds after a warm-up each. RTF: generation "
       "seconds per second of audio (the load not counted), the median of the rounds.\n")
     w("| model | work | RTF float32 | RTF bfloat16 | RTF int8 | probe: a step's layers (f32 / bf16 / int8) | "
       "published | auto (probe) | fastest run | auto vs fastest |")
     w("|---|---|---|---|---|---|---|---|---|---|")
-    for name, row in section.get("rows", {}).items():
+    runs = {name: row for name, row in section.get("rows", {}).items() if row.get("kind") != "dit-step"}
+    steps = {name: row for name, row in section.get("rows", {}).items() if row.get("kind") == "dit-step"}
+    for name, row in runs.items():
         rtf = row["rtf"]
         probe = row["probe"]["seconds"]
-        w(f"| {name} | {row['what']} | " + " | ".join(f"{rtf[d]:.2f}" if d in rtf else "–"
+        w(f"| {name}{_row_date(row, section)} | {row['what']} | " + " | ".join(f"{rtf[d]:.2f}" if d in rtf else "–"
                                                      for d in ("float32", "bfloat16", "int8")) + " | "
           + " / ".join(f"{1000 * probe[d]:.2f} ms" if d in probe else "–" for d in ("float32", "bfloat16", "int8"))
           + f" ({row['probe']['elapsed_s']:.1f} s) | {row['published']} | {row['auto']} | {row['fastest']} | "
           f"**{_pct(row['gap'])}** (target {row['target']}: {_met(row['met'])}) |")
     w("")
+    if steps:
+        w("The diffusion transformers, too large to load whole here: the probe on the realistic-width DiT's own shapes "
+          "at the family's rows (its tokens over 10 s) and, as the probe did before, at a decoder's 2 rows, against one "
+          "real DiT step per precision (one block at 10 s; every block is the same), interleaved rounds after a "
+          "warm-up (`BENCH_PRECISION=sa3-dit,ace-dit python -m bench --quick --only precision-auto`).\n")
+        w("| model | work | step float32 | step bfloat16 | step int8 | probe at its rows (f32 / bf16 / int8) | "
+          "auto (probe) | fastest step | auto vs fastest | at a decoder's 2 rows, auto would be |")
+        w("|---|---|---|---|---|---|---|---|---|---|")
+        for name, row in steps.items():
+            step, probe, old = row["step_s"], row["probe"], row["probe_at_decoder_rows"]
+            w(f"| {name}{_row_date(row, section)} | {row['what']} | "
+              + " | ".join(f"{step[d]:.3f} s" if d in step else "–" for d in ("float32", "bfloat16", "int8")) + " | "
+              + " / ".join(f"{probe['seconds'][d]:.3f} s" if d in probe["seconds"] else "–"
+                           for d in ("float32", "bfloat16", "int8"))
+              + f" ({probe['rows']} rows, {probe['elapsed_s']:.1f} s) | {row['auto']} | {row['fastest']} | "
+              f"**{_pct(row['gap'])}** (target {row['target']}: {_met(row['met'])}) | {old['auto']}: "
+              f"{_pct(old['gap'])} slower than the fastest |")
+        w("")
 
 
 def _render_compiled(w, section: dict) -> None:

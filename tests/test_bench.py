@@ -408,6 +408,43 @@ def test_report_renders_auto_precision_against_the_fastest_run():
             "int8 | int8 | **0.0 %** (target <= 5%: met) |") in text
 
 
+def test_report_renders_the_diffusion_transformers_probe_against_their_real_steps(monkeypatch):
+    from bench.precision_auto import merged, precision_repos, selected
+    from bench.report import render, summary_rows
+
+    music = {"what": "5 s, guidance 3", "published": "int8", "auto": "int8", "fastest": "int8", "gap": 0.0,
+             "target": "<= 5%", "met": True, "rtf": {"float32": 4.1, "bfloat16": 3.2, "int8": 1.9},
+             "probe": {"seconds": {"float32": 0.0123, "bfloat16": 0.0081, "int8": 0.0042}, "elapsed_s": 1.3}}
+    dit = {"kind": "dit-step", "what": "one Stable Audio 3 medium DiT block, a 10 s step", "published": "float32",
+           "auto": "float32", "fastest": "float32", "gap": 0.0, "target": "<= 5%", "met": True,
+           "step_s": {"float32": 0.355, "bfloat16": 1.272},
+           "probe": {"rows": 344, "seconds": {"float32": 0.8587, "bfloat16": 3.8064}, "elapsed_s": 6.8},
+           "probe_at_decoder_rows": {"rows": 2, "auto": "bfloat16", "gap": 1.272 / 0.355 - 1}}
+    earlier = {"created": "2025-01-01T00:00:00+00:00", "rows": {"musicgen-small": music}}
+    # A run of the DiT case alone (BENCH_PRECISION) keeps the other rows measured on this CPU, each dated.
+    rows = merged(earlier, {"sa3-dit": dit}, "2025-02-02T00:00:00+00:00")
+    assert list(rows) == ["musicgen-small", "sa3-dit"]
+    assert rows["musicgen-small"]["created"].startswith("2025-01-01") and rows["sa3-dit"]["created"] \
+        .startswith("2025-02-02")
+    section = {"created": "2025-02-02T00:00:00+00:00", "mode": "quick", "tiny": False,
+               "machine": {"cpu": "AMD EPYC", "simd": ["avx2"]}, "rows": rows}
+    results = {"runs": [], "models": {}, "sections": {"precision-auto": section}}
+    text = render(results)
+    assert "| musicgen-small (2025-01-01 00:00) | 5 s, guidance 3 | 4.10 | 3.20 | 1.90 |" in text
+    assert ("| sa3-dit | one Stable Audio 3 medium DiT block, a 10 s step | 0.355 s | 1.272 s | – | "
+            "0.859 s / 3.806 s / – (344 rows, 6.8 s) | float32 | float32 | **0.0 %** (target <= 5%: met) | "
+            "bfloat16: 258.3 % slower than the fastest |") in text
+    assert ("sa3-dit: auto's precision on this CPU (float32) vs the fastest measured (float32)", "0.0 %", "<= 5%",
+            "met", "quick, 2025-02-02T00:00") in summary_rows(results)
+    assert ("musicgen-small: auto's precision on this CPU (int8) vs the fastest measured (int8)", "0.0 %", "<= 5%",
+            "met", "quick, 2025-01-01T00:00") in summary_rows(results)
+    monkeypatch.setenv("BENCH_PRECISION", "sa3-dit")
+    assert selected() == {"sa3-dit"} and precision_repos() == []  # a DiT case builds its block itself
+    monkeypatch.setenv("BENCH_PRECISION", "sa3")
+    with pytest.raises(SystemExit, match="sa3"):
+        selected()
+
+
 def test_report_renders_eager_against_compiled_with_the_compile_times():
     from bench.report import render, summary_rows
 
