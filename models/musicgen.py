@@ -512,17 +512,18 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
         import torch
         from transformers.cache_utils import EncoderDecoderCache, StaticCache
 
-        from models.compiled import branch_free_positions
+        from models.compiled import branch_free_positions, windowed, windowed_length
 
         decoder = self.model.decoder
-        cache_len = 1 + prompt_frames + steps + decoder.num_codebooks  # the start token, the prompt, the new tokens
+        # The start token, the prompt, the new tokens (and room: windowed_length).
+        cache_len = windowed_length(1 + prompt_frames + steps + decoder.num_codebooks)
         branch_free_positions(decoder.model.decoder.embed_positions, cache_len)
         config = compiler.compile_config(self.model, _compiled_step_inputs)
         # Made under inference_mode whoever calls: the cache's position counter is a graph input, and one made
         # outside it carries another dispatch key, which fails the compiled graph's guards (a recompile mid-run).
         text_len = int(inputs["input_ids"].shape[1])
         with torch.inference_mode():
-            cache = EncoderDecoderCache(StaticCache(config=decoder.config, max_cache_len=cache_len),
+            cache = EncoderDecoderCache(windowed(StaticCache(config=decoder.config, max_cache_len=cache_len)),
                                         StaticCache(config=decoder.config, max_cache_len=text_len))
         return {"past_key_values": cache, "compile_config": config}
 
@@ -644,11 +645,22 @@ def _compiled_step_inputs(inputs: dict) -> dict | None:
     """One decode step's inputs in the compiled graph's layout: generate() slices the growing sequence (a stride that
     changes every step) and grows the decoder's all-ones mask, so the step gets a contiguous copy and no mask (the
     static cache's own positions make the causal mask). A mask with padding in it: None, the eager model's step."""
+    from models.compiled import set_window, symbolic_lengths
+
     ids, mask = inputs.get("decoder_input_ids"), inputs.get("decoder_attention_mask")
     if mask is not None and not bool(mask.all()):
         return None
     inputs["decoder_input_ids"] = ids.contiguous() if ids is not None else ids
     inputs["decoder_attention_mask"] = None
+    cache = inputs.get("past_key_values")
+    if cache is not None:  # the mask is as long as the sequence so far: a host-side size, no device sync
+        last = mask.shape[-1] - 1 if mask is not None else int(cache.self_attention_cache.layers[0].cumulative_length)
+        set_window(cache.self_attention_cache, last)
+        layers = [*cache.self_attention_cache.layers, *cache.cross_attention_cache.layers]
+        # The run's cache length, the text's length: symbolic from the first trace.
+        symbolic_lengths(*((getattr(layer, part, None), 2) for layer in layers for part in ("keys", "values")))
+    encoder = inputs.get("encoder_outputs")
+    symbolic_lengths((getattr(encoder, "last_hidden_state", None), 1), (inputs.get("attention_mask"), 1))
     return inputs
 
 

@@ -95,6 +95,44 @@ def test_compiled_runs_make_the_eager_audio_and_the_estimate_names_the_path(make
     assert keys and precision in keys[0]
 
 
+def test_a_compiled_step_reads_the_written_part_of_the_cache_and_a_longer_run_compiles_nothing(
+        make_studio, monkeypatch, tmp_path):
+    """A static cache is as long as the run; a step's attention reads what is written, rounded up to WINDOW_STEP
+    (the rest is masked): the window, the cache's and the text's lengths are symbolic sizes of the one graph the
+    warm-up makes, so a new window or a longer run compiles no graph of its own."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from models import compiled as compiled_module
+
+    torch._dynamo.reset()  # graphs an earlier test left for the same code would serve this model's steps
+    studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
+    manager = studio.manager
+    before = counters["stats"]["unique_graphs"]
+    _, eager = _music(studio, "int8", 1.0)
+    assert manager.compile_done(MUSIC, 120) and manager.decode_path(MUSIC) == COMPILED_PATH
+    # The run's and the text's lengths are symbolic from the first trace: the warm-up's two calls made one graph.
+    assert counters["stats"]["unique_graphs"] - before == 1
+    seen = []
+    real_set_window = compiled_module.set_window
+
+    def watched(cache, last):
+        real_set_window(cache, last)
+        layer = cache.layers[0]
+        seen.append((last, int(layer.cumulative_length), layer.window.shape[0], layer.max_cache_len))
+
+    monkeypatch.setattr(compiled_module, "set_window", watched)
+    graphs = counters["stats"]["unique_graphs"]
+    _, compiled = _music(studio, "int8", 1.0)
+    np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
+    assert seen and all(last == written for last, written, _, _ in seen)  # the new token goes where the cache ends
+    assert all(last < window <= last + compiled_module.WINDOW_STEP and window < length
+               for last, _, window, length in seen)  # never the whole cache: Inductor would compile a second graph
+    assert seen[0][2] < seen[0][3] and len({window for _, _, window, _ in seen}) > 2  # the windows grew with the run
+    _music(studio, "int8", 1.5)  # longer: a longer cache, more windows
+    assert counters["stats"]["unique_graphs"] == graphs, "a window or a run's length compiled a graph of its own"
+
+
 def test_bark_compiles_its_semantic_and_coarse_stages_and_speaks_as_eager(make_studio, monkeypatch, tmp_path):
     from torch._dynamo.utils import counters
 
