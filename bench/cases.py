@@ -305,7 +305,7 @@ ACE_PLAN = {"repo": "ACE-Step/acestep-v15-xl-turbo-diffusers", "prompt": "upbeat
             "build_budget": 5 * 10**9}
 
 SECTIONS = ("page-start", "musicgen-extend", "musicgen-prompt-cost", "prototypes",
-            "ace-xl-plan", "streaming", "precision-auto", "compiled")  # runs that are not one model's
+            "ace-xl-plan", "streaming", "precision-auto", "compiled", "rtf-floor")  # runs that are not one model's
 
 
 def case_by_name(name: str) -> Case:

@@ -262,6 +262,19 @@ def run(args: argparse.Namespace) -> int:
         if found["errors"]:
             results["errors"]["compiled"] = "\n".join(f"{n}: {t}" for n, t in found["errors"].items())
 
+    # 4f. The memory-bandwidth floor of musicgen-small's RTF on this machine (seconds: bytes and a bandwidth).
+    if "rtf-floor" in sections:
+        from bench.rtf_floor import run_rtf_floor
+
+        log.info("== rtf-floor")
+        try:
+            section = {**run_rtf_floor(), "created": now, "mode": mode, "tiny": args.tiny, "machine": machine_info()}
+            previous = _load_previous(args).get("sections", {}).get("rtf-floor")
+            results["sections"]["rtf-floor"] = with_other_machines(previous, section)
+        except Exception as error:
+            log.error("rtf-floor failed: %s", error)
+            results["errors"]["rtf-floor"] = "".join(traceback.format_exception(error))[-4000:]
+
     # 5. Prototypes of product changes.
     if "prototypes" in sections:
         from bench.prototypes import run_prototypes

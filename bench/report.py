@@ -84,6 +84,13 @@ def summary_rows(results: dict) -> list[tuple[str, str, str, str, str]]:
                          _when({**section, "created": row.get("created") or section.get("created", "")})))
     compiled = results.get("sections", {}).get("compiled")
     rows += _compiled_summary(compiled, auto)
+    for section in _machines(results.get("sections", {}).get("rtf-floor")):
+        where = "this CPU" if section is results["sections"]["rtf-floor"] else _builds_and_cpu(section)[1]
+        floor = section["rows"].get("int8")
+        if floor:
+            rows.append((f"{section['repo'].split('/')[-1]}: the RTF memory bandwidth allows on {where} (int8, "
+                         f"{section['bandwidth'] / 1e9:.1f} GB/s; the floor under the real-time target)",
+                         f"{floor['rtf']:.2f}", "<= 1.0", _met(floor["rtf"] <= 1.0), _when(section)))
     page = results.get("sections", {}).get("page-start")
     if page:
         rows.append(("page start: studio / bare Gradio app", _x(page["ratio"]), page["target"], _met(page["met"]),
@@ -272,7 +279,7 @@ def render(results: dict) -> str:
           f"{_pct(o['overhead_cpu'])}.\n")
     for name, render_section in (("musicgen-extend", _render_extension), ("musicgen-prompt-cost", _render_prompt_cost),
                                  ("streaming", _render_streaming), ("precision-auto", _render_precision_auto),
-                                 ("compiled", _render_compiled)):
+                                 ("compiled", _render_compiled), ("rtf-floor", _render_rtf_floor)):
         for section in _machines(results.get("sections", {}).get(name)):
             render_section(w, section)
     page = results.get("sections", {}).get("page-start")
@@ -539,6 +546,22 @@ def _render_compiled(w, section: dict) -> None:
               f"{_x(r['speedup']) if r.get('speedup') else '–'} | {_s(r['compile_first_s'], 1)} | "
               f"{_s(r['compile_second_s'], 1)} | **{_pct(r['second_compile_share'])}** (target "
               f"{r['compile_target']}: {_met(r['compile_met'])}) | {same} |")
+    w("")
+
+
+def _render_rtf_floor(w, section: dict) -> None:
+    _, cpu = _builds_and_cpu(section)
+    w(f"The memory-bandwidth floor of {section['repo']}'s real-time factor ({_when(section)}; {cpu}; "
+      "`python -m bench --only rtf-floor`, bench/rtf_floor.py): a decoder step reads each matrix it uses once, and "
+      f"the KV cache (the compiled path's windows of it, on average over a {section['seconds']:g} s run), so no kernel runs a "
+      f"step faster than those bytes over the memory's read bandwidth, measured here at "
+      f"**{section['bandwidth'] / 1e9:.1f} GB/s** ({section['threads']} threads). The compiled section's RTF is "
+      "what the studio reaches.\n")
+    w("| precision | weights a step | cache a step | floor: a step | floor RTF | floor RTF, weights alone |")
+    w("|---|---|---|---|---|---|")
+    for precision, r in section["rows"].items():
+        w(f"| {precision} | {r['weights'] / 1e6:.0f} MB | {r['cache'] / 1e6:.0f} MB | {1000 * r['step_s']:.1f} ms | "
+          f"**{r['rtf']:.2f}** | {r['weights_only_rtf']:.2f} |")
     w("")
 
 

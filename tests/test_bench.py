@@ -492,6 +492,39 @@ def test_report_renders_eager_against_compiled_with_the_compile_times():
             "**not met**", "quick, 2025-01-01T00:00") in summary_rows(results)
 
 
+def test_the_rtf_floor_counts_a_steps_bytes_and_renders_against_the_target():
+    from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+    from bench.report import render, summary_rows
+    from bench.rtf_floor import step_bytes
+
+    config = MusicgenConfig(text_encoder=T5Config(d_model=8).to_dict(),
+                            audio_encoder=EncodecConfig(sampling_rate=32000, upsampling_ratios=[8, 5, 4, 4]).to_dict(),
+                            decoder=MusicgenDecoderConfig(hidden_size=64, num_hidden_layers=2, ffn_dim=256,
+                                                          num_codebooks=4, vocab_size=128).to_dict())
+    need = step_bytes(config, "int8", seconds=1.0)
+    # 2 layers x (self-attention 4, cross query and output 2: 64 x 64 each; feed-forward 2 x 64 x 256) + 4 heads,
+    # one byte each; the cache: 2 layers x keys and values x 2 rows (guidance) x 64 x (the average window + 12 text
+    # tokens), float32. The 54 steps after the start token (50 frames, 4 delays) sit at positions 1-54: windows of
+    # 16 for positions 1-15, 32 for 16-31, 48 for 32-47, 64 for 48-54.
+    window = (15 * 16 + 16 * 32 + 16 * 48 + 7 * 64) / 54
+    assert need["frame_rate"] == 50
+    assert need["weights"] == 2 * (6 * 64 * 64 + 2 * 64 * 256) + 4 * 64 * 128
+    assert need["cache"] == round(2 * 2 * 2 * 64 * (window + 12) * 4)
+    assert abs(step_bytes(config, "bfloat16", seconds=1.0)["cache"] - need["cache"] / 2) <= 1
+    row = {"weights": 360_710_144, "cache": 104_988_672, "frame_rate": 50, "step_s": 0.031, "rtf": 1.55,
+           "weights_only_rtf": 1.2}
+    section = {"repo": "facebook/musicgen-small", "seconds": 5.0, "bandwidth": 15e9, "threads": 2,
+               "rows": {"int8": row}, "created": "2025-01-01T00:00:00+00:00", "mode": "quick", "tiny": False,
+               "machine": {"cpu": "AMD EPYC", "simd": ["avx2"]}}
+    results = {"runs": [], "models": {}, "sections": {"rtf-floor": section}}
+    text = render(results)
+    assert "measured here at **15.0 GB/s** (2 threads)" in text
+    assert "| int8 | 361 MB | 105 MB | 31.0 ms | **1.55** | 1.20 |" in text
+    assert ("musicgen-small: the RTF memory bandwidth allows on this CPU (int8, 15.0 GB/s; the floor under the "
+            "real-time target)", "1.55", "<= 1.0", "**not met**", "quick, 2025-01-01T00:00") in summary_rows(results)
+
+
 def test_the_compiled_bench_runs_the_precisions_asked_for(monkeypatch):
     from bench.compiled import selected_precisions
 
