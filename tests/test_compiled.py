@@ -130,6 +130,16 @@ def test_a_compiled_step_reads_the_written_part_of_the_cache_and_a_longer_run_co
                for last, _, window, length in seen)  # never the whole cache: Inductor would compile a second graph
     assert seen[0][2] < seen[0][3] and len({window for _, _, window, _ in seen}) > 2  # the windows grew with the run
     _music(studio, "int8", 1.5)  # longer: a longer cache, more windows
+    # A continuation: the clip's frames are in the cache before the first compiled step, and every window holds them.
+    import soundfile
+
+    clip = tmp_path / "clip.wav"
+    soundfile.write(clip, 0.3 * np.sin(np.linspace(0, 440 * 2 * np.pi, 32000)).astype(np.float32), 32000)
+    seen.clear()
+    model_steps = manager._entries[MUSIC].model.compiler.compiled_steps
+    _music(studio, "int8", 0.5, audio=str(clip))
+    assert manager._entries[MUSIC].model.compiler.compiled_steps > model_steps and seen
+    assert seen[0][0] > 50 and all(last == written and last < window for last, written, window, _ in seen), seen[:3]
     assert counters["stats"]["unique_graphs"] == graphs, "a window or a run's length compiled a graph of its own"
 
 
