@@ -181,15 +181,18 @@ def windowed_length(positions: int) -> int:
 
 def set_window(cache, last_position: int) -> None:
     """Before a step whose last query sits at `last_position`: its layers read positions up to it, rounded up to
-    WINDOW_STEP (at most the cache's length)."""
+    WINDOW_STEP (at most the cache's length). One window tensor for all layers (one input of the graph), on the
+    cache's device (a CPU input would keep a CUDA graph from being captured)."""
     import torch
 
+    first = cache.layers[0]
+    length = min(first.max_cache_len, -(-(last_position + 1) // WINDOW_STEP) * WINDOW_STEP)
+    if first.window is not None and first.window.shape[0] == length:
+        return
+    window = torch.empty(length, dtype=torch.uint8, device=getattr(first, "device", None) or "cpu")
+    torch._dynamo.maybe_mark_dynamic(window, 0)
     for layer in cache.layers:
-        length = min(layer.max_cache_len, -(-(last_position + 1) // WINDOW_STEP) * WINDOW_STEP)
-        if layer.window is None or layer.window.shape[0] != length:
-            window = torch.empty(length, dtype=torch.uint8)
-            torch._dynamo.maybe_mark_dynamic(window, 0)
-            layer.window = window
+        layer.window = window
 
 
 def symbolic_lengths(*dims) -> None:

@@ -251,11 +251,18 @@ def test_runs_go_eager_while_it_compiles_and_a_failed_compile_leaves_the_model_e
 
 @pytest.mark.skipif(os.environ.get("STUDIO_SKIP_INDUCTOR") == "1", reason="STUDIO_SKIP_INDUCTOR=1")
 def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, monkeypatch, tmp_path):
-    """The real compiler, once, on the tiny checkpoint: C++ kernels built and kept in the compile cache."""
+    """The real compiler, once, on the tiny checkpoint: C++ kernels built and kept in the compile cache, one graph
+    (a window as long as the cache made Inductor guard on it and compile a second: models.compiled.windowed_length)."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
     studio = _compiling_studio(make_studio, monkeypatch, "inductor", tmp_path)
+    before = counters["stats"]["unique_graphs"]
     _, eager = _music(studio, "int8")
     assert studio.manager.compile_done(MUSIC, 240), "the tiny decoder did not compile within 4 minutes"
     assert studio.manager.decode_path(MUSIC) == COMPILED_PATH, studio.manager.decode_path(MUSIC)
+    assert counters["stats"]["unique_graphs"] - before == 1
     _, compiled = _music(studio, "int8")
     np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
     assert any((tmp_path / "inductor").rglob("*.py")), "nothing kept in the compile cache"
