@@ -5,8 +5,7 @@ faster than those bytes over the memory's read bandwidth, whatever the kernels. 
 build's config: the bytes of one step (the decoder's self-attention, cross-attention query and output, feed-forward
 and the codebooks' heads; cross-attention's keys and values of the text are made once per run, not per step; the
 compiled path's cache reads, a window of the written part each step, on average over the bench's 5 s run), divided
-by the read
-bandwidth measured here (a sum over a 512 MB tensor with torch's threads, the best of five), times the frames per
+by the read bandwidth measured here (a sum over a 512 MB tensor with torch's threads, the best of five), times the frames per
 second of audio. The weights of an int8 matrix are one byte each (its scales are a few kB); its cache stays float32.
 
 The floor is what a perfect step would reach; the compiled section's RTF is what the studio reaches.
@@ -49,13 +48,13 @@ def step_bytes(config, precision: str, *, seconds: float = SECONDS, guidance: bo
     per_layer = 4 * width * width + 2 * width * width + 2 * width * ffn  # self-attention, cross q/o, feed-forward
     heads = decoder.num_codebooks * width * decoder.vocab_size
     weights = (layers * per_layer + heads) * WEIGHT_BYTES[precision]
-    rows = 2 if guidance else 1
-    from models.compiled import WINDOW_STEP
+    from models.compiled import window_length
 
+    rows = 2 if guidance else 1
     frames = round(seconds * config.audio_encoder.frame_rate)
     # Steps after the start token: the frames and the delays; each reads its window of the cache (models.compiled).
     lasts = range(1, 1 + frames + decoder.num_codebooks)
-    window = sum(-(-(last + 1) // WINDOW_STEP) * WINDOW_STEP for last in lasts) / len(lasts)
+    window = sum(window_length(last) for last in lasts) / len(lasts)
     cache = round(layers * 2 * rows * width * (window + TEXT_TOKENS) * CACHE_BYTES[precision])
     return {"weights": weights, "cache": cache, "frame_rate": int(config.audio_encoder.frame_rate)}
 

@@ -179,6 +179,11 @@ def windowed_length(positions: int) -> int:
     return -(-positions // WINDOW_STEP) * WINDOW_STEP + WINDOW_STEP
 
 
+def window_length(last_position: int) -> int:
+    """The window a step whose last query sits at `last_position` reads: up to it, rounded up to WINDOW_STEP."""
+    return -(-(last_position + 1) // WINDOW_STEP) * WINDOW_STEP
+
+
 def set_window(cache, last_position: int) -> None:
     """Before a step whose last query sits at `last_position`: its layers read positions up to it, rounded up to
     WINDOW_STEP (at most the cache's length). One window tensor for all layers (one input of the graph), on the
@@ -186,7 +191,7 @@ def set_window(cache, last_position: int) -> None:
     import torch
 
     first = cache.layers[0]
-    length = min(first.max_cache_len, -(-(last_position + 1) // WINDOW_STEP) * WINDOW_STEP)
+    length = min(first.max_cache_len, window_length(last_position))
     if first.window is not None and first.window.shape[0] == length:
         return
     window = torch.empty(length, dtype=torch.uint8, device=getattr(first, "device", None) or "cpu")
