@@ -15,6 +15,14 @@ What it takes, measured on musicgen-small (bench section `compiled`, docs/benchm
   grows the decoder's all-ones mask; the step wrapper passes a contiguous copy and no mask (the static cache's own
   positions make the causal mask).
 
+A later process does not trace MusicGen again: Dynamo's trace is kept beside Inductor's kernels (keep_traces,
+torch's caching precompile) and found by the next process's compile, which then only loads it. What torch 2.13
+takes for that: the compiled function is one of the studio's own, per kind of module
+(models.runtime.compiled_step), not the module's `__call__`; every class the trace meets is defined at a module's
+top level (models.runtime: the windowed cache layer, the int8 modules); the layers draw no LayerDrop numbers
+(no_layer_drop_draws); a run on a found trace marks no symbolic sizes (DecodeCompiler.marks_dims). A trace that
+cannot be saved is compiled for the process alone, and one the warm-up fails on is deleted (warm_up).
+
 Bark's semantic and coarse stages take the same path (one compiled step each, one warm-up for both): generate()
 makes a static cache per call (the coarse stage calls it once per window) and a 4D mask over the cache's whole
 length (causal, padding, the unwritten tail shut), which Bark's attention (models.bark.fused_attention) intersects
@@ -129,46 +137,37 @@ def branch_free_positions(embedding, needed: int) -> None:
     embedding._studio_branch_free = True
 
 
+class _NoLayerDrop:
+    """Stands in for the `random` module of a modeling module whose decoder draws a number per layer every step
+    for LayerDrop (MusicGen's: `random.uniform(0, 1) < layerdrop` drops a layer, and only while training). Dynamo
+    replays such draws through a global it installs in the compiled function's module, which its precompile does not
+    save: a second process found the trace and failed on the missing global. This draws nothing and drops nothing."""
+
+    @staticmethod
+    def uniform(low: float, high: float) -> float:
+        return high
+
+
+def no_layer_drop_draws(module) -> None:
+    """The modeling module of `module`'s class draws no LayerDrop numbers (_NoLayerDrop); inference is unchanged."""
+    import sys
+
+    modeling = sys.modules[type(module).__module__]
+    if getattr(modeling, "random", None) is not None:
+        modeling.random = _NoLayerDrop
+
+
 # ---------------------------------------------------------------------- attention over the written part
 
 WINDOW_STEP = 16  # positions: a step's attention reads the written part of the static cache, rounded up to this
 
 
-@functools.cache
-def _windowed_layer_class():
-    from transformers.cache_utils import StaticLayer
-
-    class WindowedStaticLayer(StaticLayer):
-        """A static cache layer whose attention reads only its first `len(window)` positions, the part written so far
-        rounded up (the rest is masked anyway): a step reads the cache's bytes it needs, not the whole run's. A
-        static cache otherwise hands attention its whole length every step, which for musicgen-small's 5 s run is
-        100 MB of float32 per step, and at the end of a 30 s run more than its int8 weights (bench.rtf_floor).
-
-        The window is a tensor's length, not an int, so that the compiled graph takes it as a symbolic size from its
-        first trace (maybe_mark_dynamic) and no window compiles a graph of its own."""
-
-        window = None  # a tensor as long as the window; None: the whole cache, as StaticLayer
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            keys, values = super().update(key_states, value_states, *args, **kwargs)
-            if self.window is None:
-                return keys, values
-            length = self.window.shape[0]
-            return keys[:, :, :length], values[:, :, :length]
-
-        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            if self.window is None:
-                return super().get_mask_sizes(query_length)
-            return self.window.shape[0], 0
-
-    return WindowedStaticLayer
-
-
 def windowed(cache):
     """`cache` (a transformers StaticCache) with layers whose attention reads only the window set_window() gives."""
-    layer_class = _windowed_layer_class()
+    from models.runtime.windowed_cache import WindowedStaticLayer
+
     for layer in cache.layers:
-        layer.__class__ = layer_class
+        layer.__class__ = WindowedStaticLayer
     return cache
 
 
@@ -184,10 +183,11 @@ def window_length(last_position: int) -> int:
     return -(-(last_position + 1) // WINDOW_STEP) * WINDOW_STEP
 
 
-def set_window(cache, last_position: int) -> None:
+def set_window(cache, last_position: int, mark: bool = True) -> None:
     """Before a step whose last query sits at `last_position`: its layers read positions up to it, rounded up to
     WINDOW_STEP (at most the cache's length). One window tensor for all layers (one input of the graph), on the
-    cache's device (a CPU input would keep a CUDA graph from being captured)."""
+    cache's device (a CPU input would keep a CUDA graph from being captured). `mark`: its length is marked a
+    symbolic size (DecodeCompiler.marks_dims)."""
     import torch
 
     first = cache.layers[0]
@@ -195,7 +195,8 @@ def set_window(cache, last_position: int) -> None:
     if first.window is not None and first.window.shape[0] == length:
         return
     window = torch.empty(length, dtype=torch.uint8, device=getattr(first, "device", None) or "cpu")
-    torch._dynamo.maybe_mark_dynamic(window, 0)
+    if mark:
+        torch._dynamo.maybe_mark_dynamic(window, 0)
     for layer in cache.layers:
         layer.window = window
 
@@ -217,6 +218,72 @@ def symbolic_lengths(*dims) -> None:
 RECOMPILE_LIMIT = 64
 
 
+def keep_traces() -> None:
+    """Dynamo's precompile: what Dynamo traced is saved beside Inductor's kernels (save_traces, after a warm-up) and
+    a later process that compiles the same kind of module loads it instead of tracing again. A second process's
+    compile of musicgen-small took 30 s before, 25 s of them Dynamo's trace (docs/benchmarks.md). Only for the
+    compilers that ask for it (DecodeCompiler.precompile).
+
+    It drops the guards that cannot outlive a process (an object's identity, a closure's contents); the ones kept
+    check every tensor's shape and dtype, the modules' types and the other constants the trace read. The compiled
+    steps are only ever called with one layout of inputs (`prepare`), so the dropped ones guard nothing a step
+    changes. Process-wide and never undone: every later trace drops them (the other compiled decoders' too, which
+    keep nothing on disk; their steps, too, take one layout of inputs)."""
+    import torch._dynamo.config
+
+    torch._dynamo.config.caching_precompile = True
+    guards_log = logging.getLogger("torch._dynamo.guards")
+    if not any(isinstance(f, _DroppedGuardsFilter) for f in guards_log.filters):
+        guards_log.addFilter(_DroppedGuardsFilter())
+
+
+class _DroppedGuardsFilter(logging.Filter):
+    """torch warns once per guard that precompile drops: some thousand lines for one MusicGen; the studio's log
+    says it once, in keep_traces' docstring."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is dropped with caching_precompile=True" not in str(record.msg)
+
+
+def _has_saved_trace(function) -> bool:
+    """Whether torch.compile found a trace of `function` that an earlier process saved (keep_traces)."""
+    try:
+        from torch._C._dynamo.eval_frame import _debug_get_precompile_entries
+
+        return bool(_debug_get_precompile_entries(function.__code__))
+    except (ImportError, RuntimeError):  # a torch without it: traces as if none was found (marks and all)
+        return False
+
+
+def forget_traces(functions: list[Callable]) -> None:
+    """Delete the saved traces of `functions` (keep_traces): one the warm-up failed on would fail every later
+    process's warm-up the same way (a trace saved by another torch or transformers, say, whose guards reject this
+    one's calls), where without it the next process compiles afresh and saves a trace that works."""
+    import shutil
+
+    try:
+        from torch._dynamo.package import CompilePackage, DynamoCache
+
+        for function in functions:
+            shutil.rmtree(os.path.join(DynamoCache.path_prefix(), CompilePackage.source_id_from_fn(function)),
+                          ignore_errors=True)
+    except ImportError:
+        pass
+    functions.clear()
+
+
+def save_traces() -> None:
+    """Write the traces that keep_traces recorded (all of this process's) to torch's compile cache. A failure to
+    save costs only a later process's time, so it is logged, never raised."""
+    try:
+        from torch._dynamo.precompile_context import PrecompileContext
+
+        PrecompileContext.save_to_dynamo_cache()
+    except Exception as error:  # noqa: BLE001 - a cache write must never fail a compile
+        log.warning("could not save the compiled decoder's trace (%s); a later process traces it again",
+                    _short(error))
+
+
 def allow_shared_frames() -> None:
     import torch._dynamo.config
 
@@ -234,16 +301,29 @@ class DecodeCompiler:
 
     EAGER, COMPILING, COMPILED, FAILED = "eager", "compiling", "compiled", "failed"
 
-    def __init__(self, policy: CompilePolicy, device_kind: str) -> None:
+    def __init__(self, policy: CompilePolicy, device_kind: str, precompile: bool = False) -> None:
         self.policy = policy
         self.device_kind = device_kind
+        # Whether what Dynamo traces is kept on disk for a later process (keep_traces): where it has been verified
+        # to save (MusicGen), and only with a compile cache to keep it in. Bark's layers, for one, trace a guard on
+        # their class that cannot be saved, and torch then fails the compile instead of leaving the trace unsaved.
+        self.precompile = precompile and policy.cache_dir is not None
         self.state = self.EAGER
         self.reason = ""
         self.compile_s: float | None = None
         self.compiled_steps = 0  # decode steps taken through a compiled step (the tests and the bench read it)
-        self._compiled: dict[int, Callable] = {}  # id(module) -> its compiled __call__
+        self.loaded_trace = False  # whether a trace an earlier process saved was found (keep_traces)
+        self._compiled: dict[int, Callable] = {}  # id(module) -> its compiled step
+        self._traced: list[Callable] = []  # the functions compiled with precompile (keep_traces)
         self._lock = threading.Lock()
         self._warming = threading.local()  # set on the thread that runs the warm-up, while it runs
+
+    @property
+    def marks_dims(self) -> bool:
+        """Whether a step marks its varying lengths as symbolic sizes (symbolic_lengths, set_window): not when it
+        runs a trace an earlier process saved. The saved guards check that a tensor carries no marks (torch saves a
+        tensor without its marks: torch 2.13), so a marked tensor would fail them and trace everything again."""
+        return not self.loaded_trace
 
     @property
     def ready(self) -> bool:
@@ -278,17 +358,50 @@ class DecodeCompiler:
                 mode = self.policy.compile_mode(self.device_kind)
                 if mode is not None and self.policy.backend == "inductor":
                     options["mode"] = mode
-                compiled = self._compiled[id(module)] = torch.compile(module.__call__, **options)
+                if self.precompile:
+                    from models.runtime.compiled_step import step_function
+
+                    function = step_function(module)
+                    self._traced.append(function)
+                    keep_traces()
+                    compiled = functools.partial(torch.compile(function, **options), module)
+                    self.loaded_trace = self.loaded_trace or _has_saved_trace(function)
+                else:  # no package: nothing of this trace is saved, whatever another model's compile switched on
+                    with torch._dynamo.config.patch(caching_precompile=False):
+                        compiled = torch.compile(module.__call__, **options)
+                self._compiled[id(module)] = compiled
         eager = module.__call__
 
         def step(**inputs):
             prepared = prepare(inputs)
-            if prepared is None:
+            if prepared is None or self.state == self.FAILED:
                 return eager(**inputs)
             self.compiled_steps += 1
-            return compiled(**prepared)
+            if not self.loaded_trace or getattr(self._warming, "on", False):
+                return compiled(**prepared)
+            try:
+                return compiled(**prepared)
+            except Exception as error:
+                return self._eager_after_failed_trace(error, eager, prepared)
 
         return step
+
+    def _eager_after_failed_trace(self, error: Exception, eager: Callable, inputs: dict):
+        """A run's step on a trace an earlier process saved raised (not a cancel, not out of memory): this step and
+        every later one decode eager, and the estimate line says why. torch 2.13 cannot trace such a function again
+        in the same process (the saved trace's globals clash with a new trace's), so a run whose sizes the saved
+        guards reject would fail here instead. The step is safe to take again: what it wrote to the cache, if
+        anything, it writes again at the same positions."""
+        import torch
+
+        from studio.errors import Cancelled
+
+        if isinstance(error, (Cancelled, torch.OutOfMemoryError)):
+            raise error
+        self.state, self.reason = self.FAILED, _short(error)
+        log.warning("the compiled decoder failed on the trace a previous process saved (%s); decoding eager",
+                    self.reason)
+        return eager(**inputs)
 
     def compile_config(self, module, prepare: Callable[[dict], dict | None]):
         """Route `module`'s decode steps through its compiled step whenever generate() decodes with a static cache;
@@ -298,7 +411,7 @@ class DecodeCompiler:
         step = self.step(module, prepare)
         # transformers asks the model for its compiled call when the cache is static; this one normalises the
         # inputs first (see the module's docstring).
-        module.get_compiled_call = lambda _config: step
+        module.get_compiled_call = _CompiledCall(step)
         config = CompileConfig()
         config._compile_all_devices = True  # transformers compiles on CUDA-like devices only unless told
         return config
@@ -314,8 +427,18 @@ class DecodeCompiler:
         self._warming.on = True
         try:
             with lowered_priority():
-                for steps, text in zip(WARM_UP_STEPS, WARM_UP_TEXTS):
-                    run(steps, text)
+                try:
+                    self._warm_up_calls(run)
+                except Exception as error:
+                    if not self.precompile:
+                        raise
+                    # torch fails a compile whose trace cannot be saved: compile again, keeping nothing
+                    log.warning("the compiled decoder's trace cannot be kept on disk (%s); compiling it for this "
+                                "process only", _short(error))
+                    self.precompile, self.loaded_trace = False, False
+                    forget_traces(self._traced)
+                    self._compiled.clear()
+                    self._warm_up_calls(run)
         except Exception as error:  # the eager path still serves
             self.state, self.reason = self.FAILED, _short(error)
             log.warning("compiling the decoder failed (%s); runs stay eager", self.reason)
@@ -323,9 +446,16 @@ class DecodeCompiler:
         finally:
             self._warming.on = False
         self.compile_s = time.monotonic() - started
+        if self.precompile:
+            save_traces()
         self.state = self.COMPILED
         log.info("decoder compiled in %.1f s (backend %s)", self.compile_s, self.policy.backend)
         return True
+
+    @staticmethod
+    def _warm_up_calls(run: Callable[[int, str], Any]) -> None:
+        for steps, text in zip(WARM_UP_STEPS, WARM_UP_TEXTS):
+            run(steps, text)
 
 
 class CompiledDecoding:
@@ -386,6 +516,25 @@ class CompiledDecoding:
                 raise RuntimeError("the warm-up decoded no step through the compiled step")
 
         return compiler.warm_up(run)
+
+
+class _CompiledCall:
+    """A module's `get_compiled_call`: hands generate() the compiled step. It lives in the module's attributes, so
+    Dynamo's precompile pickles it with the module's state; it pickles as nothing, not as the step's closure (which
+    holds the compiler and its lock)."""
+
+    def __init__(self, step: Callable) -> None:
+        self.step = step
+
+    def __call__(self, _config) -> Callable:
+        return self.step
+
+    def __reduce__(self):
+        return _no_compiled_call, ()
+
+
+def _no_compiled_call() -> None:
+    return None
 
 
 def contiguous_ids(inputs: dict) -> dict:

@@ -489,7 +489,7 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
 
         if _is_melody(self.spec):  # its decoder prepends the chroma and has no cross-attention: not built for it
             return False
-        compiler = DecodeCompiler(policy, device_kind)
+        compiler = DecodeCompiler(policy, device_kind, precompile=True)
         self.compiler = compiler
 
         def run(steps: int, text: str) -> None:
@@ -512,13 +512,15 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
         import torch
         from transformers.cache_utils import EncoderDecoderCache, StaticCache
 
-        from models.compiled import branch_free_positions, windowed, windowed_length
+        from models.compiled import branch_free_positions, no_layer_drop_draws, windowed, windowed_length
 
         decoder = self.model.decoder
+        no_layer_drop_draws(decoder.model.decoder)
         # The start token, the prompt, the new tokens (and room: windowed_length).
         cache_len = windowed_length(1 + prompt_frames + steps + decoder.num_codebooks)
         branch_free_positions(decoder.model.decoder.embed_positions, cache_len)
-        config = compiler.compile_config(self.model, _compiled_step_inputs)
+        config = compiler.compile_config(self.model,
+                                         lambda inputs: _compiled_step_inputs(inputs, mark=compiler.marks_dims))
         # Made under inference_mode whoever calls: the cache's position counter is a graph input, and one made
         # outside it carries another dispatch key, which fails the compiled graph's guards (a recompile mid-run).
         text_len = int(inputs["input_ids"].shape[1])
@@ -641,10 +643,11 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
             )
 
 
-def _compiled_step_inputs(inputs: dict) -> dict | None:
+def _compiled_step_inputs(inputs: dict, mark: bool = True) -> dict | None:
     """One decode step's inputs in the compiled graph's layout: generate() slices the growing sequence (a stride that
     changes every step) and grows the decoder's all-ones mask, so the step gets a contiguous copy and no mask (the
-    static cache's own positions make the causal mask). A mask with padding in it: None, the eager model's step."""
+    static cache's own positions make the causal mask). A mask with padding in it: None, the eager model's step.
+    `mark`: the varying lengths are marked symbolic (DecodeCompiler.marks_dims)."""
     from models.compiled import set_window, symbolic_lengths
 
     ids, mask = inputs.get("decoder_input_ids"), inputs.get("decoder_attention_mask")
@@ -655,12 +658,13 @@ def _compiled_step_inputs(inputs: dict) -> dict | None:
     cache = inputs.get("past_key_values")
     if cache is not None:  # the mask is as long as the sequence so far: a host-side size, no device sync
         last = mask.shape[-1] - 1 if mask is not None else int(cache.self_attention_cache.layers[0].cumulative_length)
-        set_window(cache.self_attention_cache, last)
+        set_window(cache.self_attention_cache, last, mark)
         layers = [*cache.self_attention_cache.layers, *cache.cross_attention_cache.layers]
-        # The run's cache length, the text's length: symbolic from the first trace.
-        symbolic_lengths(*((getattr(layer, part, None), 2) for layer in layers for part in ("keys", "values")))
+        if mark:  # the run's cache length, the text's length: symbolic from the first trace
+            symbolic_lengths(*((getattr(layer, part, None), 2) for layer in layers for part in ("keys", "values")))
     encoder = inputs.get("encoder_outputs")
-    symbolic_lengths((getattr(encoder, "last_hidden_state", None), 1), (inputs.get("attention_mask"), 1))
+    if mark:
+        symbolic_lengths((getattr(encoder, "last_hidden_state", None), 1), (inputs.get("attention_mask"), 1))
     return inputs
 
 

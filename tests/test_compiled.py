@@ -116,8 +116,8 @@ def test_a_compiled_step_reads_the_written_part_of_the_cache_and_a_longer_run_co
     seen = []
     real_set_window = compiled_module.set_window
 
-    def watched(cache, last):
-        real_set_window(cache, last)
+    def watched(cache, last, mark=True):
+        real_set_window(cache, last, mark)
         layer = cache.layers[0]
         seen.append((last, int(layer.cumulative_length), layer.window.shape[0], layer.max_cache_len))
 
@@ -250,22 +250,106 @@ def test_runs_go_eager_while_it_compiles_and_a_failed_compile_leaves_the_model_e
 
 
 @pytest.mark.skipif(os.environ.get("STUDIO_SKIP_INDUCTOR") == "1", reason="STUDIO_SKIP_INDUCTOR=1")
-def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, monkeypatch, tmp_path):
+def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, monkeypatch, tmp_path, caplog):
     """The real compiler, once, on the tiny checkpoint: C++ kernels built and kept in the compile cache, one graph
-    (a window as long as the cache made Inductor guard on it and compile a second: models.compiled.windowed_length)."""
+    (a window as long as the cache made Inductor guard on it and compile a second: models.compiled.windowed_length),
+    and Dynamo's trace kept beside them, so that compiling the model again (as a later process does) traces
+    nothing."""
     import torch
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     studio = _compiling_studio(make_studio, monkeypatch, "inductor", tmp_path)
+    manager = studio.manager
     before = counters["stats"]["unique_graphs"]
     _, eager = _music(studio, "int8")
-    assert studio.manager.compile_done(MUSIC, 240), "the tiny decoder did not compile within 4 minutes"
-    assert studio.manager.decode_path(MUSIC) == COMPILED_PATH, studio.manager.decode_path(MUSIC)
+    assert manager.compile_done(MUSIC, 240), "the tiny decoder did not compile within 4 minutes"
+    assert manager.decode_path(MUSIC) == COMPILED_PATH, manager.decode_path(MUSIC)
     assert counters["stats"]["unique_graphs"] - before == 1
+    assert not manager._entries[MUSIC].model.compiler.loaded_trace
     _, compiled = _music(studio, "int8")
     np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
     assert any((tmp_path / "inductor").rglob("*.py")), "nothing kept in the compile cache"
+    assert any((tmp_path / "inductor" / "dynamo").iterdir()), "Dynamo's trace was not kept"
+
+    # Compiling again with Dynamo's memory dropped and the model loaded anew: what a later process does. The trace
+    # is found on disk, no graph is traced, the compiled run makes the same audio.
+    torch._dynamo.reset()
+    hits, graphs = counters["dynamo_cache"]["dynamo_cache_hit"], counters["stats"]["unique_graphs"]
+    manager.unload(MUSIC)
+    _music(studio, "int8")
+    assert manager.compile_done(MUSIC, 240) and manager.decode_path(MUSIC) == COMPILED_PATH
+    assert counters["dynamo_cache"]["dynamo_cache_hit"] == hits + 1
+    assert counters["stats"]["unique_graphs"] == graphs, "the saved trace was not used: it traced again"
+    assert manager._entries[MUSIC].model.compiler.loaded_trace
+    _, again = _music(studio, "int8")
+    np.testing.assert_allclose(again.audio.samples, eager.audio.samples, atol=1e-4)
+
+    # A step the saved trace fails on (torch cannot trace that function again in the process: a new trace's globals
+    # clash with the saved one's): the run finishes eager, with the eager audio, and so do later runs.
+    compiler = manager._entries[MUSIC].model.compiler
+    (module_id,) = compiler._compiled
+
+    def clash(**inputs):
+        raise AssertionError("Name '__builtins_dict___0' already exists in scope")
+
+    compiler._compiled[module_id] = clash
+    _, after = _music(studio, "int8")
+    np.testing.assert_allclose(after.audio.samples, eager.audio.samples, atol=1e-4)
+    assert manager.decode_path(MUSIC).startswith("eager (compile failed: AssertionError"), manager.decode_path(MUSIC)
+    # torch warns once per guard the saved trace leaves out (some thousand for MusicGen): the log does not
+    assert not [r for r in caplog.records if "caching_precompile" in r.getMessage()]
+
+
+def test_a_damaged_trace_on_disk_is_compiled_again(make_studio, monkeypatch, tmp_path):
+    import torch
+
+    studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
+    _, eager = _music(studio, "int8")
+    assert studio.manager.compile_done(MUSIC, 120) and studio.manager.decode_path(MUSIC) == COMPILED_PATH
+    entries = list((tmp_path / "inductor" / "dynamo").rglob("entry"))
+    assert entries, "no trace kept"
+    for entry in entries:
+        entry.write_bytes(b"\x80\x04 not a pickle")
+    torch._dynamo.reset()
+    studio.manager.unload(MUSIC)
+    _music(studio, "int8")
+    assert studio.manager.compile_done(MUSIC, 120) and studio.manager.decode_path(MUSIC) == COMPILED_PATH
+    _, compiled = _music(studio, "int8")
+    np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
+
+
+def test_a_trace_that_cannot_be_kept_is_compiled_for_the_process(make_studio, monkeypatch, tmp_path, caplog):
+    # torch fails a compile whose trace it cannot save (a guard of a kind it cannot write): the warm-up compiles
+    # again without keeping it, and the model takes the compiled path all the same.
+    from models import compiled as compiled_module
+
+    def cannot_keep():
+        raise RuntimeError("CLASS_MATCH guard cannot be serialized")
+
+    monkeypatch.setattr(compiled_module, "keep_traces", cannot_keep)
+    studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
+    _, eager = _music(studio, "int8")
+    assert studio.manager.compile_done(MUSIC, 120) and studio.manager.decode_path(MUSIC) == COMPILED_PATH
+    compiler = studio.manager._entries[MUSIC].model.compiler
+    assert not compiler.precompile and compiler.compiled_steps > 0
+    assert any("cannot be kept on disk" in r.getMessage() for r in caplog.records)
+    _, compiled = _music(studio, "int8")
+    np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
+
+    # A saved trace that the warm-up fails on is deleted: the next process compiles afresh instead of failing on it.
+    from torch._dynamo.package import CompilePackage
+
+    from models.runtime.compiled_step import step_function
+
+    saved = tmp_path / "inductor" / "dynamo" / CompilePackage.source_id_from_fn(
+        step_function(studio.manager._entries[MUSIC].model.model))
+    saved.mkdir(parents=True)
+    (saved / "entry").write_bytes(b"a trace this process failed on")
+    studio.manager.unload(MUSIC)
+    _music(studio, "int8")
+    assert studio.manager.compile_done(MUSIC, 120) and studio.manager.decode_path(MUSIC) == COMPILED_PATH
+    assert not saved.exists()
 
 
 def test_auto_compiles_only_where_it_pays(make_studio, monkeypatch, tmp_path):
