@@ -412,6 +412,11 @@ class DecodeCompiler:
         # transformers asks the model for its compiled call when the cache is static; this one normalises the
         # inputs first (see the module's docstring).
         module.get_compiled_call = _CompiledCall(step)
+        if hasattr(module, "_get_negative_compiled_call"):
+            # VibeVoice's generate() decodes classifier-free guidance's negative branch through a second compiled call
+            # of the same module, which transformers otherwise compiles with its own defaults: Inductor and CUDA
+            # graphs, outside the studio's backend and CUDA-graph setting. It takes the same compiled step.
+            module._get_negative_compiled_call = _CompiledCall(step)
         config = CompileConfig()
         config._compile_all_devices = True  # transformers compiles on CUDA-like devices only unless told
         return config

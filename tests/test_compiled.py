@@ -178,10 +178,13 @@ def test_the_newer_speech_models_compile_through_their_own_generate_and_speak_as
     studio = _compiling_studio(make_studio, monkeypatch, "eager", tmp_path)
     manager = studio.manager
     request = studio.request("speech", repo, "Hello there.", seed=3, params={"precision": "int8"})
-    breaks = sum(counters["graph_break"].values())
+    breaks, inductor = sum(counters["graph_break"].values()), sum(counters["inductor"].values())
     eager = manager.run(request)
     assert manager.compile_done(repo, 120) and manager.decode_path(repo) == COMPILED_PATH, manager.decode_path(repo)
     assert sum(counters["graph_break"].values()) == breaks, dict(counters["graph_break"])  # int8 head included
+    # Everything compiled with the studio's backend (VibeVoice's second, negative branch too: transformers would
+    # compile it with Inductor and CUDA graphs, whatever the studio's settings).
+    assert sum(counters["inductor"].values()) == inductor, dict(counters["inductor"])
     model = manager._entries[repo].model
     before = model.compiler.compiled_steps
     assert before > 0, "the warm-up decoded nothing through the compiled step"
