@@ -43,6 +43,10 @@ fi
 # stays on one worker): most of their time is one busy core, a tiny model or a CLI process. Then the browser tests
 # run alone: a page that competes with a second worker for the two cores missed its timeouts (measured: three of
 # them failed when the browser tests ran beside a worker). A failure in the first part still runs the second.
+# The tiny checkpoints are built by the first test process that needs them and copied by the rest (tests/conftest.py).
+STUDIO_TESTS_TINY_CACHE="$(mktemp -d)"
+export STUDIO_TESTS_TINY_CACHE
+trap 'rm -rf "$STUDIO_TESTS_TINY_CACHE"' EXIT
 status=0
 run_pytest -m "not browser" -n 2 --dist loadgroup || status=$?
 run_pytest -m browser || status=$((status ? status : $?))

@@ -17,6 +17,9 @@ import pytest
 pytest_plugins = ["tests.reliability"]
 
 _HF_HOME = Path(tempfile.mkdtemp(prefix="studio-tests-hf-"))
+# test.sh runs the suite in two pytest sessions (and pytest-xdist runs the first in two processes): the first to build
+# the tiny checkpoints leaves a copy here for the others, which copy it instead of building them again.
+_TINY_TEMPLATE = os.environ.get("STUDIO_TESTS_TINY_CACHE")
 for _var in [v for v in os.environ if v.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "STUDIO_"))]:
     del os.environ[_var]
 os.environ["HF_HOME"] = str(_HF_HOME)
@@ -41,8 +44,29 @@ def tiny_cache() -> Path:
     """HF_HOME holding every tiny checkpoint (built once per session)."""
     from tests.tiny_models import make_tiny_cache
 
+    template = Path(_TINY_TEMPLATE) if _TINY_TEMPLATE else None
+    if template is not None and (template / "complete").is_file():
+        shutil.copytree(template / "hub", _HF_HOME / "hub", symlinks=True, dirs_exist_ok=True)
+        return _HF_HOME
     make_tiny_cache(_HF_HOME)
+    if template is not None:
+        _leave_template(template)
     return _HF_HOME
+
+
+def _leave_template(template: Path) -> None:
+    """Copy the tiny cache into `template` for the sessions after this one, unless another process is doing so."""
+    import fcntl
+
+    template.mkdir(parents=True, exist_ok=True)
+    with open(template / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another test process is copying its own: the same files
+            return
+        if not (template / "complete").is_file():
+            shutil.copytree(_HF_HOME / "hub", template / "hub", symlinks=True, dirs_exist_ok=True)
+            (template / "complete").touch()
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

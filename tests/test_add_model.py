@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from studio.catalog import Catalog
 from studio.errors import InvalidInput, ModelUnavailable
 from studio.settings import Settings, settings_from
 from studio.user_models import FLAG, add_models, check_repo, parse_entries
+from tests.cli_process import run_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 MMS = "facebook/mms-tts-eng"
@@ -275,9 +274,8 @@ def test_the_cli_lists_added_models_marked_and_generates_with_one(hub, tmp_path,
 
     out = tmp_path / "out"
     _write_settings(out, json.dumps({"models": [{"repo": SAO_MIRROR, "family": SAO}]}))
-    listed = subprocess.run([sys.executable, "-m", "studio", "models", "--output-dir", str(out),
-                             "--add-model", f"{MMS_FINE}=mms_tts"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    listed = run_studio(["models", "--output-dir", str(out), "--add-model", f"{MMS_FINE}=mms_tts"], cwd=ROOT,
+                        timeout=120)
     assert listed.returncode == 0, listed.stderr
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
     assert lines[MMS_FINE].endswith(f"[user-added (--add-model), like {MMS}]")

@@ -1,8 +1,9 @@
-"""`python -m studio generate` end to end, in a subprocess, on the tiny checkpoints of the test HF cache.
+"""`python -m studio generate` end to end, in a process of its own, on the tiny checkpoints of the test HF cache.
 
-Each CLI run is its own Python process (torch alone takes seconds to import), so the runs this session
-selected are started together, two or so at a time, as soon as the first test needs one; each test then
-waits for its own run and checks it.
+Each CLI run is its own process, forked from one that imported torch and transformers already
+(tests/cli_process.py), except the cases marked `fresh`, which start a new interpreter as a user does. The runs
+this session selected are started together, two or so at a time, as soon as the first test needs one; each test
+then waits for its own run and checks it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
+from tests.cli_process import run_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = min(4, max(2, os.cpu_count() or 2))  # each run is a torch process of ~0.5 GB
@@ -41,6 +42,7 @@ class Case:
     clips: tuple[tuple[str, float], ...] = ()  # (name, seconds): 44.1 kHz tones written in the run directory
     # first; RUN_DIR in an argument stands for that directory
     texts: tuple[tuple[str, str], ...] = ()  # (name, text): UTF-8 text files written in the run directory first
+    fresh: bool = False  # a new interpreter, as a user starts it (the others are forked: tests/cli_process.py)
 
 
 @dataclass
@@ -86,11 +88,9 @@ def _execute(case: Case, workdir: Path) -> Run:
     before = frozenset(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file())
     out = workdir / case.out
     args = [arg.replace(RUN_DIR, str(workdir)) for arg in case.args]
-    argv = [sys.executable, "-m", "studio", "generate", *args,
-            "--out", str(out), "--output-dir", str(workdir / "outputs")]
     started = time.monotonic()
-    proc = subprocess.run(argv, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=TIMEOUT_S,
-                          check=False)
+    proc = run_studio(["generate", *args, "--out", str(out), "--output-dir", str(workdir / "outputs")], cwd=ROOT,
+                      timeout=TIMEOUT_S, fresh=case.fresh)
     return Run(case, proc.returncode, proc.stdout, proc.stderr, workdir, out, before, time.monotonic() - started)
 
 
@@ -142,11 +142,11 @@ def cli(request, tiny_cache, tmp_path_factory):
 # --------------------------------------------------------------------------------------------
 
 MUSIC = Case("musicgen-small", ("--model", "facebook/musicgen-small", "--prompt", "lofi beat", "--duration", "1",
-                                "--seed", "7"), out="a.wav")
+                                "--seed", "7"), out="a.wav", fresh=True)
 BARK = Case("bark-small", ("--model", "suno/bark-small", "--prompt", "Hello there", "--voice", "v2/en_speaker_6",
                            "--set", "max_chunk_seconds=0.5", "--seed", "3"))
 MMS = ("--model", "facebook/mms-tts-eng", "--prompt", "hello world")
-MMS_WAV = Case("mms-wav-seed7", (*MMS, "--seed", "7"))
+MMS_WAV = Case("mms-wav-seed7", (*MMS, "--seed", "7"), fresh=True)  # and MMS_WAV_AGAIN forked: the same samples
 MMS_WAV_AGAIN = Case("mms-wav-seed7-again", (*MMS, "--seed", "7"))
 FORMAT_CASES = {
     "wav": MMS_WAV,

@@ -231,20 +231,16 @@ def test_estimate_answers_through_the_api_with_any_calibration_shape(make_studio
                      f"{answers[('a weight of 10^30 bytes', SPEECH)]!r}")
 
 
-def _cli_with_calibration(shape: str, workdir) -> "subprocess.CompletedProcess":
-    import os
-    import subprocess
-    import sys
-
+def _cli_with_calibration(shape: str, workdir):
+    """The CLI's run with `shape` as its calibration.json: a subprocess.CompletedProcess."""
+    from tests.cli_process import run_studio
     from tests.conftest import ROOT
 
     outputs = workdir / shape.replace(" ", "-").replace("^", "") / "outputs"
     outputs.mkdir(parents=True)
     (outputs / "calibration.json").write_text(BAD_CALIBRATIONS[shape])
-    argv = [sys.executable, "-m", "studio", "generate", "--model", SPEECH, "--prompt", "hello there", "--seed", "1",
-            "--out", str(outputs.parent / "clip.wav"), "--output-dir", str(outputs)]
-    return subprocess.run(argv, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=240,
-                          check=False)
+    return run_studio(["generate", "--model", SPEECH, "--prompt", "hello there", "--seed", "1",
+                       "--out", str(outputs.parent / "clip.wav"), "--output-dir", str(outputs)], cwd=ROOT, timeout=240)
 
 
 @pytest.mark.reliability("Faults", "calibration.json of the wrong shape, CLI",

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.cli_process import run_studio
 from tests.serving import serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,9 +190,7 @@ def cli_dir(tmp_path_factory) -> Path:
 
 
 def _run_cli(args: list[str], workdir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "studio", "generate", *args], cwd=ROOT,
-                          env=env or dict(os.environ), capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
-                          check=False)
+    return run_studio(["generate", *args], cwd=ROOT, env=env, timeout=CLI_TIMEOUT_S)
 
 
 def _cli(case: Bad, workdir: Path) -> subprocess.CompletedProcess:

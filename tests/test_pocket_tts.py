@@ -7,9 +7,6 @@ end-of-speech head never fires, as a random model's would not, so every chunk ru
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -20,6 +17,7 @@ from models.pocket_tts import MAX_PROMPT_S, frame_cap, CHUNK_CHARS
 from models.common import speech_chunks
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
+from tests.cli_process import run_studio
 from tests.speech_fixtures import cpu_studio, one_thread  # noqa: F401 (one_thread: autouse)
 
 REPO = "eustlb/pocket-tts"
@@ -160,9 +158,8 @@ def test_cli_speaks_offline(tiny_cache, tmp_path):
     from tests.conftest import ROOT
 
     out = tmp_path / "x.wav"
-    proc = subprocess.run([sys.executable, "-m", "studio", "generate", "--model", REPO, "--prompt", TEXT,
-                           "--out", str(out), "--output-dir", str(tmp_path / "outputs")],
-                          cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=120, check=False)
+    proc = run_studio(["generate", "--model", REPO, "--prompt", TEXT, "--out", str(out),
+                       "--output-dir", str(tmp_path / "outputs")], cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     samples, rate = soundfile.read(out)
     assert rate == RATE and samples.shape[0] == frame_cap(TEXT) * HOP

@@ -9,10 +9,7 @@ the module converts (its stages, progress and estimate are recorded by the `firs
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -21,6 +18,7 @@ import soundfile
 
 from studio.errors import Cancelled, InvalidInput
 from studio.run import RunContext
+from tests.cli_process import run_studio
 from tests.conftest import ROOT, cpu_studio
 from tests.tiny_stable_audio_3 import LATENT_SAMPLES, SA3_BASE, SA3_MEDIUM, build_components
 
@@ -367,11 +365,8 @@ def test_cli_generates_20_s_offline_converting_on_first_use(tiny_cache, first, t
     shutil.rmtree(root, ignore_errors=True)
     out = tmp_path / "rain.wav"
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "studio", "generate", "--model", SA3_MEDIUM, "--prompt", "rain on a tin roof",
-         "--duration", "20", "--out", str(out), "--output-dir", str(tmp_path / "outputs")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    proc = run_studio(["generate", "--model", SA3_MEDIUM, "--prompt", "rain on a tin roof", "--duration", "20",
+                       "--out", str(out), "--output-dir", str(tmp_path / "outputs")], cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads(proc.stdout)
     data, rate = soundfile.read(out)

@@ -159,17 +159,14 @@ def test_the_estimate_counts_the_encoder_and_the_shorter_schedule(studio, loop):
 
 def test_cli_varies_a_file_and_keeps_what_the_strength_meant(tiny_cache, loop, tmp_path):
     import json
-    import subprocess
-    import sys
 
+    from tests.cli_process import run_studio
     from tests.conftest import ROOT
 
     out = tmp_path / "varied.wav"
-    proc = subprocess.run(
-        [sys.executable, "-m", "studio", "generate", "--model", SA, "--prompt", "a drum loop", "--audio", str(loop),
-         "--set", "strength=0.3", "--set", "steps=4", "--seed", "3", "--out", str(out), "--output-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_studio(
+        ["generate", "--model", SA, "--prompt", "a drum loop", "--audio", str(loop), "--set", "strength=0.3",
+         "--set", "steps=4", "--seed", "3", "--out", str(out), "--output-dir", str(tmp_path)], cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr
     meta = json.loads(proc.stdout)
     data, rate = soundfile.read(out)
