@@ -253,6 +253,18 @@ def test_runs_go_eager_while_it_compiles_and_a_failed_compile_leaves_the_model_e
 
 
 @pytest.mark.skipif(os.environ.get("STUDIO_SKIP_INDUCTOR") == "1", reason="STUDIO_SKIP_INDUCTOR=1")
+def _count_calls(monkeypatch, owner, name: str) -> list[int]:
+    """Counts the calls of `owner.name` from now on, in a one-element list."""
+    calls, real = [0], getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
 def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, monkeypatch, tmp_path, caplog):
     """The real compiler, once, on the tiny checkpoint: C++ kernels built and kept in the compile cache, one graph
     (a window as long as the cache made Inductor guard on it and compile a second: models.compiled.windowed_length),
@@ -280,10 +292,12 @@ def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, mo
     torch._dynamo.reset()
     hits, graphs = counters["dynamo_cache"]["dynamo_cache_hit"], counters["stats"]["unique_graphs"]
     manager.unload(MUSIC)
+    builds = _count_calls(monkeypatch, torch._dynamo.guards.CheckFunctionManager, "build_guards")
     _music(studio, "int8")
     assert manager.compile_done(MUSIC, 240) and manager.decode_path(MUSIC) == COMPILED_PATH
     assert counters["dynamo_cache"]["dynamo_cache_hit"] == hits + 1
     assert counters["stats"]["unique_graphs"] == graphs, "the saved trace was not used: it traced again"
+    assert builds == [1], "the saved trace's guards were not built exactly once (models.compiled.guards_built_once)"
     assert manager._entries[MUSIC].model.compiler.loaded_trace
     _, again = _music(studio, "int8")
     np.testing.assert_allclose(again.audio.samples, eager.audio.samples, atol=1e-4)
