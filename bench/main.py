@@ -237,9 +237,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("== precision-auto (%s)", size)
         with tempfile.TemporaryDirectory(prefix="bench-precision-") as tmp:
             found = run_precision_auto(size=size, workdir=Path(tmp))
-        previous = _load_previous(args).get("sections", {}).get("precision-auto")
-        machine = machine_info()
-        here = previous if previous and same_machine(previous.get("machine"), machine) else None
+        previous, here, machine = _previous_section(args, "precision-auto")
         section = {"rows": merged(here, found["rows"], now), "created": now, "mode": mode, "tiny": args.tiny,
                    "machine": machine}
         results["sections"]["precision-auto"] = with_other_machines(previous, section)
@@ -253,9 +251,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("== compiled (%s)", size)
         with tempfile.TemporaryDirectory(prefix="bench-compiled-") as tmp:
             found = run_compiled(size=size, workdir=Path(tmp))
-        previous = _load_previous(args).get("sections", {}).get("compiled")
-        machine = machine_info()
-        here = previous if previous and same_machine(previous.get("machine"), machine) else None
+        previous, here, machine = _previous_section(args, "compiled")
         section = {"rows": merged_rows(here, found["rows"], now), "created": now, "mode": mode, "tiny": args.tiny,
                    "machine": machine, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "library default")}
         results["sections"]["compiled"] = with_other_machines(previous, section)
@@ -371,6 +367,15 @@ def _json_default(value: Any) -> Any:
 
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def _previous_section(args: argparse.Namespace, name: str) -> tuple[dict | None, dict | None, dict]:
+    """The results file's section `name`; the same again if it was measured on this machine, else None (its rows
+    are merged with this run's); and this machine."""
+    previous = _load_previous(args).get("sections", {}).get(name)
+    machine = machine_info()
+    here = previous if previous and same_machine(previous.get("machine"), machine) else None
+    return previous, here, machine
 
 
 def _load_previous(args: argparse.Namespace) -> dict:

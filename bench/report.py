@@ -413,8 +413,12 @@ def _compiled_summary(compiled: dict | None, auto: dict | None) -> list[tuple[st
 
 def _row_date(row: dict, section: dict) -> str:
     """' (2025-01-01 00:00)' for a row measured by an earlier run than its section's, else ''."""
-    made = row.get("created")
-    return f" ({made[:16].replace('T', ' ')})" if made and made != section.get("created") else ""
+    return _earlier(row.get("created"), section, " ({})")
+
+
+def _earlier(made: str | None, section: dict, form: str) -> str:
+    """`form` with the date `made` in it, if a run earlier than the section's made it; else ''."""
+    return form.format(made[:16].replace("T", " ")) if made and made != section.get("created") else ""
 
 
 def _when(entry: dict) -> str:
@@ -540,8 +544,7 @@ def _render_compiled(w, section: dict) -> None:
             rtf = r["rtf"]
             same = "yes" if r.get("same_audio") else f"no (max sample difference {r.get('max_sample_diff') or 0:.3g})"
             eager, compiled = (f"{rtf[k]:.2f}" if rtf.get(k) is not None else "–" for k in ("eager", "compiled"))
-            made = r.get("created") or row.get("created")
-            when = f"; {made[:16].replace('T', ' ')}" if made and made != section.get("created") else ""
+            when = _earlier(r.get("created") or row.get("created"), section, "; {}")
             w(f"| {name} ({row['what']}{when}) | {precision} | {eager} | {compiled} | "
               f"{_x(r['speedup']) if r.get('speedup') else '–'} | {_s(r['compile_first_s'], 1)} | "
               f"{_s(r['compile_second_s'], 1)} | **{_pct(r['second_compile_share'])}** (target "
