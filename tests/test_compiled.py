@@ -252,7 +252,6 @@ def test_runs_go_eager_while_it_compiles_and_a_failed_compile_leaves_the_model_e
     assert after.audio.duration > 0
 
 
-@pytest.mark.skipif(os.environ.get("STUDIO_SKIP_INDUCTOR") == "1", reason="STUDIO_SKIP_INDUCTOR=1")
 def _count_calls(monkeypatch, owner, name: str) -> list[int]:
     """Counts the calls of `owner.name` from now on, in a one-element list."""
     calls, real = [0], getattr(owner, name)
@@ -265,6 +264,7 @@ def _count_calls(monkeypatch, owner, name: str) -> list[int]:
     return calls
 
 
+@pytest.mark.skipif(os.environ.get("STUDIO_SKIP_INDUCTOR") == "1", reason="STUDIO_SKIP_INDUCTOR=1")
 def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, monkeypatch, tmp_path, caplog):
     """The real compiler, once, on the tiny checkpoint: C++ kernels built and kept in the compile cache, one graph
     (a window as long as the cache made Inductor guard on it and compile a second: models.compiled.windowed_length),
