@@ -232,6 +232,7 @@ def keep_traces() -> None:
     import torch._dynamo.config
 
     torch._dynamo.config.caching_precompile = True
+    _load_saved_guards_once()
     guards_log = logging.getLogger("torch._dynamo.guards")
     if not any(isinstance(f, _DroppedGuardsFilter) for f in guards_log.filters):
         guards_log.addFilter(_DroppedGuardsFilter())
@@ -245,30 +246,26 @@ class _DroppedGuardsFilter(logging.Filter):
         return "is dropped with caching_precompile=True" not in str(record.msg)
 
 
-@contextlib.contextmanager
-def guards_built_once():
-    """While a saved trace loads: its guards are built once. With caching_precompile on, torch 2.13 builds every
-    trace's guards twice, once to show them to the filter that drops those a saved trace cannot keep (keep_traces)
-    and once for real. A saved trace's guards were filtered when it was saved, so the filter has nothing to drop;
-    the first build was 1.4 s of a 2.3 s load for musicgen-small here (AVX2 EPYC). Only the load is patched: a
-    trace made now, to be saved, is still filtered. Where torch has no such function, nothing changes."""
+def _load_saved_guards_once() -> None:
+    """A saved trace's guards are built once when it loads (keep_traces installs this, once per process). With
+    caching_precompile on, torch 2.13 builds every trace's guards twice, once to show them to the filter that drops
+    those a saved trace cannot keep and once for real. A saved trace's guards were filtered when it was saved, so
+    the filter has nothing to drop; the first build was 1.4 s of a 2.3 s load for musicgen-small here (AVX2 EPYC).
+    Only the load is changed: a trace made now, to be saved, is still filtered. Where torch has no such function,
+    nothing changes."""
     import torch._dynamo.config
     import torch._dynamo.package as package
 
     load = getattr(package, "load_guard_manager", None)
-    if load is None:
-        yield
+    if load is None or getattr(load, "studio_once", False):
         return
 
     def load_once(*args, **kwargs):
         with torch._dynamo.config.patch(caching_precompile=False):
             return load(*args, **kwargs)
 
+    load_once.studio_once = True
     package.load_guard_manager = load_once
-    try:
-        yield
-    finally:
-        package.load_guard_manager = load
 
 
 def _has_saved_trace(function) -> bool:
@@ -390,8 +387,7 @@ class DecodeCompiler:
                     function = step_function(module)
                     self._traced.append(function)
                     keep_traces()
-                    with guards_built_once():  # torch.compile loads a saved trace here, if there is one
-                        compiled = functools.partial(torch.compile(function, **options), module)
+                    compiled = functools.partial(torch.compile(function, **options), module)
                     self.loaded_trace = self.loaded_trace or _has_saved_trace(function)
                 else:  # no package: nothing of this trace is saved, whatever another model's compile switched on
                     with torch._dynamo.config.patch(caching_precompile=False):
@@ -438,12 +434,12 @@ class DecodeCompiler:
         step = self.step(module, prepare)
         # transformers asks the model for its compiled call when the cache is static; this one normalises the
         # inputs first (see the module's docstring).
-        module.get_compiled_call = _CompiledCall(step)
+        module.get_compiled_call = call = _CompiledCall(step)
         if hasattr(module, "_get_negative_compiled_call"):
             # VibeVoice's generate() decodes classifier-free guidance's negative branch through a second compiled call
             # of the same module, which transformers otherwise compiles with its own defaults: Inductor and CUDA
             # graphs, outside the studio's backend and CUDA-graph setting. It takes the same compiled step.
-            module._get_negative_compiled_call = _CompiledCall(step)
+            module._get_negative_compiled_call = call
         config = CompileConfig()
         config._compile_all_devices = True  # transformers compiles on CUDA-like devices only unless told
         return config

@@ -297,7 +297,7 @@ def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, mo
     assert manager.compile_done(MUSIC, 240) and manager.decode_path(MUSIC) == COMPILED_PATH
     assert counters["dynamo_cache"]["dynamo_cache_hit"] == hits + 1
     assert counters["stats"]["unique_graphs"] == graphs, "the saved trace was not used: it traced again"
-    assert builds == [1], "the saved trace's guards were not built exactly once (models.compiled.guards_built_once)"
+    assert builds == [1], "the saved trace's guards were not built exactly once (models.compiled._load_saved_guards_once)"
     assert manager._entries[MUSIC].model.compiler.loaded_trace
     _, again = _music(studio, "int8")
     np.testing.assert_allclose(again.audio.samples, eager.audio.samples, atol=1e-4)
