@@ -485,10 +485,11 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
     def compile_decoder(self, policy, device_kind: str, make_request=None) -> bool:
         """Compile the decoder's per-token step now (the manager calls this in the background after a load, when
         the device is idle): two short runs on the compiled path. Returns whether later runs take it."""
-        from models.compiled import DecodeCompiler
+        from models.compiled import DecodeCompiler, no_layer_drop_draws
 
         if _is_melody(self.spec):  # its decoder prepends the chroma and has no cross-attention: not built for it
             return False
+        no_layer_drop_draws(self.model.decoder.model.decoder)
         compiler = DecodeCompiler(policy, device_kind, precompile=True)
         self.compiler = compiler
 
@@ -512,10 +513,9 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
         import torch
         from transformers.cache_utils import EncoderDecoderCache, StaticCache
 
-        from models.compiled import branch_free_positions, no_layer_drop_draws, windowed, windowed_length
+        from models.compiled import branch_free_positions, windowed, windowed_length
 
         decoder = self.model.decoder
-        no_layer_drop_draws(decoder.model.decoder)
         # The start token, the prompt, the new tokens (and room: windowed_length).
         cache_len = windowed_length(1 + prompt_frames + steps + decoder.num_codebooks)
         branch_free_positions(decoder.model.decoder.embed_positions, cache_len)
