@@ -67,10 +67,12 @@ def _run_main(args: list[str], env: dict[str, str], cwd: str, out_path: str, err
     code = 0
     try:
         runpy.run_module("studio", run_name="__main__", alter_sys=True)
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        if stop.code is not None and not isinstance(stop.code, int):
+    except SystemExit as stop:  # as the interpreter takes sys.exit(): None is 0, a message goes to stderr and is 1
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:
             print(stop.code, file=sys.stderr)
+            code = 1
     except BaseException:  # as the interpreter would: the traceback on stderr, exit 1
         import traceback
 
