@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 # that every later run uses.
 WARM_UP_STEPS = (12, 20)
 WARM_UP_TEXTS = ("warm up", "warm up the compiled decoder with a longer text")
+# The decode steps of each warm-up run on a trace an earlier process saved (DecodeCompiler.warm_up_steps): it
+# compiles nothing, so its runs only load the trace and check its guards, on both texts. More than MusicGen's four
+# codebooks, so that a run ends with a whole frame.
+SAVED_TRACE_WARM_UP_STEPS = 6
 
 
 # ---------------------------------------------------------------------- int8 Linear under compile
@@ -408,6 +412,11 @@ class DecodeCompiler:
                 return self._eager_after_failed_trace(error, eager, prepared)
 
         return step
+
+    def warm_up_steps(self, steps: int) -> int:
+        """The decode steps a warm-up run asked for `steps` takes: as many, or a few on a trace an earlier process
+        saved (SAVED_TRACE_WARM_UP_STEPS). Known once the run has asked for its compiled step (compile_config)."""
+        return min(steps, SAVED_TRACE_WARM_UP_STEPS) if self.loaded_trace else steps
 
     def _eager_after_failed_trace(self, error: Exception, eager: Callable, inputs: dict):
         """A run's step on a trace an earlier process saved raised (not a cancel, not out of memory): this step and

@@ -498,8 +498,9 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
 
             inputs = self.preprocess([text], padding=True, return_tensors="pt").to(self.torch_device)
             with torch.inference_mode(), prefill_once(self.model):
-                self.model.generate(**inputs, **self._compiled_kwargs(compiler, inputs, 0, steps), do_sample=False,
-                                    max_new_tokens=steps, guidance_scale=3.0)
+                compiled = self._compiled_kwargs(compiler, inputs, 0, steps)  # finds a saved trace, if there is one
+                self.model.generate(**inputs, **compiled, do_sample=False,
+                                    max_new_tokens=compiler.warm_up_steps(steps), guidance_scale=3.0)
 
         return compiler.warm_up(run)
 

@@ -273,6 +273,8 @@ def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, mo
     import torch
     from torch._dynamo.utils import counters
 
+    from models.compiled import SAVED_TRACE_WARM_UP_STEPS, WARM_UP_STEPS
+
     torch._dynamo.reset()
     studio = _compiling_studio(make_studio, monkeypatch, "inductor", tmp_path)
     manager = studio.manager
@@ -282,6 +284,7 @@ def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, mo
     assert manager.decode_path(MUSIC) == COMPILED_PATH, manager.decode_path(MUSIC)
     assert counters["stats"]["unique_graphs"] - before == 1
     assert not manager._entries[MUSIC].model.compiler.loaded_trace
+    assert manager._entries[MUSIC].model.compiler.compiled_steps == sum(WARM_UP_STEPS) - len(WARM_UP_STEPS)
     _, compiled = _music(studio, "int8")
     np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
     assert any((tmp_path / "inductor").rglob("*.py")), "nothing kept in the compile cache"
@@ -299,6 +302,9 @@ def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, mo
     assert counters["stats"]["unique_graphs"] == graphs, "the saved trace was not used: it traced again"
     assert builds == [1], "the saved trace's guards were not built exactly once (models.compiled._load_saved_guards_once)"
     assert manager._entries[MUSIC].model.compiler.loaded_trace
+    # Its warm-up compiled nothing, so its two runs took a few steps each (DecodeCompiler.warm_up_steps), not 12 and 20
+    warm_up_steps = manager._entries[MUSIC].model.compiler.compiled_steps
+    assert 0 < warm_up_steps <= len(WARM_UP_STEPS) * SAVED_TRACE_WARM_UP_STEPS, warm_up_steps
     _, again = _music(studio, "int8")
     np.testing.assert_allclose(again.audio.samples, eager.audio.samples, atol=1e-4)
 
