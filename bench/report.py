@@ -527,6 +527,9 @@ def _render_precision_auto(w, section: dict) -> None:
 def _render_compiled(w, section: dict) -> None:
     builds, cpu = _builds_and_cpu(section)
     policy = section.get("omp_wait_policy", "PASSIVE")
+    # Runs before the idle preparation was timed apart have no such column (their compile times include it).
+    prepared = any(r.get("prepare_second_s") is not None
+                   for row in section.get("rows", {}).values() for r in row["rows"].values())
     w(f"Compiled decoding ({_when(section)}; {builds}; {cpu}; OpenMP wait policy {policy}, "
       f"`python -m bench --only compiled{'' if policy == 'PASSIVE' else ' --omp-wait-policy library'}`): the decoder's "
       "per-token step under torch.compile with a static KV cache (models.compiled), against the same model eager. "
@@ -535,10 +538,16 @@ def _render_compiled(w, section: dict) -> None:
       "the compile is timed as the studio's background compile does it, then the same request (same seed) runs in "
       "interleaved rounds eager / compiled; RTF = generation seconds per second of audio, the median of both "
       "processes' rounds. The studio compiles in the background while eager runs serve, so a user waits for none of "
-      "these compile times unless a run starts while it compiles (then it runs eager, beside the compile).\n")
+      "these compile times unless a run starts while it compiles (then it runs eager, beside the compile)."
+      + (" Between the eager first run and the compile each process prepares torch's compiler (imports Inductor, "
+         "picks the CPU's vector instructions), which the studio does once idle after start-up "
+         "(studio.compiling.prepare_compiler): timed apart; a compile that starts before it was done pays it too "
+         "(the share in brackets)." if prepared else "") + "\n")
     w("| model | precision | RTF eager | RTF compiled | speedup | compile: first process | compile: second process "
-      "| second's compile / a 10 s generation | same audio as eager |")
-    w("|---|---|---|---|---|---|---|---|---|")
+      "| second's compile / a 10 s generation | "
+      + ("second process: preparing the compiler, idle (share with it) | " if prepared else "")
+      + "same audio as eager |")
+    w("|---|---|---|---|---|---|---|---|---|" + ("---|" if prepared else ""))
     for name, row in section.get("rows", {}).items():
         for precision, r in row["rows"].items():
             rtf = r["rtf"]
@@ -548,8 +557,17 @@ def _render_compiled(w, section: dict) -> None:
             w(f"| {name} ({row['what']}{when}) | {precision} | {eager} | {compiled} | "
               f"{_x(r['speedup']) if r.get('speedup') else '–'} | {_s(r['compile_first_s'], 1)} | "
               f"{_s(r['compile_second_s'], 1)} | **{_pct(r['second_compile_share'])}** (target "
-              f"{r['compile_target']}: {_met(r['compile_met'])}) | {same} |")
+              f"{r['compile_target']}: {_met(r['compile_met'])}) | " + (f"{_prepared(r)} | " if prepared else "")
+              + f"{same} |")
     w("")
+
+
+def _prepared(row: dict) -> str:
+    """The second process's idle preparation of the compiler, and its compile's share with it ('–' before it was
+    measured apart)."""
+    if row.get("prepare_second_s") is None:
+        return "–"
+    return f"{_s(row['prepare_second_s'], 1)} ({_pct(row['second_share_with_prepare'])})"
 
 
 def _render_rtf_floor(w, section: dict) -> None:

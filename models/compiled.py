@@ -42,7 +42,6 @@ machines this was built on, so it is off unless STUDIO_CUDA_GRAPHS=1 (README, "C
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -51,7 +50,8 @@ import time
 import weakref
 from typing import Any, Callable
 
-from studio.compiling import COMPILED_PATH, COMPILING_PATH, EAGER_PATH, CompilePolicy, use_cache_dir
+from studio.compiling import (COMPILED_PATH, COMPILING_PATH, EAGER_PATH, CompilePolicy, lowered_priority,
+                              use_cache_dir)
 
 log = logging.getLogger(__name__)
 
@@ -464,6 +464,7 @@ class DecodeCompiler:
         self._warming.on = True
         try:
             with lowered_priority():
+                self.policy.prepare(self.device_kind)  # unless the studio did, while idle
                 try:
                     self._warm_up_calls(run)
                 except Exception as error:
@@ -588,21 +589,3 @@ def _short(error: BaseException, limit: int = 160) -> str:
     text = f"{type(error).__name__}: {error}".splitlines()[0]
     first = text.split(". ")[0]
     return first if len(first) <= limit else first[:limit - 1] + "…"
-
-
-@contextlib.contextmanager
-def lowered_priority(niceness: int = 10):
-    """Run this thread (and the compiler processes it starts) at a lower priority, so a run that starts while it
-    compiles keeps the cores (Linux: a thread's nice value is its own)."""
-    tid = threading.get_native_id()
-    try:
-        before = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, before + niceness))
-    except (AttributeError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, before)  # may be refused without privileges: the thread ends anyway

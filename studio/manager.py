@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 from studio import libraries
 from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
+from studio import compiling
 from studio.compiling import COMPILED_PATH, EAGER_PATH, CompilePolicy
 from studio.device import Device, Devices, is_out_of_memory
 from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable, StudioError
@@ -146,6 +147,11 @@ class PipelineManager:
         self.catalog = catalog
         # Where decoders are compiled (models.compiled); None: never.
         self.compile_policy = compile_policy
+        if compile_policy is not None and compile_policy.mode != "off":
+            # Now, before torch is imported: torch puts its own default (a folder in /tmp, which many systems empty at
+            # boot) into the environment when Dynamo is imported, as transformers' model modules do, and a folder set
+            # after that would be taken for the user's own choice and ignored. A folder the user set is kept.
+            compiling.use_cache_dir(compile_policy.cache_dir)
         self._compiling: set[str] = set()  # models whose background compile is scheduled or under way
         # What the precision probe measured on this CPU (studio.precision_probe); None: no probe, published defaults.
         self.speeds = speeds
@@ -188,11 +194,14 @@ class PipelineManager:
         return self.devices[0]
 
     def warm_up(self) -> threading.Thread:
-        """Decide the devices and import torch and transformers in the background, after the page is up."""
+        """Decide the devices and import torch and transformers in the background, after the page is up; then, where
+        a model may compile its decoder, prepare torch's compiler once the studio is idle."""
 
         def work() -> None:
-            self.devices.resolve()
+            devices = self.devices.resolve()
             self._import(("torch", "transformers"))
+            for kind in sorted({device.compute_kind for device in devices}):
+                self._prepare_compiler(kind)
 
         thread = threading.Thread(target=work, name="studio-warm-up", daemon=True)
         thread.start()
@@ -567,6 +576,29 @@ class PipelineManager:
         return not self._runs_going()
 
     # ------------------------------------------------------------------ the compiled decoder
+    def _prepare_compiler(self, kind: str) -> None:
+        """If a model on `kind` may compile its decoder and one has compiled on this machine before (its trace is in
+        the compile cache): prepare torch's compiler (studio.compiling.prepare_compiler) in the background, once the
+        studio is idle, at a lower priority, so that the next compile, the load of that trace, starts with it done.
+        It waits while runs go and gives up after PROBE_ATTEMPTS tries: a compile prepares what is left itself."""
+        policy = self.compile_policy
+        if policy is None or not policy.may_apply(kind) or not policy.compiled_here():
+            return
+
+        def prepare_when_idle() -> None:
+            try:
+                for _ in range(PROBE_ATTEMPTS):
+                    if self._wait_idle():
+                        with compiling.lowered_priority():
+                            seconds = policy.prepare(kind)
+                        if seconds:
+                            log.info("prepared torch's compiler for %s in %.1f s, while idle", kind, seconds)
+                        return
+            except Exception as error:  # an optimisation: it must never disturb the studio
+                log.warning("preparing torch's compiler failed (%s); a compile prepares it itself", error)
+
+        threading.Thread(target=prepare_when_idle, name=f"compiler-prep:{kind}", daemon=True).start()
+
     def _schedule_compile(self, spec: ModelSpec, model: LoadedModel, kind: str, dtype: str) -> None:
         """After a load: compile the model's decoder in the background (models.compiled), once the device is idle;
         runs go eager meanwhile, and take the compiled path once it is ready."""

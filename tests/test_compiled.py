@@ -69,6 +69,72 @@ def test_the_policy_compiles_where_the_bench_measured_it_pays(monkeypatch):
     assert graphs.compile_mode("cuda") == "reduce-overhead" and graphs.compile_mode("cpu") is None
     monkeypatch.delenv("STUDIO_CUDA_GRAPHS")
     assert CompilePolicy.from_environment("on").compile_mode("cuda") is None  # off until verified on a GPU
+    # Where some model may compile: what the studio prepares torch's compiler for, while idle
+    assert auto.may_apply("cpu") and not auto.may_apply("cuda") and not auto.may_apply("mps")
+    assert CompilePolicy.from_environment("on").may_apply("cuda")
+    assert not CompilePolicy.from_environment("off").may_apply("cpu")
+
+
+def test_the_compile_cache_is_the_studios_folder_unless_the_user_set_one(monkeypatch, tmp_path, catalog):
+    # torch puts its own default (a folder in /tmp, which many systems empty at boot) into the environment when Dynamo
+    # is imported, which transformers' model modules do: the compiled kernels and traces went there, not to
+    # HF_HOME/audio-studio-compiled. The studio sets its folder when it is made, before any model loads.
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    from studio.device import CpuDevice
+    from studio.manager import PipelineManager
+
+    def manager(mode: str, folder: str) -> None:
+        PipelineManager(catalog, CpuDevice(), compile_policy=CompilePolicy(mode=mode, cache_dir=tmp_path / folder))
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    manager("off", "never")
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ  # compiling off: torch's default, if anything compiles
+    manager("auto", "studio")
+    assert cache_dir() == str(tmp_path / "studio")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    manager("on", "studio")
+    assert cache_dir() == str(tmp_path / "mine")
+
+
+@pytest.mark.parametrize("mode, backend, saved, prepared", [
+    ("auto", "inductor", True, ["cpu"]),
+    ("auto", "inductor", False, []),  # nothing compiled on this machine yet: the first compile prepares for itself
+    ("off", "inductor", True, []),
+    ("on", "eager", True, []),
+])
+def test_a_studio_that_compiled_before_prepares_torchs_compiler_while_idle(make_studio, monkeypatch, tmp_path, mode,
+                                                                             backend, saved, prepared):
+    # Importing Inductor and picking the CPU's vector instructions took 1.8 s of a second process's compile of
+    # musicgen-small: a studio that has compiled on this machine before (a saved trace in its compile cache) does it
+    # after its warm-up's imports, once no run goes, and never while one goes.
+    from studio import compiling
+    from studio import manager as manager_module
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compiled"))
+    if saved:
+        (tmp_path / "compiled" / "dynamo" / "a_saved_trace").mkdir(parents=True)
+
+    monkeypatch.setattr(manager_module, "PROBE_IDLE_S", 0.05)
+    calls, done = [], threading.Event()
+
+    def prepare_compiler(kind, cache_dir=None):
+        calls.append((kind, sorted(studio.manager._busy)))
+        done.set()
+        return 0.0
+
+    monkeypatch.setattr(compiling, "prepare_compiler", prepare_compiler)
+    monkeypatch.setenv("STUDIO_COMPILE_BACKEND", backend)
+    studio = make_studio()
+    studio.manager.compile_policy = CompilePolicy.from_environment(mode)
+    studio.manager._busy.add("a run")  # a run goes: the preparation waits for it
+    studio.manager.warm_up().join(timeout=60)
+    assert not done.wait(0.5) and calls == []
+    studio.manager._busy.discard("a run")
+    with studio.manager._slots:
+        studio.manager._slots.notify_all()
+    assert done.wait(10 if prepared else 1) == bool(prepared)
+    assert calls == [(kind, []) for kind in prepared]
 
 
 @pytest.mark.parametrize("precision", ["int8", "float32"])
@@ -274,6 +340,7 @@ def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, mo
     from torch._dynamo.utils import counters
 
     from models.compiled import SAVED_TRACE_WARM_UP_STEPS, WARM_UP_STEPS
+    from studio import compiling
 
     torch._dynamo.reset()
     studio = _compiling_studio(make_studio, monkeypatch, "inductor", tmp_path)
@@ -285,6 +352,7 @@ def test_inductor_compiles_the_tiny_decoder_and_keeps_it_on_disk(make_studio, mo
     assert counters["stats"]["unique_graphs"] - before == 1
     assert not manager._entries[MUSIC].model.compiler.loaded_trace
     assert manager._entries[MUSIC].model.compiler.compiled_steps == sum(WARM_UP_STEPS) - len(WARM_UP_STEPS)
+    assert compiling.prepare_compiler("cpu") == 0.0, "the compile did not prepare torch's compiler first"
     _, compiled = _music(studio, "int8")
     np.testing.assert_allclose(compiled.audio.samples, eager.audio.samples, atol=1e-4)
     assert any((tmp_path / "inductor").rglob("*.py")), "nothing kept in the compile cache"
