@@ -20,8 +20,12 @@ _HF_HOME = Path(tempfile.mkdtemp(prefix="studio-tests-hf-"))
 # test.sh runs the suite in two pytest sessions (and pytest-xdist runs the first in two processes): the first to build
 # the tiny checkpoints leaves a copy here for the others, which copy it instead of building them again.
 _TINY_TEMPLATE = os.environ.get("STUDIO_TESTS_TINY_CACHE")
+# A developer's switch for the tests themselves, read by a skip marker (tests/test_compiled.py): kept.
+_SKIP_INDUCTOR = os.environ.get("STUDIO_SKIP_INDUCTOR")
 for _var in [v for v in os.environ if v.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "STUDIO_"))]:
     del os.environ[_var]
+if _SKIP_INDUCTOR is not None:
+    os.environ["STUDIO_SKIP_INDUCTOR"] = _SKIP_INDUCTOR
 os.environ["HF_HOME"] = str(_HF_HOME)
 # The precision probe would change "auto" under the tests after a model's first CPU load: on only where a test asks
 # (tests/test_precision_probe.py).
