@@ -90,9 +90,14 @@ def default_cache_dir() -> Path:
 
 def use_cache_dir(path: Path | None) -> None:
     """Keep Inductor's compiled kernels and graphs in `path` (torch reads TORCHINDUCTOR_CACHE_DIR when it compiles),
-    unless the user set their own."""
+    unless the user set their own. A folder that cannot be made (a read-only HF_HOME) leaves torch's default, said once
+    in the log: compiling is an optimisation, never a reason to fail."""
     if path is not None and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            log.warning("cannot keep compiled decoders in %s (%s); torch's own cache folder is used", path, error)
+            return
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
 
 

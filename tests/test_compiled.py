@@ -95,6 +95,11 @@ def test_the_compile_cache_is_the_studios_folder_unless_the_user_set_one(monkeyp
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     manager("on", "studio")
     assert cache_dir() == str(tmp_path / "mine")
+    # A folder that cannot be made (here: a file is in the way) leaves torch's default; the studio starts all the same
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    (tmp_path / "a file").write_text("not a folder")
+    manager("auto", "a file/compiled")
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
 
 
 @pytest.mark.parametrize("mode, backend, saved, prepared", [
