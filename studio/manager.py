@@ -17,9 +17,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from studio import libraries
+from studio import compiling, libraries
 from studio.catalog import AUTO, DTYPE_BYTES, Catalog, ModelSpec, Request
-from studio import compiling
 from studio.compiling import COMPILED_PATH, EAGER_PATH, CompilePolicy
 from studio.device import Device, Devices, is_out_of_memory
 from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable, StudioError
@@ -195,7 +194,8 @@ class PipelineManager:
 
     def warm_up(self) -> threading.Thread:
         """Decide the devices and import torch and transformers in the background, after the page is up; then, where
-        a model may compile its decoder, prepare torch's compiler once the studio is idle."""
+        a model may compile its decoder and one has compiled on this machine before, prepare torch's compiler once the
+        studio is idle (_prepare_compiler)."""
 
         def work() -> None:
             devices = self.devices.resolve()
