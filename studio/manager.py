@@ -575,6 +575,10 @@ class PipelineManager:
         time.sleep(PROBE_IDLE_S)
         return not self._runs_going()
 
+    def _idle_soon(self) -> bool:
+        """Wait for idle (_wait_idle) up to PROBE_ATTEMPTS times; whether the studio was idle before they ran out."""
+        return any(self._wait_idle() for _ in range(PROBE_ATTEMPTS))
+
     # ------------------------------------------------------------------ the compiled decoder
     def _prepare_compiler(self, kind: str) -> None:
         """If a model on `kind` may compile its decoder and one has compiled on this machine before (its trace is in
@@ -587,13 +591,12 @@ class PipelineManager:
 
         def prepare_when_idle() -> None:
             try:
-                for _ in range(PROBE_ATTEMPTS):
-                    if self._wait_idle():
-                        with compiling.lowered_priority():
-                            seconds = policy.prepare(kind)
-                        if seconds:
-                            log.info("prepared torch's compiler for %s in %.1f s, while idle", kind, seconds)
-                        return
+                if not self._idle_soon():
+                    return
+                with compiling.lowered_priority():
+                    seconds = policy.prepare(kind)
+                if seconds:
+                    log.info("prepared torch's compiler for %s in %.1f s, while idle", kind, seconds)
             except Exception as error:  # an optimisation: it must never disturb the studio
                 log.warning("preparing torch's compiler failed (%s); a compile prepares it itself", error)
 
@@ -609,9 +612,7 @@ class PipelineManager:
 
         def compile_when_idle() -> None:
             try:
-                for _ in range(PROBE_ATTEMPTS):
-                    if self._wait_idle():
-                        break
+                self._idle_soon()
                 # (A studio never idle that long compiles beside its runs all the same, at the compile's lower
                 # priority: it is the busiest studio that gains most.)
                 with self._lock:
