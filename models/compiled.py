@@ -122,7 +122,8 @@ def int8_linear_op():
 
 def branch_free_positions(embedding, needed: int) -> None:
     """MusicGen's sinusoidal positions without the data-dependent resize (a graph break in every step): the table
-    is made long enough first, then rows are looked up. The same rows as transformers' forward."""
+    is made long enough first, then rows are looked up. The same rows as transformers' forward, which takes the
+    codes, (batch, codebooks, length), or in MusicGen melody the embeddings, (batch, length, width)."""
     import types
 
     if embedding.weights.size(0) < needed:
@@ -130,11 +131,11 @@ def branch_free_positions(embedding, needed: int) -> None:
     if getattr(embedding, "_studio_branch_free", False):
         return
 
-    def forward(self, input_ids, past_key_values_length=0):
+    def forward(self, inputs, past_key_values_length=0):
         import torch
 
-        seq_len = input_ids.size(-1)
-        positions = torch.arange(seq_len, device=input_ids.device) + past_key_values_length
+        seq_len = inputs.size(1) if inputs.is_floating_point() else inputs.size(-1)
+        positions = torch.arange(seq_len, device=inputs.device) + past_key_values_length
         return self.weights.index_select(0, positions.view(-1)).detach()
 
     embedding.forward = types.MethodType(forward, embedding)

@@ -482,13 +482,19 @@ class WindowedDecode:
 
 class MusicgenModel(CompiledDecoding, OneModuleModel):
     compile_holds_device = False  # its warm-up decodes greedily: it draws nothing from the generator a run samples from
+
+    @property
+    def compile_name(self) -> str:
+        """The name studio.compiling.PAYS knows the model by: MusicGen melody (twice musicgen-small's layers, a
+        prefix in place of cross-attention) is measured apart from the other sizes."""
+        return MUSICGEN_MELODY if _is_melody(self.spec) else MUSICGEN
+
     def compile_decoder(self, policy, device_kind: str, make_request=None) -> bool:
         """Compile the decoder's per-token step now (the manager calls this in the background after a load, when
-        the device is idle): two short runs on the compiled path. Returns whether later runs take it."""
+        the device is idle): two short runs on the compiled path (one on a trace an earlier process saved). Returns
+        whether later runs take it."""
         from models.compiled import DecodeCompiler, no_layer_drop_draws
 
-        if _is_melody(self.spec):  # its decoder prepends the chroma and has no cross-attention: not built for it
-            return False
         no_layer_drop_draws(self.model.decoder.model.decoder)
         compiler = DecodeCompiler(policy, device_kind, precompile=True)
         self.compiler = compiler
@@ -510,7 +516,9 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
 
     def _compiled_kwargs(self, compiler, inputs, prompt_frames: int, steps: int) -> dict:
         """What generate() needs to decode through the compiled step: a static cache of the run's length (and the
-        text's, for cross-attention) and the compile config."""
+        text's, for cross-attention) and the compile config. MusicGen melody has no cross-attention: its decoder's
+        own cache holds the chroma and the text as a prefix (chroma_length frames, then the text's), ahead of the
+        start token."""
         import torch
         from transformers.cache_utils import EncoderDecoderCache, StaticCache
 
@@ -518,13 +526,14 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
 
         decoder = self.model.decoder
         # The start token, the prompt, the new tokens (and room: windowed_length).
-        cache_len = windowed_length(1 + prompt_frames + steps + decoder.num_codebooks)
+        text_len = int(inputs["input_ids"].shape[1])
+        prefix = self.model.config.chroma_length + text_len if _is_melody(self.spec) else 0
+        cache_len = windowed_length(prefix + 1 + prompt_frames + steps + decoder.num_codebooks)
         branch_free_positions(decoder.model.decoder.embed_positions, cache_len)
-        config = compiler.compile_config(self.model,
-                                         lambda inputs: _compiled_step_inputs(inputs, mark=compiler.marks_dims))
+        config = compiler.compile_config(
+            self.model, lambda inputs: _compiled_step_inputs(inputs, mark=compiler.marks_dims))
         # Made under inference_mode whoever calls: the cache's position counter is a graph input, and one made
         # outside it carries another dispatch key, which fails the compiled graph's guards (a recompile mid-run).
-        text_len = int(inputs["input_ids"].shape[1])
         with torch.inference_mode():
             cache = EncoderDecoderCache(windowed(StaticCache(config=decoder.config, max_cache_len=cache_len)),
                                         StaticCache(config=decoder.config, max_cache_len=text_len))
@@ -626,8 +635,8 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
         if decode is not None:
             criteria.append(decode)
         compiler = self.ready_compiler()
-        if compiler is not None and (request.get("guidance_scale") or 0) > 1 \
-                and "input_features" not in inputs:  # the shapes it was compiled for: guidance doubles the rows
+        # The compiled graph's shapes are guidance's: it doubles the rows.
+        if compiler is not None and (request.get("guidance_scale") or 0) > 1:
             extra.update(self._compiled_kwargs(compiler, inputs, -(-prompt.shape[-1] // self._hop())
                                                if prompt is not None else 0, steps))
         kept = delay_mask_kept(self.model.decoder, decode.kept) if decode is not None else nullcontext()
@@ -648,7 +657,8 @@ def _compiled_step_inputs(inputs: dict, mark: bool = True) -> dict | None:
     """One decode step's inputs in the compiled graph's layout: generate() slices the growing sequence (a stride that
     changes every step) and grows the decoder's all-ones mask, so the step gets a contiguous copy and no mask (the
     static cache's own positions make the causal mask). A mask with padding in it: None, the eager model's step.
-    `mark`: the varying lengths are marked symbolic (DecodeCompiler.marks_dims)."""
+    `mark`: the varying lengths are marked symbolic (DecodeCompiler.marks_dims). MusicGen melody's generate() passes
+    no decoder mask: the cache's own count of positions (the chroma and text prefix among them) places the step."""
     from models.compiled import set_window, symbolic_lengths
 
     ids, mask = inputs.get("decoder_input_ids"), inputs.get("decoder_attention_mask")

@@ -606,7 +606,8 @@ class PipelineManager:
         """After a load: compile the model's decoder in the background (models.compiled), once the device is idle;
         runs go eager meanwhile, and take the compiled path once it is ready."""
         policy = self.compile_policy
-        if policy is None or not policy.applies(spec.family, kind, dtype) or not hasattr(model, "compile_decoder"):
+        if policy is None or not hasattr(model, "compile_decoder") \
+                or not policy.applies(getattr(model, "compile_name", spec.family), kind, dtype):
             return
         self._compiling.add(spec.repo_id)
 
