@@ -29,6 +29,7 @@ MANIFEST = "bench-builds.json"
 PUBLISHED_PARAMETERS = {
     "facebook/mms-tts-eng": 36_000_000,
     "facebook/musicgen-small": 587_000_000,
+    "facebook/musicgen-melody": 1_550_000_000,
     "suno/bark-small": 404_000_000,
     "cvssp/audioldm2": 1_080_000_000,
     "stabilityai/stable-audio-open-1.0": 1_320_000_000,
@@ -67,41 +68,72 @@ def build_mms_tts(dst: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ MusicGen
-def build_musicgen_small(dst: Path) -> None:
-    """facebook/musicgen-small: T5-base encoder, 24-layer 1024-wide decoder, EnCodec 32 kHz (587M parameters)."""
-    from transformers import (
-        EncodecConfig,
-        EncodecFeatureExtractor,
-        GenerationConfig,
-        MusicgenConfig,
-        MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
-        T5Config,
-    )
-
-    from tests.tiny_models import _add_json_key, _add_tokenizer_config, _fill_encodec_codebooks, _write_t5_tokenizer
+def _musicgen_encoders() -> dict:
+    """MusicGen's text encoder (T5-base) and codec (EnCodec 32 kHz, four 2048-code books), as every size has them."""
+    from transformers import EncodecConfig, T5Config
 
     text = T5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
                     feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     audio = EncodecConfig(upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], num_filters=64, sampling_rate=32000,
                           codebook_size=2048, use_causal_conv=False, normalize=False, use_conv_shortcut=False,
                           chunk_length_s=None, overlap=None)
-    decoder = MusicgenDecoderConfig(pad_token_id=2048, bos_token_id=2048, tie_word_embeddings=False)
-    config = MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
-    with _seeded(587):
-        model = MusicgenForConditionalGeneration(config).eval()
-        _fill_encodec_codebooks(model.audio_encoder, seed=588)
+    return {"text_encoder": text.to_dict(), "audio_encoder": audio.to_dict()}
+
+
+def _save_musicgen(model_class, config, dst: Path, *, seed: int) -> None:
+    """A random MusicGen of `config` (its codec's codebooks filled so that codes decode to sound) with the published
+    generation config, saved to `dst`."""
+    from transformers import GenerationConfig
+
+    from tests.tiny_models import _fill_encodec_codebooks
+
+    with _seeded(seed):
+        model = model_class(config).eval()
+        _fill_encodec_codebooks(model.audio_encoder, seed=seed + 1)
         model.generation_config = GenerationConfig(
             bos_token_id=2048, decoder_start_token_id=2048, pad_token_id=2048, do_sample=True, guidance_scale=3.0,
             max_length=1500,
         )
         _save(model, dst)
+
+
+def build_musicgen_small(dst: Path) -> None:
+    """facebook/musicgen-small: T5-base encoder, 24-layer 1024-wide decoder, EnCodec 32 kHz (587M parameters)."""
+    from transformers import (EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
+                              MusicgenForConditionalGeneration)
+
+    from tests.tiny_models import _add_json_key, _add_tokenizer_config, _write_t5_tokenizer
+
+    decoder = MusicgenDecoderConfig(pad_token_id=2048, bos_token_id=2048, tie_word_embeddings=False)
+    config = MusicgenConfig(**_musicgen_encoders(), decoder=decoder.to_dict())
+    _save_musicgen(MusicgenForConditionalGeneration, config, dst, seed=587)
     _write_t5_tokenizer(dst)
     fe = EncodecFeatureExtractor(feature_size=1, sampling_rate=32000, padding_side="left", padding_value=0.0,
                                  chunk_length_s=None, overlap=None, return_attention_mask=True)
     fe.save_pretrained(dst)
     _add_json_key(dst / "preprocessor_config.json", "processor_class", "MusicgenProcessor")
     _add_tokenizer_config(dst, {"processor_class": "MusicgenProcessor"})
+
+
+def build_musicgen_melody(dst: Path) -> None:
+    """facebook/musicgen-melody: T5-base encoder, 48-layer 1536-wide decoder whose prefix is 235 chroma frames and the
+    text (no cross-attention), EnCodec 32 kHz (1.5B parameters)."""
+    from transformers import MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration
+
+    from tests.tiny_models import _add_tokenizer_config, _write_json, _write_t5_tokenizer
+
+    decoder = MusicgenMelodyDecoderConfig(hidden_size=1536, num_hidden_layers=48, num_attention_heads=24, ffn_dim=6144,
+                                          pad_token_id=2048, bos_token_id=2048, tie_word_embeddings=False)
+    config = MusicgenMelodyConfig(**_musicgen_encoders(), decoder=decoder.to_dict(), num_chroma=12, chroma_length=235)
+    _save_musicgen(MusicgenMelodyForConditionalGeneration, config, dst, seed=1550)
+    _write_t5_tokenizer(dst)
+    # As the real repo has it (MusicgenMelodyFeatureExtractor needs torchaudio to be built; models.chroma reads it).
+    _write_json(dst / "preprocessor_config.json", {
+        "chunk_length": 30, "feature_extractor_type": "MusicgenMelodyFeatureExtractor", "feature_size": 12,
+        "hop_length": 4096, "n_fft": 16384, "num_chroma": 12, "padding_side": "left", "padding_value": 0.0,
+        "processor_class": "MusicgenMelodyProcessor", "return_attention_mask": True, "sampling_rate": 32000,
+        "stem_indices": [3, 2]})
+    _add_tokenizer_config(dst, {"processor_class": "MusicgenMelodyProcessor"})
 
 
 # ------------------------------------------------------------------------------------ Bark
@@ -507,6 +539,7 @@ def build_vibevoice_1_5b(dst: Path) -> None:
 REALISTIC_BUILDERS: dict[str, Callable[[Path], None]] = {
     "facebook/mms-tts-eng": build_mms_tts,
     "facebook/musicgen-small": build_musicgen_small,
+    "facebook/musicgen-melody": build_musicgen_melody,
     "suno/bark-small": functools.partial(build_bark_small, repo_id="suno/bark-small"),
     "cvssp/audioldm2": build_audioldm2,
     "stabilityai/stable-audio-open-1.0": build_stable_audio,

@@ -1,6 +1,7 @@
 """Compiled decoding (issue 17, part 2): the real-time factor of musicgen-small in each precision, eager and through
 the compiled decoder (models.compiled), and what compiling costs in a machine's first process (an empty compile
-cache) and in a second one (the cache that the first left on disk).
+cache) and in a second one (the cache that the first left on disk). MusicGen melody is measured apart (the studio's
+`auto` knows it apart: studio.compiling.PAYS): twice the layers, and the chroma and text as a prefix in its cache.
 
 Each (model, precision) runs in two fresh Python processes sharing one compile cache, as two launches of the studio
 on one machine do. In each: the model is loaded and run once eager (its first-call costs), compiled exactly as the
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 CASES = (("musicgen-small", "facebook/musicgen-small", "music", "80s pop track with bassy drums and synth",
           {"duration": 5.0}, "5 s, guidance 3"),
+         ("musicgen-melody", "facebook/musicgen-melody", "music", "80s pop track with bassy drums and synth",
+          {"duration": 3.0}, "3 s, the text alone, guidance 3"),
          ("bark-small", "suno/bark-small", "speech", "The morning was cold and clear, and we walked to the harbour.",
           {"max_chunk_seconds": 5.0}, "one 5 s chunk"),
          ("pocket-tts", "eustlb/pocket-tts", "speech", "The morning was cold and clear, and we walked to the harbour.",
