@@ -541,7 +541,6 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
 
     def generate(self, request: Request, ctx: RunContext) -> Audio:
         import numpy as np
-        import torch
 
         # 1. The plan: the clip to continue (if any), then windows of at most MAX_DURATION, each prompted by
         #    the end of the music so far; one progress count over all of them.
