@@ -486,8 +486,9 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
     @property
     def compile_name(self) -> str:
         """The name studio.compiling.PAYS knows the model by: MusicGen melody (twice musicgen-small's layers, a
-        prefix in place of cross-attention) is measured apart from the other sizes."""
-        return MUSICGEN_MELODY if _is_melody(self.spec) else MUSICGEN
+        prefix in place of cross-attention) is measured apart from the other sizes. The loaded model's config says
+        which it is (load() picked the class by it), with no file to read."""
+        return self.model.config.model_type
 
     def compile_decoder(self, policy, device_kind: str, make_request=None) -> bool:
         """Compile the decoder's per-token step now (the manager calls this in the background after a load, when
@@ -527,11 +528,11 @@ class MusicgenModel(CompiledDecoding, OneModuleModel):
         decoder = self.model.decoder
         # The start token, the prompt, the new tokens (and room: windowed_length).
         text_len = int(inputs["input_ids"].shape[1])
-        prefix = self.model.config.chroma_length + text_len if _is_melody(self.spec) else 0
+        prefix = self.model.config.chroma_length + text_len if self.compile_name == MUSICGEN_MELODY else 0
         cache_len = windowed_length(prefix + 1 + prompt_frames + steps + decoder.num_codebooks)
         branch_free_positions(decoder.model.decoder.embed_positions, cache_len)
-        config = compiler.compile_config(
-            self.model, lambda inputs: _compiled_step_inputs(inputs, mark=compiler.marks_dims))
+        config = compiler.compile_config(self.model,
+                                         lambda inputs: _compiled_step_inputs(inputs, mark=compiler.marks_dims))
         # Made under inference_mode whoever calls: the cache's position counter is a graph input, and one made
         # outside it carries another dispatch key, which fails the compiled graph's guards (a recompile mid-run).
         with torch.inference_mode():
