@@ -160,6 +160,22 @@ def _arch(spec: ModelSpec) -> dict:
     return arch
 
 
+def unsaved_bytes(spec: ModelSpec, dtype_bytes: int) -> int:
+    """What a loaded MusicGen holds beyond its safetensors: the decoder's sinusoidal position table (positions x
+    width, in the load's floating dtype: 8 MB of the real small model in float32) and three int64 scalars in each
+    of EnCodec's convolutions (stride, kernel size, padding), all made at load as non-persistent buffers."""
+    config = cached_json(spec.repo_id) or {}
+    decoder, codec = config.get("decoder", {}), config.get("audio_encoder", {})
+    arch = _arch(spec)
+    table = decoder.get("max_position_embeddings", 2048) * arch["hidden"] * dtype_bytes
+    # EncodecEncoder: a first and a last conv, and per ratio a downsampling conv and its residual blocks' (two
+    # each, a third with a conv shortcut); EncodecDecoder the same less the upsampling (a transposed conv).
+    ratios = len(codec.get("upsampling_ratios", (8, 5, 4, 4)))
+    block = codec.get("num_residual_layers", 1) * (2 + bool(codec.get("use_conv_shortcut", True)))
+    convs = (2 + ratios * (block + 1)) + (2 + ratios * block)
+    return table + convs * 3 * 8
+
+
 def _tokens(spec: ModelSpec, duration: float) -> tuple[int, int]:
     """(frames of audio wanted, decoder steps): the delay pattern costs one extra step per extra codebook."""
     arch = _arch(spec)
@@ -702,7 +718,7 @@ def load(spec: ModelSpec, torch_device: str, dtype: str) -> MusicgenModel:
 
 FAMILY = Family(
     name="musicgen", load=load, work_units=work_units, working_bytes=working_bytes, check=check, describe=describe,
-    first_audio_units=first_audio_units,
+    first_audio_units=first_audio_units, unsaved_bytes=unsaved_bytes,
     # int8 on a CPU: 3.8x faster than float32 on musicgen-small (docs/benchmarks.md); EnCodec stays float.
     preferred_dtypes={"cuda": "float16", "mps": "float16", "cpu": "int8"},
     precisions=("float32", "float16", "bfloat16", "int8"), int8_parts=INT8_PARTS,

@@ -345,6 +345,10 @@ class Family:
     # family without it does not stream (a diffusion model denoises the whole clip at once). The estimate's time to
     # first audio comes from it.
     first_audio_units: Callable[[ModelSpec, "Request"], float | None] | None = None
+    # Tensors the loaded model makes that its weight files do not hold (non-persistent buffers, e.g. MusicGen's
+    # sinusoidal position table): (spec, floating dtype bytes) -> bytes, added to the weights planned before a first
+    # load, so a first load never takes more than the plan let it (after a load the studio knows the exact figure).
+    unsaved_bytes: Callable[[ModelSpec, int], int] | None = None
 
     def __post_init__(self) -> None:
         if (self.preparation is None) != (self.prepare is None):

@@ -101,7 +101,8 @@ class Sizer:
                 return {name: int8[name] if name in family.int8_parts else float_[name] for name in int8
                         if name not in companion_parts}
         own = planned_weight_bytes(spec, dtype, floating, family.int8_parts, part_bytes)
-        return own + sum(companion_weight_bytes(companion) for companion in family.companion_repos)
+        unsaved = family.unsaved_bytes(spec, floating) if family.unsaved_bytes is not None else 0
+        return own + unsaved + sum(companion_weight_bytes(companion) for companion in family.companion_repos)
 
 
 def companion_weight_bytes(companion: Companion) -> int:

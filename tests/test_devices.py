@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from studio.device import SimulatedDevice
@@ -138,6 +138,10 @@ MODELS = list(SAME_SIZE) + ["facebook/musicgen-stereo-small", SPEECH, "suno/bark
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Found by hypothesis: musicgen-large's first load planned by its files' bytes, 0.26 MB short of what it took (its
+# position table is made at load), and went 73 KB over a budget the others had nearly filled.
+@example(sequence=["facebook/musicgen-small", "facebook/musicgen-medium", SPEECH, "facebook/musicgen-large"],
+         resident=[1], pin_first=False)
 @given(
     sequence=st.lists(st.sampled_from(MODELS), min_size=2, max_size=5),
     resident=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=3),

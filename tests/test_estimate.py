@@ -45,20 +45,22 @@ def test_unreadable_calibration_file_falls_back_to_the_prior(tmp_path):
     assert Calibration(path).compute_seconds("k", 10, SpeedPrior(1.0, 1.0)) == pytest.approx(11.0)
 
 
+@pytest.mark.parametrize("model", [MODEL, "facebook/musicgen-melody", "facebook/musicgen-stereo-small"])
 @pytest.mark.parametrize("precision", ["float32", "int8"])
-def test_weight_bytes_come_from_the_files_before_and_the_tensors_after_a_load(make_studio, precision):
+def test_weight_bytes_come_from_the_files_before_and_the_tensors_after_a_load(make_studio, precision, model):
     from studio.weights import module_bytes
 
     studio = make_studio()
-    before = studio.estimate(_request(studio, precision=precision))
-    with studio.manager.acquire(_request(studio, precision=precision)) as lease:
+    before = studio.estimate(_request(studio, model=model, precision=precision))
+    with studio.manager.acquire(_request(studio, model=model, precision=precision)) as lease:
         loaded = module_bytes(lease.model.modules())
-        assert studio.estimate(_request(studio, precision=precision)).weights_bytes == loaded
-    # The safetensors headers count every stored tensor; only non-persistent buffers (MusicGen's sinusoidal
-    # positions, 0.26 MB here: 5 % of the tiny float32 model, 7 % of its int8 one, 0.35 % of the real one) are extra.
-    assert (0.95 if precision == "float32" else 0.9) * loaded <= before.weights_bytes <= loaded * 1.01
-    studio.manager.unload(MODEL)
-    assert studio.estimate(_request(studio, precision=precision)).weights_bytes == loaded  # remembered exactly
+        assert studio.estimate(_request(studio, model=model, precision=precision)).weights_bytes == loaded
+    # The safetensors headers count every stored tensor, and the family what the load makes besides (MusicGen's
+    # sinusoidal positions, 0.26 MB here: 5 % of the tiny float32 model, 7 % of its int8 one, 0.35 % of the real
+    # one; and EnCodec's conv scalars): a first load takes what was planned, not a byte more.
+    assert before.weights_bytes == loaded
+    studio.manager.unload(model)
+    assert studio.estimate(_request(studio, model=model, precision=precision)).weights_bytes == loaded  # remembered
 
 
 def test_working_memory_follows_the_request(make_studio):
