@@ -370,12 +370,20 @@ def _dir_bytes(path: Path) -> int:
 
 
 def _previous_section(args: argparse.Namespace, name: str) -> tuple[dict | None, dict | None, dict]:
-    """The results file's section `name`; the same again if it was measured on this machine, else None (its rows
-    are merged with this run's); and this machine."""
+    """The results file's section `name`; this machine's figures in it (merged with this run's rows), None if it
+    has none; and this machine."""
     previous = _load_previous(args).get("sections", {}).get(name)
     machine = machine_info()
-    here = previous if previous and same_machine(previous.get("machine"), machine) else None
-    return previous, here, machine
+    return previous, this_machines(previous, machine), machine
+
+
+def this_machines(section: dict | None, machine: dict) -> dict | None:
+    """`machine`'s figures in a machine-bound section: the section itself, or the entry it keeps of `machine`
+    among its other CPUs' (a run on an AVX-512 machine after one on an AVX2 machine finds the AVX-512 rows there)."""
+    if not section:
+        return None
+    return next((entry for entry in [section, *section.get("other_machines", [])]
+                 if same_machine(entry.get("machine"), machine)), None)
 
 
 def _load_previous(args: argparse.Namespace) -> dict:

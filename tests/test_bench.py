@@ -560,6 +560,12 @@ def test_a_run_on_another_cpu_keeps_the_figures_of_the_ones_before():
     # The same CPU again replaces its own figures and keeps the other's.
     third = with_other_machines(second, auto_section(avx2, "2025-03-03T00:00:00+00:00", 2.4))
     assert [m["machine"] for m in third["other_machines"]] == [avx512]
+    # Back on the first CPU: its earlier figures are found among the others' and merged with the new run's.
+    from bench.main import this_machines
+
+    assert this_machines(third, avx512)["created"] == "2025-01-01T00:00:00+00:00"
+    assert this_machines(third, avx2) is third and this_machines(None, avx2) is None
+    assert this_machines(third, {"cpu": "Intel Xeon", "simd": ["avx2"]}) is None
     text = render({"runs": [], "models": {}, "sections": {"precision-auto": third}})
     assert "AMD EPYC (avx2)" in text
     assert "AMD EPYC (avx2, avx512f, avx512_bf16)" in text
