@@ -32,6 +32,11 @@ too little to be on by default (bark-small int8 1.05x, bfloat16 0.99x): studio.c
 Dia, CSM, VibeVoice and Pocket TTS take transformers' static cache as their generate() is: `CompiledDecoding` gives
 them the kwargs and a warm-up through the adapter's own generate() (Pocket TTS measured 1.04x: not on by default).
 
+Measured on the 2-core AMX Xeon and dropped: the decoder's plain attention instead of SDPA under compile (no gain,
+and its trace could not be saved), skipping Dynamo's guard evaluation (set_stance skip_guard_eval_unsafe: no gain),
+weight-only int8 products (aten._weight_int8pack_mm: a step's matrices 32 ms in bfloat16 against dynamic int8's 25
+ms). What a step spends, and what is left to gain, is in the README ("Compiled decoding").
+
 A compiled step computes the same function in another order, so its audio differs from eager's in rounding (the
 sampled tokens part after a while), not in kind; tests/test_compiled.py checks that on the tiny checkpoint a
 compiled run makes the eager run's audio.
