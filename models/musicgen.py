@@ -7,6 +7,7 @@ import math
 import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from studio.catalog import Accepts, Family, ModelSpec, Param, Request, SpeedPrior, duration_param
 from studio.clips import Clip
@@ -17,6 +18,9 @@ from studio.weights import cached_json
 from models.common import (OneModuleModel, SAFE_LOAD, check_tokenizer, load_pretrained, seed_everything,
                            to_float32_numpy, token_progress)
 from models.compiled import CompiledDecoding
+
+if TYPE_CHECKING:  # the annotations' numpy; the functions import it where they run
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +328,7 @@ def working_bytes(spec: ModelSpec, request: Request, dtype_bytes: int) -> int:
     return int(kv + decode + logits + result + 32 * 1024**2)
 
 
-def crossfade_join(music: "np.ndarray", window: "np.ndarray", prompt_samples: int, fade: int) -> "np.ndarray":
+def crossfade_join(music: np.ndarray, window: np.ndarray, prompt_samples: int, fade: int) -> np.ndarray:
     """`music` (channels, n) followed by what `window` adds after its first `prompt_samples` (its rendering of
     music's last `prompt_samples`): over the `fade` samples before the join the original hands over to the
     window's rendering of the same audio, so the seam is inside one continuous decode and does not click."""
@@ -337,7 +341,7 @@ def crossfade_join(music: "np.ndarray", window: "np.ndarray", prompt_samples: in
     return np.concatenate([music[:, :-fade], blended, window[:, prompt_samples:]], axis=1)
 
 
-def crossfade(old: "np.ndarray", new: "np.ndarray") -> "np.ndarray":
+def crossfade(old: np.ndarray, new: np.ndarray) -> np.ndarray:
     """`old` handing over to `new` (the same span of audio, two renderings) linearly over their length."""
     import numpy as np
 

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from studio.catalog import TASK_LABELS
 from studio.device import expected_device_kind
 from studio.errors import Cancelled, DoesNotFit, InvalidInput, ModelUnavailable, StudioError
-from studio.openai_speech import (MEDIA_TYPES, SpeechCall, SpeechError, aliases, file_bytes, pcm16, read_call,
+from studio.openai_speech import (SpeechCall, SpeechError, aliases, file_bytes, pcm16, read_call,
                                   streaming_wav_header)
 from studio.settings import Settings
 from studio.streaming import Done, Piece, stream
